@@ -1,0 +1,48 @@
+"""Write configs/<algo>/<env>-<kind>.yaml for every algorithm and dataset.
+
+  python tools/make_configs.py
+
+Keys are TrainConfig fields; anything not written here is the script's default (the paper's value
+for MuJoCo locomotion).  Per-dataset values that papers tune are in OVERRIDES.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+REMOTE = [f"mujoco/{env}/{kind}-v0" for env in ("hopper", "halfcheetah", "walker2d") for kind in ("medium", "expert")]
+# Budgets: Pendulum learns in minutes on a CPU; locomotion uses the papers' one million updates.
+BUDGET = {
+    "pendulum": {"max_steps": 30_000, "eval_every": 3_000, "eval_episodes": 10},
+    "hopper": {"max_steps": 1_000_000, "eval_every": 10_000, "eval_episodes": 10},
+    "mujoco": {"max_steps": 1_000_000, "eval_every": 10_000, "eval_episodes": 10},
+}
+# (algo, env) -> fields; env "*" applies to all.
+OVERRIDES: dict[tuple[str, str], dict] = {}
+
+
+def config_name(dataset_id: str) -> str:
+    parts = dataset_id.split("/")
+    kind = parts[2].rsplit('-v', 1)[0]
+    return f"{parts[1]}-{kind}" if parts[0] == "local" else f"{parts[0]}-{parts[1]}-{kind}"
+
+
+def write_all() -> list[Path]:
+    written = []
+    algos = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
+    datasets = [f"local/{env}/{kind}-v0" for env in ("pendulum", "hopper") for kind in LOCAL_KINDS] + REMOTE
+    for algo in algos:
+        for dataset_id in datasets:
+            env = dataset_id.split("/")[1] if dataset_id.startswith("local/") else "mujoco"
+            fields = {"dataset_id": dataset_id, **BUDGET[env]}
+            for key in (("*", "*"), (algo, "*"), (algo, env), (algo, dataset_id)):
+                fields.update(OVERRIDES.get(key, {}))
+            path = ROOT / "configs" / algo / f"{config_name(dataset_id)}.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{k}: {v}\n" for k, v in fields.items()))
+            written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    print(f"wrote {len(write_all())} configs")

@@ -1,0 +1,354 @@
+"""Build D4RL-style Minari datasets locally: local/<env>/<kind>-v0.
+
+The recipe (Fu et al. 2020, "D4RL", section 5, on gymnasium v5 environments):
+  random         uniform random actions
+  medium         the stochastic policy of the SAC checkpoint whose return is one third of the way
+                 from random to expert (D4RL: "one third of the expert"; Pendulum's returns are
+                 negative, so the third is measured from the random policy's return)
+  expert         the stochastic policy of the best SAC checkpoint (the last one: training stops
+                 when it reaches the environment's expert return)
+  medium-replay  every transition the SAC run saw up to the medium checkpoint
+  medium-expert  medium and expert concatenated
+ref_min_score / ref_max_score are the mean returns of the random and expert policies, so that
+minari.get_normalized_score gives D4RL-style scores.
+
+  python tools/make_datasets.py                      # all ten datasets from committed checkpoints
+  python tools/make_datasets.py --envs pendulum --kinds medium --size 5000 --force
+  python tools/make_datasets.py --envs hopper --train-behavior   # retrain the SAC behavior agent
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from behavior_sac import Actor, SACSettings, evaluate, train_behavior  # noqa: E402
+
+BEHAVIOR_DIR = Path(__file__).resolve().parent / "behavior"
+KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+REF_EPISODES = 50  # episodes that estimate ref_min_score and ref_max_score
+COLLECTION_SEED = 0
+
+
+@dataclass
+class EnvRecipe:
+    gym_id: str
+    size: int  # default transitions per dataset (medium-expert has twice this)
+    sac: SACSettings = field(default_factory=SACSettings)
+
+
+ENVS = {
+    "pendulum": EnvRecipe(
+        "Pendulum-v1",
+        100_000,
+        SACSettings(total_steps=15_000, start_steps=1_000, eval_every=500, eval_episodes=10, stop_return=-160),
+    ),
+    "hopper": EnvRecipe(
+        "Hopper-v5",
+        200_000,
+        SACSettings(total_steps=1_000_000, start_steps=10_000, eval_every=10_000, eval_episodes=10,
+                    stop_return=3300, wall_seconds=85 * 60),
+    ),
+}
+
+
+class BadInput(ValueError):
+    """A user error: printed as one sentence, exit status 2."""
+
+
+def check_choice(kind: str, given: list[str], valid) -> list[str]:
+    unknown = [g for g in given if g not in valid]
+    if unknown:
+        raise BadInput(f"unknown {kind} {', '.join(map(repr, unknown))}; valid {kind}s are: {', '.join(valid)}.")
+    return given
+
+
+# ---------------------------------------------------------------- behavior agent (train and load)
+
+def save_behavior(env: str, checkpoints: list[dict], replay, dims: dict) -> dict:
+    """Choose expert and medium, estimate the reference scores, write the committed files."""
+    recipe = ENVS[env]
+    out = BEHAVIOR_DIR / env
+    out.mkdir(parents=True, exist_ok=True)
+    expert = max(checkpoints, key=lambda c: c["eval_return"])
+    random_return = random_policy_return(recipe.gym_id, REF_EPISODES, seed=1_000)
+    target = random_return + (expert["eval_return"] - random_return) / 3
+    candidates = [c for c in checkpoints if c["step"] < expert["step"]]
+    medium = min(candidates, key=lambda c: abs(c["eval_return"] - target))
+    for name, ckpt in (("medium", medium), ("expert", expert)):
+        torch.save(ckpt["actor"], out / f"{name}.pt")
+    n = medium["step"]
+    trunc = replay.trunc[:n].copy()
+    trunc[-1] = not replay.term[n - 1]  # the replay is cut at the medium checkpoint
+    np.savez_compressed(out / "replay_medium.npz", obs=replay.obs[:n], act=replay.act[:n], rew=replay.rew[:n],
+                        next_obs=replay.next_obs[:n], term=replay.term[:n].astype(bool), trunc=trunc)
+    policies = {name: load_actor(out / f"{name}.pt", dims) for name in ("medium", "expert")}
+    index = {
+        "env_id": recipe.gym_id,
+        "sac": asdict(recipe.sac),
+        "actor": dims,
+        "checkpoints": [{"step": c["step"], "eval_return": c["eval_return"]} for c in checkpoints],
+        "medium": {"step": medium["step"], "eval_return": medium["eval_return"],
+                   "mean_return": evaluate(policies["medium"], recipe.gym_id, REF_EPISODES, seed=2_000)},
+        "expert": {"step": expert["step"], "eval_return": expert["eval_return"],
+                   "mean_return": evaluate(policies["expert"], recipe.gym_id, REF_EPISODES, seed=2_000)},
+        "ref_min_score": random_return,
+    }
+    index["ref_max_score"] = index["expert"]["mean_return"]
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return index
+
+
+def load_actor(path: Path, dims: dict) -> Actor:
+    actor = Actor(dims["obs_dim"], dims["act_dim"], dims["hidden"], dims["act_scale"])
+    actor.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return actor.eval()
+
+
+def load_behavior(env: str) -> dict:
+    path = BEHAVIOR_DIR / env / "index.json"
+    if not path.exists():
+        raise BadInput(f"no behavior checkpoints for {env} in {path.parent}; "
+                       f"train them with: python tools/make_datasets.py --envs {env} --train-behavior.")
+    return json.loads(path.read_text())
+
+
+def random_policy_return(env_id: str, episodes: int, seed: int) -> float:
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    returns = []
+    for ep in range(episodes):
+        env.reset(seed=seed + ep)
+        done, total = False, 0.0
+        while not done:
+            _, r, term, trunc, _ = env.step(env.action_space.sample())
+            total += float(r)
+            done = term or trunc
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+# ---------------------------------------------------------------- collection
+
+def collect(env_id: str, policy, size: int, seed: int, desc: str) -> list[dict]:
+    """Roll `policy` (None = uniform random) for exactly `size` transitions, as whole episodes;
+    the last episode is cut at `size` and marked truncated, like D4RL's timeouts."""
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    episodes, steps, ep_index = [], 0, 0
+    with tqdm(total=size, desc=desc, mininterval=2, leave=False) as bar:
+        while steps < size:
+            obs, _ = env.reset(seed=seed + ep_index)
+            ep = {"observations": [obs], "actions": [], "rewards": [], "terminations": [], "truncations": []}
+            done = False
+            while not done:
+                action = env.action_space.sample() if policy is None else policy.act(obs)
+                obs, r, term, trunc, _ = env.step(action)
+                steps += 1
+                trunc = trunc or steps == size
+                for key, value in zip(("observations", "actions", "rewards", "terminations", "truncations"),
+                                      (obs, action, r, term, trunc)):
+                    ep[key].append(value)
+                done = term or trunc
+            bar.update(len(ep["actions"]))
+            episodes.append({k: np.asarray(v) for k, v in ep.items()})
+            ep_index += 1
+    return episodes
+
+
+def replay_episodes(path: Path) -> list[dict]:
+    """Split the committed SAC replay (flat transitions) into episodes."""
+    data = np.load(path)
+    ends = np.flatnonzero(data["term"] | data["trunc"]) + 1
+    episodes, start = [], 0
+    for end in ends:
+        episodes.append({
+            "observations": np.concatenate([data["obs"][start:end], data["next_obs"][end - 1:end]]),
+            "actions": data["act"][start:end],
+            "rewards": data["rew"][start:end].astype(np.float64),
+            "terminations": data["term"][start:end],
+            "truncations": data["trunc"][start:end],
+        })
+        start = end
+    return episodes
+
+
+def episodes_for(env: str, kind: str, size: int, index: dict) -> list[dict]:
+    recipe = ENVS[env]
+    actors = {name: load_actor(BEHAVIOR_DIR / env / f"{name}.pt", index["actor"]) for name in ("medium", "expert")}
+    seed = COLLECTION_SEED + 100_000 * KINDS.index(kind)
+    if kind == "random":
+        return collect(recipe.gym_id, None, size, seed, f"{env} random")
+    if kind in ("medium", "expert"):
+        return collect(recipe.gym_id, actors[kind], size, seed, f"{env} {kind}")
+    if kind == "medium-replay":
+        return replay_episodes(BEHAVIOR_DIR / env / "replay_medium.npz")
+    return episodes_for(env, "medium", size, index) + episodes_for(env, "expert", size, index)
+
+
+# ---------------------------------------------------------------- writing Minari datasets
+
+def datasets_root() -> Path:
+    return Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets"))
+
+
+def describe(env: str, kind: str, size: int, index: dict) -> str:
+    med, exp = index["medium"], index["expert"]
+    return (f"D4RL-style '{kind}' dataset for {index['env_id']}, built by tools/make_datasets.py "
+            f"(size {size}, collection seed {COLLECTION_SEED}). Behavior: SAC trained online with seed "
+            f"{index['sac']['seed']}; medium = checkpoint at step {med['step']} (mean return {med['mean_return']:.1f}), "
+            f"expert = checkpoint at step {exp['step']} (mean return {exp['mean_return']:.1f}); "
+            f"ref_min_score = random policy {index['ref_min_score']:.1f}, ref_max_score = expert "
+            f"{index['ref_max_score']:.1f}. Recipe: random = uniform actions; medium/expert = stochastic "
+            f"checkpoint policies; medium-replay = the SAC run's transitions up to the medium checkpoint; "
+            f"medium-expert = medium + expert.")
+
+
+def write_dataset(dataset_id: str, episodes: list[dict], env_id: str, index: dict, description: str) -> None:
+    """Write into a temporary root, then move into place: an interrupted build leaves nothing
+    that loads as a dataset, and an existing dataset is replaced only by a complete one."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+    from minari.namespace import create_namespace, list_local_namespaces
+
+    root = datasets_root()
+    root.mkdir(parents=True, exist_ok=True)
+    namespace = dataset_id.split("/")[0]
+    buffers = [EpisodeBuffer(id=i, observations=ep["observations"].astype(np.float32),
+                             actions=ep["actions"].astype(np.float32), rewards=ep["rewards"],
+                             terminations=ep["terminations"], truncations=ep["truncations"])
+               for i, ep in enumerate(episodes)]
+    saved = os.environ.get("MINARI_DATASETS_PATH")
+    with tempfile.TemporaryDirectory(dir=root, prefix=".building-") as tmp:
+        try:
+            os.environ["MINARI_DATASETS_PATH"] = tmp
+            minari.create_dataset_from_buffers(
+                dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name="SAC (D4RL recipe)",
+                code_permalink="tools/make_datasets.py", author="offline-rl reference implementations",
+                ref_min_score=index["ref_min_score"], ref_max_score=index["ref_max_score"],
+                description=description, data_format="hdf5", requirements=["mujoco", "gymnasium"],
+            )
+            os.environ["MINARI_DATASETS_PATH"] = str(root)
+            if namespace not in list_local_namespaces():
+                create_namespace(namespace)
+        finally:
+            if saved is None:
+                os.environ.pop("MINARI_DATASETS_PATH", None)
+            else:
+                os.environ["MINARI_DATASETS_PATH"] = saved
+        final = root / dataset_id
+        final.parent.mkdir(parents=True, exist_ok=True)
+        old = Path(tmp) / "replaced"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(Path(tmp) / dataset_id, final)
+
+
+def dataset_exists(dataset_id: str) -> bool:
+    return (datasets_root() / dataset_id / "data" / "metadata.json").exists()
+
+
+# ---------------------------------------------------------------- table
+
+def dataset_stats(dataset_id: str) -> dict:
+    import minari
+
+    ds = minari.load_dataset(dataset_id)
+    returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
+    return {
+        "id": dataset_id, "episodes": ds.total_episodes, "transitions": ds.total_steps,
+        "mean": returns.mean(), "min": returns.min(), "max": returns.max(),
+        "normalized": 100 * float(np.mean(minari.get_normalized_score(ds, returns))),
+    }
+
+
+def write_table(path: Path, command: str) -> None:
+    rows = []
+    for env in ENVS:
+        for kind in KINDS:
+            dataset_id = f"local/{env}/{kind}-v0"
+            if dataset_exists(dataset_id):
+                rows.append(dataset_stats(dataset_id))
+    lines = [
+        "# Local datasets",
+        "",
+        "Generated by `python tools/make_datasets.py` (this table is rewritten after every build).",
+        f"Last command: `{command}`",
+        "",
+        "| dataset | episodes | transitions | mean return | min | max | normalized mean |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['id']} | {r['episodes']} | {r['transitions']} | {r['mean']:.1f} | {r['min']:.1f} "
+                     f"| {r['max']:.1f} | {r['normalized']:.1f} |")
+    lines.append("")
+    lines.append("Behavior agents (tools/behavior/<env>/index.json):")
+    lines.append("")
+    for env in ENVS:
+        if (BEHAVIOR_DIR / env / "index.json").exists():
+            idx = load_behavior(env)
+            lines.append(f"- {env}: SAC, {len(idx['checkpoints'])} checkpoints; medium = step {idx['medium']['step']} "
+                         f"(mean return {idx['medium']['mean_return']:.1f}), expert = step {idx['expert']['step']} "
+                         f"(mean return {idx['expert']['mean_return']:.1f}); random policy {idx['ref_min_score']:.1f}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), help=f"subset of {', '.join(ENVS)}")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), help=f"subset of {', '.join(KINDS)}")
+    parser.add_argument("--size", type=int, default=None,
+                        help="transitions per dataset (default: 100k Pendulum, 200k Hopper; 1000000 like D4RL)")
+    parser.add_argument("--force", action="store_true", help="rebuild datasets that already exist")
+    parser.add_argument("--train-behavior", action="store_true", help="retrain the SAC behavior agents first")
+    parser.add_argument("--table", default="",
+                        help="write the table of all local datasets there (results/datasets.md)")
+    args = parser.parse_args(argv)
+    try:
+        check_choice("env", args.envs, ENVS)
+        check_choice("kind", args.kinds, KINDS)
+        if args.size is not None and args.size < 1:
+            raise BadInput(f"--size must be a positive number of transitions, got {args.size}.")
+        for env in args.envs:
+            if args.train_behavior:
+                recipe = ENVS[env]
+                checkpoints, replay, dims = train_behavior(recipe.gym_id, recipe.sac)
+                (BEHAVIOR_DIR / env).mkdir(parents=True, exist_ok=True)
+                torch.save({"checkpoints": checkpoints, "replay": replay, "dims": dims},
+                           BEHAVIOR_DIR / env / "run.pt")  # the whole run, not committed
+                save_behavior(env, checkpoints, replay, dims)
+            index = load_behavior(env)
+            size = args.size or ENVS[env].size
+            for kind in args.kinds:
+                dataset_id = f"local/{env}/{kind}-v0"
+                if dataset_exists(dataset_id) and not args.force:
+                    print(f"{dataset_id} exists in {datasets_root()}; skipped (use --force to rebuild).")
+                    continue
+                episodes = episodes_for(env, kind, size, index)
+                write_dataset(dataset_id, episodes, ENVS[env].gym_id, index, describe(env, kind, size, index))
+                print(f"{dataset_id}: {len(episodes)} episodes, {sum(len(e['actions']) for e in episodes)} transitions")
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.table:
+        write_table(Path(args.table), "python tools/make_datasets.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
