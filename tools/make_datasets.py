@@ -222,10 +222,11 @@ def write_dataset(dataset_id: str, episodes: list[dict], env_id: str, index: dic
     import minari
     from minari.data_collector import EpisodeBuffer
     from minari.namespace import create_namespace, list_local_namespaces
+    from minari.dataset.minari_dataset import parse_dataset_id
 
     root = datasets_root()
     root.mkdir(parents=True, exist_ok=True)
-    namespace = dataset_id.split("/")[0]
+    namespace = parse_dataset_id(dataset_id)[0]
     buffers = [EpisodeBuffer(id=i, observations=ep["observations"].astype(np.float32),
                              actions=ep["actions"].astype(np.float32), rewards=ep["rewards"],
                              terminations=ep["terminations"], truncations=ep["truncations"])

@@ -1,0 +1,107 @@
+"""tools/make_datasets.py and the shared block's flattening: the D4RL recipe, atomic writes, bad input."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import bc_filtered  # the shared block (identical in every script)
+import make_datasets
+from conftest import TINY
+
+
+def episode(rewards, terminated, start=0.0):
+    """A fake Minari episode with observations start, start+1, ... (T+1 of them)."""
+    n = len(rewards)
+    obs = (start + np.arange(n + 1, dtype=np.float32))[:, None].repeat(2, 1)
+    term = np.zeros(n, bool)
+    trunc = np.zeros(n, bool)
+    (term if terminated else trunc)[-1] = True
+    return SimpleNamespace(observations=obs, actions=np.zeros((n, 1), np.float32),
+                           rewards=np.asarray(rewards, np.float64), terminations=term, truncations=trunc)
+
+
+def test_flatten_terminals_come_from_terminations_only():
+    fake = SimpleNamespace(iterate_episodes=lambda: iter([episode([1, 2, 3], terminated=True),
+                                                           episode([4, 5], terminated=False, start=100)]))
+    data = bc_filtered.flatten_episodes(fake)
+    assert data["terminals"].tolist() == [0, 0, 1, 0, 0]  # the truncated end is not a terminal
+    assert data["episode_ends"].tolist() == [0, 0, 1, 0, 1]
+    assert data["episode_ids"].tolist() == [0, 0, 0, 1, 1]
+    assert data["episode_returns"].tolist() == [6, 6, 6, 9, 9]
+
+
+def test_flatten_next_observation_at_episode_end_is_the_episodes_own():
+    fake = SimpleNamespace(iterate_episodes=lambda: iter([episode([1, 2], terminated=False),
+                                                           episode([3], terminated=True, start=100)]))
+    data = bc_filtered.flatten_episodes(fake)
+    # the last transition of episode 0 goes to its own final observation (2), not to episode 1's first (100)
+    assert data["next_observations"][:, 0].tolist() == [1, 2, 101]
+    assert data["observations"][:, 0].tolist() == [0, 1, 100]
+
+
+def test_builder_writes_a_complete_minari_dataset(minari_root):
+    import minari
+
+    ds = minari.load_dataset("local/pendulum/medium-v0")
+    assert ds.total_steps == TINY
+    metadata = ds.storage.metadata
+    index = json.loads((make_datasets.BEHAVIOR_DIR / "pendulum" / "index.json").read_text())
+    assert metadata["ref_min_score"] == pytest.approx(index["ref_min_score"])
+    assert metadata["ref_max_score"] == pytest.approx(index["ref_max_score"])
+    assert "seed" in metadata["description"] and "medium" in metadata["description"]
+    env = ds.recover_environment(eval_env=True)
+    assert env.spec.id == "Pendulum-v1"
+    episodes = list(ds.iterate_episodes())
+    assert episodes[-1].truncations[-1]  # cut at the requested size, marked as a time-limit end
+    replay = minari.load_dataset("local/pendulum/medium-replay-v0")
+    assert replay.total_steps == index["medium"]["step"]  # every transition up to the medium checkpoint
+
+
+def test_normalized_scores_of_random_and_expert_are_near_0_and_100(minari_root):
+    # ref_min / ref_max are the random and expert policies' mean returns over 50 episodes; fresh
+    # episodes of the same policies must score near 0 and 100.
+    import minari
+
+    make_datasets.main(["--envs", "pendulum", "--kinds", "random", "--size", str(TINY * 2)])
+    for kind, target in (("random", 0.0), ("expert", 100.0)):
+        ds = minari.load_dataset(f"local/pendulum/{kind}-v0")
+        returns = np.array([ep.rewards.sum() for ep in ds.iterate_episodes()])
+        score = 100 * np.mean(minari.get_normalized_score(ds, returns))
+        assert abs(score - target) < 20, (kind, score)
+
+
+def test_existing_dataset_is_kept_without_force(minari_root, capsys):
+    path = minari_root / "local" / "pendulum" / "medium-v0"
+    before = (path / "data" / "metadata.json").stat().st_mtime_ns
+    assert make_datasets.main(["--envs", "pendulum", "--kinds", "medium", "--size", "100"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (path / "data" / "metadata.json").stat().st_mtime_ns == before
+
+
+def test_interrupted_build_leaves_the_old_dataset_and_no_partial_one(minari_root, monkeypatch):
+    import minari
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", crash)
+    with pytest.raises(KeyboardInterrupt):
+        make_datasets.main(["--envs", "pendulum", "--kinds", "medium", "--size", "100", "--force"])
+    with pytest.raises(KeyboardInterrupt):
+        make_datasets.main(["--envs", "pendulum", "--kinds", "medium-expert", "--size", "100"])
+    monkeypatch.undo()
+    assert minari.load_dataset("local/pendulum/medium-v0").total_steps == TINY  # the old one, intact
+    assert not (minari_root / "local" / "pendulum" / "medium-expert-v0").exists()
+    assert not [p for p in minari_root.iterdir() if p.name.startswith(".building-")]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--envs", "cartpole"], ["'cartpole'", "pendulum, hopper"]),
+    (["--kinds", "medium", "great"], ["'great'", "random, medium, expert, medium-replay, medium-expert"]),
+])
+def test_bad_input_is_one_sentence(args, words, capsys):
+    assert make_datasets.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in words)

@@ -1,0 +1,179 @@
+"""Updates per second of each script's training step (no evaluation), eager and compiled.
+
+  python tools/throughput.py                                   # every script, this machine's device
+  python tools/throughput.py --algos td3_bc iql --device cpu --batch-sizes 256 --modes eager
+
+For each (script, batch size, mode): the script's own trainer is built on a synthetic
+Hopper-sized dataset (17-dim states, 6-dim actions, 100k transitions, on the device), warmed up,
+then timed over several windows; the median window gives updates/s.  Peak memory is the device's
+(CUDA) or the process's resident set (CPU).  Writes results/throughput.md with the command, the
+machine and the date.
+"""
+
+import argparse
+import datetime
+import importlib.util
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE_DIM, ACTION_DIM, SIZE = 17, 6, 100_000
+
+
+def load_script(algo: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{algo}", ROOT / "algorithms" / f"{algo}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_data(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Transitions in the layout of the shared block's flatten_episodes, 1000-step episodes."""
+    episode_ids = np.arange(SIZE) // 1000
+    ends = (np.arange(SIZE) % 1000 == 999).astype(np.float32)
+    rewards = rng.normal(size=SIZE).astype(np.float32)
+    returns = np.repeat(np.add.reduceat(rewards, np.arange(0, SIZE, 1000)), 1000)
+    return {
+        "observations": rng.normal(size=(SIZE, STATE_DIM)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(SIZE, ACTION_DIM)).astype(np.float32),
+        "rewards": rewards,
+        "next_observations": rng.normal(size=(SIZE, STATE_DIM)).astype(np.float32),
+        "terminals": np.zeros(SIZE, np.float32),
+        "episode_ends": ends,
+        "episode_ids": episode_ids,
+        "episode_returns": returns.astype(np.float32),
+    }
+
+
+def trainer_class(module):
+    names = [n for n in dir(module) if n.endswith("Trainer") and isinstance(getattr(module, n), type)]
+    if len(names) != 1:
+        raise SystemExit(f"error: {module.__name__} has trainers {names}; expected exactly one *Trainer class.")
+    return getattr(module, names[0])
+
+
+def make_step(algo: str, batch_size: int, device: torch.device, compiled: bool):
+    """A zero-argument callable doing one training update of `algo`, as its train() would."""
+    module = load_script(algo)
+    module.set_seed(0)
+    config = module.TrainConfig(device=str(device), batch_size=batch_size, compile=compiled)
+    data = synthetic_data(np.random.default_rng(0))
+    if hasattr(module, "benchmark_step"):  # scripts whose batches are not transitions (dt, model-based)
+        return module.benchmark_step(config, data, device)
+    buffer, _, _ = module.transition_buffer(data, config, device)
+    trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device)
+    update = torch.compile(trainer.update) if compiled else trainer.update
+    return lambda: update(buffer.sample(batch_size))
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(step, device: torch.device, warmup: int, windows: int, window_steps: int) -> dict:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    warmup_seconds = time.perf_counter() - start
+    rates = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(window_steps):
+            step()
+        synchronize(device)
+        rates.append(window_steps / (time.perf_counter() - start))
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"updates_per_s": statistics.median(rates), "spread": (min(rates), max(rates)),
+            "warmup_s": warmup_seconds, "peak_mib": peak}
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} torch threads"
+
+
+def main(argv=None) -> int:
+    algos_present = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algos", nargs="+", default=algos_present)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[256],
+                        help="batch sizes to time (256 is every script's default except dt)")
+    parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    parser.add_argument("--warmup", type=int, default=50, help="untimed updates first (compilation happens here)")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--window-steps", type=int, default=200)
+    parser.add_argument("--out", default=str(ROOT / "results" / "throughput.md"))
+    args = parser.parse_args(argv)
+    unknown = [a for a in args.algos if a not in algos_present]
+    if unknown:
+        print(f"error: unknown algorithm(s) {', '.join(unknown)}; valid: {', '.join(algos_present)}.", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    rows = []
+    for algo in args.algos:
+        for batch_size in args.batch_sizes:
+            for mode in args.modes:
+                try:
+                    step = make_step(algo, batch_size, device, mode == "compiled")
+                    result = measure(step, device, args.warmup, args.windows, args.window_steps)
+                except Exception as e:  # noqa: BLE001 - one script failing must not hide the others
+                    result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+                rows.append({"algo": algo, "batch_size": batch_size, "mode": mode, **result})
+                print(rows[-1], flush=True)
+    write_table(Path(args.out), rows, device, "python tools/throughput.py " + " ".join(argv or sys.argv[1:]))
+    return 0
+
+
+def write_table(path: Path, rows: list[dict], device: torch.device, command: str) -> None:
+    eager = {(r["algo"], r["batch_size"]): r.get("updates_per_s") for r in rows if r["mode"] == "eager"}
+    lines = [
+        "# Training throughput",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine(device)} (torch {torch.__version__}, device {device})  ",
+        f"Date: {datetime.date.today().isoformat()}",
+        "",
+        "Updates per second of the training step alone (synthetic 17-dim states, 6-dim actions, 100k transitions"
+        " on the device), median of the timed windows (min-max in brackets), after the warm-up.",
+        "",
+        "| script | batch | mode | updates/s | min-max | x eager | warm-up s | peak MiB |",
+        "|---|---:|---|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['algo']} | {r['batch_size']} | {r['mode']} | failed: {r['error']} | | | | |")
+            continue
+        base = eager.get((r["algo"], r["batch_size"]))
+        speedup = f"{r['updates_per_s'] / base:.2f}" if base else ""
+        lines.append(f"| {r['algo']} | {r['batch_size']} | {r['mode']} | {r['updates_per_s']:.0f} | "
+                     f"{r['spread'][0]:.0f}-{r['spread'][1]:.0f} | {speedup} | {r['warmup_s']:.1f} | {r['peak_mib']:.0f} |")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
