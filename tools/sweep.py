@@ -1,0 +1,313 @@
+"""Run a benchmark grid: variants x datasets x seeds, each run one algorithm script in its own process.
+
+  python tools/sweep.py --variants bc bc_10 td3_bc iql \\
+      --datasets local/pendulum/medium-replay-v0 local/pendulum/medium-v0 --seeds 0 1 2 \\
+      --workers 2 --root runs/bench --set max_steps=20000 eval_every=2000
+  python tools/make_results.py --root runs/bench     # then the tables, curves and claims
+
+A variant is a name for (script, extra flags): "bc" is bc_filtered with --frac 1.0, "bc_10" is
+bc_filtered with --frac 0.1, and every script in algorithms/ is a variant of its own name with no
+flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
+
+  python algorithms/<script>.py --config_path configs/<script>/<env>-<kind>.yaml --seed S
+         --checkpoints_path ROOT/<variant>/<dataset_id>/seed<S> <variant flags> <--set flags>
+
+in ROOT/<variant>/<dataset_id>/seed<S>/, which also gets command.txt (the exact command),
+machine.txt, stdout.log, stderr.log and, when the run fails, error.txt (the end of its stderr).
+A run whose checkpoint has reached max_steps is skipped; an interrupted run resumes from its
+checkpoint (the scripts do that themselves); a failed run is reported and the others go on.
+
+Locally, --workers runs go at a time, each with OMP_NUM_THREADS=--threads-per-run (1), so N
+workers use N cores.  With --ray-address the same runs are Ray tasks on a cluster (num_cpus=1
+each, or num_gpus=--gpu-per-run): the project checkout and ROOT must be at the same paths on
+every node (shared storage).  --ray-address local starts a Ray instance on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_configs import config_name  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+# name -> (script in algorithms/, extra flags); every script is also a variant of its own name.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "bc": ("bc_filtered", ["--frac", "1.0"]),
+    "bc_10": ("bc_filtered", ["--frac", "0.1"]),
+}
+# Environment variables a Ray task takes from the driver (a local run inherits the whole environment).
+FORWARDED = ("MINARI_DATASETS_PATH", "WANDB_MODE")
+ERROR_LINES = 20  # lines of stderr kept in error.txt
+
+
+@dataclass
+class Run:
+    variant: str
+    dataset: str
+    seed: int
+    run_dir: str  # absolute
+    args: list[str]  # after the Python interpreter, relative to PROJECT
+    max_steps: Optional[int]  # None when neither --set nor the config names it (the script's default)
+
+
+def machine_description() -> str:
+    """CPU model and count, and the GPU this process sees, e.g. 'AMD EPYC 7B13 (2 CPUs), no GPU'."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = "no GPU"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = f"GPU {torch.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 - a broken CUDA install still gets a description
+        pass
+    return f"{cpu} ({os.cpu_count()} CPUs), {gpu}"
+
+
+def resolve_variant(name: str, defines: dict[str, tuple[str, list[str]]]) -> tuple[str, list[str]]:
+    script, flags = {**VARIANTS, **defines}.get(name, (name, []))
+    if not (PROJECT / "algorithms" / f"{script}.py").exists():
+        known = sorted({*VARIANTS, *defines, *(p.stem for p in (PROJECT / "algorithms").glob("*.py"))})
+        raise SystemExit(f"error: variant {name!r} names no script algorithms/{script}.py; known: {', '.join(known)}.")
+    return script, flags
+
+
+def parse_define(text: str) -> tuple[str, tuple[str, list[str]]]:
+    """'bc_25=bc_filtered --frac 0.25' -> ('bc_25', ('bc_filtered', ['--frac', '0.25']))."""
+    name, _, rest = text.partition("=")
+    words = shlex.split(rest)
+    if not name or not words:
+        raise SystemExit(f"error: --define {text!r} is not NAME=SCRIPT [--flag value ...].")
+    return name, (words[0], words[1:])
+
+
+def parse_sets(items: list[str]) -> list[str]:
+    """['max_steps=20000', 'eval_targets=[-150.0]'] -> ['--max_steps', '20000', '--eval_targets', '[-150.0]']."""
+    flags = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --set {item!r} is not FIELD=VALUE.")
+        flags += [f"--{key}", value]
+    return flags
+
+
+def flag_value(flags: list[str], name: str) -> Optional[str]:
+    """The last value given to --name in a flag list (pyrallis keeps the last one too)."""
+    values = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == f"--{name}"]
+    return values[-1] if values else None
+
+
+def plan(variants: list[str], datasets: list[str], seeds: list[int], root: Path, sets: list[str],
+         defines: dict[str, tuple[str, list[str]]]) -> list[Run]:
+    """The grid, in the order variants x datasets x seeds."""
+    runs = []
+    for variant in variants:
+        script, variant_flags = resolve_variant(variant, defines)
+        for dataset in datasets:
+            config = Path("configs") / script / f"{config_name(dataset)}.yaml" if dataset.count("/") == 2 else None
+            config_flags = ["--config_path", str(config)] if config and (PROJECT / config).exists() else []
+            defaults = (yaml.safe_load((PROJECT / config).read_text()) or {}) if config_flags else {}
+            if not config_flags:
+                print(f"warning: no config {config or 'for ' + dataset}: {variant} on {dataset} runs with "
+                      f"{script}.py's defaults (python tools/make_configs.py writes the configs).", file=sys.stderr)
+            for seed in seeds:
+                run_dir = (root / variant / dataset / f"seed{seed}").resolve()
+                flags = [*variant_flags, *sets]
+                max_steps = flag_value(flags, "max_steps") or defaults.get("max_steps")
+                args = [f"algorithms/{script}.py", *config_flags, "--dataset_id", dataset, "--seed", str(seed),
+                        "--checkpoints_path", str(run_dir), *flags]
+                runs.append(Run(variant, dataset, seed, str(run_dir), args,
+                                None if max_steps is None else int(max_steps)))
+    return runs
+
+
+def finished(run_dir: Path, max_steps: Optional[int]) -> bool:
+    """The checkpoint has reached max_steps (unknown max_steps: let the script decide)."""
+    checkpoint = run_dir / "checkpoint.pt"
+    if max_steps is None or not checkpoint.exists():
+        return False
+    import torch
+
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=False)["step"] >= max_steps
+    except Exception:  # noqa: BLE001 - a corrupt checkpoint: the script says so in one sentence
+        return False
+
+
+def last_lines(text: str, n: int) -> str:
+    """The last n lines as a terminal shows them (a progress bar's carriage returns keep only its last state)."""
+    lines = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join([line for line in lines if line.strip()][-n:])
+
+
+def run_one(run: Run, env: dict[str, str], project: str) -> dict:
+    """One run in a subprocess: skipped, done or failed (with the end of its stderr).  Never raises."""
+    run_dir = Path(run.run_dir)
+    result = {"variant": run.variant, "dataset": run.dataset, "seed": run.seed, "run_dir": run.run_dir,
+              "status": "skipped", "seconds": 0.0, "error": ""}
+    start = time.time()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if finished(run_dir, run.max_steps):
+            return result
+        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        (run_dir / "command.txt").write_text(f"cd {shlex.quote(project)} && {prefix} python {shlex.join(run.args)}\n")
+        (run_dir / "machine.txt").write_text(machine_description() + "\n")
+        stdout_log, stderr_log = run_dir / "stdout.log", run_dir / "stderr.log"
+        seen = stdout_log.stat().st_size if stdout_log.exists() else 0
+        with open(stdout_log, "ab") as out, open(stderr_log, "wb") as err:
+            code = subprocess.run([sys.executable, *run.args], cwd=project, env={**os.environ, **env},
+                                  stdout=out, stderr=err, stdin=subprocess.DEVNULL).returncode
+        result["seconds"] = time.time() - start
+        if code != 0:
+            tail = last_lines(stderr_log.read_text(errors="replace"), ERROR_LINES) or f"exit status {code}"
+            (run_dir / "error.txt").write_text(f"exit status {code}\n{tail}\n")
+            return {**result, "status": "failed", "error": tail.splitlines()[-1]}
+        (run_dir / "error.txt").unlink(missing_ok=True)
+        with open(stdout_log, "rb") as f:
+            f.seek(seen)
+            already = b"already trained" in f.read()
+        return {**result, "status": "skipped" if already else "done"}
+    except Exception as e:  # noqa: BLE001 - one broken run directory must not stop the grid
+        return {**result, "status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": time.time() - start}
+
+
+def run_local(runs: list[Run], env: dict[str, str], workers: int, report: Callable[[dict], None]) -> None:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(run_one, run, env, str(PROJECT)) for run in runs]
+        for future in as_completed(futures):
+            report(future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: no new run starts; running ones get the SIGINT too
+
+
+def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gpus: float,
+            report: Callable[[dict], None]) -> None:
+    import ray
+    import ray.cloudpickle
+
+    started = not ray.is_initialized()
+    if started and address == "local":
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    elif started:
+        ray.init(address=address, log_to_driver=False)
+    try:
+        # The workers cannot import this file (tools/ is not a package on their path): ship it by value.
+        ray.cloudpickle.register_pickle_by_value(sys.modules[run_one.__module__])
+        resources = {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
+        task = ray.remote(run_one).options(**resources)
+        env = {**{k: os.environ[k] for k in FORWARDED if k in os.environ}, **env}
+        runs_of = {task.remote(run, env, str(PROJECT)): run for run in runs}
+        pending = list(runs_of)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            try:
+                report(ray.get(ready[0]))
+            except Exception as e:  # noqa: BLE001 - a lost node or worker: this run failed, the others go on
+                run = runs_of[ready[0]]
+                report({"variant": run.variant, "dataset": run.dataset, "seed": run.seed, "run_dir": run.run_dir,
+                        "status": "failed", "seconds": 0.0, "error": f"Ray task failed: {type(e).__name__}: {e}"})
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: str | Path = "runs/bench",
+             sets: Optional[list[str]] = None, workers: int = 1, threads_per_run: int = 1,
+             defines: Optional[dict[str, tuple[str, list[str]]]] = None, ray_address: Optional[str] = None,
+             gpu_per_run: float = 0.0, command: Optional[str] = None, progress: bool = True) -> list[dict]:
+    """Runs the grid and returns one result per run: variant, dataset, seed, run_dir, status
+    ("done", "skipped" or "failed"), seconds, error (the last line of stderr of a failed run)."""
+    root = Path(root).resolve()
+    runs = plan(variants, datasets, seeds, root, parse_sets(sets or []), defines or {})
+    root.mkdir(parents=True, exist_ok=True)
+    if command:
+        with open(root / "sweeps.txt", "a") as f:
+            f.write(f"{datetime.datetime.now().isoformat(timespec='seconds')}  {command}\n")
+    env = {"OMP_NUM_THREADS": str(threads_per_run), "MKL_NUM_THREADS": str(threads_per_run)}
+    if "MINARI_DATASETS_PATH" in os.environ:
+        env["MINARI_DATASETS_PATH"] = os.environ["MINARI_DATASETS_PATH"]
+    results = []
+    bar = tqdm(total=len(runs), desc="runs", unit="run", disable=not progress)
+
+    def report(result: dict) -> None:
+        results.append(result)
+        if result["status"] == "failed":
+            bar.write(f"FAILED {result['variant']} {result['dataset']} seed {result['seed']}: {result['error']}")
+        bar.set_postfix({s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")})
+        bar.update()
+
+    try:
+        if ray_address:
+            run_ray(runs, env, ray_address, workers, gpu_per_run, report)
+        else:
+            run_local(runs, env, workers, report)
+    finally:
+        bar.close()
+    order = {(r.variant, r.dataset, r.seed): i for i, r in enumerate(runs)}
+    return sorted(results, key=lambda r: order[(r["variant"], r["dataset"], r["seed"])])
+
+
+def summary(results: list[dict]) -> str:
+    counts = {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")}
+    lines = [f"{len(results)} runs: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"]
+    lines += [f"  failed: {r['variant']} {r['dataset']} seed {r['seed']}: {r['error']} "
+              f"(see {Path(r['run_dir']) / 'error.txt'})" for r in results if r["status"] == "failed"]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", required=True, help="variant names (see above)")
+    parser.add_argument("--datasets", nargs="+", required=True, help="Minari dataset ids")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--root", default="runs/bench", help="directory of the run directories")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="TrainConfig fields given to every run, e.g. max_steps=20000")
+    parser.add_argument("--define", nargs="*", default=[], metavar="NAME=SCRIPT FLAGS",
+                        help="more variants, e.g. 'bc_25=bc_filtered --frac 0.25'")
+    parser.add_argument("--workers", type=int, default=1, help="runs at a time (Ray: CPUs of a local instance)")
+    parser.add_argument("--threads-per-run", type=int, default=1, help="OMP_NUM_THREADS of each run")
+    parser.add_argument("--ray-address", default=None,
+                        help="dispatch the runs as Ray tasks to this cluster ('auto', 'ray://host:10001', or "
+                             "'local' for a Ray instance on this machine)")
+    parser.add_argument("--gpu-per-run", nargs="?", type=float, const=1.0, default=0.0, metavar="FRACTION",
+                        help="Ray: each run asks for this many GPUs (1 when given without a value)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    args = parser.parse_args(argv)
+    defines = dict(parse_define(d) for d in args.define)
+    if args.dry_run:
+        runs = plan(args.variants, args.datasets, args.seeds, Path(args.root).resolve(), parse_sets(args.set), defines)
+        print("\n".join(f"python {shlex.join(run.args)}" for run in runs))
+        return 0
+    command = "python tools/sweep.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    results = run_grid(args.variants, args.datasets, args.seeds, args.root, args.set, args.workers,
+                       args.threads_per_run, defines, args.ray_address, args.gpu_per_run, command)
+    print(summary(results))
+    return 1 if any(r["status"] == "failed" for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
