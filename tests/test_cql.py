@@ -1,0 +1,202 @@
+"""CQL(H): the importance-sampled logsumexp, the sign of the conservative term, the tanh-Gaussian
+log-density, the SAC losses and targets on tiny tensors, the Lagrange multiplier's direction, the
+Q-versus-return helper, and a short training that must leave dataset actions above random ones."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import cql
+
+GAMMA = 0.99
+
+
+def test_importance_sampled_logsumexp_matches_hand_computation():
+    q_random, q_policy, q_next = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, -1.0]]), torch.tensor([[3.0, 0.0]])
+    log_pi, log_pi_next = torch.tensor([[-0.2, 0.3]]), torch.tensor([[1.5, -0.7]])
+    log_density = cql.uniform_log_density(action_dim=2, max_action=2.0)
+    assert log_density == pytest.approx(2 * math.log(1 / 4))  # density (1 / (2 * 2))^2 on [-2, 2]^2
+    terms = [1.0 - log_density, 2.0 - log_density, 0.5 + 0.2, -1.0 - 0.3, 3.0 - 1.5, 0.0 + 0.7]
+    expected = math.log(sum(math.exp(t) for t in terms))
+    got = cql.importance_sampled_logsumexp(q_random, q_policy, q_next, log_density, log_pi, log_pi_next)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_conservative_gap_pushes_sampled_actions_down_and_data_up():
+    q_random = torch.tensor([[[1.0, 2.0, 0.0]]], requires_grad=True)  # [critics, B, n]
+    q_policy = torch.tensor([[[0.5, 1.5, -1.0]]], requires_grad=True)
+    q_next = torch.tensor([[[0.0, 0.3, 0.2]]], requires_grad=True)
+    q_data = torch.tensor([[1.0]], requires_grad=True)
+    zeros = torch.zeros(1, 3)
+    logsumexp_q = cql.importance_sampled_logsumexp(q_random, q_policy, q_next, -math.log(2.0), zeros, zeros)
+    gap = cql.conservative_gap(logsumexp_q, q_data)
+    expected = math.log(sum(math.exp(q + math.log(2.0)) for q in (1.0, 2.0, 0.0))
+                        + sum(math.exp(q) for q in (0.5, 1.5, -1.0, 0.0, 0.3, 0.2))) - 1.0
+    assert gap.item() == pytest.approx(expected, rel=1e-6)
+    gap.sum().backward()
+    # Gradient descent on the gap: dataset Q goes up, every sampled action's Q goes down, the softmax weights
+    # (which sum to one, so the two pulls balance) put most of the push on the highest Q.
+    assert q_data.grad.item() == pytest.approx(-1.0)
+    for q in (q_random, q_policy, q_next):
+        assert (q.grad > 0).all()
+    total = q_random.grad.sum() + q_policy.grad.sum() + q_next.grad.sum()
+    assert total.item() == pytest.approx(1.0, rel=1e-6)
+    assert q_random.grad[0, 0, 1] == max(g.max() for g in (q_random.grad, q_policy.grad, q_next.grad))
+
+
+def test_conservative_steps_open_a_gap_between_dataset_and_random_actions():
+    torch.manual_seed(0)
+    critic = cql.EnsembleCritic(3, 1, 32)
+    states, data_actions = torch.randn(64, 3), torch.full((64, 1), 0.5)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-2)
+    random_actions = torch.empty(64, 5, 1).uniform_(-2.0, 2.0)
+
+    def q_random():
+        return critic(states.repeat_interleave(5, 0), random_actions.flatten(0, 1)).view(2, 64, 5)
+
+    before_data, before_random = critic(states, data_actions).mean(), q_random().mean()
+    for _ in range(20):
+        zeros = torch.zeros(64, 0)
+        logsumexp_q = cql.importance_sampled_logsumexp(q_random(), zeros.expand(2, 64, 0), zeros.expand(2, 64, 0),
+                                                       cql.uniform_log_density(1, 2.0), zeros, zeros)
+        loss = cql.conservative_gap(logsumexp_q, critic(states, data_actions)).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    # One network: pushing random actions down drags the dataset's along; what must grow is their difference.
+    after_data, after_random = critic(states, data_actions).mean(), q_random().mean()
+    assert after_random < before_random
+    assert after_data - after_random > before_data - before_random + 0.1
+
+
+def test_tanh_gaussian_log_prob_matches_numeric_change_of_variables():
+    """p(a) = prod_j d/da_j Phi((atanh(a_j / m) - mu_j) / sigma_j), by central differences of the CDF."""
+    mean, log_std, max_action = torch.tensor([0.3, -1.2], dtype=torch.float64), torch.tensor([-0.5, 0.4],
+                                                                                             dtype=torch.float64), 2.0
+    pre_tanh = torch.tensor([[0.1, -2.5], [1.7, 0.4], [-0.9, -0.1]], dtype=torch.float64)
+    actions = max_action * torch.tanh(pre_tanh)
+    normal = torch.distributions.Normal(mean, log_std.exp())
+    h = 1e-6
+
+    def cdf(a):
+        return normal.cdf(torch.atanh(a / max_action))
+
+    numeric = ((cdf(actions + h) - cdf(actions - h)) / (2 * h)).log().sum(-1)
+    got = cql.tanh_gaussian_log_prob(pre_tanh, mean, log_std, max_action)
+    assert torch.allclose(got, numeric, rtol=1e-5, atol=1e-5)
+
+
+def test_policy_sample_log_prob_and_deterministic_action():
+    torch.manual_seed(0)
+    actor = cql.TanhGaussianPolicy(3, 2, 16, 2, max_action=2.0)
+    states = torch.randn(5, 3)
+    actions, log_pi = actor.sample(states)
+    assert actions.shape == (5, 2) and log_pi.shape == (5,)
+    assert actions.abs().max() < 2.0
+    mean, log_std = actor(states)
+    expected = cql.tanh_gaussian_log_prob(torch.atanh(actions.double() / 2.0), mean.double(), log_std.double(), 2.0)
+    assert torch.allclose(log_pi.double(), expected, atol=1e-3)
+    assert torch.allclose(actor.act(states), 2.0 * torch.tanh(mean))
+
+
+def test_td_actor_and_temperature_losses_by_hand():
+    q_data, target = torch.tensor([[1.0, 2.0], [0.0, 3.0]]), torch.tensor([0.5, 2.5])
+    assert cql.td_loss(q_data, target).item() == pytest.approx((0.25 + 0.25) / 2 + (0.25 + 0.25) / 2)
+    q_pi, log_pi, alpha = torch.tensor([1.0, -2.0]), torch.tensor([0.5, -1.0]), torch.tensor(0.2)
+    assert cql.actor_loss(q_pi, log_pi, alpha).item() == pytest.approx(((0.1 - 1.0) + (-0.2 + 2.0)) / 2)
+    log_alpha = torch.tensor(0.3)
+    expected = -0.3 * ((0.5 - 1.0) + (-1.0 - 1.0)) / 2
+    assert cql.temperature_loss(log_alpha, log_pi, -1.0).item() == pytest.approx(expected)
+
+
+class FixedActor:
+    def __init__(self, actions, log_pi):
+        self.actions, self.log_pi = actions, log_pi
+
+    def sample(self, states):
+        return self.actions, self.log_pi
+
+
+@pytest.mark.parametrize("backup_entropy", [False, True])
+def test_soft_q_target_by_hand(backup_entropy):
+    batch = {"next_observations": torch.zeros(2, 3), "rewards": torch.tensor([1.0, -1.0]),
+             "terminals": torch.tensor([0.0, 1.0])}
+    critic_target = lambda s, a: torch.tensor([[2.0, 5.0], [3.0, 4.0]])  # noqa: E731 - min over critics: [2, 4]
+    actor = FixedActor(torch.zeros(2, 1), torch.tensor([-0.5, 0.7]))
+    config = cql.TrainConfig(gamma=GAMMA, backup_entropy=backup_entropy)
+    target = cql.soft_q_target(critic_target, actor, batch, torch.tensor(0.1), config)
+    next_v = 2.0 - (0.1 * -0.5 if backup_entropy else 0.0)
+    assert target.tolist() == pytest.approx([1.0 + GAMMA * next_v, -1.0])
+
+
+def test_sampled_actions_shapes_and_range():
+    torch.manual_seed(0)
+    actor = cql.TanhGaussianPolicy(3, 2, 16, 2, max_action=2.0)
+    actions, log_pi, log_pi_next = cql.sampled_actions(actor, torch.randn(4, 3), torch.randn(4, 3), 5, 2)
+    assert actions.shape == (4, 15, 2) and log_pi.shape == log_pi_next.shape == (4, 5)
+    assert actions.abs().max() <= 2.0
+    assert actions[:, :5].abs().max() > 1.0  # the uniform block spans [-2, 2], not [-1, 1]
+
+
+@pytest.mark.parametrize("gap, direction", [(3.0, 1), (1.0, -1)])
+def test_lagrange_multiplier_grows_when_gap_exceeds_tau(gap, direction):
+    config = cql.TrainConfig(cql_lagrange=True, cql_alpha=1.0, target_action_gap=2.0, hidden_dim=8, n_hidden=1)
+    trainer = cql.CQLTrainer(3, 1, 2.0, config, torch.device("cpu"))
+    penalty, extra = trainer.conservative_penalty(torch.tensor([gap, gap]))
+    assert extra["alpha_prime"].item() == pytest.approx(1.0)  # exp(0): the value before this step
+    assert penalty.item() == pytest.approx(2 * (gap - 2.0))
+    assert direction * trainer.log_alpha_prime.item() > 0
+
+
+class ConstantRewardEnv:
+    """Three steps of reward 1 from a seeded initial state, then a time-limit truncation."""
+
+    def reset(self, seed):
+        self.t = 0
+        return np.random.default_rng(seed).normal(size=3).astype(np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(3, np.float32), 1.0, False, self.t == 3, {}
+
+
+def test_initial_q_and_mc_return_by_hand():
+    torch.manual_seed(0)
+    config = cql.TrainConfig(hidden_dim=8, n_hidden=1)
+    trainer = cql.CQLTrainer(3, 1, 2.0, config, torch.device("cpu"))
+    mean, std = np.full(3, 0.5, np.float32), np.full(3, 2.0, np.float32)
+    result = cql.initial_q_and_mc_return(ConstantRewardEnv(), trainer, mean, std, episodes=2, seed=7, gamma=GAMMA,
+                                         scale=2.0)
+    assert result["mc_return_initial"] == pytest.approx(2.0 * (1 + GAMMA + GAMMA ** 2))
+    states = torch.as_tensor((np.stack([ConstantRewardEnv().reset(seed)[0] for seed in (7, 8)]) - mean) / std)
+    q = trainer.critic(states, trainer.act(states)).min(0).values.mean().item()
+    assert result["q_initial"] == pytest.approx(q, rel=1e-5)
+
+
+def train_briefly(cql_alpha, updates=200):
+    """A small CQL (critic lr raised from 3e-4 so that 200 updates show the effect) on the tiny medium dataset."""
+    torch.manual_seed(0)
+    config = cql.TrainConfig(dataset_id="local/pendulum/medium-v0", cql_alpha=cql_alpha, hidden_dim=64, n_hidden=2,
+                             batch_size=128, critic_lr=1e-3)
+    data = cql.flatten_episodes(cql.load_dataset(config.dataset_id))
+    buffer, _, _ = cql.transition_buffer(data, config, torch.device("cpu"))
+    trainer = cql.CQLTrainer(3, 1, 2.0, config, torch.device("cpu"))
+    for _ in range(updates):
+        trainer.update(buffer.sample(config.batch_size))
+    states, actions = buffer.data["observations"], buffer.data["actions"]
+    with torch.no_grad():
+        q_data = trainer.critic(states, actions).mean().item()
+        q_random = trainer.critic(states, torch.empty_like(actions).uniform_(-2.0, 2.0)).mean().item()
+    return q_data, q_random
+
+
+def test_short_training_ranks_dataset_actions_above_random_ones(minari_root):
+    q_data, q_random = train_briefly(cql_alpha=5.0)
+    print(f"\ncql_alpha 5: mean Q(s, a_data) {q_data:.3f}, mean Q(s, a_uniform) {q_random:.3f}")
+    assert q_data > q_random + 0.5
+    q_data, q_random = train_briefly(cql_alpha=0.0)
+    print(f"cql_alpha 0 (plain SAC): mean Q(s, a_data) {q_data:.3f}, mean Q(s, a_uniform) {q_random:.3f}, "
+          f"dataset actions {'still' if q_data > q_random else 'no longer'} ranked higher")
