@@ -19,6 +19,11 @@ BUDGET = {
 }
 # (algo, env) -> fields; env "*" applies to all.
 OVERRIDES: dict[tuple[str, str], dict] = {
+    # AWR: the actor's SGD step size per task (Peng et al. 2019, the authors' awr_configs.py); the default is Hopper's.
+    ("awr", "mujoco/halfcheetah/medium-v0"): {"actor_lr": 5e-5},
+    ("awr", "mujoco/halfcheetah/expert-v0"): {"actor_lr": 5e-5},
+    ("awr", "mujoco/walker2d/medium-v0"): {"actor_lr": 2.5e-5},
+    ("awr", "mujoco/walker2d/expert-v0"): {"actor_lr": 2.5e-5},
     # DT: 10^5 updates and the paper's two return targets per environment (Chen et al. 2021, the authors' Gym
     # code; Hopper's 3600 and 1800 are the script's default).  Pendulum is not in the paper: targets inside the
     # datasets' returns (about -1900 to 0), and R_hat / 500 spans about [-3.7, 0] as Hopper's R_hat / 1000

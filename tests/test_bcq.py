@@ -1,0 +1,101 @@
+"""BCQ's math against hand computations: the soft clipped double-Q target, the VAE loss, the clipped latent
+when sampling, the bounded perturbation, and action selection by Q_1 among the sampled actions."""
+
+import math
+
+import pytest
+import torch
+
+import bcq
+
+
+def test_soft_clipped_target_by_hand():
+    # Q'_j(s', a_i) for B = 2 next states and n = 3 sampled actions, [2, B, n].
+    next_q = torch.tensor([[[1.0, 4.0, 2.0], [0.0, -1.0, 3.0]],
+                           [[3.0, 0.0, 2.0], [2.0, 1.0, -3.0]]])
+    rewards, terminals = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 1.0])
+    # lambda = .75: state 0: a_1 .75 * 1 + .25 * 3 = 1.5, a_2 .75 * 0 + .25 * 4 = 1, a_3 2  -> max 2
+    #               state 1: terminal, the target is the reward alone
+    target = bcq.soft_clipped_target(next_q, rewards, terminals, gamma=0.9, lmbda=0.75)
+    torch.testing.assert_close(target, torch.tensor([1.0 + 0.9 * 2.0, 0.5]))
+    # without the terminal, state 1: a_1 .75 * 0 + .25 * 2 = .5, a_2 -.75 + .25 = -.5, a_3 -2.25 + .75 = -1.5
+    target = bcq.soft_clipped_target(next_q, rewards, torch.zeros(2), gamma=0.9, lmbda=0.75)
+    torch.testing.assert_close(target, torch.tensor([2.8, 0.5 + 0.9 * 0.5]))
+    # lambda = 1 is clipped double Q: max_i min_j
+    target = bcq.soft_clipped_target(next_q, torch.zeros(2), torch.zeros(2), gamma=1.0, lmbda=1.0)
+    torch.testing.assert_close(target, torch.tensor([2.0, 0.0]))
+
+
+def test_vae_loss_by_hand():
+    recon = torch.tensor([[0.5, -1.0]])
+    actions = torch.tensor([[1.0, -1.0]])
+    mean = torch.tensor([[1.0, 0.0, 0.0, 2.0]])
+    log_std = torch.tensor([[0.0, math.log(2.0), 0.0, 0.0]])
+    reconstruction = (0.25 + 0.0) / 2
+    # D_KL per latent = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2): 0.5, 1/2 (4 - 1 - log 4), 0, 2
+    kl = (0.5 + 0.5 * (3.0 - math.log(4.0)) + 0.0 + 2.0) / 4
+    loss = bcq.vae_loss(recon, actions, mean, log_std, kl_weight=0.5)
+    assert loss.item() == pytest.approx(reconstruction + 0.5 * kl, rel=1e-6)
+
+
+def test_vae_loss_through_a_fixed_encoder_output():
+    vae = bcq.VAE(state_dim=3, action_dim=1, hidden_dim=8, max_action=2.0, latent_clip=0.5)
+    encoder_out = vae.encoder[-1]
+    torch.nn.init.zeros_(encoder_out.weight)
+    with torch.no_grad():
+        encoder_out.bias.copy_(torch.tensor([0.5, -0.5, 0.0, 0.0]))  # mu = (.5, -.5), log sigma = (0, 0)
+    state, action = torch.zeros(1, 3), torch.tensor([[0.3]])
+    mean, log_std = vae.encode(state, action)
+    torch.testing.assert_close(mean, torch.tensor([[0.5, -0.5]]))
+    torch.manual_seed(0)
+    recon, mean, log_std = vae(state, action)
+    torch.manual_seed(0)
+    z = torch.tensor([[0.5, -0.5]]) + torch.randn(1, 2)
+    torch.testing.assert_close(recon, vae.decode(state, z))
+    kl = 0.5 * (0.25 + 1.0 - 1.0 - 0.0)  # the same for both latents: mu^2 = .25, sigma = 1
+    expected = (recon.item() - 0.3) ** 2 + 0.5 * kl
+    assert bcq.vae_loss(recon, action, mean, log_std, 0.5).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_latent_clipped_when_sampling():
+    vae = bcq.VAE(state_dim=3, action_dim=2, hidden_dim=8, max_action=1.0, latent_clip=0.5)
+    seen = []
+    vae.decoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0][:, 3:]))
+    states = torch.zeros(5000, 3)
+    torch.manual_seed(0)
+    vae.decode(states)
+    z = seen[0]
+    assert z.shape == (5000, 4)
+    assert z.abs().max().item() == 0.5  # the prior's tails are cut at exactly 0.5
+    torch.manual_seed(0)
+    torch.testing.assert_close(z, torch.randn(5000, 4).clamp(-0.5, 0.5))
+    action = vae.decode(states[:3])
+    assert action.abs().max().item() <= 1.0
+
+
+def test_perturbation_bounded_by_phi_max_action():
+    torch.manual_seed(0)
+    actor = bcq.Perturbation(state_dim=3, action_dim=2, hidden_dim=16, max_action=2.0, phi=0.05)
+    with torch.no_grad():
+        actor.net[-1].weight.mul_(1000.0)  # saturate tanh: xi reaches its bound
+    states, actions = torch.randn(256, 3), torch.rand(256, 2) * 3.0 - 1.5  # away from the action bounds
+    moved = actor(states, actions) - actions
+    assert moved.abs().max().item() <= 0.05 * 2.0 + 1e-6
+    assert moved.abs().max().item() == pytest.approx(0.1, abs=1e-4)
+    at_bound = actor(states, torch.full((256, 2), 2.0))
+    assert at_bound.max().item() <= 2.0  # clipped to the action bounds
+
+
+def test_act_picks_the_best_sample_by_q1():
+    config = bcq.TrainConfig(n_actions=10, hidden_dim=16, vae_hidden_dim=16)
+    trainer = bcq.BCQTrainer(3, 1, 2.0, config, torch.device("cpu"))
+    states = torch.randn(4, 3)
+    torch.manual_seed(1)
+    actions = trainer.act(states)
+    torch.manual_seed(1)
+    repeated, candidates = bcq.sample_actions(trainer.vae, trainer.actor, states, 10)
+    assert torch.equal(repeated, states.repeat_interleave(10, 0))
+    q1 = trainer.critic(repeated, candidates)[0].view(4, 10)
+    expected = candidates.view(4, 10, 1)[torch.arange(4), q1.argmax(1)]
+    torch.testing.assert_close(actions, expected)
+    assert actions.shape == (4, 1)
