@@ -37,6 +37,10 @@ from tqdm import trange
 
 @dataclass
 class TrainConfig:
+    """Common fields (the same in every script), then the method's.
+
+    AWR (defaults: Peng et al. 2019, appendix, and the authors' MuJoCo configuration)
+    """
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
@@ -51,7 +55,6 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # capture the update with torch.compile
-    # AWR (defaults: Peng et al. 2019, appendix, and the authors' MuJoCo configuration)
     beta: float = 1.0  # beta, temperature of the weights exp(A / beta)
     max_weight: float = 20.0  # omega_max, clip of exp(A / beta)
     normalize_advantages: bool = True  # standardize A over the dataset before exp(A / beta), as the authors' code does

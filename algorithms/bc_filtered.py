@@ -30,6 +30,7 @@ from tqdm import trange
 
 @dataclass
 class TrainConfig:
+    """Common fields (the same in every script), then the method's: filtered behavior cloning (%BC)."""
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
@@ -44,7 +45,6 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # capture the update with torch.compile
-    # filtered behavior cloning
     frac: float = 0.1  # fraction of trajectories kept, ranked by return (1.0 = plain BC)
     hidden_dim: int = 256  # width of the actor's two hidden layers
     actor_lr: float = 1e-3  # Adam learning rate of pi_phi

@@ -35,6 +35,10 @@ from tqdm import trange
 
 @dataclass
 class TrainConfig:
+    """Common fields (the same in every script), then the method's.
+
+    BCQ (defaults: Fujimoto et al. 2019, supplementary material, and the authors' code)
+    """
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
@@ -49,7 +53,6 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # capture the update with torch.compile
-    # BCQ (defaults: Fujimoto et al. 2019, supplementary material, and the authors' code)
     phi: float = 0.05  # Phi, largest perturbation xi_phi(s, a, Phi), in units of max_action
     lmbda: float = 0.75  # lambda, weight of min_j Q'_j against max_j Q'_j in the soft clipped double-Q target
     n_actions: int = 10  # n, actions sampled from G_omega per next state (target) and per state (acting)

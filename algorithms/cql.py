@@ -37,6 +37,7 @@ from tqdm import trange
 
 @dataclass
 class TrainConfig:
+    """Common fields (the same in every script), then the method's: CQL(H) (defaults: the official README for Gym MuJoCo)."""
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
@@ -51,7 +52,6 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # capture the update with torch.compile
-    # CQL(H): alpha, weight of the conservative term (min_q_weight; 5 for Gym MuJoCo in the official README)
     cql_alpha: float = 5.0  # alpha, weight of the conservative term (min_q_weight)
     num_sampled_actions: int = 10  # actions drawn from each of Unif, pi(.|s), pi(.|s') for the logsumexp
     cql_lagrange: bool = False  # learn alpha' by dual descent so that alpha * gap stays near tau (off for Gym)

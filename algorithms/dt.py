@@ -33,6 +33,10 @@ from tqdm import trange
 
 @dataclass
 class TrainConfig:
+    """Common fields (the same in every script), then the method's.
+
+    Decision Transformer (Chen et al. 2021, appendix: OpenAI Gym hyperparameters)
+    """
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
@@ -47,7 +51,6 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # capture the update with torch.compile
-    # Decision Transformer (Chen et al. 2021, appendix: OpenAI Gym hyperparameters)
     context_len: int = 20  # K, timesteps per input window (3K tokens)
     embed_dim: int = 128  # width of the token embeddings and of the transformer
     n_layers: int = 3  # transformer blocks

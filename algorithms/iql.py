@@ -31,6 +31,7 @@ from tqdm import trange
 
 @dataclass
 class TrainConfig:
+    """Common fields (the same in every script), then the method's: IQL."""
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
@@ -45,7 +46,6 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # capture the update with torch.compile
-    # IQL
     expectile: float = 0.7  # tau in L_2^tau
     beta: float = 3.0  # beta, inverse temperature of the AWR weights exp(beta * A)
     max_weight: float = 100.0  # clip of exp(beta * A)

@@ -31,6 +31,7 @@ from tqdm import trange
 
 @dataclass
 class TrainConfig:
+    """Common fields (the same in every script), then the method's: TD3+BC."""
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
@@ -45,7 +46,6 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # capture the update with torch.compile
-    # TD3+BC
     alpha: float = 2.5  # alpha in lambda = alpha / mean |Q|
     policy_noise: float = 0.2  # sigma of the target policy smoothing noise (times max_action)
     noise_clip: float = 0.5  # c, clip of that noise (times max_action)
