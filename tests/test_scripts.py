@@ -17,8 +17,8 @@ SMALL = {
     "dt": ["--context_len", "5", "--embed_dim", "32", "--n_layers", "1", "--eval_targets", "[-150.0]"],
     "bcq": ["--vae_hidden_dim", "64", "--hidden_dim", "64"],
     "cql": ["--hidden_dim", "64", "--n_hidden", "2", "--num_sampled_actions", "4"],
-    "mopo": ["--model_epochs", "3", "--rollout_batch_size", "100", "--hidden_dim", "64"],
-    "combo": ["--model_epochs", "3", "--rollout_batch_size", "100", "--hidden_dim", "64"],
+    "mopo": ["--model_max_epochs", "3", "--rollout_batch_size", "100", "--hidden_dim", "64", "--model_hidden_dim", "32"],
+    "combo": ["--model_max_epochs", "3", "--rollout_batch_size", "100", "--hidden_dim", "64", "--model_hidden_dim", "32"],
 }
 
 

@@ -24,6 +24,40 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     ("awr", "mujoco/halfcheetah/expert-v0"): {"actor_lr": 5e-5},
     ("awr", "mujoco/walker2d/medium-v0"): {"actor_lr": 2.5e-5},
     ("awr", "mujoco/walker2d/expert-v0"): {"actor_lr": 2.5e-5},
+    # MOPO: rollout length h and penalty lambda from the official configs (examples/config/d4rl/*.py; "mixed" is
+    # medium-replay).  Expert datasets are not in the paper: they get the medium values (single-policy data).
+    # Pendulum is not in the paper either: h = 5, lambda = 1 is our choice.
+    ("mopo", "pendulum"): {"rollout_length": 5, "penalty_coef": 1.0},
+    # medium-replay has 3000 transitions: a model epoch is ten updates, and MBPO's patience of 5 epochs stops
+    # the model after about 200 of them, underfit (elite holdout MSE 0.28; with patience 20: 0.0002).
+    ("mopo", "local/pendulum/medium-replay-v0"): {"model_patience": 20},
+    ("mopo", "local/hopper/random-v0"): {"rollout_length": 5, "penalty_coef": 1.0},
+    ("mopo", "local/hopper/medium-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
+    ("mopo", "local/hopper/expert-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
+    ("mopo", "local/hopper/medium-replay-v0"): {"rollout_length": 5, "penalty_coef": 1.0},
+    ("mopo", "local/hopper/medium-expert-v0"): {"rollout_length": 5, "penalty_coef": 1.0},
+    ("mopo", "mujoco/hopper/medium-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
+    ("mopo", "mujoco/hopper/expert-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
+    ("mopo", "mujoco/halfcheetah/medium-v0"): {"rollout_length": 1, "penalty_coef": 1.0},
+    ("mopo", "mujoco/halfcheetah/expert-v0"): {"rollout_length": 1, "penalty_coef": 1.0},
+    ("mopo", "mujoco/walker2d/medium-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
+    ("mopo", "mujoco/walker2d/expert-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
+    # COMBO: h and the conservative weight beta per dataset, the paper's appendix values as OfflineRL-Kit's
+    # run_combo.py lists them (hopper-random from the paper's table).  Expert datasets (not in the paper) get the
+    # medium values; Pendulum (not in the paper) gets h = 5, beta = 1, our choice.
+    ("combo", "pendulum"): {"rollout_length": 5, "cql_weight": 1.0},
+    ("combo", "local/pendulum/medium-replay-v0"): {"model_patience": 20},  # as mopo's
+    ("combo", "local/hopper/random-v0"): {"rollout_length": 5, "cql_weight": 1.0},
+    ("combo", "local/hopper/medium-v0"): {"rollout_length": 5, "cql_weight": 5.0},
+    ("combo", "local/hopper/expert-v0"): {"rollout_length": 5, "cql_weight": 5.0},
+    ("combo", "local/hopper/medium-replay-v0"): {"rollout_length": 5, "cql_weight": 0.5},
+    ("combo", "local/hopper/medium-expert-v0"): {"rollout_length": 5, "cql_weight": 5.0},
+    ("combo", "mujoco/hopper/medium-v0"): {"rollout_length": 5, "cql_weight": 5.0},
+    ("combo", "mujoco/hopper/expert-v0"): {"rollout_length": 5, "cql_weight": 5.0},
+    ("combo", "mujoco/halfcheetah/medium-v0"): {"rollout_length": 5, "cql_weight": 0.5},
+    ("combo", "mujoco/halfcheetah/expert-v0"): {"rollout_length": 5, "cql_weight": 0.5},
+    ("combo", "mujoco/walker2d/medium-v0"): {"rollout_length": 1, "cql_weight": 5.0},
+    ("combo", "mujoco/walker2d/expert-v0"): {"rollout_length": 1, "cql_weight": 5.0},
     # DT: 10^5 updates and the paper's two return targets per environment (Chen et al. 2021, the authors' Gym
     # code; Hopper's 3600 and 1800 are the script's default).  Pendulum is not in the paper: targets inside the
     # datasets' returns (about -1900 to 0), and R_hat / 500 spans about [-3.7, 0] as Hopper's R_hat / 1000

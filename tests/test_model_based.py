@@ -1,0 +1,311 @@
+"""MOPO's and COMBO's dynamics model (the shared dynamics block, imported from mopo.py), the MOPO penalty
+and COMBO's conservative gap, against hand computations and toy systems."""
+
+import dataclasses
+import math
+import time
+import types
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import combo
+import mopo
+
+
+def toy_model(state_dim=2, action_dim=1, hidden=8, n_models=3, n_elites=2, seed=0):
+    torch.manual_seed(seed)
+    model = mopo.EnsembleDynamics(state_dim, action_dim, hidden, n_models, n_elites)
+    with torch.no_grad():
+        model.input_mean.copy_(torch.randn(state_dim + action_dim))
+        model.input_std.copy_(torch.rand(state_dim + action_dim) + 0.5)
+    return model
+
+
+def test_vectorized_linear_equals_members_one_by_one():
+    torch.manual_seed(0)
+    layer = mopo.VectorizedLinear(3, 4, n=5)
+    x = torch.randn(5, 6, 3)
+    for i in range(5):
+        expected = torch.nn.functional.linear(x[i], layer.weight[i].T, layer.bias[i, 0])
+        assert torch.allclose(layer(x)[i], expected, atol=1e-6)
+
+
+def test_ensemble_model_equals_members_one_by_one():
+    model = toy_model()
+    inputs = torch.randn(4, 3)
+    mean, logvar = model(inputs)  # one batched matmul per layer for all members
+    assert mean.shape == logvar.shape == (3, 4, 3)
+    for i in range(3):
+        x = (inputs - model.input_mean) / model.input_std
+        for layer in model.layers[:-1]:
+            x = torch.nn.functional.silu(x @ layer.weight[i] + layer.bias[i])
+        out = x @ model.layers[-1].weight[i] + model.layers[-1].bias[i]
+        assert torch.allclose(mean[i], out[:, :3], atol=1e-5)
+        expected_logvar = mopo.bounded_logvar(out[:, 3:], model.min_logvar, model.max_logvar)
+        assert torch.allclose(logvar[i], expected_logvar, atol=1e-5)
+    # A [N, B, in] input gives member i its own batch.
+    per_member = torch.randn(3, 4, 3)
+    assert torch.allclose(model(per_member)[0][1], model(per_member[1])[0][1], atol=1e-6)
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+def test_gaussian_nll_with_bounded_logvar_by_hand():
+    lo, hi = torch.tensor([-10.0]), torch.tensor([0.5])
+    raw = torch.tensor([2.0, -1.0, 50.0, -50.0])
+    bounded = mopo.bounded_logvar(raw, lo, hi)
+    by_hand = [-10 + softplus(0.5 - softplus(0.5 - r) + 10) for r in (2.0, -1.0)]
+    assert bounded[:2].tolist() == pytest.approx(by_hand, rel=1e-5)
+    assert bounded[2].item() == pytest.approx(0.5, abs=1e-4)  # far above the upper bound: clamped softly to it
+    assert bounded[3].item() == pytest.approx(-10.0, abs=1e-4)  # far below the lower bound
+    # NLL per member: mean over batch and dims of (mu - y)^2 exp(-logvar) + logvar.
+    mean = torch.tensor([[[1.0, 2.0]], [[0.0, 0.0]]])  # [N=2, B=1, 2]
+    logvar = torch.tensor([[[0.0, math.log(4.0)]], [[math.log(0.5), 0.0]]])
+    target = torch.tensor([[[0.0, 0.0]]]).expand(2, 1, 2)
+    nll = mopo.gaussian_nll(mean, logvar, target)
+    member0 = ((1.0 + 0.0) + (4.0 / 4.0 + math.log(4.0))) / 2
+    member1 = ((0.0 + math.log(0.5)) + (0.0 + 0.0)) / 2
+    assert nll.tolist() == pytest.approx([member0, member1], rel=1e-6)
+
+
+def test_dynamics_loss_adds_weight_decay_and_logvar_bound_penalty():
+    model = toy_model()
+    inputs, targets = torch.randn(3, 5, 3), torch.randn(3, 5, 3)
+    mean, logvar = model(inputs)
+    decay = sum(w * (layer.weight ** 2).sum() / 2 for w, layer in zip(mopo.MODEL_WEIGHT_DECAY, model.layers))
+    expected = mopo.gaussian_nll(mean, logvar, targets).sum() + decay + 0.01 * (3 * 0.5 - 3 * -10.0)
+    assert mopo.dynamics_loss(model, inputs, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_mopo_penalty_on_toy_ensemble():
+    # sigma of (r, s' - s) for N = 3 members and B = 2 pairs; u = max_i ||sigma_i||_2.
+    sigma = torch.tensor([[[3.0, 4.0], [0.1, 0.1]],
+                          [[1.0, 1.0], [6.0, 8.0]],
+                          [[0.0, 2.0], [1.0, 0.0]]])
+    u = mopo.model_uncertainty(torch.log(sigma.clamp(min=1e-12) ** 2))
+    assert u.tolist() == pytest.approx([5.0, 10.0], rel=1e-5)
+    reward = torch.tensor([1.0, -2.0])
+    assert mopo.penalized_reward(reward, u, 0.5).tolist() == pytest.approx([1.0 - 2.5, -2.0 - 5.0], rel=1e-5)
+    assert mopo.penalized_reward(reward, u, 0.0).tolist() == [1.0, -2.0]  # COMBO's rollouts
+
+
+def constant_members(biases):
+    """An ensemble whose member i predicts the constant mean biases[i] (zero output weights), tiny variance."""
+    model = toy_model(n_models=len(biases), n_elites=2)
+    with torch.no_grad():
+        head = model.layers[-1]
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[:, 0, :3] = torch.tensor(biases)[:, None]
+        head.bias[:, 0, 3:] = -30.0  # log-variance at its lower bound
+    return model
+
+
+def test_elites_are_the_members_with_the_lowest_holdout_error():
+    model = constant_members([3.0, -0.5, 2.0, 0.2])
+    inputs, targets = torch.randn(10, 3), torch.zeros(10, 3)
+    # holdout MSE of member i is biases[i]^2: 9, 0.25, 4, 0.04 -> elites 3 then 1
+    mean_elite_mse = mopo.choose_elites(model, inputs, targets)
+    assert model.holdout_mse.tolist() == pytest.approx([9.0, 0.25, 4.0, 0.04], rel=1e-5)
+    assert model.elites.tolist() == [3, 1]
+    assert mean_elite_mse == pytest.approx((0.25 + 0.04) / 2, rel=1e-5)
+    # Model steps sample only the elites: rewards are near 0.2 or -0.5 (sigma = exp(-5)), never 3 or 2.
+    _, rewards, _ = model.step(torch.randn(500, 2), torch.randn(500, 1))
+    near = [((rewards - b).abs() < 0.05).float().mean().item() for b in (3.0, -0.5, 2.0, 0.2)]
+    assert near[0] == near[2] == 0.0 and near[1] + near[3] == 1.0 and min(near[1], near[3]) > 0.3
+
+
+def hopper_observation():
+    env = gym.make("Hopper-v5")
+    obs, _ = env.reset(seed=0)
+    env.close()
+    return obs
+
+
+def test_hopper_termination_on_real_observations():
+    obs = hopper_observation()
+    assert 1.2 < obs[0] < 1.3 and abs(obs[1]) < 0.01  # reset pose: z about 1.25, upright
+    fallen, tilted, wild = obs.copy(), obs.copy(), obs.copy()
+    fallen[0] = 0.6  # z below 0.7
+    tilted[1] = 0.25  # torso angle beyond 0.2
+    wild[7] = 150.0  # a state entry beyond 100
+    states = torch.as_tensor(np.stack([obs, fallen, tilted, wild]))
+    assert mopo.hopper_termination(states).tolist() == [False, True, True, True]
+    nan_state = torch.as_tensor(obs).clone()[None]
+    nan_state[0, 3] = float("nan")
+    assert mopo.hopper_termination(nan_state).tolist() == [True]
+
+
+def test_hopper_termination_agrees_with_the_environment():
+    env = gym.make("Hopper-v5")
+    obs, _ = env.reset(seed=1)
+    terminated, steps = False, 0
+    while not terminated and steps < 500:  # a constant push makes the hopper fall
+        obs, _, terminated, _, _ = env.step(np.array([1.0, -1.0, 1.0]))
+        steps += 1
+        assert bool(mopo.hopper_termination(torch.as_tensor(obs)[None])[0]) == terminated
+    assert terminated
+    env.close()
+
+
+def test_termination_function_is_chosen_from_the_env_spec():
+    def dataset(env_id):
+        return types.SimpleNamespace(env_spec=gym.spec(env_id))
+
+    assert mopo.termination_function("auto", dataset("Hopper-v5")) is mopo.hopper_termination
+    assert mopo.termination_function("auto", dataset("Walker2d-v5")) is mopo.walker2d_termination
+    assert mopo.termination_function("auto", dataset("Pendulum-v1")) is mopo.no_termination
+    assert mopo.termination_function("none", dataset("Hopper-v5")) is mopo.no_termination
+    with pytest.raises(SystemExit, match="no termination function is known for environment 'Ant-v5'"):
+        mopo.termination_function("auto", dataset("Ant-v5"))
+    with pytest.raises(SystemExit, match="not one of auto"):
+        mopo.termination_function("cheetah", dataset("Pendulum-v1"))
+
+
+def linear_system(n, rng):
+    """Transitions of s' = A s + B a, r = w . s with s ~ N(0, I), a ~ Unif[-1, 1]."""
+    a_matrix = np.array([[0.9, 0.2, 0.0], [-0.1, 0.8, 0.1], [0.0, 0.3, 0.7]], np.float32)
+    b_matrix = np.array([[0.5], [0.0], [-0.4]], np.float32)
+    s = rng.normal(size=(n, 3)).astype(np.float32)
+    a = rng.uniform(-1, 1, size=(n, 1)).astype(np.float32)
+    return {"observations": s, "actions": a, "next_observations": s @ a_matrix.T + a @ b_matrix.T,
+            "rewards": s @ np.array([1.0, -1.0, 0.5], np.float32)}
+
+
+def test_model_learns_a_linear_system_in_seconds():
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    config = mopo.TrainConfig(model_max_epochs=30, model_hidden_dim=64)
+    model = mopo.EnsembleDynamics(3, 1, config.model_hidden_dim, config.n_models, config.n_elites)
+    start = time.time()
+    mse, epochs = mopo.train_dynamics(model, linear_system(1000, rng), config)
+    assert time.time() - start < 30
+    # Targets (r, s' - s) have variance about 1; the elites fit them to a small fraction of it on unseen data.
+    inputs, targets = mopo.model_data(linear_system(500, rng), torch.device("cpu"))
+    with torch.no_grad():
+        mean = model(inputs)[0][model.elites]
+    assert mse < 0.01 and (mean - targets).pow(2).mean().item() < 0.01
+
+
+def test_model_is_trained_once_then_reused(tmp_path):
+    data = linear_system(300, np.random.default_rng(0))
+    config = mopo.TrainConfig(checkpoints_path=str(tmp_path), model_max_epochs=1, n_models=3, n_elites=2)
+
+    def model():
+        return mopo.EnsembleDynamics(3, 1, 8, 3, 2)
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+    trained = model()
+    mopo.prepare_dynamics(config, "mopo", trained, data)
+    assert (tmp_path / "dynamics.pt").exists() and not same(trained, model())
+    resumed = model()  # resume (the default) with a saved model and no checkpoint yet: loaded, not retrained
+    mopo.prepare_dynamics(config, "mopo", resumed, data)
+    assert same(trained, resumed)
+    elsewhere = model()
+    reuse = dataclasses.replace(config, resume=False, checkpoints_path=str(tmp_path / "other"),
+                                dynamics_path=str(tmp_path / "dynamics.pt"))
+    mopo.prepare_dynamics(reuse, "mopo", elsewhere, data)
+    assert same(trained, elsewhere) and not (tmp_path / "other" / "dynamics.pt").exists()
+    with pytest.raises(SystemExit, match="missing.pt does not exist"):
+        mopo.prepare_dynamics(dataclasses.replace(reuse, dynamics_path=str(tmp_path / "missing.pt")), "mopo", model(),
+                              data)
+    with pytest.raises(SystemExit, match="not a dynamics model of this dataset"):
+        mopo.prepare_dynamics(reuse, "mopo", mopo.EnsembleDynamics(3, 1, 16, 3, 2), data)
+
+
+def test_model_buffer_is_a_ring_that_skips_invalid_rows():
+    buffer = mopo.ModelBuffer(capacity=5, state_dim=1, action_dim=1)
+
+    def rows(values):
+        v = torch.tensor(values, dtype=torch.float32)
+        return {"observations": v[:, None], "actions": v[:, None], "rewards": v, "next_observations": v[:, None],
+                "terminals": torch.zeros(len(v))}
+
+    buffer.add(rows([1.0, 2.0, 3.0, 4.0]), torch.tensor([True, False, True, True]))
+    assert buffer.rewards[:5].tolist() == [1.0, 3.0, 4.0, 0.0, 0.0] and buffer.filled.item() == 3
+    buffer.add(rows([5.0, 6.0, 7.0]), torch.tensor([True, True, True]))  # wraps: 7 overwrites the oldest
+    assert buffer.rewards[:5].tolist() == [7.0, 3.0, 4.0, 5.0, 6.0]
+    assert buffer.filled.item() == 5 and buffer.position.item() == 1 and buffer.rewards[5].item() == 0.0
+    assert set(buffer.sample(200)["rewards"].tolist()) == {3.0, 4.0, 5.0, 6.0, 7.0}
+
+
+class CountingModel:
+    """A fake model: s' = s + 1, r = s, u = 0."""
+
+    def step(self, states, actions):
+        return states + 1, states[:, 0], torch.zeros(len(states))
+
+
+def test_rollout_marks_the_steps_after_a_termination_invalid():
+    starts = torch.tensor([[0.0], [2.0]])
+    transitions, valid = mopo.model_rollout(CountingModel(), lambda s: torch.zeros(len(s), 1), starts, horizon=3,
+                                            termination=lambda s: s[:, 0] >= 3.0)
+    # step-major order: (row 0, row 1) for steps 1, 2, 3; row 1 terminates at its first step (s' = 3)
+    assert transitions["observations"][:, 0].tolist() == [0.0, 2.0, 1.0, 3.0, 2.0, 4.0]
+    assert transitions["terminals"].tolist() == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+    assert valid.tolist() == [True, True, True, False, True, False]
+
+
+def test_rollouts_happen_every_rollout_every_updates_with_penalized_rewards():
+    config = mopo.TrainConfig(batch_size=20, real_ratio=0.25, rollout_batch_size=4, rollout_length=2, rollout_every=3,
+                              retain_rollouts=5, penalty_coef=100.0, n_models=3, n_elites=2, model_hidden_dim=8,
+                              hidden_dim=8)
+    trainer = mopo.MOPOTrainer(2, 1, 1.0, config, torch.device("cpu"))
+    with torch.no_grad():  # every member predicts r = 1, s' = s, with the smallest variance
+        head = trainer.dynamics.layers[-1]
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[:, 0, 0] = 1.0
+        head.bias[:, 0, 3:] = -30.0
+    data = {"observations": np.ones((10, 2), np.float32), "actions": np.zeros((10, 1), np.float32),
+            "rewards": np.full(10, 7.0, np.float32), "next_observations": np.ones((10, 2), np.float32),
+            "terminals": np.zeros(10, np.float32)}
+    buffer = mopo.DeviceBuffer(data, torch.device("cpu"))
+    sample = mopo.model_batches(config, trainer, buffer, mopo.no_termination, np.zeros(2), np.ones(2), 1.0,
+                                config.penalty_coef)
+    filled = []
+    for _ in range(7):
+        batch = sample()
+        filled.append(trainer.model_buffer.filled.item())
+    assert filled == [8, 8, 8, 16, 16, 16, 24]  # rollouts before updates 1, 4 and 7
+    assert batch["rewards"][:5].tolist() == [7.0] * 5  # int(20 * 0.25) dataset rows first
+    u = math.sqrt(3) * math.exp(-5.0)  # ||sigma|| of (r, s' - s) at log sigma^2 = min_logvar = -10
+    stored = trainer.model_buffer.rewards[:24]
+    assert torch.allclose(stored, torch.full((24,), 1.0 - 100.0 * u), atol=0.05)  # r~ = r - lambda u
+    assert torch.allclose(trainer.model_buffer.next_observations[:24], torch.ones(24, 2), atol=0.05)
+
+
+def test_combo_gap_pushes_down_model_states_and_up_dataset_pairs():
+    logsumexp_model = torch.tensor([[1.0, 3.0, 5.0], [0.0, 0.0, 3.0]])  # [critics, model states]
+    q_data = torch.tensor([[2.0, 4.0], [1.0, 1.0]])  # [critics, dataset pairs]: another batch, another size
+    assert combo.conservative_gap(logsumexp_model, q_data).tolist() == pytest.approx([3.0 - 3.0, 1.0 - 1.0])
+    q_random, q_policy, q_next = torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.tensor([[2.0]])
+    lse = combo.importance_sampled_logsumexp(q_random, q_policy, q_next, math.log(0.25), torch.tensor([[0.0]]),
+                                             torch.tensor([[math.log(2.0)]]))
+    by_hand = math.log(math.exp(0 - math.log(0.25)) + math.exp(1.0) + math.exp(2.0 - math.log(2.0)))
+    assert lse.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_combo_update_pushes_q_down_on_model_rows_only():
+    config = combo.TrainConfig(batch_size=8, real_ratio=0.5, hidden_dim=16, n_hidden=2, cql_weight=1.0,
+                               num_sampled_actions=2, critic_lr=1e-2, rollout_batch_size=4, n_models=3, n_elites=2,
+                               model_hidden_dim=8)
+    torch.manual_seed(0)
+    trainer = combo.COMBOTrainer(2, 1, 1.0, config, torch.device("cpu"))
+    data_states, model_states = torch.zeros(4, 2), torch.ones(4, 2) * 3.0
+    batch = {"observations": torch.cat([data_states, model_states]), "actions": torch.zeros(8, 1),
+             "rewards": torch.zeros(8), "next_observations": torch.cat([data_states, model_states]),
+             "terminals": torch.ones(8)}  # terminal, zero reward: only the conservative term moves Q off 0
+    for _ in range(50):
+        trainer.update(batch)
+    with torch.no_grad():
+        q_data = trainer.critic(data_states, torch.zeros(4, 1)).mean()
+        q_model = trainer.critic(model_states, torch.zeros(4, 1)).mean()
+    assert q_data > q_model + 1.0
