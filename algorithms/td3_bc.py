@@ -421,10 +421,12 @@ def bc_lambda(q: torch.Tensor, alpha: float) -> torch.Tensor:
     return alpha / q.abs().mean().detach()
 
 
-def actor_loss(q: torch.Tensor, policy_actions: torch.Tensor, data_actions: torch.Tensor,
-               alpha: float) -> torch.Tensor:
-    """pi = argmax_pi E_{(s,a)~D} [ lambda Q(s, pi(s)) - (pi(s) - a)^2 ]; we minimize its negative."""
-    return -bc_lambda(q, alpha) * q.mean() + (policy_actions - data_actions).pow(2).mean()
+def actor_loss(q: torch.Tensor, policy_actions: torch.Tensor, data_actions: torch.Tensor, alpha: float,
+               max_action: float) -> torch.Tensor:
+    """pi = argmax_pi E_{(s,a)~D} [ lambda Q(s, pi(s)) - (pi(s) - a)^2 ]; we minimize its negative.
+    Actions are measured in units of max_action: alpha = 2.5 was tuned on MuJoCo's [-1, 1] actions."""
+    bc = ((policy_actions - data_actions) / max_action).pow(2).mean()
+    return -bc_lambda(q, alpha) * q.mean() + bc
 
 
 class TD3BCTrainer:
@@ -458,7 +460,7 @@ class TD3BCTrainer:
         if int(self.updates) % c.policy_freq == 0:  # delayed policy updates (a CPU counter: no device sync)
             policy_actions = self.actor(batch["observations"])
             q = self.critic(batch["observations"], policy_actions)[0]
-            loss = actor_loss(q, policy_actions, batch["actions"], c.alpha)
+            loss = actor_loss(q, policy_actions, batch["actions"], c.alpha, self.max_action)
             self.actor_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.actor_optimizer.step()

@@ -18,9 +18,11 @@ def test_actor_loss_is_minus_lambda_q_plus_bc():
     pi = torch.tensor([[0.5], [0.0], [-0.5]])
     a = torch.tensor([[0.0], [0.0], [0.5]])
     # -lambda * mean Q + mean (pi - a)^2 = -(2.5 / 2) * 0 + (0.25 + 0 + 1) / 3
-    assert td3_bc.actor_loss(q, pi, a, alpha=2.5).item() == pytest.approx(1.25 / 3)
+    assert td3_bc.actor_loss(q, pi, a, alpha=2.5, max_action=1.0).item() == pytest.approx(1.25 / 3)
+    # the BC term is measured in units of max_action: the same actions scaled by 2 give the same loss
+    assert td3_bc.actor_loss(q, 2 * pi, 2 * a, alpha=2.5, max_action=2.0).item() == pytest.approx(1.25 / 3)
     q2 = torch.tensor([4.0, 4.0, 4.0])
-    assert td3_bc.actor_loss(q2, pi, a, alpha=2.5).item() == pytest.approx(-2.5 + 1.25 / 3)
+    assert td3_bc.actor_loss(q2, pi, a, alpha=2.5, max_action=1.0).item() == pytest.approx(-2.5 + 1.25 / 3)
 
 
 def test_lambda_makes_the_actor_loss_invariant_to_q_scale():
@@ -29,7 +31,7 @@ def test_lambda_makes_the_actor_loss_invariant_to_q_scale():
     grads = []
     for scale in (1.0, 1000.0):
         q = scale * (pi.sum(-1) + torch.tensor([1.0, 2.0, 3.0, 4.0]))
-        (g,) = torch.autograd.grad(td3_bc.actor_loss(q, pi, a, alpha=2.5), pi)
+        (g,) = torch.autograd.grad(td3_bc.actor_loss(q, pi, a, alpha=2.5, max_action=1.0), pi)
         grads.append(g)
     assert torch.allclose(grads[0], grads[1], rtol=1e-4)
 
