@@ -205,7 +205,7 @@ def problems(runs: list[RunRecord], root: Path) -> list[str]:
     return found
 
 
-def write_scores(table, head: list[str], notes: list[str], out: Path) -> None:
+def write_scores(table, head: list[str], notes: list[str], out: Path) -> list[str]:
     variants, datasets = axes(table)
     with open(out / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -236,6 +236,19 @@ def write_scores(table, head: list[str], notes: list[str], out: Path) -> None:
     if notes:
         lines += ["", "## Failed or unfinished runs", "", *[f"- {note}" for note in notes]]
     (out / "scores.md").write_text("\n".join(lines) + "\n")
+    return lines[lines.index("## Final score (last evaluation)") + 2:lines.index("## Best score (max over evaluations)") - 1]
+
+
+def update_readme(readme: Path, head: list[str], final_table: list[str]) -> None:
+    """Rewrites the README's results summary (between its two marker lines) from the same table."""
+    begin, end = "<!-- results: begin -->", "<!-- results: end -->"
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        return
+    summary = [begin, "", *[f"{line}  " for line in head], "", "Final normalized score, mean ± std over seeds "
+               "(full tables: [results/scores.md](results/scores.md), claims: [results/claims.md](results/claims.md)):",
+               "", *final_table, "", "![learning curves](results/curves.png)", "", end]
+    readme.write_text(text[:text.index(begin)] + "\n".join(summary) + text[text.index(end) + len(end):])
 
 
 def plot_curves(runs: list[RunRecord], path: Path, caption: str) -> None:
@@ -452,7 +465,9 @@ def make_results(root: str | Path, out: str | Path = PROJECT / "results", comman
     out.mkdir(parents=True, exist_ok=True)
     head = header(runs, command, root)
     table = score_table(runs)
-    write_scores(table, head, problems(runs, root), out)
+    final_table = write_scores(table, head, problems(runs, root), out)
+    if out.resolve() == (PROJECT / "results").resolve():
+        update_readme(PROJECT / "README.md", head, final_table)
     plot_curves(runs, out / "curves.png", "\n".join(head).replace("`", ""))
     claims = check_claims(table, runs)
     write_claims(claims, head, out / "claims.md")
