@@ -59,18 +59,31 @@ def trainer_class(module):
     return getattr(module, names[0])
 
 
-def make_step(algo: str, batch_size: int, device: torch.device, compiled: bool):
-    """A zero-argument callable doing one training update of `algo`, as its train() would."""
+def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool):
+    """A zero-argument callable doing one training update of `algo`, as its train() would (the
+    model-based scripts' periodic rollouts happen outside the update and are not timed)."""
     module = load_script(algo)
     module.set_seed(0)
-    config = module.TrainConfig(device=str(device), batch_size=batch_size, compile=compiled)
+    config = module.TrainConfig(device=str(device), compile=compiled)
+    if batch_size != "default":
+        config.batch_size = int(batch_size)
     data = synthetic_data(np.random.default_rng(0))
-    if hasattr(module, "benchmark_step"):  # scripts whose batches are not transitions (dt, model-based)
-        return module.benchmark_step(config, data, device)
-    buffer, _, _ = module.transition_buffer(data, config, device)
-    trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device)
+    if algo == "dt":  # batches of left-padded trajectory windows
+        mean, std = module.state_statistics(data["observations"], config.normalize_states)
+        buffer = module.SequenceBuffer(data, mean, std, config, device)
+        trainer = module.DTTrainer(STATE_DIM, ACTION_DIM, 1.0, config, device)
+        sample = lambda: buffer.sample(config.batch_size)  # noqa: E731
+    elif algo == "awr":  # the trainer owns the lambda-returns it refreshes between batches
+        buffer, _, _ = module.transition_buffer(data, config, device)
+        ends = torch.as_tensor(data["episode_ends"], device=device)
+        trainer = module.AWRTrainer(STATE_DIM, ACTION_DIM, 1.0, config, device, buffer, ends)
+        sample = lambda: trainer.sample(config.batch_size)  # noqa: E731
+    else:
+        buffer, _, _ = module.transition_buffer(data, config, device)
+        trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device)
+        sample = lambda: buffer.sample(config.batch_size)  # noqa: E731
     update = torch.compile(trainer.update) if compiled else trainer.update
-    return lambda: update(buffer.sample(batch_size))
+    return lambda: update(sample()), config.batch_size
 
 
 def synchronize(device: torch.device) -> None:
@@ -120,8 +133,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algos", nargs="+", default=algos_present)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[256],
-                        help="batch sizes to time (256 is every script's default except dt)")
+    parser.add_argument("--batch-sizes", nargs="+", default=["256", "default"],
+                        help="batch sizes to time; 'default' is the script's own TrainConfig batch_size")
     parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
     parser.add_argument("--warmup", type=int, default=50, help="untimed updates first (compilation happens here)")
     parser.add_argument("--windows", type=int, default=5)
@@ -138,11 +151,13 @@ def main(argv=None) -> int:
         for batch_size in args.batch_sizes:
             for mode in args.modes:
                 try:
-                    step = make_step(algo, batch_size, device, mode == "compiled")
+                    step, size = make_step(algo, batch_size, device, mode == "compiled")
+                    if batch_size == "default" and size == 256 and "256" in args.batch_sizes:
+                        continue  # the same measurement as batch 256
                     result = measure(step, device, args.warmup, args.windows, args.window_steps)
                 except Exception as e:  # noqa: BLE001 - one script failing must not hide the others
-                    result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
-                rows.append({"algo": algo, "batch_size": batch_size, "mode": mode, **result})
+                    size, result = batch_size, {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+                rows.append({"algo": algo, "batch_size": size, "mode": mode, **result})
                 print(rows[-1], flush=True)
     write_table(Path(args.out), rows, device, "python tools/throughput.py " + " ".join(argv or sys.argv[1:]))
     return 0

@@ -1,0 +1,20 @@
+"""tools/throughput.py runs every kind of script's update (transitions, AWR's refreshed returns,
+DT's windows) on the CPU and writes its table."""
+
+import throughput
+
+
+def test_throughput_table_on_cpu(tmp_path):
+    out = tmp_path / "throughput.md"
+    assert throughput.main(["--algos", "bc_filtered", "awr", "dt", "--device", "cpu", "--modes", "eager",
+                            "--batch-sizes", "32", "default", "--warmup", "2", "--windows", "2",
+                            "--window-steps", "2", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if "| eager |" in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["bc_filtered", "bc_filtered", "awr", "awr", "dt", "dt"]
+    assert not any("failed" in r for r in rows)
+    assert "| dt | 64 | eager |" in out.read_text()  # the script's own batch size
+
+
+def test_unknown_algorithm_is_one_sentence(capsys):
+    assert throughput.main(["--algos", "sac"]) == 2
+    assert "unknown algorithm" in capsys.readouterr().err
