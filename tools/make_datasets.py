@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -47,6 +48,7 @@ class EnvRecipe:
     gym_id: str
     size: int  # default transitions per dataset (medium-expert has twice this)
     sac: SACSettings = field(default_factory=SACSettings)
+    expert_target: float = -math.inf  # the return a D4RL-grade expert reaches on this environment
 
 
 ENVS = {
@@ -60,6 +62,7 @@ ENVS = {
         200_000,
         SACSettings(total_steps=1_000_000, start_steps=10_000, eval_every=10_000, eval_episodes=10,
                     stop_return=3300, wall_seconds=85 * 60),
+        expert_target=3000.0,
     ),
 }
 
@@ -300,9 +303,13 @@ def write_table(path: Path, command: str) -> None:
     for env in ENVS:
         if (BEHAVIOR_DIR / env / "index.json").exists():
             idx = load_behavior(env)
+            short = idx["expert"]["mean_return"] < ENVS[env].expert_target
             lines.append(f"- {env}: SAC, {len(idx['checkpoints'])} checkpoints; medium = step {idx['medium']['step']} "
                          f"(mean return {idx['medium']['mean_return']:.1f}), expert = step {idx['expert']['step']} "
-                         f"(mean return {idx['expert']['mean_return']:.1f}); random policy {idx['ref_min_score']:.1f}.")
+                         f"(mean return {idx['expert']['mean_return']:.1f}); random policy {idx['ref_min_score']:.1f}."
+                         + (f" The expert is BELOW the {ENVS[env].expert_target:.0f} of a D4RL-grade expert: its run "
+                            f"stopped at the wall-time cap after {idx['checkpoints'][-1]['step']} steps; rerun "
+                            f"--train-behavior with more compute." if short else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
