@@ -31,3 +31,79 @@ def minari_root(tmp_path_factory):
         os.environ.pop("MINARI_DATASETS_PATH", None)
     else:
         os.environ["MINARI_DATASETS_PATH"] = saved
+
+
+def tensors_of(state, path="state"):
+    """(path, tensor) pairs of a nested state dict (the contract's trainer.state_dict())."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        yield path, state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from tensors_of(value, f"{path}.{key}")
+    elif isinstance(state, (list, tuple)):
+        for i, value in enumerate(state):
+            yield from tensors_of(value, f"{path}[{i}]")
+
+
+def assert_compiled_matches_eager(make_trainer, sample, steps: int = 3, rtol: float = 1e-4, atol: float = 1e-5):
+    """The contract's update compiles with torch.compile(fullgraph=True) and, on the same seed and
+    batches, matches eager: every returned metric and every tensor of state_dict() after `steps` updates.
+    make_trainer() builds a fresh trainer; sample(trainer) draws one batch (seeded here)."""
+    import torch
+    import torch._dynamo
+    import torch._inductor.config
+
+    torch._dynamo.reset()
+    saved = torch._inductor.config.fallback_random
+    torch._inductor.config.fallback_random = True  # inductor draws eager's random numbers, not its own
+    try:
+        torch.manual_seed(0)
+        eager = make_trainer()
+        torch.manual_seed(0)
+        compiled = make_trainer()
+        torch._dynamo.config.trace_autograd_ops = True  # as the appendix's compile_update sets it
+        update = torch.compile(compiled.update, fullgraph=True)
+        for i in range(steps):
+            torch.manual_seed(100 + i)
+            batch = sample(eager)
+            torch.manual_seed(200 + i)
+            metrics_eager = eager.update(batch)
+            torch.manual_seed(200 + i)
+            metrics_compiled = update(batch)
+            assert metrics_eager.keys() == metrics_compiled.keys()
+            for key in metrics_eager:
+                assert torch.allclose(metrics_eager[key], metrics_compiled[key], rtol=rtol, atol=atol), key
+        compiled_state = dict(tensors_of(compiled.state_dict()))
+        for path, tensor in tensors_of(eager.state_dict()):
+            if tensor.is_floating_point():
+                assert torch.allclose(tensor, compiled_state[path], rtol=rtol, atol=atol), path
+            else:
+                assert torch.equal(tensor, compiled_state[path]), path
+    finally:
+        torch._inductor.config.fallback_random = saved
+
+
+def assert_export_matches_policy(module, trainer, state_dim: int, tmp_path, seed: int = 0):
+    """policy.pt2 written by the script's export_policy, loaded with torch alone, gives the trainer's own
+    deterministic actions (trainer.policy() on normalized states) on the same raw observations."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(seed)
+    mean = rng.normal(size=state_dim).astype(np.float32)
+    std = rng.uniform(0.5, 2.0, size=state_dim).astype(np.float32)
+    path = tmp_path / "policy.pt2"
+    module.export_policy(path, trainer.policy(), mean, std)
+    program = torch.export.load(path).module()
+    for batch in (1, 7):
+        raw = torch.as_tensor(rng.normal(size=(batch, state_dim)).astype(np.float32))
+        with torch.no_grad():
+            torch.manual_seed(seed)
+            own = trainer.policy()((raw.to(trainer.device) - torch.as_tensor(mean, device=trainer.device))
+                                   / torch.as_tensor(std, device=trainer.device)).cpu()
+            torch.manual_seed(seed)
+            exported = program(raw)
+        assert exported.shape == own.shape
+        assert torch.allclose(exported, own, rtol=1e-5, atol=1e-6)

@@ -56,3 +56,37 @@ def test_policy_loss_is_weighted_negative_log_likelihood():
     log_prob = policy.log_prob(batch["observations"], batch["actions"])
     expected = -(weights * log_prob).mean()
     assert iql.policy_loss(policy, batch, weights).item() == pytest.approx(expected.item())
+
+
+def make_iql_trainer(**overrides):
+    config = iql.TrainConfig(device="cpu", hidden_dim=32, batch_size=16, max_steps=100, **overrides)
+    return iql.IQLTrainer(3, 2, 1.0, config, torch.device("cpu"))
+
+
+def random_batch(batch_size=16, state_dim=3, action_dim=2):
+    return {"observations": torch.randn(batch_size, state_dim), "actions": torch.rand(batch_size, action_dim) * 2 - 1,
+            "rewards": torch.randn(batch_size), "next_observations": torch.randn(batch_size, state_dim),
+            "terminals": (torch.rand(batch_size) < 0.1).float()}
+
+
+def test_compiled_update_matches_eager():
+    from conftest import assert_compiled_matches_eager
+
+    assert_compiled_matches_eager(make_iql_trainer, lambda trainer: random_batch())
+
+
+def test_policy_export_matches_trainer(tmp_path):
+    from conftest import assert_export_matches_policy
+
+    assert_export_matches_policy(iql, make_iql_trainer(), 3, tmp_path)
+
+
+def test_checkpoint_state_round_trips():
+    a, b = make_iql_trainer(), make_iql_trainer()
+    a.update(random_batch())
+    b.load_state_dict(a.state_dict())
+    from conftest import tensors_of
+
+    b_state = dict(tensors_of(b.state_dict()))
+    for path, tensor in tensors_of(a.state_dict()):
+        assert torch.equal(tensor, b_state[path]), path

@@ -1,9 +1,16 @@
-"""Copy the shared block (and the dynamics block of the model-based pair) from one script to the others.
+"""Write every copied block of algorithms/ from its one canonical source in tools/shared/.
 
-  python tools/sync_shared.py algorithms/bc_filtered.py     # after editing the shared block there
+  python tools/sync_shared.py            # after editing a file in tools/shared/
+  python tools/sync_shared.py --check    # exit 1 and name the copies that differ (what the test checks)
 
-DESIGN.md: the block between '# --- shared: begin' and '# --- shared: end' is byte-identical in
-every script of algorithms/; tests/test_shared_block.py fails when it is not.
+A block is the text from `# --- <name>: begin` to `# --- <name>: end`. Its source is
+tools/shared/<name>.py, the appendix's tools/shared/appendix.py (the block is the part of that file between the same markers; the file's
+imports above it say what a script needs at its top), and BLOCKS says which scripts carry it:
+  shared       the appendix of every script (../shared/DESIGN.md, "Anatomy", point 6)
+  transitions  the transition buffer with reward scaling, in every script that samples transitions
+  critic       the stacked ensemble of Q networks, in the scripts with a critic
+  sac          the tanh-Gaussian actor and the SAC losses of cql, mopo and combo
+  dynamics     the probabilistic dynamics ensemble and model rollouts of mopo and combo
 """
 
 from __future__ import annotations
@@ -11,38 +18,71 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ALGORITHMS = Path(__file__).resolve().parents[1] / "algorithms"
+ROOT = Path(__file__).resolve().parents[1]
+ALGORITHMS = ROOT / "algorithms"
+SOURCES = ROOT / "tools" / "shared"
+ALL = ("awr", "bc_filtered", "bcq", "combo", "cql", "dt", "iql", "mopo", "td3_bc")
 BLOCKS = {
-    "shared": ("# --- shared: begin", "# --- shared: end"),
-    "dynamics": ("# --- dynamics: begin", "# --- dynamics: end"),
+    "shared": ALL,
+    "transitions": ("awr", "bc_filtered", "bcq", "combo", "cql", "iql", "mopo", "td3_bc"),
+    "critic": ("bcq", "combo", "cql", "iql", "mopo", "td3_bc"),
+    "sac": ("combo", "cql", "mopo"),
+    "dynamics": ("combo", "mopo"),
 }
 
 
+def markers(name: str) -> tuple[str, str]:
+    return f"# --- {name}: begin", f"# --- {name}: end"
+
+
 def block(text: str, name: str) -> str | None:
-    begin, end = BLOCKS[name]
+    begin, end = markers(name)
     if begin not in text or end not in text:
         return None
     return text[text.index(begin):text.index(end) + len(end)]
 
 
-def sync(source: Path) -> list[Path]:
-    source_text = source.read_text()
+def source_file(name: str) -> Path:
+    return SOURCES / ("appendix.py" if name == "shared" else f"{name}.py")
+
+
+def source(name: str) -> str:
+    text = source_file(name).read_text()
+    found = block(text, name)
+    if found is None:
+        raise SystemExit(f"error: {source_file(name)} has no '# --- {name}: begin/end' markers.")
+    return found
+
+
+def differing() -> list[tuple[str, str]]:
+    """(script, block) pairs whose copy is missing or differs from the source."""
+    out = []
+    for name, scripts in BLOCKS.items():
+        wanted = source(name)
+        for script in scripts:
+            if block((ALGORITHMS / f"{script}.py").read_text(), name) != wanted:
+                out.append((script, name))
+    return out
+
+
+def sync() -> list[tuple[str, str]]:
     changed = []
-    for name in BLOCKS:
-        wanted = block(source_text, name)
-        if wanted is None:
-            continue
-        for path in sorted(ALGORITHMS.glob("*.py")):
-            text = path.read_text()
-            current = block(text, name)
-            if current is not None and current != wanted:
-                path.write_text(text.replace(current, wanted))
-                changed.append(path)
+    for script, name in differing():
+        path = ALGORITHMS / f"{script}.py"
+        text = path.read_text()
+        current = block(text, name)
+        if current is None:
+            raise SystemExit(f"error: {path} has no '# --- {name}: begin/end' markers; add them where the block goes.")
+        path.write_text(text.replace(current, source(name)))
+        changed.append((script, name))
     return changed
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python tools/sync_shared.py algorithms/<script>.py")
-    for path in sync(Path(sys.argv[1])):
-        print(f"updated {path}")
+    if sys.argv[1:] == ["--check"]:
+        stale = differing()
+        for script, name in stale:
+            print(f"algorithms/{script}.py: block '{name}' differs from {source_file(name).relative_to(ROOT)}")
+        sys.exit(1 if stale else 0)
+    for script, name in sync():
+        print(f"updated block '{name}' in algorithms/{script}.py")

@@ -1,0 +1,480 @@
+"""Canonical source of the shared appendix of every script in algorithms/.
+
+tools/sync_shared.py copies the block below, from its begin marker to its end marker, into every
+script (between the same markers there), and tests/test_shared_block.py checks that every copy
+equals this source. Edit here, then run `python tools/sync_shared.py`. The imports above
+the block are the ones every script has at its top.
+"""
+
+import copy
+import dataclasses
+import io
+import json
+import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+from contextlib import redirect_stderr
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import pyrallis
+import torch
+import torch.nn as nn
+from tqdm import trange
+
+# --- shared: begin
+# The plumbing every script shares, byte-identical in all of them: bad input, seeding and device,
+# Minari loading and flattening, normalization, the device-resident buffer, the MLP, the optimizer,
+# evaluation, the deployable policy, logging, checkpoints and the training loop.  Its one source is
+# tools/shared/appendix.py: edit it there, then run tools/sync_shared.py.
+
+EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
+
+
+def fail(message: str) -> None:
+    """Bad input ends the run with one sentence and a non-zero exit status, not a stack trace."""
+    raise SystemExit(f"error: {message}")
+
+
+def config_paths(argv: list[str]) -> list[str]:
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
+    return paths + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
+
+
+def check_config_file(path: str, config_class) -> None:
+    import yaml
+
+    if not os.path.isfile(path):
+        fail(f"config file {path} does not exist.")
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
+    if not isinstance(values, dict):
+        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        fail(f"config {path} has unknown key(s) {', '.join(sorted(unknown))}; "
+             f"valid keys: {', '.join(f.name for f in dataclasses.fields(config_class))}.")
+
+
+def parse_config(config_class):
+    """TrainConfig from the YAML file and the command line; every bad value is one sentence."""
+    for path in config_paths(sys.argv[1:]):
+        check_config_file(path, config_class)
+    messages = io.StringIO()
+    try:
+        with redirect_stderr(messages):
+            config = pyrallis.parse(config_class=config_class)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        fail(messages.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1] + ".")
+    except Exception as e:  # noqa: BLE001 - pyrallis' decoding errors: a value of the wrong type
+        wrong = re.search(r"value='(.*?)' into field .*?\.(\w+)\" of type <class '(\w+)'>", str(e))
+        fail(f"{wrong[2]} must be of type {wrong[3]}, got {wrong[1]!r}." if wrong else " ".join(str(e).split()))
+    check_common_fields(config)
+    return config
+
+
+def check_common_fields(config) -> None:
+    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes"):
+        if getattr(config, name) < 1:
+            fail(f"{name} must be at least 1, got {getattr(config, name)}.")
+    if config.stop_after < 0:
+        fail(f"stop_after must be 0 (no stop) or a positive number of updates, got {config.stop_after}.")
+    pick_device(config.device)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>.")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        fail(f"device {name!r} is not available on this machine ({torch.cuda.device_count()} CUDA devices).")
+    if device.type not in ("cpu", "cuda"):
+        fail(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:<index>.")
+    return device
+
+
+def load_dataset(dataset_id: str):
+    """Minari dataset from disk, else downloaded; a missing one is one clear sentence."""
+    import minari
+    from minari.storage import get_dataset_path
+
+    try:
+        return minari.load_dataset(dataset_id)
+    except FileNotFoundError:
+        pass
+    except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
+        fail(f"could not load dataset {dataset_id!r}: {e}")
+    try:
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
+        fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} and could not be downloaded; "
+             f"build the local datasets with: python tools/make_datasets.py")
+
+
+def check_continuous(dataset) -> None:
+    obs_space, act_space = dataset.observation_space, dataset.action_space
+    if not isinstance(act_space, gym.spaces.Box) or not isinstance(obs_space, gym.spaces.Box) \
+            or len(obs_space.shape) != 1 or len(act_space.shape) != 1:
+        fail(f"this script handles flat continuous observations and actions (Box vectors); "
+             f"the dataset has observations {obs_space} and actions {act_space}.")
+
+
+def flatten_episodes(dataset) -> dict[str, np.ndarray]:
+    """Episodes -> transitions.  terminals come from terminations only (a time-limit truncation
+    is not a terminal); next_observations come from the same episode; episode_ids and
+    episode_returns let methods work per trajectory."""
+    columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals",
+                               "episode_ends", "episode_ids", "episode_returns")}
+    for i, ep in enumerate(dataset.iterate_episodes()):
+        length = len(ep.rewards)
+        ends = np.zeros(length, np.float32)
+        ends[-1] = 1.0
+        columns["observations"].append(ep.observations[:-1])
+        columns["next_observations"].append(ep.observations[1:])
+        columns["actions"].append(ep.actions)
+        columns["rewards"].append(ep.rewards)
+        columns["terminals"].append(ep.terminations)
+        columns["episode_ends"].append(ends)
+        columns["episode_ids"].append(np.full(length, i))
+        columns["episode_returns"].append(np.full(length, ep.rewards.sum()))
+    data = {k: np.concatenate(v) for k, v in columns.items()}
+    for k in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_returns"):
+        data[k] = data[k].astype(np.float32)
+    return data
+
+
+def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
+    if not enabled:
+        return np.zeros(observations.shape[1], np.float32), np.ones(observations.shape[1], np.float32)
+    return observations.mean(0), observations.std(0) + 1e-3
+
+
+class DeviceBuffer:
+    """Arrays of equal length as tensors on the training device; batch indices are drawn there too."""
+
+    def __init__(self, data: dict[str, np.ndarray], device: torch.device):
+        self.data = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in data.items()}
+        self.size = len(next(iter(self.data.values())))
+        self.device = device
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
+    layers, dim = [], in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        dim = hidden_dim
+    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+
+
+class Optimizer:
+    """Adam (Kingma & Ba 2015), AdamW's decoupled weight decay, or SGD with momentum, computed as
+    torch.optim computes them but written out, so that a whole update (losses, gradients and steps)
+    compiles as one graph: torch.optim's step() and Tensor.backward() break the graph (torch 2.13).
+    step(loss) differentiates `loss` with respect to this optimizer's parameters only: an actor's loss
+    through the critic computes no critic gradients.  schedule(t) multiplies lr at the update after t
+    updates (t = 0, 1, ...), as torch's LambdaLR; max_grad_norm clips the gradients' global norm first."""
+
+    def __init__(self, params, lr: float, kind: str = "adam", betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, max_grad_norm: float = math.inf,
+                 schedule: Callable[[torch.Tensor], torch.Tensor] = lambda t: 1.0):
+        self.params = list(params)
+        self.lr, self.kind, self.betas, self.eps = lr, kind, betas, eps
+        self.weight_decay, self.momentum, self.max_grad_norm, self.schedule = weight_decay, momentum, max_grad_norm, schedule
+        self.steps = torch.zeros((), device=self.params[0].device)
+        self.moments = [torch.zeros_like(p) for p in self.params]  # Adam's m, or SGD's momentum buffer
+        self.second_moments = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []  # Adam's v
+
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One update of the parameters down the gradient of `loss`; returns the gradients' global norm."""
+        grads = torch.autograd.grad(loss, self.params)
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            if math.isfinite(self.max_grad_norm):
+                grads = torch._foreach_mul(grads, (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))
+            lr = self.lr * self.schedule(self.steps)
+            self.steps.add_(1)
+            if self.kind == "sgd":
+                torch._foreach_mul_(self.moments, self.momentum)
+                torch._foreach_add_(self.moments, grads)
+                torch._foreach_sub_(self.params, torch._foreach_mul(self.moments, lr))
+                return norm
+            beta1, beta2 = self.betas
+            if self.weight_decay:
+                torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
+            torch._foreach_lerp_(self.moments, grads, 1 - beta1)
+            torch._foreach_mul_(self.second_moments, beta2)
+            torch._foreach_addcmul_(self.second_moments, grads, grads, 1 - beta2)
+            bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+            denominators = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(self.second_moments),
+                                                                 bias2.sqrt()), self.eps)
+            updates = torch._foreach_div(self.moments, denominators)
+            torch._foreach_sub_(self.params, torch._foreach_mul(updates, lr / bias1))
+        return norm
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "moments": self.moments, "second_moments": self.second_moments}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.steps.copy_(state["steps"])
+            torch._foreach_copy_(self.moments, state["moments"])
+            torch._foreach_copy_(self.second_moments, state["second_moments"])
+
+
+def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded episodes of the deterministic policy `act`, one after another: per episode the return,
+    the return discounted by EVAL_DISCOUNT and the initial state."""
+    returns, discounted, initial_states = [], [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        initial_states.append(obs)
+        done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            total_discounted += discount * float(reward)
+            discount *= EVAL_DISCOUNT
+            done = terminated or truncated
+        returns.append(total)
+        discounted.append(total_discounted)
+    return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
+            "initial_states": np.asarray(initial_states, np.float32)}
+
+
+def normalized_score(dataset, returns: np.ndarray) -> float:
+    """D4RL score: 100 * (return - random) / (expert - random); NaN when the dataset has no references."""
+    import minari
+
+    try:
+        return float(100 * np.mean(minari.get_normalized_score(dataset, returns)))
+    except Exception:  # noqa: BLE001 - datasets without ref_min_score / ref_max_score
+        return math.nan
+
+
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
+                   device: torch.device) -> Callable[[], dict]:
+    """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
+    env = dataset.recover_environment(eval_env=True)
+    mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        state = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean_t) / std_t
+        return policy(state[None])[0].cpu().numpy()
+
+    def run() -> dict:
+        episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
+        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
+
+    return run
+
+
+class DeployablePolicy(nn.Module):
+    """Raw observations -> deterministic actions: the state normalization and the policy in one program."""
+
+    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.policy = copy.deepcopy(policy).cpu().eval()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.policy((observations - self.mean) / self.std)
+
+
+def export_program(path: Path, module: nn.Module, example_inputs: tuple, dynamic_shapes) -> None:
+    """A torch.export program that `torch.export.load(path).module()` runs with torch alone (.pt2 is
+    torch.export's file suffix); written to a temporary file then renamed, like the checkpoint."""
+    with torch.no_grad():
+        program = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    tmp = path.with_name(path.stem + ".partial.pt2")
+    torch.export.save(program, tmp)
+    os.replace(tmp, path)
+
+
+def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    example = torch.zeros(2, len(mean))
+    export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
+
+
+def run_directory(config, algo: str) -> Path:
+    path = config.checkpoints_path or os.path.join("runs", algo, config.dataset_id, f"seed{config.seed}")
+    return Path(path)
+
+
+def redirect_mujoco_warnings(run_dir: Path) -> None:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; keep them in the run's."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def write(message: str) -> None:
+        with open(run_dir / "mujoco_warnings.txt", "a") as f:
+            f.write(message + "\n")
+
+    mujoco.set_mju_user_warning(write)
+
+
+class RunLog:
+    """wandb (offline by default) plus a JSON-lines file beside the checkpoints."""
+
+    def __init__(self, config, algo: str, run_dir: Path):
+        import wandb
+
+        self.file = open(run_dir / "log.jsonl", "a")
+        self.start = time.time()
+        self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir), config=asdict(config),
+                                name=f"{algo}-{config.dataset_id}-seed{config.seed}", group=algo,
+                                id=f"{algo}-{config.dataset_id}-seed{config.seed}".replace("/", "-"),
+                                resume="allow", settings=wandb.Settings(silent=True))
+
+    def write(self, step: int, metrics: dict) -> dict:
+        values = {k: float(v) for k, v in metrics.items()}  # the only host sync: at log time
+        self.file.write(json.dumps({"step": step, "wall_time": time.time() - self.start, **values}) + "\n")
+        self.file.flush()
+        self.wandb.log(values, step=step)
+        return values
+
+    def close(self) -> None:
+        self.file.close()
+        self.wandb.finish()
+
+
+def save_checkpoint(path: Path, step: int, trainer, config, extra: dict) -> None:
+    """What trainer.state_dict() declares, the RNG states and `extra`; written to a temporary file
+    then renamed, so an interrupted save never replaces a good checkpoint."""
+    state = {"step": step, "trainer": trainer.state_dict(), "config": asdict(config), "extra": extra,
+             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    if not path.exists():
+        fail(f"no checkpoint at {path}.")
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - truncated or foreign files
+        fail(f"checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); delete it or pass --resume false.")
+
+
+def resume(path: Path, trainer, device: torch.device) -> int:
+    state = load_checkpoint(path, device)
+    try:
+        trainer.load_state_dict(state["trainer"])
+    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError) as e:
+        fail(f"checkpoint {path} does not match this script and config ({type(e).__name__}); "
+             f"delete it or pass --resume false.")
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"].cpu())
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    return state["step"]
+
+
+def compile_update(update: Callable) -> Callable:
+    """The update as one graph; dynamo must be told to trace Optimizer.step's torch.autograd.grad."""
+    import torch._dynamo
+
+    torch._dynamo.config.trace_autograd_ops = True
+    return torch.compile(update, fullgraph=True)
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM asks the loop to checkpoint after the current update and exit."""
+
+    def __init__(self):
+        self.signal = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request)
+
+    def request(self, signum, frame) -> None:
+        self.signal = signum
+
+
+def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy: Callable[[], dict],
+        export: Callable[[Path], None], extra: dict) -> dict:
+    """The loop every script shares.  The trainer's contract: update(batch) -> dict of detached tensors,
+    state_dict() / load_state_dict() (what a checkpoint holds), an attribute `device`, and optionally
+    periodic(step), called before the update of every step for periodic work (refreshing returns,
+    model rollouts).  Every eval_every updates: evaluate, log, checkpoint, and export(run_dir / "policy.pt2").
+    stop_after or a signal ends the call early with a checkpoint that the same command resumes.  A
+    finished run writes finished.json (its last evaluation); returns the last evaluation."""
+    run_dir = run_directory(config, algo)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    redirect_mujoco_warnings(run_dir)
+    checkpoint = run_dir / "checkpoint.pt"
+    start = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else 0
+    if start >= config.max_steps:
+        print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+        return {}
+    update = compile_update(trainer.update) if config.compile else trainer.update
+    periodic = getattr(trainer, "periodic", None)
+    log = RunLog(config, algo, run_dir)
+    log_every = max(1, min(1000, config.eval_every))
+    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+    stop = StopRequest()
+    result = {}
+    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+        if periodic is not None:
+            periodic(step)
+        metrics = update(sample())
+        evaluation = step % config.eval_every == 0 or step == config.max_steps
+        if step % log_every == 0 or evaluation:
+            values = {f"train/{k}": v for k, v in metrics.items()}
+            if evaluation:
+                measured = evaluate_policy()
+                values.update({f"eval/{k}": v for k, v in measured.items() if k != "episodes"})
+            values = log.write(step, values)
+            if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
+                log.close()
+                fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
+            if evaluation:
+                save_checkpoint(checkpoint, step, trainer, config, extra)
+                export(run_dir / "policy.pt2")
+                result = {k: v for k, v in values.items() if k.startswith("eval/")}
+                print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
+        if stop.signal or (step == last < config.max_steps):
+            save_checkpoint(checkpoint, step, trainer, config, extra)
+            log.close()
+            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+            if stop.signal:
+                raise SystemExit(128 + stop.signal)
+            return result
+    log.close()
+    (run_dir / "finished.json").write_text(json.dumps({"step": config.max_steps, **result}))
+    return result
+# --- shared: end
