@@ -90,3 +90,22 @@ def test_checkpoint_state_round_trips():
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):
         assert torch.equal(tensor, b_state[path]), path
+
+
+def test_iql_never_queries_an_action_outside_the_dataset():
+    """The chapter's claim, checked on the update itself: every call of the critics (online and target)
+    during an update is at a dataset pair (s, a) of the batch; no a' ~ pi, no max over actions."""
+    trainer = make_iql_trainer()
+    batch = random_batch()
+    queried = []
+
+    def record(module, args):
+        queried.append(args[1])
+
+    hooks = [trainer.critic.register_forward_pre_hook(record), trainer.critic_target.register_forward_pre_hook(record)]
+    trainer.update(batch)
+    for hook in hooks:
+        hook.remove()
+    assert len(queried) == 2  # the target critic for L_V and the advantages, the online critic for L_Q
+    for actions in queried:
+        assert torch.equal(actions, batch["actions"])

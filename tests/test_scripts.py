@@ -22,18 +22,11 @@ SMALL = {
 }
 
 
-# Runs the script with tqdm's trange cut at `stop` updates: an interruption after the checkpoint at
-# `stop`, with the config (max_steps and the schedules that depend on it) unchanged.
-INTERRUPTED = ("import runpy, sys, tqdm; stop = int(sys.argv[1]); sys.argv = sys.argv[2:]; "
-               "tqdm.trange = lambda a, b, **kw: range(a, min(b, stop + 1)); "
-               "runpy.run_path(sys.argv[0], run_name='__main__')")
-
-
-def run(algo, *args, env=None, check=True, interrupt_at=None):
-    prefix = [sys.executable] if interrupt_at is None else [sys.executable, "-c", INTERRUPTED, str(interrupt_at)]
-    command = [*prefix, str(ROOT / "algorithms" / f"{algo}.py"), "--logging", "disabled",
+def run(algo, *args, env=None, check=True, cwd=None):
+    command = [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), "--logging", "disabled",
                "--device", "cpu", "--eval_episodes", "1", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
+                            cwd=cwd)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -49,23 +42,32 @@ def final_weights(run_dir):
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-def test_smoke_checkpoint_and_exact_resume(algo, minari_root, tmp_path):
+def test_smoke_checkpoint_policy_and_exact_resume(algo, minari_root, tmp_path):
+    """A straight run and a run stopped by stop_after at update 40 (between evaluations) then resumed by
+    the same command end with the same weights, bit for bit; both leave policy.pt2 and finished.json."""
     dataset = ["--dataset_id", "local/pendulum/medium-replay-v0", *SMALL.get(algo, [])]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    run(algo, *dataset, "--max_steps", "60", "--eval_every", "30", "--checkpoints_path", str(straight))
-    run(algo, *dataset, "--max_steps", "60", "--eval_every", "30", "--checkpoints_path", str(split), interrupt_at=30)
-    run(algo, *dataset, "--max_steps", "60", "--eval_every", "30", "--checkpoints_path", str(split))
+    run(algo, *dataset, "--max_steps", "60", "--eval_every", "30", "--checkpoints_path", str(straight), cwd=tmp_path)
+    stopped = run(algo, *dataset, "--max_steps", "60", "--eval_every", "30", "--checkpoints_path", str(split),
+                  "--stop_after", "40", cwd=tmp_path)
+    assert "stopped at update 40" in stopped.stdout and not (split / "finished.json").exists()
+    run(algo, *dataset, "--max_steps", "60", "--eval_every", "30", "--checkpoints_path", str(split), cwd=tmp_path)
 
     log = read_log(straight)
     evaluations = [r for r in log if any(k.startswith("eval/") for k in r)]
     assert [r["step"] for r in evaluations] == [30, 60]
-    assert all(k in evaluations[-1] for k in ("eval/return", "eval/normalized_score"))
-    assert [r["step"] for r in read_log(split)] == [r["step"] for r in log]  # resumed at 31, not 1
+    assert all(k in evaluations[-1] for k in ("eval/return", "eval/normalized_score", "eval/discounted_return")) \
+        or algo == "dt"
+    assert [r["step"] for r in read_log(split)] == [r["step"] for r in log]  # resumed at 41, not 1
 
     step_a, state_a = final_weights(straight)
     step_b, state_b = final_weights(split)
     assert step_a == step_b == 60
     assert_same(state_a, state_b)
+    for run_dir in (straight, split):
+        assert json.loads((run_dir / "finished.json").read_text())["step"] == 60
+        assert (run_dir / "policy.pt2").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["split", "straight"]  # nothing written outside run dirs
 
 
 def assert_same(a, b, path="trainer"):
@@ -119,3 +121,84 @@ def test_corrupt_checkpoint_is_one_sentence_and_kept(minari_root, tmp_path):
     assert result.returncode != 0
     assert "corrupt" in result.stderr and "Traceback" not in result.stderr
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+
+
+BAD_INPUT = {
+    "wrong type": (["--max_steps", "abc"], "max_steps must be of type int"),
+    "unknown device": (["--device", "tpu"], "unknown device 'tpu'"),
+    "absent device": (["--device", "cuda:7"], "not available"),
+    "max_steps below 1": (["--max_steps", "-5"], "max_steps must be at least 1"),
+    "batch_size below 1": (["--batch_size", "0"], "batch_size must be at least 1"),
+    "eval_every below 1": (["--eval_every", "0"], "eval_every must be at least 1"),
+    "eval_episodes below 1": (["--eval_episodes", "0"], "eval_episodes must be at least 1"),
+    "missing value": (["--max_steps"], "expected one argument"),
+}
+
+
+def assert_one_sentence(result, expected: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_command_line_is_one_sentence_and_writes_nothing(case, minari_root, tmp_path):
+    args, expected = BAD_INPUT[case]
+    run_dir = tmp_path / "run"
+    result = run("iql", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir), *args,
+                 check=False, cwd=tmp_path)
+    assert_one_sentence(result, expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_yaml_is_one_sentence(tmp_path):
+    config = tmp_path / "broken.yaml"
+    config.write_text("max_steps: [1\n")
+    assert_one_sentence(run("iql", "--config_path", str(config), check=False, cwd=tmp_path), "not valid YAML")
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_every_script_parses_through_the_checks(algo, tmp_path):
+    assert_one_sentence(run(algo, "--max_steps", "-5", check=False, cwd=tmp_path), "max_steps must be at least 1")
+
+
+def test_a_signal_stops_with_a_checkpoint_that_resumes(minari_root, tmp_path):
+    """SIGTERM during training: the run checkpoints the update it reached and exits; the same command
+    continues from there to the end."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "algorithms" / "iql.py"), "--logging", "disabled", "--device", "cpu",
+               "--eval_episodes", "1", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir),
+               "--max_steps", "1000000", "--eval_every", "100"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 300
+    while not (run_dir / "log.jsonl").exists() or not (run_dir / "log.jsonl").read_text():
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    step = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    assert 100 <= step < 1_000_000 and f"stopped at update {step}" in stdout
+    resumed = run("iql", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir),
+                  "--max_steps", str(step + 50), "--eval_every", "100", "--resume", "true", cwd=tmp_path)
+    assert f"step {step + 50}:" in resumed.stdout
+    assert json.loads((run_dir / "finished.json").read_text())["step"] == step + 50
+
+
+def test_mujoco_warnings_stay_in_the_run_directory(tmp_path, monkeypatch):
+    """MuJoCo writes MUJOCO_LOG.TXT into the working directory unless told otherwise."""
+    import gymnasium as gym
+    import throughput
+
+    monkeypatch.chdir(tmp_path)
+    module = throughput.load_script("iql")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    module.redirect_mujoco_warnings(run_dir)
+    gym.make("HalfCheetah-v5").reset(seed=0)  # its model triggers a deprecation warning in MuJoCo 3.4+
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert "settotalmass" in (run_dir / "mujoco_warnings.txt").read_text()

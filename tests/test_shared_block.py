@@ -1,6 +1,8 @@
-"""DESIGN.md: the shared block is byte-identical in every algorithm script (and the dynamics
-block in the model-based pair), so a fix in one place is a fix everywhere."""
+"""DESIGN.md: every copied block of algorithms/ has ONE canonical source in tools/shared/, and every copy
+equals it (tools/sync_shared.py writes them); the common TrainConfig fields are the same in every script;
+scripts are self-contained."""
 
+import ast
 import sys
 from pathlib import Path
 
@@ -8,32 +10,58 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from sync_shared import block  # noqa: E402
+import sync_shared  # noqa: E402
 
 SCRIPTS = sorted((ROOT / "algorithms").glob("*.py"))
-EXPECTED = {"bc_filtered", "td3_bc", "iql", "awr", "bcq", "cql", "dt", "combo", "mopo"}
+COPIES = [(script, name) for name, scripts in sync_shared.BLOCKS.items() for script in scripts]
+COMMON_FIELDS = ["seed", "device", "dataset_id", "normalize_states", "max_steps", "batch_size", "eval_every",
+                 "eval_episodes", "checkpoints_path", "resume", "stop_after", "logging", "project", "compile"]
 
 
-def test_every_expected_script_is_covered():
-    present = {p.stem for p in SCRIPTS}
-    assert {"bc_filtered", "td3_bc", "iql"} <= present
-    assert present <= EXPECTED, f"unexpected scripts in algorithms/: {present - EXPECTED}"
+def test_blocks_cover_exactly_the_scripts():
+    assert {p.stem for p in SCRIPTS} == set(sync_shared.ALL) == set(sync_shared.BLOCKS["shared"])
+
+
+@pytest.mark.parametrize("script,name", COPIES, ids=[f"{s}-{n}" for s, n in COPIES])
+def test_every_copy_equals_its_source(script, name):
+    text = (ROOT / "algorithms" / f"{script}.py").read_text()
+    assert sync_shared.block(text, name) == sync_shared.source(name), \
+        f"algorithms/{script}.py: block {name} differs from its source; run python tools/sync_shared.py"
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
-def test_shared_block_identical(path):
-    reference = block(SCRIPTS[0].read_text(), "shared")
-    assert reference is not None
-    assert block(path.read_text(), "shared") == reference, f"{path.name} differs; run tools/sync_shared.py"
+def test_no_block_outside_its_list(path):
+    for name, scripts in sync_shared.BLOCKS.items():
+        if path.stem not in scripts:
+            assert sync_shared.block(path.read_text(), name) is None, f"{path.name} carries block {name}"
 
 
-def test_dynamics_block_identical_in_model_based_pair():
-    pair = [ROOT / "algorithms" / f"{name}.py" for name in ("mopo", "combo")]
-    texts = [p.read_text() for p in pair if p.exists()]
-    if len(texts) < 2:
-        pytest.skip("mopo.py and combo.py are not both present yet")
-    blocks = [block(t, "dynamics") for t in texts]
-    assert blocks[0] is not None and blocks[0] == blocks[1]
+def train_config_lines(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
+    lines = path.read_text().splitlines()
+    return [lines[n.lineno - 1].strip() for n in cls.body if isinstance(n, ast.AnnAssign)]
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
+def test_common_fields_are_identical(path):
+    """Same names, order, defaults and comments: the first fields of every TrainConfig equal iql.py's."""
+    reference = train_config_lines(ROOT / "algorithms" / "iql.py")[:len(COMMON_FIELDS)]
+    assert [line.split(":")[0] for line in reference] == COMMON_FIELDS
+    assert train_config_lines(path)[:len(COMMON_FIELDS)] == reference
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
+def test_method_comes_first(path):
+    """Reader-first: the first loss (a function named *_loss) within about 120 lines, train() before the
+    plumbing blocks, the shared appendix last."""
+    text = path.read_text()
+    lines = text.splitlines()
+    first_loss = next(i for i, line in enumerate(lines, 1) if line.startswith("def ") and "_loss(" in line)
+    assert first_loss <= 130, f"{path.name}: first loss at line {first_loss}"
+    train_at = text.index("\ndef train(")
+    assert train_at < text.index("# --- shared: begin")
+    assert text.rstrip().endswith("train(parse_config(TrainConfig))")
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)

@@ -96,17 +96,6 @@ def test_claims_on_expert_dt_and_cql(tmp_path):
         in (tmp_path / "results" / "scores.md").read_text()
 
 
-def test_iql_static_check_catches_a_policy_action(tmp_path):
-    calls = make_results.critic_calls((sweep.PROJECT / "algorithms" / "iql.py").read_text())
-    assert calls and all(ok for _, _, ok in calls)
-    bad = tmp_path / "iql.py"
-    bad.write_text("class T:\n    def __init__(self):\n        self.q = EnsembleCritic(3, 1, 8).to('cpu')\n"
-                   "    def update(self, batch):\n        a = self.q(batch['observations'], batch['actions'])\n"
-                   "        return self.q(batch['next_observations'], self.actor(batch['next_observations']))\n")
-    result, lines = make_results.claim_iql_in_sample({}, [], script=bad)
-    assert result == "FAIL" and any("NOT a dataset action" in line for line in lines)
-
-
 def test_variants_and_sets_become_flags(tmp_path):
     runs = sweep.plan(["bc", "bc_10", "td3_bc"], ["local/pendulum/medium-v0"], [3], tmp_path,
                       sweep.parse_sets(["max_steps=50", "eval_targets=[-150.0]"]), {})

@@ -15,7 +15,6 @@ Every file names the command that made the runs, the budget, the device and the 
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import datetime
 import json
@@ -384,47 +383,6 @@ def claim_cql_lower_bound(table, runs) -> tuple[str, list[str]]:
     return verdict(results), lines or ["cql was not run."]
 
 
-def critic_calls(source: str) -> list[tuple[int, str, bool]]:
-    """Every evaluation of an EnsembleCritic in a script: (line, call, whether its action is batch["actions"]).
-    The critics are the names assigned an EnsembleCritic(...) (also EnsembleCritic(...).to(device)) and the
-    parameters annotated EnsembleCritic."""
-    tree = ast.parse(source)
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                                                and n.func.id == "EnsembleCritic" for n in ast.walk(node.value)):
-            names |= {t.attr if isinstance(t, ast.Attribute) else getattr(t, "id", "") for t in node.targets}
-        if isinstance(node, ast.arg) and node.annotation is not None and ast.unparse(node.annotation) == "EnsembleCritic":
-            names.add(node.arg)
-    calls = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        func = node.func
-        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
-        if name in names:
-            action = node.args[1] if len(node.args) > 1 else None
-            ok = action is not None and ast.unparse(action) in ('batch["actions"]', "batch['actions']")
-            calls.append((node.lineno, ast.unparse(node), ok))
-    return sorted(calls)
-
-
-def claim_iql_in_sample(table, runs, script: Path = PROJECT / "algorithms" / "iql.py") -> tuple[str, list[str]]:
-    if not script.exists():
-        return "NOT RUN", [f"{script} does not exist."]
-    calls = critic_calls(script.read_text())
-    lines = ["By construction: IQL's losses evaluate Q only at dataset pairs (s, a) ~ D. L_V fits V(s) to an "
-             "expectile of Q_target(s, a), L_Q regresses Q(s, a) on r + gamma V(s'), and the policy loss weights "
-             "log pi(a|s) at the dataset action by exp(beta (Q_target(s, a) - V(s))); there is no max_a' Q(s', a') "
-             "and no a' ~ pi in any target.",
-             f"Static check of {script.relative_to(PROJECT) if script.is_relative_to(PROJECT) else script}: "
-             f"{plural(len(calls), 'call')} of the critics, each must take batch[\"actions\"] as its action:"]
-    lines += [f"line {line}: `{text}` {'ok' if ok else 'NOT a dataset action'}" for line, text, ok in calls]
-    if not calls:
-        return "FAIL", lines + ["no critic call found: the check cannot confirm anything."]
-    return ("PASS" if all(ok for _, _, ok in calls) else "FAIL"), lines
-
-
 CLAIMS = [
     ("On medium-replay, the TD methods (td3_bc, iql, cql, bcq, combo, mopo) beat plain BC (bc).", claim_td_beats_bc),
     ("Filtering helps BC on mixed-quality data: bc_10 > bc on medium-replay.", claim_filtering_helps),
@@ -433,7 +391,6 @@ CLAIMS = [
      "(medium-replay).", claim_dt),
     ("CQL's Q-values are a lower bound: Q(s_0, pi(s_0)) < the policy's Monte Carlo return at the final evaluation, "
      "for every seed.", claim_cql_lower_bound),
-    ("IQL never queries actions outside the dataset.", claim_iql_in_sample),
 ]
 
 

@@ -14,7 +14,7 @@ flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
 
 in ROOT/<variant>/<dataset_id>/seed<S>/, which also gets command.txt (the exact command),
 machine.txt, stdout.log, stderr.log and, when the run fails, error.txt (the end of its stderr).
-A run whose checkpoint has reached max_steps is skipped; an interrupted run resumes from its
+A run that wrote finished.json (all its updates done) is skipped; an interrupted run resumes from its
 checkpoint (the scripts do that themselves); a failed run is reported and the others go on.
 
 Locally, --workers runs go at a time, each with OMP_NUM_THREADS=--threads-per-run (1), so N
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -143,16 +144,16 @@ def plan(variants: list[str], datasets: list[str], seeds: list[int], root: Path,
 
 
 def finished(run_dir: Path, max_steps: Optional[int]) -> bool:
-    """The checkpoint has reached max_steps (unknown max_steps: let the script decide)."""
-    checkpoint = run_dir / "checkpoint.pt"
-    if max_steps is None or not checkpoint.exists():
+    """The script wrote finished.json, the file a run writes only when it has done all its updates
+    (unknown max_steps: any finished run counts)."""
+    marker = run_dir / "finished.json"
+    if not marker.exists():
         return False
-    import torch
-
     try:
-        return torch.load(checkpoint, map_location="cpu", weights_only=False)["step"] >= max_steps
-    except Exception:  # noqa: BLE001 - a corrupt checkpoint: the script says so in one sentence
+        step = json.loads(marker.read_text())["step"]
+    except (ValueError, KeyError):
         return False
+    return max_steps is None or step >= max_steps
 
 
 def last_lines(text: str, n: int) -> str:
@@ -175,7 +176,6 @@ def run_one(run: Run, env: dict[str, str], project: str) -> dict:
         (run_dir / "command.txt").write_text(f"cd {shlex.quote(project)} && {prefix} python {shlex.join(run.args)}\n")
         (run_dir / "machine.txt").write_text(machine_description() + "\n")
         stdout_log, stderr_log = run_dir / "stdout.log", run_dir / "stderr.log"
-        seen = stdout_log.stat().st_size if stdout_log.exists() else 0
         with open(stdout_log, "ab") as out, open(stderr_log, "wb") as err:
             code = subprocess.run([sys.executable, *run.args], cwd=project, env={**os.environ, **env},
                                   stdout=out, stderr=err, stdin=subprocess.DEVNULL).returncode
@@ -185,10 +185,7 @@ def run_one(run: Run, env: dict[str, str], project: str) -> dict:
             (run_dir / "error.txt").write_text(f"exit status {code}\n{tail}\n")
             return {**result, "status": "failed", "error": tail.splitlines()[-1]}
         (run_dir / "error.txt").unlink(missing_ok=True)
-        with open(stdout_log, "rb") as f:
-            f.seek(seen)
-            already = b"already trained" in f.read()
-        return {**result, "status": "skipped" if already else "done"}
+        return {**result, "status": "done" if finished(run_dir, run.max_steps) else "stopped"}
     except Exception as e:  # noqa: BLE001 - one broken run directory must not stop the grid
         return {**result, "status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": time.time() - start}
 
@@ -239,7 +236,7 @@ def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: s
              defines: Optional[dict[str, tuple[str, list[str]]]] = None, ray_address: Optional[str] = None,
              gpu_per_run: float = 0.0, command: Optional[str] = None, progress: bool = True) -> list[dict]:
     """Runs the grid and returns one result per run: variant, dataset, seed, run_dir, status
-    ("done", "skipped" or "failed"), seconds, error (the last line of stderr of a failed run)."""
+    ("done", "stopped" (exited early, e.g. stop_after), "skipped" or "failed"), seconds, error (the last line of stderr of a failed run)."""
     root = Path(root).resolve()
     runs = plan(variants, datasets, seeds, root, parse_sets(sets or []), defines or {})
     root.mkdir(parents=True, exist_ok=True)
@@ -256,7 +253,7 @@ def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: s
         results.append(result)
         if result["status"] == "failed":
             bar.write(f"FAILED {result['variant']} {result['dataset']} seed {result['seed']}: {result['error']}")
-        bar.set_postfix({s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")})
+        bar.set_postfix({s: sum(r["status"] == s for r in results) for s in ("done", "stopped", "skipped", "failed")})
         bar.update()
 
     try:
@@ -271,8 +268,9 @@ def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: s
 
 
 def summary(results: list[dict]) -> str:
-    counts = {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")}
-    lines = [f"{len(results)} runs: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"]
+    counts = {s: sum(r["status"] == s for r in results) for s in ("done", "stopped", "skipped", "failed")}
+    lines = [f"{len(results)} runs: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+             + (f", {counts['stopped']} stopped early (rerun to resume)" if counts["stopped"] else "")]
     lines += [f"  failed: {r['variant']} {r['dataset']} seed {r['seed']}: {r['error']} "
               f"(see {Path(r['run_dir']) / 'error.txt'})" for r in results if r["status"] == "failed"]
     return "\n".join(lines)

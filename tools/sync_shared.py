@@ -2,6 +2,7 @@
 
   python tools/sync_shared.py            # after editing a file in tools/shared/
   python tools/sync_shared.py --check    # exit 1 and name the copies that differ (what the test checks)
+  python tools/sync_shared.py sac        # only the named blocks
 
 A block is the text from `# --- <name>: begin` to `# --- <name>: end`. Its source is
 tools/shared/<name>.py, the appendix's tools/shared/appendix.py (the block is the part of that file between the same markers; the file's
@@ -10,6 +11,7 @@ imports above it say what a script needs at its top), and BLOCKS says which scri
   transitions  the transition buffer with reward scaling, in every script that samples transitions
   critic       the stacked ensemble of Q networks, in the scripts with a critic
   sac          the tanh-Gaussian actor and the SAC losses of cql, mopo and combo
+  cql_penalty  CQL's sampled actions and importance-sampled logsumexp, in cql and combo
   dynamics     the probabilistic dynamics ensemble and model rollouts of mopo and combo
 """
 
@@ -21,12 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHMS = ROOT / "algorithms"
 SOURCES = ROOT / "tools" / "shared"
-ALL = ("awr", "bc_filtered", "bcq", "combo", "cql", "dt", "iql", "mopo", "td3_bc")
+ALL = ("awr", "bc_filtered", "bcq", "combo", "cql", "dt", "fqe", "iql", "mopo", "td3_bc")
 BLOCKS = {
     "shared": ALL,
-    "transitions": ("awr", "bc_filtered", "bcq", "combo", "cql", "iql", "mopo", "td3_bc"),
-    "critic": ("bcq", "combo", "cql", "iql", "mopo", "td3_bc"),
+    "transitions": ("awr", "bc_filtered", "bcq", "combo", "cql", "fqe", "iql", "mopo", "td3_bc"),
+    "critic": ("bcq", "combo", "cql", "fqe", "iql", "mopo", "td3_bc"),
     "sac": ("combo", "cql", "mopo"),
+    "cql_penalty": ("combo", "cql"),
     "dynamics": ("combo", "mopo"),
 }
 
@@ -54,10 +57,11 @@ def source(name: str) -> str:
     return found
 
 
-def differing() -> list[tuple[str, str]]:
+def differing(names=BLOCKS) -> list[tuple[str, str]]:
     """(script, block) pairs whose copy is missing or differs from the source."""
     out = []
-    for name, scripts in BLOCKS.items():
+    for name in names:
+        scripts = BLOCKS[name]
         wanted = source(name)
         for script in scripts:
             if block((ALGORITHMS / f"{script}.py").read_text(), name) != wanted:
@@ -65,9 +69,9 @@ def differing() -> list[tuple[str, str]]:
     return out
 
 
-def sync() -> list[tuple[str, str]]:
+def sync(names=BLOCKS) -> list[tuple[str, str]]:
     changed = []
-    for script, name in differing():
+    for script, name in differing(names):
         path = ALGORITHMS / f"{script}.py"
         text = path.read_text()
         current = block(text, name)
@@ -79,10 +83,15 @@ def sync() -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--check"]:
-        stale = differing()
+    check = "--check" in sys.argv[1:]
+    names = [a for a in sys.argv[1:] if a != "--check"] or list(BLOCKS)
+    unknown = set(names) - set(BLOCKS)
+    if unknown:
+        sys.exit(f"error: unknown block(s) {', '.join(sorted(unknown))}; blocks are: {', '.join(BLOCKS)}.")
+    if check:
+        stale = differing(names)
         for script, name in stale:
             print(f"algorithms/{script}.py: block '{name}' differs from {source_file(name).relative_to(ROOT)}")
         sys.exit(1 if stale else 0)
-    for script, name in sync():
+    for script, name in sync(names):
         print(f"updated block '{name}' in algorithms/{script}.py")

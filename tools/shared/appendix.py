@@ -426,11 +426,12 @@ class StopRequest:
 
 
 def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy: Callable[[], dict],
-        export: Callable[[Path], None], extra: dict) -> dict:
+        export: Callable[[Path], None] | None, extra: dict) -> dict:
     """The loop every script shares.  The trainer's contract: update(batch) -> dict of detached tensors,
     state_dict() / load_state_dict() (what a checkpoint holds), an attribute `device`, and optionally
     periodic(step), called before the update of every step for periodic work (refreshing returns,
-    model rollouts).  Every eval_every updates: evaluate, log, checkpoint, and export(run_dir / "policy.pt2").
+    model rollouts).  Every eval_every updates: evaluate, log, checkpoint, and export(run_dir / "policy.pt2")
+    (None: a script without a policy to deploy).
     stop_after or a signal ends the call early with a checkpoint that the same command resumes.  A
     finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir = run_directory(config, algo)
@@ -464,7 +465,8 @@ def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy:
                 fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
             if evaluation:
                 save_checkpoint(checkpoint, step, trainer, config, extra)
-                export(run_dir / "policy.pt2")
+                if export is not None:
+                    export(run_dir / "policy.pt2")
                 result = {k: v for k, v in values.items() if k.startswith("eval/")}
                 print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
         if stop.signal or (step == last < config.max_steps):
