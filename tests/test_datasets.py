@@ -105,3 +105,28 @@ def test_bad_input_is_one_sentence(args, words, capsys):
     assert make_datasets.main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and all(w in err for w in words)
+
+
+def test_behavior_training_resumes_where_it_stopped(tmp_path):
+    """--train-behavior runs span sessions: a run stopped by its wall-time cap continues from its saved
+    state (same checkpoints, the replay grown, the cut episode marked truncated), and refuses a state
+    made with other settings."""
+    import math
+
+    from behavior_sac import SACSettings, train_behavior
+
+    state = tmp_path / "train_state.pt"
+    settings = SACSettings(total_steps=400, start_steps=100, eval_every=200, eval_episodes=1, hidden=16,
+                           batch_size=8, wall_seconds=0.0)
+    finished, checkpoints, replay, _ = train_behavior("Pendulum-v1", settings, state)
+    assert not finished and [c["step"] for c in checkpoints] == [200] and replay.n == 200
+    finished, checkpoints, replay, _ = train_behavior("Pendulum-v1", settings, state)
+    assert finished and [c["step"] for c in checkpoints] == [200, 400] and replay.n == 400
+    assert replay.trunc[199]  # the episode cut by the stop
+    changed = SACSettings(total_steps=400, start_steps=100, eval_every=200, eval_episodes=1, hidden=32, batch_size=8)
+    with pytest.raises(ValueError, match="other settings"):
+        train_behavior("Pendulum-v1", changed, state)
+    verified = SACSettings(total_steps=400, start_steps=100, eval_every=200, eval_episodes=1, verify_episodes=2,
+                           hidden=16, batch_size=8, stop_return=-math.inf)
+    finished, checkpoints, _, _ = train_behavior("Pendulum-v1", verified, tmp_path / "other.pt")
+    assert finished and len(checkpoints) == 1 and "verified_return" in checkpoints[0]

@@ -136,12 +136,26 @@ class Replay:
         return [x[idx] for x in self.views]
 
     def state_dict(self) -> dict:
-        return {name: getattr(self, name)[: self.n].copy() for name in self.FIELDS}
+        """The n transitions; s' is kept only where it is not the next row's s (episode ends, the last row)."""
+        state = {name: getattr(self, name)[: self.n].copy() for name in self.FIELDS if name != "next_obs"}
+        kept = self.episode_cuts()
+        state["next_obs_rows"], state["next_obs"] = kept, self.next_obs[kept].copy()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.n = len(state["rew"])
         for name in self.FIELDS:
-            getattr(self, name)[: self.n] = state[name]
+            if name != "next_obs":
+                getattr(self, name)[: self.n] = state[name]
+        self.next_obs[: self.n - 1] = self.obs[1: self.n]
+        rows = state.get("next_obs_rows", np.arange(self.n))  # states written before rows were kept hold every s'
+        self.next_obs[rows] = state["next_obs"]
+
+    def episode_cuts(self) -> np.ndarray:
+        """Rows after which the run reset the environment (or stopped)."""
+        ends = (self.term[: self.n] > 0) | self.trunc[: self.n]
+        ends[self.n - 1] = True
+        return np.flatnonzero(ends)
 
 
 def evaluate(actor: Actor, env_id: str, episodes: int, seed: int, deterministic: bool = False) -> float:
