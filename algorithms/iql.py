@@ -30,7 +30,6 @@ import numpy as np
 import pyrallis
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import trange
 
 
@@ -285,8 +284,9 @@ def parse_config(config_class):
             raise
         fail(messages.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1] + ".")
     except Exception as e:  # noqa: BLE001 - pyrallis' decoding errors: a value of the wrong type
-        wrong = re.search(r"value='(.*?)' into field .*?\.(\w+)\" of type <class '(\w+)'>", str(e))
-        fail(f"{wrong[2]} must be of type {wrong[3]}, got {wrong[1]!r}." if wrong else " ".join(str(e).split()))
+        wrong = re.search(r"value='(.*?)' into field .*?\.(\w+)\" of type (?:<class '(\w+)'>|([\w\[\], ]+))", str(e))
+        fail(f"{wrong[2]} must be of type {wrong[3] or wrong[4]}, got {wrong[1]!r}." if wrong
+             else " ".join(str(e).split()))
     check_common_fields(config)
     return config
 

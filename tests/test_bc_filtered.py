@@ -1,4 +1,6 @@
-"""%BC's trajectory filter and loss."""
+"""%BC's trajectory filter and loss, and the trainer contract (compiled update, exported policy, checkpoint state)."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -27,3 +29,52 @@ def test_bc_loss_is_squared_error_summed_over_action_dims():
     pred = actor(states)
     expected = ((pred - actions) ** 2).sum(-1).mean()
     assert bc_filtered.bc_loss(actor, states, actions).item() == pytest.approx(expected.item())
+
+
+def make_bc_trainer(**overrides):
+    config = bc_filtered.TrainConfig(device="cpu", hidden_dim=32, batch_size=16, max_steps=100, **overrides)
+    return bc_filtered.BCTrainer(3, 2, 1.0, config, torch.device("cpu"))
+
+
+def random_batch(batch_size=16, state_dim=3, action_dim=2):
+    return {"observations": torch.randn(batch_size, state_dim), "actions": torch.rand(batch_size, action_dim) * 2 - 1,
+            "rewards": torch.randn(batch_size), "next_observations": torch.randn(batch_size, state_dim),
+            "terminals": (torch.rand(batch_size) < 0.1).float()}
+
+
+def test_update_is_adam_on_the_bc_loss():
+    torch.manual_seed(0)
+    trainer = make_bc_trainer()
+    reference = copy.deepcopy(trainer.actor)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=3e-4)
+    for _ in range(3):
+        batch = random_batch()
+        trainer.update(batch)
+        optimizer.zero_grad()
+        bc_filtered.bc_loss(reference, batch["observations"], batch["actions"]).backward()
+        optimizer.step()
+    for p, q in zip(trainer.actor.parameters(), reference.parameters()):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-7)
+
+
+def test_compiled_update_matches_eager():
+    from conftest import assert_compiled_matches_eager
+
+    assert_compiled_matches_eager(make_bc_trainer, lambda trainer: random_batch())
+
+
+def test_policy_export_matches_trainer(tmp_path):
+    from conftest import assert_export_matches_policy
+
+    assert_export_matches_policy(bc_filtered, make_bc_trainer(), 3, tmp_path)
+
+
+def test_checkpoint_state_round_trips():
+    a, b = make_bc_trainer(), make_bc_trainer()
+    a.update(random_batch())
+    b.load_state_dict(a.state_dict())
+    from conftest import tensors_of
+
+    b_state = dict(tensors_of(b.state_dict()))
+    for path, tensor in tensors_of(a.state_dict()):
+        assert torch.equal(tensor, b_state[path]), path

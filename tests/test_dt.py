@@ -1,5 +1,9 @@
 """Decision Transformer: returns-to-go, left-padded windows, causality of the transformer, the
-masked loss and the return-to-go bookkeeping of the evaluation rollout, on tiny hand-made data."""
+masked loss, the optimizer against the authors' AdamW + warmup + clipping, the return-to-go
+bookkeeping of the evaluation rollout, the trainer's contract (compiled update, checkpoint state)
+and the exported policy.pt2, on tiny hand-made data."""
+
+import copy
 
 import gymnasium as gym
 import numpy as np
@@ -45,8 +49,8 @@ def test_short_trajectory_is_left_padded_and_masked():
                                                  [0, 0, 0, 0, 9]]
     assert batch["timesteps"].tolist() == [[0, 0, 0, 1, 2], [0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 6]]
     # rewards 1, 2, 3 | 4, ..., 10: R_hat = 6, 5, 3 in the first trajectory, 49, 45, ... in the second
-    assert batch["returns_to_go"].tolist() == [[0, 0, 6, 5, 3], [0, 0, 0, 5, 3], [49, 45, 40, 34, 27],
-                                               [0, 0, 0, 0, 10]]
+    assert batch["returns_to_go"].squeeze(-1).tolist() == [[0, 0, 6, 5, 3], [0, 0, 0, 5, 3], [49, 45, 40, 34, 27],
+                                                           [0, 0, 0, 0, 10]]
     assert batch["actions"][3].squeeze(-1).tolist() == pytest.approx([0, 0, 0, 0, 0.09])
 
 
@@ -75,14 +79,14 @@ def test_attention_mask_is_causal_and_hides_padding():
 
 def random_inputs(batch=3, K=4, state_dim=3, action_dim=2):
     g = torch.Generator().manual_seed(0)
-    return [torch.randn(batch, K, generator=g), torch.randn(batch, K, state_dim, generator=g),
+    return [torch.randn(batch, K, 1, generator=g), torch.randn(batch, K, state_dim, generator=g),
             torch.rand(batch, K, action_dim, generator=g) * 2 - 1, torch.randint(0, 50, (batch, K), generator=g),
             torch.ones(batch, K, dtype=torch.bool)]
 
 
 def make_model():
     torch.manual_seed(0)
-    return dt.DecisionTransformer(3, 2, 2.0, small_config()).eval()
+    return dt.DecisionTransformer(3, 2, 2.0, embed_dim=16, n_layers=2, n_heads=2, dropout=0.1, max_ep_len=50).eval()
 
 
 @torch.no_grad()
@@ -158,12 +162,90 @@ def test_rollout_conditions_on_the_target_minus_the_rewards_so_far():
     seen = []
 
     def act(rtg, states, actions, timesteps, mask):
-        seen.append((rtg[0].tolist(), timesteps[0].tolist(), mask[0].tolist(), states[0, :, 0].tolist()))
-        return torch.zeros(1, 2)
+        seen.append((rtg[0, :, 0].tolist(), timesteps[0].tolist(), mask[0].tolist(), states[0, :, 0].tolist(),
+                     actions[0, -1].tolist()))
+        return torch.full((1, 2), 0.5)
 
-    config = small_config(rtg_scale=10.0)
-    total = dt.rollout(act, CountingEnv(), 100.0, torch.zeros(3), torch.ones(3), config, 2, seed=0)
+    total, discounted = dt.rollout(act, CountingEnv(), 100.0, 4, torch.device("cpu"), seed=0)
     assert total == 6.0
-    assert seen[0] == ([0, 0, 0, 10.0], [0, 0, 0, 0], [False, False, False, True], [0, 0, 0, 0])
-    assert seen[2][0] == pytest.approx([0, 10.0, 9.9, 9.7])  # (100, 100 - 1, 100 - 1 - 2) / 10
-    assert seen[2][1:] == ([0, 0, 1, 2], [False, True, True, True], [0, 0, 1, 2])
+    assert discounted == pytest.approx(1 + 2 * dt.EVAL_DISCOUNT + 3 * dt.EVAL_DISCOUNT ** 2)
+    assert seen[0] == ([0, 0, 0, 100.0], [0, 0, 0, 0], [False, False, False, True], [0, 0, 0, 0], [0, 0])
+    assert seen[2][0] == pytest.approx([0, 100.0, 99.0, 97.0])  # 100, 100 - 1, 100 - 1 - 2: in the env's units
+    assert seen[2][1:] == ([0, 0, 1, 2], [False, True, True, True], [0, 0, 1, 2], [0, 0])  # a_t unknown: 0
+
+
+def test_dataset_targets_are_the_best_return_and_the_midpoint():
+    data = toy_data([3, 7])  # returns 1 + 2 + 3 = 6 and 4 + ... + 10 = 49
+    data["episode_returns"] = np.repeat([6.0, 49.0], [3, 7]).astype(np.float32)
+    assert dt.dataset_targets(data) == [49.0, 27.5]
+
+
+def make_dt_trainer(**kw):
+    config = small_config(warmup_steps=2, **kw)
+    return dt.DTTrainer(2, 1, 1.0, config, torch.device("cpu"))
+
+
+def test_update_is_the_authors_adamw_with_warmup_and_clipping():
+    """Optimizer(weight_decay, max_grad_norm, schedule) equals the authors' torch.optim.AdamW over every
+    parameter, LambdaLR(min((t + 1) / warmup_steps, 1)) and clip_grad_norm_(0.25) (gym/experiment.py)."""
+    torch.manual_seed(0)
+    trainer = make_dt_trainer(dropout=0.0, weight_decay=0.1, learning_rate=1e-2)
+    model = copy.deepcopy(trainer.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min((t + 1) / 2, 1))
+    buffer = make_buffer([3, 7, 2])
+    for _ in range(4):
+        batch = buffer.sample(8)
+        trainer.update(batch)
+        loss = dt.action_loss(model(batch["returns_to_go"], batch["states"], batch["actions"], batch["timesteps"],
+                                    batch["mask"]), batch["actions"], batch["mask"])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        optimizer.step()
+        schedule.step()
+    for (name, p), q in zip(trainer.model.named_parameters(), model.parameters()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=2e-5), name  # rounding drift; a step moves p by about 1e-2
+
+
+def test_compiled_update_matches_eager():
+    from conftest import assert_compiled_matches_eager
+
+    buffer = make_buffer([3, 7, 2])
+    assert_compiled_matches_eager(make_dt_trainer, lambda trainer: buffer.sample(8))
+
+
+def test_checkpoint_state_round_trips():
+    from conftest import tensors_of
+
+    buffer = make_buffer([3, 7, 2])
+    a, b = make_dt_trainer(), make_dt_trainer()
+    a.update(buffer.sample(8))
+    b.load_state_dict(a.state_dict())
+    b_state = dict(tensors_of(b.state_dict()))
+    for path, tensor in tensors_of(a.state_dict()):
+        assert torch.equal(tensor, b_state[path]), path
+
+
+def test_policy_export_matches_trainer(tmp_path):
+    """policy.pt2, loaded with torch alone, gives the trainer's policy's actions on contexts in the
+    environment's units (raw states and returns-to-go, timesteps past T_max), for any batch size."""
+    torch.manual_seed(0)
+    config = small_config(rtg_scale=10.0)
+    trainer = dt.DTTrainer(3, 2, 2.0, config, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=3).astype(np.float32)
+    std = rng.uniform(0.5, 2.0, size=3).astype(np.float32)
+    dt.export_dt_policy(tmp_path / "policy.pt2", trainer.policy(), mean, std, config, action_dim=2)
+    program = torch.export.load(tmp_path / "policy.pt2").module()
+    for batch in (1, 7):
+        rtg, states, actions, timesteps, mask = random_inputs(batch, K=config.context_len)
+        rtg, timesteps = rtg * 30.0, timesteps * 2  # timesteps up to 98, past max_ep_len 50
+        mask[0, :2] = False
+        with torch.no_grad():
+            trainer.model.eval()
+            own = trainer.policy()(rtg / 10.0, (states - torch.as_tensor(mean)) / torch.as_tensor(std), actions,
+                                   timesteps.clamp(max=49), mask)
+            exported = program(rtg, states, actions, timesteps, mask)
+        assert exported.shape == own.shape == (batch, 2)
+        assert torch.allclose(exported, own, rtol=1e-5, atol=1e-6)

@@ -58,13 +58,16 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     ("combo", "mujoco/halfcheetah/expert-v0"): {"rollout_length": 5, "cql_weight": 0.5},
     ("combo", "mujoco/walker2d/medium-v0"): {"rollout_length": 1, "cql_weight": 5.0},
     ("combo", "mujoco/walker2d/expert-v0"): {"rollout_length": 1, "cql_weight": 5.0},
-    # DT: 10^5 updates and the paper's two return targets per environment (Chen et al. 2021, the authors' Gym
-    # code; Hopper's 3600 and 1800 are the script's default).  Pendulum is not in the paper: targets inside the
-    # datasets' returns (about -1900 to 0), and R_hat / 500 spans about [-3.7, 0] as Hopper's R_hat / 1000
-    # spans [0, 3.6].
+    # DT: 10^5 updates and, on D4RL-scale data, the paper's two return targets per environment (Chen et al. 2021,
+    # the authors' Gym code).  The local Hopper datasets get the script's default, targets derived from each
+    # dataset's returns (its best and the midpoint of its best and worst), as 3600 may be out of their reach.
+    # Pendulum is not in the paper: targets inside the datasets' returns (about -1900 to 0), and R_hat / 500
+    # spans about [-3.7, 0] as Hopper's R_hat / 1000 spans [0, 3.6].
     ("dt", "pendulum"): {"rtg_scale": 500.0, "eval_targets": [-150.0, -400.0, -800.0]},
     ("dt", "hopper"): {"max_steps": 100_000},
     ("dt", "mujoco"): {"max_steps": 100_000},
+    ("dt", "mujoco/hopper/medium-v0"): {"eval_targets": [3600.0, 1800.0]},
+    ("dt", "mujoco/hopper/expert-v0"): {"eval_targets": [3600.0, 1800.0]},
     ("dt", "mujoco/halfcheetah/medium-v0"): {"eval_targets": [12000.0, 6000.0]},
     ("dt", "mujoco/halfcheetah/expert-v0"): {"eval_targets": [12000.0, 6000.0]},
     ("dt", "mujoco/walker2d/medium-v0"): {"eval_targets": [5000.0, 2500.0]},

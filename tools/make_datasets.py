@@ -304,6 +304,70 @@ def dataset_stats(dataset_id: str) -> dict:
     }
 
 
+def behavior_lines(env: str) -> list[str]:
+    """One row per behavior agent: learner, steps, CPU time, the medium and expert checkpoints, the target."""
+    idx = load_behavior(env)
+    last = idx["checkpoints"][-1]
+    cpu = f"{last['cpu_seconds'] / 3600:.1f} h" if "cpu_seconds" in last else "not recorded"
+    target = ENVS[env].expert_target
+    verdict = "" if not math.isfinite(target) else (
+        f"meets the {target:.0f} target" if idx["expert"]["mean_return"] >= target
+        else f"BELOW the {target:.0f} target (training unfinished: rerun --train-behavior, it resumes)")
+    return [f"| {env} | {idx.get('learner', 'SAC (tools/behavior_sac.py)')} | {last['step']} | {cpu} "
+            f"| {idx['medium']['step']} ({idx['medium']['mean_return']:.1f}) "
+            f"| {idx['expert']['step']} ({idx['expert']['mean_return']:.1f}) | {idx['ref_min_score']:.1f} | {verdict} |"]
+
+
+def unfinished_lines(env: str) -> list[str]:
+    """A behavior run still in training: where it stands, from its resumable state."""
+    state_path = BEHAVIOR_DIR / env / "train_state.pt"
+    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    best = max(state["checkpoints"], key=lambda c: c["eval_return"])
+    return [f"| {env} | SAC (tools/behavior_sac.py), IN TRAINING | {state['step']} | "
+            f"{state['cpu_seconds'] / 3600:.1f} h | | best so far: step {best['step']} "
+            f"({best['eval_return']:.1f} over {ENVS[env].sac.eval_episodes} episodes) | | "
+            f"target {ENVS[env].expert_target:.0f} not reached yet |"]
+
+
+def learning_curves(env: str) -> tuple[list[dict], dict | None]:
+    state_path = BEHAVIOR_DIR / env / "train_state.pt"
+    if (BEHAVIOR_DIR / env / "index.json").exists() and not state_path.exists():
+        idx = load_behavior(env)
+        return idx["checkpoints"], idx
+    if state_path.exists():
+        return torch.load(state_path, map_location="cpu", weights_only=False)["checkpoints"], None
+    return [], None
+
+
+def plot_behavior(path: Path) -> None:
+    """Each behavior agent's evaluated return per checkpoint, medium and expert marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = [env for env in ENVS if env != "pendulum" and learning_curves(env)[0]]
+    fig, axes = plt.subplots(1, max(len(envs), 1), figsize=(5 * max(len(envs), 1), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        checkpoints, idx = learning_curves(env)
+        ax.plot([c["step"] for c in checkpoints], [c["eval_return"] for c in checkpoints], color="0.3", lw=1,
+                label=f"checkpoint return ({ENVS[env].sac.eval_episodes} episodes)")
+        ax.axhline(ENVS[env].expert_target, color="tab:red", ls=":", lw=1, label="expert target")
+        if idx is not None:
+            for name, color in (("medium", "tab:blue"), ("expert", "tab:green")):
+                ax.scatter([idx[name]["step"]], [idx[name]["mean_return"]], color=color, zorder=3,
+                           label=f"{name} ({REF_EPISODES}-episode mean)")
+        else:
+            ax.set_title(f"{ENVS[env].gym_id} (in training)")
+        ax.set_title(ax.get_title() or ENVS[env].gym_id)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("return")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def write_table(path: Path, command: str) -> None:
     rows = []
     for env in ENVS:
@@ -323,26 +387,34 @@ def write_table(path: Path, command: str) -> None:
     for r in rows:
         lines.append(f"| {r['id']} | {r['episodes']} | {r['transitions']} | {r['mean']:.1f} | {r['min']:.1f} "
                      f"| {r['max']:.1f} | {r['normalized']:.1f} |")
-    lines.append("")
-    lines.append("Behavior agents (tools/behavior/<env>/index.json):")
-    lines.append("")
+    lines += ["", "## Behavior agents", "",
+              "Learner and settings: tools/behavior_sac.py (why SAC, and why these settings, is in its docstring); "
+              "returns of medium and expert are means over 50 episodes of the stochastic policy that collects; "
+              "CPU time is the process time of training on one thread (2-core machine, shared). "
+              "Learning curves: results/behavior.png. Every checkpoint's return: tools/behavior/<env>/index.json.",
+              "", "| env | learner | steps | CPU time | medium: step (return) | expert: step (return) | random policy "
+              "| expert target |", "|---|---|---:|---:|---|---|---:|---|"]
     for env in ENVS:
-        if (BEHAVIOR_DIR / env / "index.json").exists():
-            idx = load_behavior(env)
-            short = idx["expert"]["mean_return"] < ENVS[env].expert_target
-            lines.append(f"- {env}: SAC, {len(idx['checkpoints'])} checkpoints; medium = step {idx['medium']['step']} "
-                         f"(mean return {idx['medium']['mean_return']:.1f}), expert = step {idx['expert']['step']} "
-                         f"(mean return {idx['expert']['mean_return']:.1f}); random policy {idx['ref_min_score']:.1f}."
-                         + (f" The expert is BELOW the {ENVS[env].expert_target:.0f} of a D4RL-grade expert: its run "
-                            f"stopped at the wall-time cap after {idx['checkpoints'][-1]['step']} steps; rerun "
-                            f"--train-behavior with more compute." if short else ""))
+        if (BEHAVIOR_DIR / env / "train_state.pt").exists():
+            lines += unfinished_lines(env)
+        elif (BEHAVIOR_DIR / env / "index.json").exists():
+            lines += behavior_lines(env)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    plot_behavior(path.parent / "behavior.png")
 
 
 # ---------------------------------------------------------------- CLI
 
+def print_mujoco_warnings() -> None:
+    """MuJoCo would write its warnings to MUJOCO_LOG.TXT in the working directory; show them instead."""
+    import mujoco
+
+    mujoco.set_mju_user_warning(lambda message: print(f"MuJoCo warning: {message}", file=sys.stderr))
+
+
 def main(argv: list[str] | None = None) -> int:
+    print_mujoco_warnings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), help=f"subset of {', '.join(ENVS)}")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), help=f"subset of {', '.join(KINDS)}")

@@ -76,7 +76,9 @@ def sync(names=BLOCKS) -> list[tuple[str, str]]:
         text = path.read_text()
         current = block(text, name)
         if current is None:
-            raise SystemExit(f"error: {path} has no '# --- {name}: begin/end' markers; add them where the block goes.")
+            print(f"algorithms/{script}.py has no '# --- {name}: begin/end' markers: add them where the block "
+                  f"goes, then sync again.", file=sys.stderr)
+            continue
         path.write_text(text.replace(current, source(name)))
         changed.append((script, name))
     return changed
