@@ -11,17 +11,22 @@
 #   L_pi(phi)  = -E_{(s_t,a_t)~D} [ min( exp( A_t / beta ), omega_max ) log pi_phi(a_t|s_t) ],  A_t = R^lambda_t - V_psi(s_t)
 #
 # No Q-function: the advantage is the dataset's own (lambda-)return minus a state-value baseline of the
-# behavior policy.  That is what separates AWR from AWAC and IQL, which both learn Q_theta(s, a).  As in
-# the paper's loop, R^lambda and A are recomputed over whole trajectories with the current V_psi every
-# `returns_every` updates, then V_psi and pi_phi are fitted to them by SGD.
+# behavior policy.  That is what separates AWR from AWAC and IQL, which both learn Q_theta(s, a).  One
+# iteration of the paper's loop: R^lambda with the current V_psi over whole trajectories, `value_steps` SGD
+# steps of V_psi on it, R^lambda and A recomputed with the refit V_psi, `policy_steps` SGD steps of pi_phi.
 
+import copy
 import dataclasses
+import io
 import json
 import math
 import os
 import random
+import re
+import signal
 import sys
 import time
+from contextlib import redirect_stderr
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -31,36 +36,35 @@ import numpy as np
 import pyrallis
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import trange
 
 
 @dataclass
 class TrainConfig:
-    """Common fields (the same in every script), then the method's.
-
-    AWR (defaults: Peng et al. 2019, appendix, and the authors' MuJoCo configuration)
-    """
+    """Common fields (the same in every script), then the method's: AWR (defaults: Peng et al. 2019, appendix,
+    and the authors' MuJoCo configuration, awr_configs.py)."""
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
     normalize_states: bool = True  # standardize observations with the dataset's mean and std
-    normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     max_steps: int = 1_000_000  # gradient updates
     batch_size: int = 256  # transitions per update
-    eval_every: int = 5_000  # updates between evaluations (and checkpoints)
+    eval_every: int = 5_000  # updates between evaluations (and checkpoints, and policy.pt)
     eval_episodes: int = 10  # episodes per evaluation
     checkpoints_path: Optional[str] = None  # run directory; default runs/<algo>/<dataset_id>/seed<seed>
     resume: bool = True  # continue from <run directory>/checkpoint.pt when it exists
+    stop_after: int = 0  # updates this call may run before it checkpoints and exits (0: no limit); rerun to resume
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
-    compile: bool = False  # capture the update with torch.compile
+    compile: bool = False  # capture the update with torch.compile(fullgraph=True)
+    normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     beta: float = 1.0  # beta, temperature of the weights exp(A / beta)
     max_weight: float = 20.0  # omega_max, clip of exp(A / beta)
     normalize_advantages: bool = True  # standardize A over the dataset before exp(A / beta), as the authors' code does
     td_lambda: float = 0.95  # lambda of the TD(lambda) returns R^lambda
     gamma: float = 0.99  # gamma, discount
-    returns_every: int = 200  # updates between recomputations of R^lambda and A with the current V_psi (the paper: 200 V steps an iteration)
+    value_steps: int = 200  # updates of V_psi per iteration (each one of max_steps), on R^lambda of the V_psi before them
+    policy_steps: int = 1000  # updates of pi_phi per iteration (each one of max_steps), on A of the refit V_psi
     action_std: float = 0.4  # standard deviation of pi_phi(a|s), fixed, in units of max_action
     hidden_dim: int = 128  # hidden widths of V_psi and pi_phi: hidden_dim, then hidden_dim // 2 (128-64 in the paper)
     value_lr: float = 1e-2  # SGD learning rate of V_psi
@@ -68,10 +72,219 @@ class TrainConfig:
     momentum: float = 0.9  # momentum of both SGD optimizers
 
 
+def awr_mlp(in_dim: int, out_dim: int, hidden_dim: int) -> nn.Sequential:
+    """The paper's networks: two ReLU layers of hidden_dim and hidden_dim // 2 units (128-64)."""
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim // 2), nn.ReLU(),
+                         nn.Linear(hidden_dim // 2, out_dim))
+
+
+class ValueFunction(nn.Module):
+    """V_psi(s) = net(s) / (1 - gamma): the network regresses (1 - gamma) V, a reward-per-step scale, as the
+    authors' value normalizer does, so that the SGD step size does not depend on the horizon."""
+
+    def __init__(self, state_dim: int, hidden_dim: int, gamma: float):
+        super().__init__()
+        self.net = awr_mlp(state_dim, 1, hidden_dim)
+        self.gamma = gamma
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.net(state).squeeze(-1) / (1.0 - self.gamma)
+
+
+class GaussianPolicy(nn.Module):
+    """pi_phi(a|s) = N(max_action * tanh(mu(s)), (action_std * max_action)^2 I), a fixed covariance as in the
+    paper; the mean is the deterministic action.  (The authors keep the mean in bounds with a penalty; tanh does.)"""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, action_std: float):
+        super().__init__()
+        self.net = awr_mlp(state_dim, action_dim, hidden_dim)
+        # The mean's output layer starts near zero: weights U(-0.01, 0.01), bias 0 (learning/rl_agent.py, _build_action_pd).
+        nn.init.uniform_(self.net[-1].weight, -0.01, 0.01)
+        nn.init.zeros_(self.net[-1].bias)
+        self.max_action = max_action
+        self.std = action_std * max_action
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.max_action * torch.tanh(self.net(state))
+
+    def log_prob(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.distributions.Normal(self(state), self.std).log_prob(action).sum(-1)
+
+
+def lambda_returns(rewards: torch.Tensor, next_values: torch.Tensor, terminals: torch.Tensor,
+                   episode_ends: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """R^lambda_t = r_t + gamma (1 - d_t) [ (1 - lambda) V(s_{t+1}) + lambda R^lambda_{t+1} ] for flat transitions,
+    episodes one after the other (flatten_episodes' layout), next_values = V(s_{t+1}).  After an episode's last
+    step R^lambda_{t+1} := V(s_{t+1}): a truncated episode bootstraps from its last next state, a terminal one
+    has d_t = 1.  The episodes become the columns of a [time, episode] grid and the recursion runs backward over
+    time for all of them at once."""
+    ends = episode_ends > 0
+    position = torch.arange(len(rewards), device=rewards.device)
+    episode = torch.cumsum(ends.long(), 0) - ends.long()
+    starts = torch.cat([position[:1], position[ends][:-1] + 1])
+    time = position - starts[episode]
+    n_steps, n_episodes = int(time.max()) + 1, len(starts)
+
+    def grid(x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(n_steps, n_episodes, dtype=x.dtype, device=x.device)
+        out[time, episode] = x
+        return out
+
+    r, v, d, end = grid(rewards), grid(next_values), grid(terminals), grid(ends)
+    returns = torch.zeros_like(r)
+    following = torch.zeros_like(r[0])  # R^lambda_{t+1}; zeros in the padding past an episode's end are never read
+    for t in reversed(range(n_steps)):
+        following = torch.where(end[t], v[t], following)
+        following = r[t] + gamma * (1.0 - d[t]) * ((1.0 - lam) * v[t] + lam * following)
+        returns[t] = following
+    return returns[time, episode]
+
+
+def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float, normalize: bool) -> torch.Tensor:
+    """w = min(exp(A / beta), omega_max); A standardized first over all the transitions it is given."""
+    if normalize:
+        advantage = (advantage - advantage.mean()) / (advantage.std(correction=0) + 1e-5)
+    return torch.exp(advantage / beta).clamp(max=max_weight)
+
+
+def value_loss(value: ValueFunction, states: torch.Tensor, returns: torch.Tensor, gamma: float) -> torch.Tensor:
+    """L_V(psi) = E ( R^lambda - V_psi(s) )^2, on the network's scale (1 - gamma) V and halved, as the authors."""
+    return 0.5 * ((1.0 - gamma) * (returns - value(states))).pow(2).mean()
+
+
+def policy_loss(policy: GaussianPolicy, batch: dict, weights: torch.Tensor) -> torch.Tensor:
+    """L_pi(phi) = -E_{(s,a)~D} [ w(s, a) log pi_phi(a|s) ]."""
+    return -(weights * policy.log_prob(batch["observations"], batch["actions"])).mean()
+
+
+class AWRTrainer:
+    """Besides the networks, R^lambda and the weight w of every transition of `trajectories` (the dataset in
+    flatten_episodes' order, with episode_ends): periodic() refreshes them, update() reads those of its batch by
+    the batch's "index" column, and checkpoints keep them, so that a resumed run continues with its targets."""
+
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
+                 trajectories: dict[str, torch.Tensor]):
+        self.device = device
+        self.value = ValueFunction(state_dim, config.hidden_dim, config.gamma).to(device)
+        self.actor = GaussianPolicy(state_dim, action_dim, config.hidden_dim, max_action, config.action_std).to(device)
+        self.value_optimizer = Optimizer(self.value.parameters(), config.value_lr, kind="sgd", momentum=config.momentum)
+        self.actor_optimizer = Optimizer(self.actor.parameters(), config.actor_lr, kind="sgd", momentum=config.momentum)
+        self.trajectories = trajectories
+        self.last_steps = torch.nonzero(trajectories["episode_ends"] > 0).squeeze(-1)
+        self.returns = torch.zeros(len(trajectories["rewards"]), device=device)
+        self.weights = torch.ones(len(trajectories["rewards"]), device=device)
+        self.gamma, self.td_lambda = config.gamma, config.td_lambda
+        self.beta, self.max_weight, self.normalize_advantages = config.beta, config.max_weight, config.normalize_advantages
+        self.value_steps, self.policy_steps = config.value_steps, config.policy_steps
+        self.fitting_value = True
+
+    def periodic(self, step: int) -> None:
+        """The authors' iteration (learning/awr_agent.py, _update): value_steps updates of V_psi on R^lambda of the
+        V_psi before them, then R^lambda and A recomputed with the refit V_psi, then policy_steps updates of pi_phi.
+        Called by fit() before the update of every step (1, 2, ...); the phase follows from the step alone."""
+        position = (step - 1) % (self.value_steps + self.policy_steps)
+        self.fitting_value = position < self.value_steps
+        if position in (0, self.value_steps):
+            self.refresh_targets()
+
+    @torch.no_grad()
+    def refresh_targets(self) -> None:
+        """R^lambda and w = min(exp(A / beta), omega_max), A = R^lambda - V_psi(s), with the current V_psi.
+        V_psi(s_{t+1}) is V_psi of the next row within an episode, evaluated only at episodes' last steps: one pass
+        of V_psi over the states, as the authors' _compute_batch_vals evaluates each path's states once."""
+        data = self.trajectories
+        values = torch.cat([self.value(s) for s in data["observations"].split(65536)])
+        next_values = values.roll(-1)
+        next_values[self.last_steps] = self.value(data["next_observations"][self.last_steps])
+        returns = lambda_returns(data["rewards"], next_values, data["terminals"], data["episode_ends"], self.gamma,
+                                 self.td_lambda)
+        self.returns.copy_(returns)
+        self.weights.copy_(awr_weights(returns - values, self.beta, self.max_weight, self.normalize_advantages))
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # fitting_value is a Python bool that periodic() sets outside the update: torch.compile guards on it and
+        # keeps one full graph per phase, so neither phase computes the other's loss or touches its momentum.
+        return self.value_update(batch) if self.fitting_value else self.policy_update(batch)
+
+    def value_update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        returns = self.returns[batch["index"]]
+        v_loss = value_loss(self.value, batch["observations"], returns, self.gamma)
+        self.value_optimizer.step(v_loss)
+        return {"value_loss": v_loss.detach(), "return": returns.mean()}
+
+    def policy_update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        weights = self.weights[batch["index"]]
+        actor_loss = policy_loss(self.actor, batch, weights)
+        self.actor_optimizer.step(actor_loss)
+        return {"actor_loss": actor_loss.detach(), "weight": weights.mean()}
+
+    def state_dict(self) -> dict:
+        return {"value": self.value.state_dict(), "actor": self.actor.state_dict(),
+                "value_optimizer": self.value_optimizer.state_dict(), "actor_optimizer": self.actor_optimizer.state_dict(),
+                "targets": {"returns": self.returns, "weights": self.weights}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("value", "actor", "value_optimizer", "actor_optimizer"):
+            getattr(self, name).load_state_dict(state[name])
+        self.returns.copy_(state["targets"]["returns"])
+        self.weights.copy_(state["targets"]["weights"])
+
+    def policy(self) -> nn.Module:
+        """Normalized states -> deterministic actions (the mean of pi_phi): what evaluation runs and policy.pt2 exports."""
+        return self.actor
+
+
+def train(config: TrainConfig) -> dict:
+    if min(config.value_steps, config.policy_steps) < 1:
+        fail(f"value_steps and policy_steps must be at least 1, got {config.value_steps} and {config.policy_steps}.")
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    dataset = load_dataset(config.dataset_id)
+    check_continuous(dataset)
+    data = flatten_episodes(dataset)
+    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    trajectories = {**buffer.data, "episode_ends": torch.as_tensor(data["episode_ends"], device=device)}
+    buffer.data["index"] = torch.arange(buffer.size, device=device)  # a batch's rows in R^lambda and w
+    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    trainer = AWRTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, trajectories)
+    policy = trainer.policy()
+    return fit(config, "awr", trainer, lambda: buffer.sample(config.batch_size),
+               make_evaluator(config, dataset, policy, mean, std, device),
+               lambda path: export_policy(path, policy, mean, std), {"state_mean": mean, "state_std": std})
+
+
+# --- transitions: begin
+def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    if not enabled:
+        return 1.0
+    returns = data["episode_returns"][data["episode_ends"] > 0]
+    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+
+
+def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
+                      device: torch.device):
+    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
+    state statistics (mean, std) that the policy needs at evaluation time."""
+    mean, std = state_statistics(data["observations"], normalize_states)
+    transitions = {
+        "observations": (data["observations"] - mean) / std,
+        "actions": data["actions"],
+        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
+        "next_observations": (data["next_observations"] - mean) / std,
+        "terminals": data["terminals"],
+    }
+    return DeviceBuffer(transitions, device), mean, std
+# --- transitions: end
+
+
 # --- shared: begin
-# Identical in every script of algorithms/ (tests/test_shared_block.py checks it): seeding,
-# Minari loading, flattening, normalization, the device-resident buffer, evaluation, logging,
-# network building blocks, checkpoints and the training loop.  Edit it in one script, then run tools/sync_shared.py.
+# The plumbing every script shares, byte-identical in all of them: bad input, seeding and device,
+# Minari loading and flattening, normalization, the device-resident buffer, the MLP, the optimizer,
+# evaluation, the deployable policy, logging, checkpoints and the training loop.  Its one source is
+# tools/shared/appendix.py: edit it there, then run tools/sync_shared.py.
+
+EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
 
 
 def fail(message: str) -> None:
@@ -79,22 +292,56 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def check_config_file(config_class) -> None:
-    """A YAML key that is not a field of TrainConfig is one sentence (pyrallis would raise)."""
+def config_paths(argv: list[str]) -> list[str]:
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
+    return paths + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
+
+
+def check_config_file(path: str, config_class) -> None:
     import yaml
 
-    argv = sys.argv[1:]
-    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
-    paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
-    fields = {f.name for f in dataclasses.fields(config_class)}
-    for path in paths:
-        if not os.path.isfile(path):
-            fail(f"config file {path} does not exist.")
+    if not os.path.isfile(path):
+        fail(f"config file {path} does not exist.")
+    try:
         with open(path) as f:
-            keys = set(yaml.safe_load(f) or {})
-        if keys - fields:
-            fail(f"config {path} has unknown key(s) {', '.join(sorted(keys - fields))}; "
-                 f"valid keys: {', '.join(sorted(fields))}.")
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
+    if not isinstance(values, dict):
+        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        fail(f"config {path} has unknown key(s) {', '.join(sorted(unknown))}; "
+             f"valid keys: {', '.join(f.name for f in dataclasses.fields(config_class))}.")
+
+
+def parse_config(config_class):
+    """TrainConfig from the YAML file and the command line; every bad value is one sentence."""
+    for path in config_paths(sys.argv[1:]):
+        check_config_file(path, config_class)
+    messages = io.StringIO()
+    try:
+        with redirect_stderr(messages):
+            config = pyrallis.parse(config_class=config_class)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        fail(messages.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1] + ".")
+    except Exception as e:  # noqa: BLE001 - pyrallis' decoding errors: a value of the wrong type
+        wrong = re.search(r"value='(.*?)' into field .*?\.(\w+)\" of type (?:<class '(\w+)'>|([\w\[\], ]+))", str(e))
+        fail(f"{wrong[2]} must be of type {wrong[3] or wrong[4]}, got {wrong[1]!r}." if wrong
+             else " ".join(str(e).split()))
+    check_common_fields(config)
+    return config
+
+
+def check_common_fields(config) -> None:
+    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes"):
+        if getattr(config, name) < 1:
+            fail(f"{name} must be at least 1, got {getattr(config, name)}.")
+    if config.stop_after < 0:
+        fail(f"stop_after must be 0 (no stop) or a positive number of updates, got {config.stop_after}.")
+    pick_device(config.device)
 
 
 def set_seed(seed: int) -> None:
@@ -106,7 +353,15 @@ def set_seed(seed: int) -> None:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>.")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        fail(f"device {name!r} is not available on this machine ({torch.cuda.device_count()} CUDA devices).")
+    if device.type not in ("cpu", "cuda"):
+        fail(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:<index>.")
+    return device
 
 
 def load_dataset(dataset_id: str):
@@ -165,30 +420,8 @@ def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarra
     return observations.mean(0), observations.std(0) + 1e-3
 
 
-def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
-    if not enabled:
-        return 1.0
-    returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
-
-
-def transition_buffer(data: dict[str, np.ndarray], config, device: torch.device):
-    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
-    state statistics (mean, std) that the policy needs at evaluation time."""
-    mean, std = state_statistics(data["observations"], config.normalize_states)
-    transitions = {
-        "observations": (data["observations"] - mean) / std,
-        "actions": data["actions"],
-        "rewards": data["rewards"] * reward_scale(data, config.normalize_reward),
-        "next_observations": (data["next_observations"] - mean) / std,
-        "terminals": data["terminals"],
-    }
-    return DeviceBuffer(transitions, device), mean, std
-
-
 class DeviceBuffer:
-    """The whole dataset as tensors on the training device; batch indices are drawn there too."""
+    """Arrays of equal length as tensors on the training device; batch indices are drawn there too."""
 
     def __init__(self, data: dict[str, np.ndarray], device: torch.device):
         self.data = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in data.items()}
@@ -200,18 +433,88 @@ class DeviceBuffer:
         return {k: v[idx] for k, v in self.data.items()}
 
 
-def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted returns of the deterministic policy `act`, one seeded episode after another."""
-    returns = []
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
+    layers, dim = [], in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        dim = hidden_dim
+    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+
+
+class Optimizer:
+    """Adam (Kingma & Ba 2015), AdamW's decoupled weight decay, or SGD with momentum, computed as
+    torch.optim computes them but written out, so that a whole update (losses, gradients and steps)
+    compiles as one graph: torch.optim's step() and Tensor.backward() break the graph (torch 2.13).
+    step(loss) differentiates `loss` with respect to this optimizer's parameters only: an actor's loss
+    through the critic computes no critic gradients.  schedule(t) multiplies lr at the update after t
+    updates (t = 0, 1, ...), as torch's LambdaLR; max_grad_norm clips the gradients' global norm first."""
+
+    def __init__(self, params, lr: float, kind: str = "adam", betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, max_grad_norm: float = math.inf,
+                 schedule: Callable[[torch.Tensor], torch.Tensor] = lambda t: 1.0):
+        self.params = list(params)
+        self.lr, self.kind, self.betas, self.eps = lr, kind, betas, eps
+        self.weight_decay, self.momentum, self.max_grad_norm, self.schedule = weight_decay, momentum, max_grad_norm, schedule
+        self.steps = torch.zeros((), device=self.params[0].device)
+        self.moments = [torch.zeros_like(p) for p in self.params]  # Adam's m, or SGD's momentum buffer
+        self.second_moments = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []  # Adam's v
+
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One update of the parameters down the gradient of `loss`; returns the gradients' global norm."""
+        grads = torch.autograd.grad(loss, self.params)
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            if math.isfinite(self.max_grad_norm):
+                grads = torch._foreach_mul(grads, (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))
+            lr = self.lr * self.schedule(self.steps)
+            self.steps.add_(1)
+            if self.kind == "sgd":
+                torch._foreach_mul_(self.moments, self.momentum)
+                torch._foreach_add_(self.moments, grads)
+                torch._foreach_sub_(self.params, torch._foreach_mul(self.moments, lr))
+                return norm
+            beta1, beta2 = self.betas
+            if self.weight_decay:
+                torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
+            torch._foreach_lerp_(self.moments, grads, 1 - beta1)
+            torch._foreach_mul_(self.second_moments, beta2)
+            torch._foreach_addcmul_(self.second_moments, grads, grads, 1 - beta2)
+            bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+            denominators = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(self.second_moments),
+                                                                 bias2.sqrt()), self.eps)
+            updates = torch._foreach_div(self.moments, denominators)
+            torch._foreach_sub_(self.params, torch._foreach_mul(updates, lr / bias1))
+        return norm
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "moments": self.moments, "second_moments": self.second_moments}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.steps.copy_(state["steps"])
+            torch._foreach_copy_(self.moments, state["moments"])
+            if self.second_moments:  # SGD keeps none
+                torch._foreach_copy_(self.second_moments, state["second_moments"])
+
+
+def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded episodes of the deterministic policy `act`, one after another: per episode the return,
+    the return discounted by EVAL_DISCOUNT and the initial state."""
+    returns, discounted, initial_states = [], [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
-        done, total = False, 0.0
+        initial_states.append(obs)
+        done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
         while not done:
             obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
+            total_discounted += discount * float(reward)
+            discount *= EVAL_DISCOUNT
             done = terminated or truncated
         returns.append(total)
-    return np.asarray(returns)
+        discounted.append(total_discounted)
+    return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
+            "initial_states": np.asarray(initial_states, np.float32)}
 
 
 def normalized_score(dataset, returns: np.ndarray) -> float:
@@ -224,9 +527,10 @@ def normalized_score(dataset, returns: np.ndarray) -> float:
         return math.nan
 
 
-def make_evaluator(config, dataset, policy: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray,
-                   std: np.ndarray, device: torch.device) -> Callable[[], dict]:
-    """Evaluation of a deterministic policy of normalized states in the dataset's eval env."""
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
+                   device: torch.device) -> Callable[[], dict]:
+    """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
     env = dataset.recover_environment(eval_env=True)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
@@ -236,54 +540,59 @@ def make_evaluator(config, dataset, policy: Callable[[torch.Tensor], torch.Tenso
         return policy(state[None])[0].cpu().numpy()
 
     def run() -> dict:
-        returns = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
-        return {"return": returns.mean(), "normalized_score": normalized_score(dataset, returns)}
+        episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
+        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
 
     return run
 
 
-class VectorizedLinear(nn.Module):
-    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+class DeployablePolicy(nn.Module):
+    """Raw observations -> deterministic actions: the state normalization and the policy in one program."""
 
-    def __init__(self, in_features: int, out_features: int, n: int):
+    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray):
         super().__init__()
-        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
-        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+        self.policy = copy.deepcopy(policy).cpu().eval()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
-    layers, dim = [], in_dim
-    for _ in range(n_hidden):
-        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
-        dim = hidden_dim
-    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.policy((observations - self.mean) / self.std)
 
 
-class EnsembleCritic(nn.Module):
-    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
+def export_program(path: Path, module: nn.Module, example_inputs: tuple, dynamic_shapes) -> None:
+    """A torch.export program that `torch.export.load(path).module()` runs with torch alone (.pt2 is
+    torch.export's file suffix); written to a temporary file then renamed, like the checkpoint."""
+    with torch.no_grad():
+        program = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    tmp = path.with_name(path.stem + ".partial.pt2")
+    torch.export.save(program, tmp)
+    os.replace(tmp, path)
 
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
-        super().__init__()
-        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
-        layers = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
-            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
-        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
-        self.n = n
 
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([state, action], -1)
-        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
-        return self.net(x).squeeze(-1)
+def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    example = torch.zeros(2, len(mean))
+    export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
 
 
 def run_directory(config, algo: str) -> Path:
     path = config.checkpoints_path or os.path.join("runs", algo, config.dataset_id, f"seed{config.seed}")
     return Path(path)
+
+
+def redirect_mujoco_warnings(run_dir: Path) -> None:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; keep them in the run's."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def write(message: str) -> None:
+        with open(run_dir / "mujoco_warnings.txt", "a") as f:
+            f.write(message + "\n")
+
+    mujoco.set_mju_user_warning(write)
 
 
 class RunLog:
@@ -292,7 +601,6 @@ class RunLog:
     def __init__(self, config, algo: str, run_dir: Path):
         import wandb
 
-        run_dir.mkdir(parents=True, exist_ok=True)
         self.file = open(run_dir / "log.jsonl", "a")
         self.start = time.time()
         self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir), config=asdict(config),
@@ -312,25 +620,10 @@ class RunLog:
         self.wandb.finish()
 
 
-def training_state(trainer) -> dict:
-    """Every module, optimizer, learning-rate schedule and tensor attribute of the trainer, by name."""
-    return {name: (obj.detach().clone() if isinstance(obj, torch.Tensor) else obj.state_dict())
-            for name, obj in vars(trainer).items()
-            if isinstance(obj, (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, torch.Tensor))}
-
-
-def restore_training_state(trainer, state: dict) -> None:
-    for name, value in state.items():
-        obj = getattr(trainer, name)
-        if isinstance(obj, torch.Tensor):
-            obj.data.copy_(value)
-        else:
-            obj.load_state_dict(value)
-
-
 def save_checkpoint(path: Path, step: int, trainer, config, extra: dict) -> None:
-    """Written to a temporary file then renamed: an interrupted save never replaces a good checkpoint."""
-    state = {"step": step, "trainer": training_state(trainer), "config": asdict(config), "extra": extra,
+    """What trainer.state_dict() declares, the RNG states and `extra`; written to a temporary file
+    then renamed, so an interrupted save never replaces a good checkpoint."""
+    state = {"step": step, "trainer": trainer.state_dict(), "config": asdict(config), "extra": extra,
              "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
     tmp = path.with_suffix(".tmp")
@@ -350,8 +643,8 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
 def resume(path: Path, trainer, device: torch.device) -> int:
     state = load_checkpoint(path, device)
     try:
-        restore_training_state(trainer, state["trainer"])
-    except (KeyError, RuntimeError, ValueError, AttributeError) as e:
+        trainer.load_state_dict(state["trainer"])
+    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError) as e:
         fail(f"checkpoint {path} does not match this script and config ({type(e).__name__}); "
              f"delete it or pass --resume false.")
     rng = state["rng"]
@@ -363,197 +656,82 @@ def resume(path: Path, trainer, device: torch.device) -> int:
     return state["step"]
 
 
+def compile_update(update: Callable) -> Callable:
+    """The update as one graph; dynamo must be told to trace Optimizer.step's torch.autograd.grad."""
+    import torch._dynamo
+
+    torch._dynamo.config.trace_autograd_ops = True
+    return torch.compile(update, fullgraph=True)
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM asks the loop to checkpoint after the current update and exit."""
+
+    def __init__(self):
+        self.signal = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request)
+
+    def request(self, signum, frame) -> None:
+        self.signal = signum
+
+
 def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy: Callable[[], dict],
-        extra: dict) -> dict:
-    """The loop every script shares: update, log, evaluate, checkpoint, resume.  Returns the last
-    evaluation.  `extra` (normalizer statistics and the like) is stored with each checkpoint."""
+        export: Callable[[Path], None] | None, extra: dict) -> dict:
+    """The loop every script shares.  The trainer's contract: update(batch) -> dict of detached tensors,
+    state_dict() / load_state_dict() (what a checkpoint holds), an attribute `device`, and optionally
+    periodic(step), called before the update of every step for periodic work (refreshing returns,
+    model rollouts).  Every eval_every updates: evaluate, log, checkpoint, and export(run_dir / "policy.pt2")
+    (None: a script without a policy to deploy).
+    stop_after or a signal ends the call early with a checkpoint that the same command resumes.  A
+    finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir = run_directory(config, algo)
     run_dir.mkdir(parents=True, exist_ok=True)
+    redirect_mujoco_warnings(run_dir)
     checkpoint = run_dir / "checkpoint.pt"
     start = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else 0
     if start >= config.max_steps:
         print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
         return {}
-    update = torch.compile(trainer.update) if config.compile else trainer.update
+    update = compile_update(trainer.update) if config.compile else trainer.update
+    periodic = getattr(trainer, "periodic", None)
     log = RunLog(config, algo, run_dir)
     log_every = max(1, min(1000, config.eval_every))
+    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+    stop = StopRequest()
     result = {}
-    for step in trange(start + 1, config.max_steps + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+        if periodic is not None:
+            periodic(step)
         metrics = update(sample())
-        if step % log_every == 0 or step % config.eval_every == 0 or step == config.max_steps:
+        evaluation = step % config.eval_every == 0 or step == config.max_steps
+        if step % log_every == 0 or evaluation:
             values = {f"train/{k}": v for k, v in metrics.items()}
-            if step % config.eval_every == 0 or step == config.max_steps:
-                values.update({f"eval/{k}": v for k, v in evaluate_policy().items()})
+            if evaluation:
+                measured = evaluate_policy()
+                values.update({f"eval/{k}": v for k, v in measured.items() if k != "episodes"})
             values = log.write(step, values)
             if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
                 log.close()
                 fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
-            if step % config.eval_every == 0 or step == config.max_steps:
+            if evaluation:
                 save_checkpoint(checkpoint, step, trainer, config, extra)
+                if export is not None:
+                    export(run_dir / "policy.pt2")
                 result = {k: v for k, v in values.items() if k.startswith("eval/")}
                 print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
+        if stop.signal or (step == last < config.max_steps):
+            save_checkpoint(checkpoint, step, trainer, config, extra)
+            log.close()
+            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+            if stop.signal:
+                raise SystemExit(128 + stop.signal)
+            return result
     log.close()
+    (run_dir / "finished.json").write_text(json.dumps({"step": config.max_steps, **result}))
     return result
 # --- shared: end
 
 
-def awr_mlp(in_dim: int, out_dim: int, hidden_dim: int) -> nn.Sequential:
-    """The paper's networks: two ReLU layers of hidden_dim and hidden_dim // 2 units (128-64)."""
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim // 2), nn.ReLU(),
-                         nn.Linear(hidden_dim // 2, out_dim))
-
-
-class ValueFunction(nn.Module):
-    """V_psi(s) = net(s) / (1 - gamma): the network regresses (1 - gamma) V, a reward-per-step scale, as the
-    authors' value normalizer does, so that the SGD step size does not depend on the horizon."""
-
-    def __init__(self, state_dim: int, hidden_dim: int, gamma: float):
-        super().__init__()
-        self.net = awr_mlp(state_dim, 1, hidden_dim)
-        self.gamma = gamma
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.net(state).squeeze(-1) / (1.0 - self.gamma)
-
-
-class GaussianPolicy(nn.Module):
-    """pi_phi(a|s) = N(max_action * tanh(mu(s)), (action_std * max_action)^2 I), a fixed covariance as in the
-    paper; the mean is the deterministic action.  (The authors keep the mean in bounds with a penalty; tanh does.)"""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, action_std: float):
-        super().__init__()
-        self.net = awr_mlp(state_dim, action_dim, hidden_dim)
-        self.max_action = max_action
-        self.std = action_std * max_action
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.max_action * torch.tanh(self.net(state))
-
-    def log_prob(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return torch.distributions.Normal(self(state), self.std).log_prob(action).sum(-1)
-
-
-def lambda_returns(rewards: torch.Tensor, next_values: torch.Tensor, terminals: torch.Tensor,
-                   episode_ends: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
-    """R^lambda_t = r_t + gamma (1 - d_t) [ (1 - lambda) V(s_{t+1}) + lambda R^lambda_{t+1} ] for flat transitions,
-    episodes one after the other (flatten_episodes' layout), next_values = V(s_{t+1}).  After an episode's last
-    step R^lambda_{t+1} := V(s_{t+1}): a truncated episode bootstraps from its last next state, a terminal one
-    has d_t = 1.  The episodes become the columns of a [time, episode] grid and the recursion runs backward over
-    time for all of them at once."""
-    ends = episode_ends > 0
-    position = torch.arange(len(rewards), device=rewards.device)
-    episode = torch.cumsum(ends.long(), 0) - ends.long()
-    starts = torch.cat([position[:1], position[ends][:-1] + 1])
-    time = position - starts[episode]
-    n_steps, n_episodes = int(time.max()) + 1, len(starts)
-
-    def grid(x: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(n_steps, n_episodes, dtype=x.dtype, device=x.device)
-        out[time, episode] = x
-        return out
-
-    r, v, d, end = grid(rewards), grid(next_values), grid(terminals), grid(ends)
-    returns = torch.zeros_like(r)
-    following = torch.zeros_like(r[0])  # R^lambda_{t+1}; zeros in the padding past an episode's end are never read
-    for t in reversed(range(n_steps)):
-        following = torch.where(end[t], v[t], following)
-        following = r[t] + gamma * (1.0 - d[t]) * ((1.0 - lam) * v[t] + lam * following)
-        returns[t] = following
-    return returns[time, episode]
-
-
-def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float, normalize: bool) -> torch.Tensor:
-    """w = min(exp(A / beta), omega_max); A standardized first over all the transitions it is given."""
-    if normalize:
-        advantage = (advantage - advantage.mean()) / (advantage.std(correction=0) + 1e-5)
-    return torch.exp(advantage / beta).clamp(max=max_weight)
-
-
-def value_loss(value: ValueFunction, states: torch.Tensor, returns: torch.Tensor, gamma: float) -> torch.Tensor:
-    """L_V(psi) = E ( R^lambda - V_psi(s) )^2, on the network's scale (1 - gamma) V and halved, as the authors."""
-    return 0.5 * ((1.0 - gamma) * (returns - value(states))).pow(2).mean()
-
-
-def policy_loss(policy: GaussianPolicy, batch: dict, weights: torch.Tensor) -> torch.Tensor:
-    """L_pi(phi) = -E_{(s,a)~D} [ w(s, a) log pi_phi(a|s) ]."""
-    return -(weights * policy.log_prob(batch["observations"], batch["actions"])).mean()
-
-
-class AWRTrainer:
-    """Besides the networks, holds R^lambda and the weight w of every transition of `buffer`: tensors of the
-    trainer, so that a resumed run continues with the targets it had, and entries of the buffer, so that
-    batches carry them."""
-
-    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
-                 buffer: DeviceBuffer, episode_ends: torch.Tensor):
-        self.device = device
-        self.value = ValueFunction(state_dim, config.hidden_dim, config.gamma).to(device)
-        self.actor = GaussianPolicy(state_dim, action_dim, config.hidden_dim, max_action, config.action_std).to(device)
-        self.value_optimizer = torch.optim.SGD(self.value.parameters(), lr=config.value_lr, momentum=config.momentum)
-        self.actor_optimizer = torch.optim.SGD(self.actor.parameters(), lr=config.actor_lr, momentum=config.momentum)
-        self.trajectories = {**buffer.data, "episode_ends": episode_ends}  # a dict: read, never checkpointed
-        self.returns = torch.zeros(buffer.size, device=device)
-        self.weights = torch.ones(buffer.size, device=device)
-        buffer.data.update(returns=self.returns, weights=self.weights)
-        self.buffer = buffer
-        self.batches = torch.zeros((), dtype=torch.long)  # a CPU tensor: checkpointed, read without a device sync
-        self.config = config
-
-    @torch.no_grad()
-    def refresh_targets(self) -> None:
-        """R^lambda with the current V_psi over whole trajectories, then A = R^lambda - V_psi(s) and the weights.
-        The paper refits V before computing A; here A uses the V that produced R^lambda."""
-        c, data = self.config, self.trajectories
-        values = torch.cat([self.value(s) for s in data["observations"].split(65536)])
-        next_values = torch.cat([self.value(s) for s in data["next_observations"].split(65536)])
-        returns = lambda_returns(data["rewards"], next_values, data["terminals"], data["episode_ends"], c.gamma,
-                                 c.td_lambda)
-        self.returns.copy_(returns)
-        self.weights.copy_(awr_weights(returns - values, c.beta, c.max_weight, c.normalize_advantages))
-
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """A batch with its R^lambda and w, refreshed every returns_every batches (outside update: no sync there)."""
-        if int(self.batches) % self.config.returns_every == 0:
-            self.refresh_targets()
-        self.batches += 1
-        return self.buffer.sample(batch_size)
-
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        v_loss = value_loss(self.value, batch["observations"], batch["returns"], self.config.gamma)
-        self.value_optimizer.zero_grad(set_to_none=True)
-        v_loss.backward()
-        self.value_optimizer.step()
-
-        actor_loss = policy_loss(self.actor, batch, batch["weights"])
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
-        return {"value_loss": v_loss.detach(), "actor_loss": actor_loss.detach(), "return": batch["returns"].mean(),
-                "weight": batch["weights"].mean()}
-
-    @torch.no_grad()
-    def act(self, state: torch.Tensor) -> torch.Tensor:
-        return self.actor(state)
-
-
-@pyrallis.wrap()
-def train(config: TrainConfig) -> dict:
-    if config.returns_every < 1:
-        fail(f"returns_every must be at least 1, got {config.returns_every}.")
-    set_seed(config.seed)
-    device = pick_device(config.device)
-    dataset = load_dataset(config.dataset_id)
-    check_continuous(dataset)
-    data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config, device)
-    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = AWRTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, buffer,
-                         torch.as_tensor(data["episode_ends"], device=device))
-    evaluate_policy = make_evaluator(config, dataset, trainer.act, mean, std, device)
-    return fit(config, "awr", trainer, lambda: trainer.sample(config.batch_size), evaluate_policy,
-               {"state_mean": mean, "state_std": std})
-
-
 if __name__ == "__main__":
-    check_config_file(TrainConfig)
-    train()
+    train(parse_config(TrainConfig))

@@ -10,16 +10,22 @@
 #   actor:    L(phi) = -E_{s~D, a~G_omega(s)} Q_theta1(s, a + xi_phi(s, a, Phi)),   |xi_phi| <= Phi max_action
 #
 # The chapter's sketch stops at "sample from the VAE, keep the best by Q"; the paper adds the perturbation
-# model xi_phi and the soft clipped double-Q target over n sampled actions, which this file follows.  The
-# policy only ever picks actions the VAE finds likely under the data, moved by at most Phi.
+# model xi_phi and the soft clipped double-Q target over n sampled actions, which this file follows: n = 10
+# in the target, n = 100 when acting, as the authors' code.  The policy only ever picks actions the VAE finds
+# likely under the data, moved by at most Phi.
 
+import copy
 import dataclasses
+import io
 import json
 import math
 import os
 import random
+import re
+import signal
 import sys
 import time
+from contextlib import redirect_stderr
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,33 +35,32 @@ import numpy as np
 import pyrallis
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import trange
 
 
 @dataclass
 class TrainConfig:
-    """Common fields (the same in every script), then the method's.
-
-    BCQ (defaults: Fujimoto et al. 2019, supplementary material, and the authors' code)
-    """
+    """Common fields (the same in every script), then the method's: BCQ (defaults: Fujimoto et al. 2019,
+    supplementary material, and the authors' code)."""
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
     normalize_states: bool = True  # standardize observations with the dataset's mean and std
-    normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     max_steps: int = 1_000_000  # gradient updates
     batch_size: int = 100  # transitions per update
-    eval_every: int = 5_000  # updates between evaluations (and checkpoints)
+    eval_every: int = 5_000  # updates between evaluations (and checkpoints, and policy.pt)
     eval_episodes: int = 10  # episodes per evaluation
     checkpoints_path: Optional[str] = None  # run directory; default runs/<algo>/<dataset_id>/seed<seed>
     resume: bool = True  # continue from <run directory>/checkpoint.pt when it exists
+    stop_after: int = 0  # updates this call may run before it checkpoints and exits (0: no limit); rerun to resume
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
-    compile: bool = False  # capture the update with torch.compile
+    compile: bool = False  # capture the update with torch.compile(fullgraph=True)
+    normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     phi: float = 0.05  # Phi, largest perturbation xi_phi(s, a, Phi), in units of max_action
     lmbda: float = 0.75  # lambda, weight of min_j Q'_j against max_j Q'_j in the soft clipped double-Q target
-    n_actions: int = 10  # n, actions sampled from G_omega per next state (target) and per state (acting)
+    n_actions: int = 10  # n in the target: actions sampled from G_omega per next state
+    eval_n_actions: int = 100  # n in pi(s): actions sampled from G_omega per state when acting (evaluation, policy.pt2)
     kl_weight: float = 0.5  # weight of D_KL in the VAE loss
     latent_clip: float = 0.5  # z ~ N(0, I) is clipped to [-latent_clip, latent_clip] when sampling G_omega(s)
     gamma: float = 0.99  # gamma, discount
@@ -67,10 +72,241 @@ class TrainConfig:
     vae_lr: float = 1e-3  # Adam learning rate of G_omega
 
 
+# --- critic: begin
+class VectorizedLinear(nn.Module):
+    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+
+    def __init__(self, in_features: int, out_features: int, n: int):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
+        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleCritic(nn.Module):
+    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
+        super().__init__()
+        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
+        layers = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
+        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
+        self.n = n
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([state, action], -1)
+        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
+        return self.net(x).squeeze(-1)
+# --- critic: end
+
+
+class VAE(nn.Module):
+    """G_omega(s): a conditional VAE of the behavior policy.  Encoder E_omega(s, a) -> (mu, log sigma) of z,
+    decoder D_omega(s, z) -> max_action * tanh(.); latent_dim = 2 * action_dim, as the paper."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, latent_clip: float):
+        super().__init__()
+        self.latent_dim = 2 * action_dim
+        self.encoder = mlp(state_dim + action_dim, 2 * self.latent_dim, hidden_dim)
+        self.decoder = mlp(state_dim + self.latent_dim, action_dim, hidden_dim)
+        self.max_action = max_action
+        self.latent_clip = latent_clip
+
+    def encode(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.encoder(torch.cat([state, action], -1)).chunk(2, -1)
+        return mean, log_std.clamp(-4.0, 15.0)  # bounded so that exp(log sigma) stays finite
+
+    def decode(self, state: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """D_omega(s, z); without z, a sample of G_omega(s) with z ~ N(0, I) clipped, which keeps the samples
+        where the decoder was trained (the prior's tails are rarely hit by the encoder)."""
+        if z is None:
+            z = torch.randn(state.shape[0], self.latent_dim, device=state.device)
+            z = z.clamp(-self.latent_clip, self.latent_clip)
+        return self.max_action * torch.tanh(self.decoder(torch.cat([state, z], -1)))
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, log_std = self.encode(state, action)
+        z = mean + log_std.exp() * torch.randn_like(mean)  # reparameterized sample of q(z | s, a)
+        return self.decode(state, z), mean, log_std
+
+
+def vae_loss(recon: torch.Tensor, actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
+             kl_weight: float) -> torch.Tensor:
+    """L(omega) = ||a - D_omega(s, z)||^2 + kl_weight * D_KL( N(mu, sigma^2) || N(0, I) ),
+    D_KL = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2); both terms averaged over the elements, as the authors."""
+    reconstruction = (recon - actions).pow(2).mean()
+    kl = 0.5 * (mean.pow(2) + (2.0 * log_std).exp() - 1.0 - 2.0 * log_std).mean()
+    return reconstruction + kl_weight * kl
+
+
+class Perturbation(nn.Module):
+    """The perturbed action a + xi_phi(s, a, Phi), xi_phi = Phi * max_action * tanh(MLP(s, a)), clipped to the
+    action bounds."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, phi: float):
+        super().__init__()
+        self.net = mlp(state_dim + action_dim, action_dim, hidden_dim)
+        self.max_action = max_action
+        self.phi = phi
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        xi = self.phi * self.max_action * torch.tanh(self.net(torch.cat([state, action], -1)))
+        return (action + xi).clamp(-self.max_action, self.max_action)
+
+
+def sample_actions(vae: VAE, perturbation: Perturbation, states: torch.Tensor,
+                   n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n perturbed samples a_i + xi(s, a_i, Phi), a_i ~ G_omega(s), of every state, in one batch: returns the
+    states repeated [B * n, S] (each state n times in a row) and the actions [B * n, A]."""
+    repeated = states.repeat_interleave(n, 0)
+    return repeated, perturbation(repeated, vae.decode(repeated))
+
+
+def soft_clipped_target(next_q: torch.Tensor, rewards: torch.Tensor, terminals: torch.Tensor, gamma: float,
+                        lmbda: float) -> torch.Tensor:
+    """y = r + gamma (1 - d) max_i [ lambda min_j Q'_j(s', a_i) + (1 - lambda) max_j Q'_j(s', a_i) ],
+    next_q = Q'_j(s', a_i) as [2, B, n]."""
+    soft = lmbda * next_q.min(0).values + (1.0 - lmbda) * next_q.max(0).values
+    return rewards + gamma * (1.0 - terminals) * soft.max(-1).values
+
+
+def critic_loss(critic: EnsembleCritic, states: torch.Tensor, actions: torch.Tensor,
+                target: torch.Tensor) -> torch.Tensor:
+    """sum_j E ( Q_theta_j(s, a) - y )^2."""
+    return (critic(states, actions) - target).pow(2).mean(1).sum()
+
+
+def perturbation_loss(critic: EnsembleCritic, perturbation: Perturbation, states: torch.Tensor,
+                      sampled: torch.Tensor) -> torch.Tensor:
+    """L(phi) = -E_{s~D, a~G_omega(s)} Q_theta1(s, a + xi_phi(s, a, Phi)), `sampled` the a ~ G_omega(s)."""
+    return -critic(states, perturbation(states, sampled))[0].mean()
+
+
+class BCQPolicy(nn.Module):
+    """pi(s): the best by Q_theta1 of n perturbed samples of G_omega(s).  Random through the samples, as in the
+    paper: BCQ has no deterministic policy to fall back on; under the same torch seed it is a function."""
+
+    def __init__(self, vae: VAE, perturbation: Perturbation, critic: EnsembleCritic, n: int):
+        super().__init__()
+        self.vae, self.perturbation, self.critic, self.n = vae, perturbation, critic, n
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        states, actions = sample_actions(self.vae, self.perturbation, state, self.n)
+        candidates = actions.view(-1, self.n, actions.shape[-1])
+        best = self.critic(states, actions)[0].view(-1, self.n).argmax(1)
+        return candidates.gather(1, best[:, None, None].expand(-1, 1, candidates.shape[-1])).squeeze(1)
+
+
+class BCQTrainer:
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
+        self.device = device
+        self.vae = VAE(state_dim, action_dim, config.vae_hidden_dim, max_action, config.latent_clip).to(device)
+        self.actor = Perturbation(state_dim, action_dim, config.hidden_dim, max_action, config.phi).to(device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.vae_optimizer = Optimizer(self.vae.parameters(), config.vae_lr)
+        self.actor_optimizer = Optimizer(self.actor.parameters(), config.actor_lr)
+        self.critic_optimizer = Optimizer(self.critic.parameters(), config.critic_lr)
+        self.n_actions, self.eval_n_actions = config.n_actions, config.eval_n_actions
+        self.kl_weight, self.lmbda, self.gamma, self.tau = config.kl_weight, config.lmbda, config.gamma, config.tau
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        states, actions = batch["observations"], batch["actions"]
+        recon, mean, log_std = self.vae(states, actions)
+        g_loss = vae_loss(recon, actions, mean, log_std, self.kl_weight)
+        self.vae_optimizer.step(g_loss)
+
+        with torch.no_grad():
+            next_states, next_actions = sample_actions(self.vae, self.actor_target, batch["next_observations"],
+                                                       self.n_actions)
+            next_q = self.critic_target(next_states, next_actions).view(2, -1, self.n_actions)
+            target = soft_clipped_target(next_q, batch["rewards"], batch["terminals"], self.gamma, self.lmbda)
+        q_loss = critic_loss(self.critic, states, actions, target)
+        self.critic_optimizer.step(q_loss)
+
+        with torch.no_grad():
+            sampled = self.vae.decode(states)
+        actor_loss = perturbation_loss(self.critic, self.actor, states, sampled)
+        self.actor_optimizer.step(actor_loss)
+
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
+            torch._foreach_lerp_(list(self.actor_target.parameters()), list(self.actor.parameters()), self.tau)
+        return {"vae_loss": g_loss.detach(), "critic_loss": q_loss.detach(), "actor_loss": actor_loss.detach(),
+                "q_target": target.mean()}
+
+    def state_dict(self) -> dict:
+        return {"vae": self.vae.state_dict(), "actor": self.actor.state_dict(),
+                "actor_target": self.actor_target.state_dict(), "critic": self.critic.state_dict(),
+                "critic_target": self.critic_target.state_dict(), "vae_optimizer": self.vae_optimizer.state_dict(),
+                "actor_optimizer": self.actor_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            getattr(self, name).load_state_dict(value)
+
+    def policy(self) -> nn.Module:
+        """Normalized states -> actions: what evaluation runs and policy.pt2 exports.  n = eval_n_actions: the
+        authors' select_action (continuous_BCQ/BCQ.py) takes the best of 100 samples; the target keeps 10."""
+        return BCQPolicy(self.vae, self.actor, self.critic, self.eval_n_actions)
+
+
+def train(config: TrainConfig) -> dict:
+    if min(config.n_actions, config.eval_n_actions) < 1:
+        fail(f"n_actions and eval_n_actions must be at least 1, got {config.n_actions} and {config.eval_n_actions}.")
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    dataset = load_dataset(config.dataset_id)
+    check_continuous(dataset)
+    data = flatten_episodes(dataset)
+    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    trainer = BCQTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
+    policy = trainer.policy()
+    return fit(config, "bcq", trainer, lambda: buffer.sample(config.batch_size),
+               make_evaluator(config, dataset, policy, mean, std, device),
+               lambda path: export_policy(path, policy, mean, std), {"state_mean": mean, "state_std": std})
+
+
+# --- transitions: begin
+def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    if not enabled:
+        return 1.0
+    returns = data["episode_returns"][data["episode_ends"] > 0]
+    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+
+
+def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
+                      device: torch.device):
+    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
+    state statistics (mean, std) that the policy needs at evaluation time."""
+    mean, std = state_statistics(data["observations"], normalize_states)
+    transitions = {
+        "observations": (data["observations"] - mean) / std,
+        "actions": data["actions"],
+        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
+        "next_observations": (data["next_observations"] - mean) / std,
+        "terminals": data["terminals"],
+    }
+    return DeviceBuffer(transitions, device), mean, std
+# --- transitions: end
+
+
 # --- shared: begin
-# Identical in every script of algorithms/ (tests/test_shared_block.py checks it): seeding,
-# Minari loading, flattening, normalization, the device-resident buffer, evaluation, logging,
-# network building blocks, checkpoints and the training loop.  Edit it in one script, then run tools/sync_shared.py.
+# The plumbing every script shares, byte-identical in all of them: bad input, seeding and device,
+# Minari loading and flattening, normalization, the device-resident buffer, the MLP, the optimizer,
+# evaluation, the deployable policy, logging, checkpoints and the training loop.  Its one source is
+# tools/shared/appendix.py: edit it there, then run tools/sync_shared.py.
+
+EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
 
 
 def fail(message: str) -> None:
@@ -78,22 +314,56 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def check_config_file(config_class) -> None:
-    """A YAML key that is not a field of TrainConfig is one sentence (pyrallis would raise)."""
+def config_paths(argv: list[str]) -> list[str]:
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
+    return paths + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
+
+
+def check_config_file(path: str, config_class) -> None:
     import yaml
 
-    argv = sys.argv[1:]
-    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
-    paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
-    fields = {f.name for f in dataclasses.fields(config_class)}
-    for path in paths:
-        if not os.path.isfile(path):
-            fail(f"config file {path} does not exist.")
+    if not os.path.isfile(path):
+        fail(f"config file {path} does not exist.")
+    try:
         with open(path) as f:
-            keys = set(yaml.safe_load(f) or {})
-        if keys - fields:
-            fail(f"config {path} has unknown key(s) {', '.join(sorted(keys - fields))}; "
-                 f"valid keys: {', '.join(sorted(fields))}.")
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
+    if not isinstance(values, dict):
+        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        fail(f"config {path} has unknown key(s) {', '.join(sorted(unknown))}; "
+             f"valid keys: {', '.join(f.name for f in dataclasses.fields(config_class))}.")
+
+
+def parse_config(config_class):
+    """TrainConfig from the YAML file and the command line; every bad value is one sentence."""
+    for path in config_paths(sys.argv[1:]):
+        check_config_file(path, config_class)
+    messages = io.StringIO()
+    try:
+        with redirect_stderr(messages):
+            config = pyrallis.parse(config_class=config_class)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        fail(messages.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1] + ".")
+    except Exception as e:  # noqa: BLE001 - pyrallis' decoding errors: a value of the wrong type
+        wrong = re.search(r"value='(.*?)' into field .*?\.(\w+)\" of type (?:<class '(\w+)'>|([\w\[\], ]+))", str(e))
+        fail(f"{wrong[2]} must be of type {wrong[3] or wrong[4]}, got {wrong[1]!r}." if wrong
+             else " ".join(str(e).split()))
+    check_common_fields(config)
+    return config
+
+
+def check_common_fields(config) -> None:
+    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes"):
+        if getattr(config, name) < 1:
+            fail(f"{name} must be at least 1, got {getattr(config, name)}.")
+    if config.stop_after < 0:
+        fail(f"stop_after must be 0 (no stop) or a positive number of updates, got {config.stop_after}.")
+    pick_device(config.device)
 
 
 def set_seed(seed: int) -> None:
@@ -105,7 +375,15 @@ def set_seed(seed: int) -> None:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>.")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        fail(f"device {name!r} is not available on this machine ({torch.cuda.device_count()} CUDA devices).")
+    if device.type not in ("cpu", "cuda"):
+        fail(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:<index>.")
+    return device
 
 
 def load_dataset(dataset_id: str):
@@ -164,30 +442,8 @@ def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarra
     return observations.mean(0), observations.std(0) + 1e-3
 
 
-def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
-    if not enabled:
-        return 1.0
-    returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
-
-
-def transition_buffer(data: dict[str, np.ndarray], config, device: torch.device):
-    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
-    state statistics (mean, std) that the policy needs at evaluation time."""
-    mean, std = state_statistics(data["observations"], config.normalize_states)
-    transitions = {
-        "observations": (data["observations"] - mean) / std,
-        "actions": data["actions"],
-        "rewards": data["rewards"] * reward_scale(data, config.normalize_reward),
-        "next_observations": (data["next_observations"] - mean) / std,
-        "terminals": data["terminals"],
-    }
-    return DeviceBuffer(transitions, device), mean, std
-
-
 class DeviceBuffer:
-    """The whole dataset as tensors on the training device; batch indices are drawn there too."""
+    """Arrays of equal length as tensors on the training device; batch indices are drawn there too."""
 
     def __init__(self, data: dict[str, np.ndarray], device: torch.device):
         self.data = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in data.items()}
@@ -199,18 +455,88 @@ class DeviceBuffer:
         return {k: v[idx] for k, v in self.data.items()}
 
 
-def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted returns of the deterministic policy `act`, one seeded episode after another."""
-    returns = []
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
+    layers, dim = [], in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        dim = hidden_dim
+    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+
+
+class Optimizer:
+    """Adam (Kingma & Ba 2015), AdamW's decoupled weight decay, or SGD with momentum, computed as
+    torch.optim computes them but written out, so that a whole update (losses, gradients and steps)
+    compiles as one graph: torch.optim's step() and Tensor.backward() break the graph (torch 2.13).
+    step(loss) differentiates `loss` with respect to this optimizer's parameters only: an actor's loss
+    through the critic computes no critic gradients.  schedule(t) multiplies lr at the update after t
+    updates (t = 0, 1, ...), as torch's LambdaLR; max_grad_norm clips the gradients' global norm first."""
+
+    def __init__(self, params, lr: float, kind: str = "adam", betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, max_grad_norm: float = math.inf,
+                 schedule: Callable[[torch.Tensor], torch.Tensor] = lambda t: 1.0):
+        self.params = list(params)
+        self.lr, self.kind, self.betas, self.eps = lr, kind, betas, eps
+        self.weight_decay, self.momentum, self.max_grad_norm, self.schedule = weight_decay, momentum, max_grad_norm, schedule
+        self.steps = torch.zeros((), device=self.params[0].device)
+        self.moments = [torch.zeros_like(p) for p in self.params]  # Adam's m, or SGD's momentum buffer
+        self.second_moments = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []  # Adam's v
+
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One update of the parameters down the gradient of `loss`; returns the gradients' global norm."""
+        grads = torch.autograd.grad(loss, self.params)
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            if math.isfinite(self.max_grad_norm):
+                grads = torch._foreach_mul(grads, (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))
+            lr = self.lr * self.schedule(self.steps)
+            self.steps.add_(1)
+            if self.kind == "sgd":
+                torch._foreach_mul_(self.moments, self.momentum)
+                torch._foreach_add_(self.moments, grads)
+                torch._foreach_sub_(self.params, torch._foreach_mul(self.moments, lr))
+                return norm
+            beta1, beta2 = self.betas
+            if self.weight_decay:
+                torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
+            torch._foreach_lerp_(self.moments, grads, 1 - beta1)
+            torch._foreach_mul_(self.second_moments, beta2)
+            torch._foreach_addcmul_(self.second_moments, grads, grads, 1 - beta2)
+            bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+            denominators = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(self.second_moments),
+                                                                 bias2.sqrt()), self.eps)
+            updates = torch._foreach_div(self.moments, denominators)
+            torch._foreach_sub_(self.params, torch._foreach_mul(updates, lr / bias1))
+        return norm
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "moments": self.moments, "second_moments": self.second_moments}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.steps.copy_(state["steps"])
+            torch._foreach_copy_(self.moments, state["moments"])
+            if self.second_moments:  # SGD keeps none
+                torch._foreach_copy_(self.second_moments, state["second_moments"])
+
+
+def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded episodes of the deterministic policy `act`, one after another: per episode the return,
+    the return discounted by EVAL_DISCOUNT and the initial state."""
+    returns, discounted, initial_states = [], [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
-        done, total = False, 0.0
+        initial_states.append(obs)
+        done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
         while not done:
             obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
+            total_discounted += discount * float(reward)
+            discount *= EVAL_DISCOUNT
             done = terminated or truncated
         returns.append(total)
-    return np.asarray(returns)
+        discounted.append(total_discounted)
+    return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
+            "initial_states": np.asarray(initial_states, np.float32)}
 
 
 def normalized_score(dataset, returns: np.ndarray) -> float:
@@ -223,9 +549,10 @@ def normalized_score(dataset, returns: np.ndarray) -> float:
         return math.nan
 
 
-def make_evaluator(config, dataset, policy: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray,
-                   std: np.ndarray, device: torch.device) -> Callable[[], dict]:
-    """Evaluation of a deterministic policy of normalized states in the dataset's eval env."""
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
+                   device: torch.device) -> Callable[[], dict]:
+    """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
     env = dataset.recover_environment(eval_env=True)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
@@ -235,54 +562,59 @@ def make_evaluator(config, dataset, policy: Callable[[torch.Tensor], torch.Tenso
         return policy(state[None])[0].cpu().numpy()
 
     def run() -> dict:
-        returns = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
-        return {"return": returns.mean(), "normalized_score": normalized_score(dataset, returns)}
+        episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
+        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
 
     return run
 
 
-class VectorizedLinear(nn.Module):
-    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+class DeployablePolicy(nn.Module):
+    """Raw observations -> deterministic actions: the state normalization and the policy in one program."""
 
-    def __init__(self, in_features: int, out_features: int, n: int):
+    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray):
         super().__init__()
-        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
-        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+        self.policy = copy.deepcopy(policy).cpu().eval()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
-    layers, dim = [], in_dim
-    for _ in range(n_hidden):
-        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
-        dim = hidden_dim
-    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.policy((observations - self.mean) / self.std)
 
 
-class EnsembleCritic(nn.Module):
-    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
+def export_program(path: Path, module: nn.Module, example_inputs: tuple, dynamic_shapes) -> None:
+    """A torch.export program that `torch.export.load(path).module()` runs with torch alone (.pt2 is
+    torch.export's file suffix); written to a temporary file then renamed, like the checkpoint."""
+    with torch.no_grad():
+        program = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    tmp = path.with_name(path.stem + ".partial.pt2")
+    torch.export.save(program, tmp)
+    os.replace(tmp, path)
 
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
-        super().__init__()
-        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
-        layers = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
-            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
-        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
-        self.n = n
 
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([state, action], -1)
-        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
-        return self.net(x).squeeze(-1)
+def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    example = torch.zeros(2, len(mean))
+    export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
 
 
 def run_directory(config, algo: str) -> Path:
     path = config.checkpoints_path or os.path.join("runs", algo, config.dataset_id, f"seed{config.seed}")
     return Path(path)
+
+
+def redirect_mujoco_warnings(run_dir: Path) -> None:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; keep them in the run's."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def write(message: str) -> None:
+        with open(run_dir / "mujoco_warnings.txt", "a") as f:
+            f.write(message + "\n")
+
+    mujoco.set_mju_user_warning(write)
 
 
 class RunLog:
@@ -291,7 +623,6 @@ class RunLog:
     def __init__(self, config, algo: str, run_dir: Path):
         import wandb
 
-        run_dir.mkdir(parents=True, exist_ok=True)
         self.file = open(run_dir / "log.jsonl", "a")
         self.start = time.time()
         self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir), config=asdict(config),
@@ -311,25 +642,10 @@ class RunLog:
         self.wandb.finish()
 
 
-def training_state(trainer) -> dict:
-    """Every module, optimizer, learning-rate schedule and tensor attribute of the trainer, by name."""
-    return {name: (obj.detach().clone() if isinstance(obj, torch.Tensor) else obj.state_dict())
-            for name, obj in vars(trainer).items()
-            if isinstance(obj, (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, torch.Tensor))}
-
-
-def restore_training_state(trainer, state: dict) -> None:
-    for name, value in state.items():
-        obj = getattr(trainer, name)
-        if isinstance(obj, torch.Tensor):
-            obj.data.copy_(value)
-        else:
-            obj.load_state_dict(value)
-
-
 def save_checkpoint(path: Path, step: int, trainer, config, extra: dict) -> None:
-    """Written to a temporary file then renamed: an interrupted save never replaces a good checkpoint."""
-    state = {"step": step, "trainer": training_state(trainer), "config": asdict(config), "extra": extra,
+    """What trainer.state_dict() declares, the RNG states and `extra`; written to a temporary file
+    then renamed, so an interrupted save never replaces a good checkpoint."""
+    state = {"step": step, "trainer": trainer.state_dict(), "config": asdict(config), "extra": extra,
              "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
     tmp = path.with_suffix(".tmp")
@@ -349,8 +665,8 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
 def resume(path: Path, trainer, device: torch.device) -> int:
     state = load_checkpoint(path, device)
     try:
-        restore_training_state(trainer, state["trainer"])
-    except (KeyError, RuntimeError, ValueError, AttributeError) as e:
+        trainer.load_state_dict(state["trainer"])
+    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError) as e:
         fail(f"checkpoint {path} does not match this script and config ({type(e).__name__}); "
              f"delete it or pass --resume false.")
     rng = state["rng"]
@@ -362,197 +678,82 @@ def resume(path: Path, trainer, device: torch.device) -> int:
     return state["step"]
 
 
+def compile_update(update: Callable) -> Callable:
+    """The update as one graph; dynamo must be told to trace Optimizer.step's torch.autograd.grad."""
+    import torch._dynamo
+
+    torch._dynamo.config.trace_autograd_ops = True
+    return torch.compile(update, fullgraph=True)
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM asks the loop to checkpoint after the current update and exit."""
+
+    def __init__(self):
+        self.signal = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request)
+
+    def request(self, signum, frame) -> None:
+        self.signal = signum
+
+
 def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy: Callable[[], dict],
-        extra: dict) -> dict:
-    """The loop every script shares: update, log, evaluate, checkpoint, resume.  Returns the last
-    evaluation.  `extra` (normalizer statistics and the like) is stored with each checkpoint."""
+        export: Callable[[Path], None] | None, extra: dict) -> dict:
+    """The loop every script shares.  The trainer's contract: update(batch) -> dict of detached tensors,
+    state_dict() / load_state_dict() (what a checkpoint holds), an attribute `device`, and optionally
+    periodic(step), called before the update of every step for periodic work (refreshing returns,
+    model rollouts).  Every eval_every updates: evaluate, log, checkpoint, and export(run_dir / "policy.pt2")
+    (None: a script without a policy to deploy).
+    stop_after or a signal ends the call early with a checkpoint that the same command resumes.  A
+    finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir = run_directory(config, algo)
     run_dir.mkdir(parents=True, exist_ok=True)
+    redirect_mujoco_warnings(run_dir)
     checkpoint = run_dir / "checkpoint.pt"
     start = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else 0
     if start >= config.max_steps:
         print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
         return {}
-    update = torch.compile(trainer.update) if config.compile else trainer.update
+    update = compile_update(trainer.update) if config.compile else trainer.update
+    periodic = getattr(trainer, "periodic", None)
     log = RunLog(config, algo, run_dir)
     log_every = max(1, min(1000, config.eval_every))
+    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+    stop = StopRequest()
     result = {}
-    for step in trange(start + 1, config.max_steps + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+        if periodic is not None:
+            periodic(step)
         metrics = update(sample())
-        if step % log_every == 0 or step % config.eval_every == 0 or step == config.max_steps:
+        evaluation = step % config.eval_every == 0 or step == config.max_steps
+        if step % log_every == 0 or evaluation:
             values = {f"train/{k}": v for k, v in metrics.items()}
-            if step % config.eval_every == 0 or step == config.max_steps:
-                values.update({f"eval/{k}": v for k, v in evaluate_policy().items()})
+            if evaluation:
+                measured = evaluate_policy()
+                values.update({f"eval/{k}": v for k, v in measured.items() if k != "episodes"})
             values = log.write(step, values)
             if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
                 log.close()
                 fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
-            if step % config.eval_every == 0 or step == config.max_steps:
+            if evaluation:
                 save_checkpoint(checkpoint, step, trainer, config, extra)
+                if export is not None:
+                    export(run_dir / "policy.pt2")
                 result = {k: v for k, v in values.items() if k.startswith("eval/")}
                 print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
+        if stop.signal or (step == last < config.max_steps):
+            save_checkpoint(checkpoint, step, trainer, config, extra)
+            log.close()
+            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+            if stop.signal:
+                raise SystemExit(128 + stop.signal)
+            return result
     log.close()
+    (run_dir / "finished.json").write_text(json.dumps({"step": config.max_steps, **result}))
     return result
 # --- shared: end
 
 
-class VAE(nn.Module):
-    """G_omega(s): a conditional VAE of the behavior policy.  Encoder E_omega(s, a) -> (mu, log sigma) of z,
-    decoder D_omega(s, z) -> max_action * tanh(.); latent_dim = 2 * action_dim, as the paper."""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, latent_clip: float):
-        super().__init__()
-        self.latent_dim = 2 * action_dim
-        self.encoder = mlp(state_dim + action_dim, 2 * self.latent_dim, hidden_dim)
-        self.decoder = mlp(state_dim + self.latent_dim, action_dim, hidden_dim)
-        self.max_action = max_action
-        self.latent_clip = latent_clip
-
-    def encode(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.encoder(torch.cat([state, action], -1)).chunk(2, -1)
-        return mean, log_std.clamp(-4.0, 15.0)  # bounded so that exp(log sigma) stays finite
-
-    def decode(self, state: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """D_omega(s, z); without z, a sample of G_omega(s) with z ~ N(0, I) clipped, which keeps the samples
-        where the decoder was trained (the prior's tails are rarely hit by the encoder)."""
-        if z is None:
-            z = torch.randn(state.shape[0], self.latent_dim, device=state.device)
-            z = z.clamp(-self.latent_clip, self.latent_clip)
-        return self.max_action * torch.tanh(self.decoder(torch.cat([state, z], -1)))
-
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mean, log_std = self.encode(state, action)
-        z = mean + log_std.exp() * torch.randn_like(mean)  # reparameterized sample of q(z | s, a)
-        return self.decode(state, z), mean, log_std
-
-
-class Perturbation(nn.Module):
-    """The perturbed action a + xi_phi(s, a, Phi), xi_phi = Phi * max_action * tanh(MLP(s, a)), clipped to the
-    action bounds."""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, phi: float):
-        super().__init__()
-        self.net = mlp(state_dim + action_dim, action_dim, hidden_dim)
-        self.max_action = max_action
-        self.phi = phi
-
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        xi = self.phi * self.max_action * torch.tanh(self.net(torch.cat([state, action], -1)))
-        return (action + xi).clamp(-self.max_action, self.max_action)
-
-
-def sample_actions(vae: VAE, perturbation: Perturbation, states: torch.Tensor,
-                   n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n perturbed samples a_i + xi(s, a_i, Phi), a_i ~ G_omega(s), of every state, in one batch: returns the
-    states repeated [B * n, S] (each state n times in a row) and the actions [B * n, A]."""
-    repeated = states.repeat_interleave(n, 0)
-    return repeated, perturbation(repeated, vae.decode(repeated))
-
-
-def vae_loss(recon: torch.Tensor, actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
-             kl_weight: float) -> torch.Tensor:
-    """L(omega) = ||a - D_omega(s, z)||^2 + kl_weight * D_KL( N(mu, sigma^2) || N(0, I) ),
-    D_KL = 1/2 (mu^2 + sigma^2 - 1 - log sigma^2); both terms averaged over the elements, as the authors."""
-    reconstruction = (recon - actions).pow(2).mean()
-    kl = 0.5 * (mean.pow(2) + (2.0 * log_std).exp() - 1.0 - 2.0 * log_std).mean()
-    return reconstruction + kl_weight * kl
-
-
-def soft_clipped_target(next_q: torch.Tensor, rewards: torch.Tensor, terminals: torch.Tensor, gamma: float,
-                        lmbda: float) -> torch.Tensor:
-    """y = r + gamma (1 - d) max_i [ lambda min_j Q'_j(s', a_i) + (1 - lambda) max_j Q'_j(s', a_i) ],
-    next_q = Q'_j(s', a_i) as [2, B, n]."""
-    soft = lmbda * next_q.min(0).values + (1.0 - lmbda) * next_q.max(0).values
-    return rewards + gamma * (1.0 - terminals) * soft.max(-1).values
-
-
-def critic_loss(critic: EnsembleCritic, batch: dict, target: torch.Tensor) -> torch.Tensor:
-    """sum_j E ( Q_theta_j(s, a) - y )^2."""
-    return (critic(batch["observations"], batch["actions"]) - target).pow(2).mean(1).sum()
-
-
-def perturbation_loss(critic: EnsembleCritic, perturbation: Perturbation, vae: VAE,
-                      states: torch.Tensor) -> torch.Tensor:
-    """L(phi) = -E_{s~D, a~G_omega(s)} Q_theta1(s, a + xi_phi(s, a, Phi)); gradients reach phi only."""
-    with torch.no_grad():
-        sampled = vae.decode(states)
-    return -critic(states, perturbation(states, sampled))[0].mean()
-
-
-class BCQTrainer:
-    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
-        self.device = device
-        self.vae = VAE(state_dim, action_dim, config.vae_hidden_dim, max_action, config.latent_clip).to(device)
-        self.actor = Perturbation(state_dim, action_dim, config.hidden_dim, max_action, config.phi).to(device)
-        self.actor_target = Perturbation(state_dim, action_dim, config.hidden_dim, max_action, config.phi).to(device)
-        self.actor_target.load_state_dict(self.actor.state_dict())
-        self.actor_target.requires_grad_(False)
-        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim).to(device)
-        self.critic_target = EnsembleCritic(state_dim, action_dim, config.hidden_dim).to(device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
-        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.vae_lr)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.config = config
-
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        c = self.config
-        states = batch["observations"]
-        recon, mean, log_std = self.vae(states, batch["actions"])
-        g_loss = vae_loss(recon, batch["actions"], mean, log_std, c.kl_weight)
-        self.vae_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.vae_optimizer.step()
-
-        with torch.no_grad():
-            next_states, next_actions = sample_actions(self.vae, self.actor_target, batch["next_observations"],
-                                                       c.n_actions)
-            next_q = self.critic_target(next_states, next_actions).view(2, -1, c.n_actions)
-            target = soft_clipped_target(next_q, batch["rewards"], batch["terminals"], c.gamma, c.lmbda)
-        q_loss = critic_loss(self.critic, batch, target)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        q_loss.backward()
-        self.critic_optimizer.step()
-
-        actor_loss = perturbation_loss(self.critic, self.actor, self.vae, states)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
-
-        with torch.no_grad():
-            for net, target_net in ((self.critic, self.critic_target), (self.actor, self.actor_target)):
-                for p, p_target in zip(net.parameters(), target_net.parameters()):
-                    p_target.lerp_(p, c.tau)
-        return {"vae_loss": g_loss.detach(), "critic_loss": q_loss.detach(), "actor_loss": actor_loss.detach(),
-                "q_target": target.mean()}
-
-    @torch.no_grad()
-    def act(self, state: torch.Tensor) -> torch.Tensor:
-        """pi(s): the best by Q_theta1 of n perturbed VAE samples.  Random through the samples, as in the paper:
-        BCQ has no deterministic policy to fall back on."""
-        n = self.config.n_actions
-        states, actions = sample_actions(self.vae, self.actor, state, n)
-        q1 = self.critic(states, actions)[0].view(-1, n)
-        best = q1.argmax(1)
-        return actions.view(-1, n, actions.shape[-1])[torch.arange(len(best), device=best.device), best]
-
-
-@pyrallis.wrap()
-def train(config: TrainConfig) -> dict:
-    set_seed(config.seed)
-    device = pick_device(config.device)
-    dataset = load_dataset(config.dataset_id)
-    check_continuous(dataset)
-    data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config, device)
-    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = BCQTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
-    evaluate_policy = make_evaluator(config, dataset, trainer.act, mean, std, device)
-    return fit(config, "bcq", trainer, lambda: buffer.sample(config.batch_size), evaluate_policy,
-               {"state_mean": mean, "state_std": std})
-
-
 if __name__ == "__main__":
-    check_config_file(TrainConfig)
-    train()
+    train(parse_config(TrainConfig))

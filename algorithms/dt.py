@@ -596,7 +596,8 @@ class Optimizer:
         with torch.no_grad():
             self.steps.copy_(state["steps"])
             torch._foreach_copy_(self.moments, state["moments"])
-            torch._foreach_copy_(self.second_moments, state["second_moments"])
+            if self.second_moments:  # SGD keeps none
+                torch._foreach_copy_(self.second_moments, state["second_moments"])
 
 
 def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:

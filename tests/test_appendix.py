@@ -97,3 +97,12 @@ def test_state_round_trips():
 @pytest.mark.parametrize("name,expected", [("cpu", "cpu"), ("auto", "cpu" if not torch.cuda.is_available() else "cuda")])
 def test_pick_device(name, expected):
     assert appendix.pick_device(name).type == expected
+
+
+def test_sgd_state_round_trips():
+    ours, _ = twin_networks()
+    opt = appendix.Optimizer(ours.parameters(), 1e-2, kind="sgd", momentum=0.9)
+    opt.step(loss_of(ours, 0))
+    other = appendix.Optimizer(ours.parameters(), 1e-2, kind="sgd", momentum=0.9)
+    other.load_state_dict(opt.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(other.moments, opt.moments))

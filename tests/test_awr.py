@@ -1,5 +1,6 @@
 """AWR's math against hand computations: TD(lambda) and Monte Carlo returns with truncated and terminal
-endings, the advantage weights and their clip, the policy's log-likelihood, the refresh of the targets."""
+endings, the advantage weights and their clip, the policy's log-likelihood and its initialization, the
+authors' iteration (value steps, refresh with the refit V, policy steps) and V of next states by shifting."""
 
 import math
 
@@ -89,32 +90,120 @@ def test_policy_loss_is_weighted_gaussian_log_likelihood():
     assert awr.policy_loss(policy, batch, weights).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_targets_refresh_every_returns_every_batches():
-    config = awr.TrainConfig(returns_every=2, gamma=GAMMA, td_lambda=LAM, normalize_advantages=False)
-    data = {"observations": torch.randn(6, 3).numpy(), "actions": torch.zeros(6, 1).numpy(),
-            "rewards": REWARDS.numpy(), "next_observations": torch.randn(6, 3).numpy(), "terminals": TERMINALS.numpy()}
-    buffer = awr.DeviceBuffer(data, torch.device("cpu"))
-    trainer = awr.AWRTrainer(3, 1, 1.0, config, torch.device("cpu"), buffer, ENDS)
+def test_policy_output_layer_starts_near_zero():
+    torch.manual_seed(0)
+    policy = awr.GaussianPolicy(3, 2, 16, max_action=1.0, action_std=0.4)
+    out = policy.net[-1]
+    assert out.weight.abs().max().item() <= 0.01 and out.bias.abs().max().item() == 0.0
+    assert policy(torch.randn(64, 3)).abs().max().item() < 0.1  # the initial mean action is about 0
 
-    def expected():
-        with torch.no_grad():
-            values = trainer.value(buffer.data["observations"])
-            next_values = trainer.value(buffer.data["next_observations"])
-        returns = awr.lambda_returns(REWARDS, next_values, TERMINALS, ENDS, GAMMA, LAM)
-        return returns, awr.awr_weights(returns - values, 1.0, 20.0, normalize=False)
 
-    batch = trainer.sample(4)
-    first = expected()
-    torch.testing.assert_close(trainer.returns, first[0])
-    torch.testing.assert_close(trainer.weights, first[1])
-    assert set(batch) >= {"returns", "weights"}
+def synthetic_trajectories(rewards=REWARDS, terminals=TERMINALS, ends=ENDS, state_dim=3, seed=0):
+    """Episodes one after the other, with s_{t+1} of a step equal to s_t of the next one within an episode."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(ends)
+    states = torch.randn(n + int(ends.sum()), state_dim, generator=generator)
+    rows = torch.arange(n) + torch.cumsum(ends, 0).long() - ends.long()  # step t of episode k is row t + k
+    return {"observations": states[rows], "next_observations": states[rows + 1],
+            "actions": torch.rand(n, 1, generator=generator) * 2 - 1, "rewards": rewards, "terminals": terminals,
+            "episode_ends": ends}
 
+
+def make_awr_trainer(trajectories=None, **overrides):
+    trajectories = trajectories or synthetic_trajectories()
+    config = awr.TrainConfig(device="cpu", hidden_dim=16, batch_size=4, gamma=GAMMA, td_lambda=LAM, **overrides)
+    return awr.AWRTrainer(3, 1, 1.0, config, torch.device("cpu"), trajectories)
+
+
+def expected_targets(trainer):
+    """R^lambda and w computed the long way: V_psi of every next state, not of the shifted states."""
+    data = trainer.trajectories
     with torch.no_grad():
-        trainer.value.net[-1].bias += 1.0  # V changes; the targets follow only at the next refresh
-    trainer.sample(4)
-    torch.testing.assert_close(trainer.returns, first[0])
-    trainer.sample(4)
-    second = expected()
-    torch.testing.assert_close(trainer.returns, second[0])
-    torch.testing.assert_close(trainer.weights, second[1])
-    assert not torch.allclose(second[0], first[0])
+        values, next_values = trainer.value(data["observations"]), trainer.value(data["next_observations"])
+    returns = awr.lambda_returns(data["rewards"], next_values, data["terminals"], data["episode_ends"], GAMMA, LAM)
+    return returns, awr.awr_weights(returns - values, 1.0, 20.0, normalize=False)
+
+
+def test_next_state_values_come_from_the_shifted_states():
+    trainer = make_awr_trainer(normalize_advantages=False)
+    trainer.refresh_targets()
+    returns, weights = expected_targets(trainer)
+    torch.testing.assert_close(trainer.returns, returns)
+    torch.testing.assert_close(trainer.weights, weights)
+
+
+def test_periodic_follows_the_authors_iteration():
+    # value_steps = 2, policy_steps = 3: steps 1-2 fit V_psi, 3-5 fit pi_phi, 6 starts the next iteration.
+    # The targets are refreshed before steps 1, 3 and 6 only, each time with the V_psi of that moment.
+    trainer = make_awr_trainer(normalize_advantages=False, value_steps=2, policy_steps=3)
+    phases = []
+    for step in range(1, 8):
+        with torch.no_grad():
+            trainer.value.net[-1].bias += 1.0  # V changes before every step; the targets follow at refreshes only
+        before = trainer.returns.clone()
+        trainer.periodic(step)
+        refreshed = not torch.equal(before, trainer.returns)
+        if refreshed:
+            returns, weights = expected_targets(trainer)
+            torch.testing.assert_close(trainer.returns, returns)
+            torch.testing.assert_close(trainer.weights, weights)
+        phases.append((step, trainer.fitting_value, refreshed))
+    assert phases == [(1, True, True), (2, True, False), (3, False, True), (4, False, False), (5, False, False),
+                      (6, True, True), (7, True, False)]
+
+
+def batch_of(trainer, batch_size=4):
+    index = torch.randint(0, len(trainer.returns), (batch_size,))
+    return {"index": index, **{k: v[index] for k, v in trainer.trajectories.items() if k != "episode_ends"}}
+
+
+def test_each_phase_steps_its_own_network_on_the_looked_up_targets():
+    trainer = make_awr_trainer(value_steps=1, policy_steps=1)
+    for step, stepped, still in ((1, "value", "actor"), (2, "actor", "value")):
+        trainer.periodic(step)
+        before = {name: [p.clone() for p in getattr(trainer, name).parameters()] for name in ("value", "actor")}
+        batch = batch_of(trainer)
+        metrics = trainer.update(batch)
+        assert any(not torch.equal(p, q) for p, q in zip(before[stepped], getattr(trainer, stepped).parameters()))
+        assert all(torch.equal(p, q) for p, q in zip(before[still], getattr(trainer, still).parameters()))
+        looked_up = trainer.returns[batch["index"]] if stepped == "value" else trainer.weights[batch["index"]]
+        key = "return" if stepped == "value" else "weight"
+        torch.testing.assert_close(metrics[key], looked_up.mean())
+
+
+def longer_trajectories():
+    lengths, terminal = [5, 7, 4, 8], [False, True, False, True]
+    ends = torch.cat([torch.eye(n)[-1] for n in lengths])
+    terminals = torch.cat([torch.eye(n)[-1] * float(d) for n, d in zip(lengths, terminal)])
+    return synthetic_trajectories(torch.randn(len(ends), generator=torch.Generator().manual_seed(1)), terminals, ends)
+
+
+def test_compiled_update_matches_eager():
+    from conftest import assert_compiled_matches_eager
+
+    for step in (1, 3):  # the value phase, then the policy phase (value_steps = 2)
+        def make_trainer():
+            trainer = make_awr_trainer(longer_trajectories(), value_steps=2, policy_steps=2)
+            trainer.periodic(step)
+            return trainer
+
+        assert_compiled_matches_eager(make_trainer, batch_of)
+
+
+def test_policy_export_matches_trainer(tmp_path):
+    from conftest import assert_export_matches_policy
+
+    assert_export_matches_policy(awr, make_awr_trainer(), 3, tmp_path)
+
+
+def test_checkpoint_state_round_trips():
+    from conftest import tensors_of
+
+    a, b = make_awr_trainer(), make_awr_trainer()
+    a.periodic(1)
+    a.update(batch_of(a))
+    b.load_state_dict(a.state_dict())
+    b_state = dict(tensors_of(b.state_dict()))
+    for path, tensor in tensors_of(a.state_dict()):
+        assert torch.equal(tensor, b_state[path]), path
+    assert torch.equal(a.returns, b.returns) and torch.equal(a.weights, b.weights)

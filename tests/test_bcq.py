@@ -1,5 +1,6 @@
 """BCQ's math against hand computations: the soft clipped double-Q target, the VAE loss, the clipped latent
-when sampling, the bounded perturbation, and action selection by Q_1 among the sampled actions."""
+when sampling, the bounded perturbation, action selection by Q_1 among 100 sampled actions (10 in the
+target), and the trainer's contract: compiled update, exported policy, checkpoint state."""
 
 import math
 
@@ -86,12 +87,12 @@ def test_perturbation_bounded_by_phi_max_action():
     assert at_bound.max().item() <= 2.0  # clipped to the action bounds
 
 
-def test_act_picks_the_best_sample_by_q1():
-    config = bcq.TrainConfig(n_actions=10, hidden_dim=16, vae_hidden_dim=16)
+def test_policy_picks_the_best_sample_by_q1():
+    config = bcq.TrainConfig(eval_n_actions=10, hidden_dim=16, vae_hidden_dim=16)
     trainer = bcq.BCQTrainer(3, 1, 2.0, config, torch.device("cpu"))
     states = torch.randn(4, 3)
     torch.manual_seed(1)
-    actions = trainer.act(states)
+    actions = trainer.policy()(states)
     torch.manual_seed(1)
     repeated, candidates = bcq.sample_actions(trainer.vae, trainer.actor, states, 10)
     assert torch.equal(repeated, states.repeat_interleave(10, 0))
@@ -99,3 +100,63 @@ def test_act_picks_the_best_sample_by_q1():
     expected = candidates.view(4, 10, 1)[torch.arange(4), q1.argmax(1)]
     torch.testing.assert_close(actions, expected)
     assert actions.shape == (4, 1)
+
+
+def make_bcq_trainer(**overrides):
+    config = bcq.TrainConfig(device="cpu", hidden_dim=16, vae_hidden_dim=16, **overrides)
+    return bcq.BCQTrainer(3, 2, 1.0, config, torch.device("cpu"))
+
+
+def random_batch(batch_size=16, state_dim=3, action_dim=2):
+    return {"observations": torch.randn(batch_size, state_dim), "actions": torch.rand(batch_size, action_dim) * 2 - 1,
+            "rewards": torch.randn(batch_size), "next_observations": torch.randn(batch_size, state_dim),
+            "terminals": (torch.rand(batch_size) < 0.1).float()}
+
+
+def decoded_batch_sizes(trainer, run):
+    sizes = []
+    handle = trainer.vae.decoder.register_forward_hook(lambda module, inputs, output: sizes.append(len(inputs[0])))
+    run()
+    handle.remove()
+    return sizes
+
+
+def test_acting_samples_100_actions_and_the_target_10():
+    # The authors' select_action repeats the state 100 times; their target repeats the next state 10 times.
+    assert bcq.TrainConfig.eval_n_actions == 100 and bcq.TrainConfig.n_actions == 10
+    trainer = make_bcq_trainer()
+    assert decoded_batch_sizes(trainer, lambda: trainer.policy()(torch.randn(3, 3))) == [300]
+    # the update decodes the batch (VAE loss), 10 samples per next state (target), the batch (actor loss)
+    assert decoded_batch_sizes(trainer, lambda: trainer.update(random_batch(8))) == [8, 80, 8]
+
+
+def test_compiled_update_matches_eager():
+    from conftest import assert_compiled_matches_eager
+
+    assert_compiled_matches_eager(make_bcq_trainer, lambda trainer: random_batch())
+
+
+def test_policy_export_matches_trainer(tmp_path):
+    from conftest import assert_export_matches_policy
+
+    # The policy draws its VAE samples inside: the exported program's randn follows torch's global generator,
+    # so under the same seed both pick the same actions, and another seed gives other samples.
+    trainer = make_bcq_trainer()
+    assert_export_matches_policy(bcq, trainer, 3, tmp_path)
+    program = torch.export.load(tmp_path / "policy.pt2").module()
+    raw = torch.randn(5, 3)
+    torch.manual_seed(1)
+    first = program(raw)
+    torch.manual_seed(2)
+    assert not torch.equal(first, program(raw))
+
+
+def test_checkpoint_state_round_trips():
+    from conftest import tensors_of
+
+    a, b = make_bcq_trainer(), make_bcq_trainer()
+    a.update(random_batch())
+    b.load_state_dict(a.state_dict())
+    b_state = dict(tensors_of(b.state_dict()))
+    for path, tensor in tensors_of(a.state_dict()):
+        assert torch.equal(tensor, b_state[path]), path

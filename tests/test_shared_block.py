@@ -53,12 +53,12 @@ def test_common_fields_are_identical(path):
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
 def test_method_comes_first(path):
-    """Reader-first: the first loss (a function named *_loss) within about 120 lines, train() before the
+    """Reader-first: the first loss (a function named *_loss) within about the first 120-150 lines, train() before the
     plumbing blocks, the shared appendix last."""
     text = path.read_text()
     lines = text.splitlines()
     first_loss = next(i for i, line in enumerate(lines, 1) if line.startswith("def ") and "_loss(" in line)
-    assert first_loss <= 130, f"{path.name}: first loss at line {first_loss}"
+    assert first_loss <= 150, f"{path.name}: first loss at line {first_loss}"
     train_at = text.index("\ndef train(")
     assert train_at < text.index("# --- shared: begin")
     assert text.rstrip().endswith("train(parse_config(TrainConfig))")

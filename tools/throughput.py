@@ -72,17 +72,18 @@ def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool):
         mean, std = module.state_statistics(data["observations"], config.normalize_states)
         buffer = module.SequenceBuffer(data, mean, std, config, device)
         trainer = module.DTTrainer(STATE_DIM, ACTION_DIM, 1.0, config, device)
-        sample = lambda: buffer.sample(config.batch_size)  # noqa: E731
-    elif algo == "awr":  # the trainer owns the lambda-returns it refreshes between batches
-        buffer, _, _ = module.transition_buffer(data, config, device)
-        ends = torch.as_tensor(data["episode_ends"], device=device)
-        trainer = module.AWRTrainer(STATE_DIM, ACTION_DIM, 1.0, config, device, buffer, ends)
-        sample = lambda: trainer.sample(config.batch_size)  # noqa: E731
     else:
-        buffer, _, _ = module.transition_buffer(data, config, device)
-        trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device)
-        sample = lambda: buffer.sample(config.batch_size)  # noqa: E731
-    update = torch.compile(trainer.update) if compiled else trainer.update
+        buffer, _, _ = module.transition_buffer(data, config.normalize_states,
+                                                getattr(config, "normalize_reward", False), device)
+        if algo == "awr":  # the trainer keeps R^lambda and w per transition, looked up by the batch's index
+            trajectories = {**buffer.data, "episode_ends": torch.as_tensor(data["episode_ends"], device=device)}
+            buffer.data["index"] = torch.arange(buffer.size, device=device)
+            trainer = module.AWRTrainer(STATE_DIM, ACTION_DIM, 1.0, config, device, trajectories)
+            trainer.periodic(config.value_steps + 1)  # the policy phase, AWR's most frequent update
+        else:
+            trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device)
+    sample = lambda: buffer.sample(config.batch_size)  # noqa: E731
+    update = module.compile_update(trainer.update) if compiled else trainer.update
     return lambda: update(sample()), config.batch_size
 
 
