@@ -12,6 +12,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
+LEARNERS = [a for a in ALGOS if a != "fqe"]  # fqe evaluates a given policy: tests/test_fqe.py runs it
 # Per-script settings that make a smoke run small (the configs' defaults are for real runs).
 SMALL = {
     "dt": ["--context_len", "5", "--embed_dim", "32", "--n_layers", "1", "--eval_targets", "[-150.0]"],
@@ -41,7 +42,7 @@ def final_weights(run_dir):
     return state["step"], state["trainer"]
 
 
-@pytest.mark.parametrize("algo", ALGOS)
+@pytest.mark.parametrize("algo", LEARNERS)
 def test_smoke_checkpoint_policy_and_exact_resume(algo, minari_root, tmp_path):
     """A straight run and a run stopped by stop_after at update 40 (between evaluations) then resumed by
     the same command end with the same weights, bit for bit; both leave policy.pt2 and finished.json."""

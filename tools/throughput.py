@@ -82,6 +82,8 @@ def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool):
             trainer.periodic(config.value_steps + 1)  # the policy phase, AWR's most frequent update
         else:
             trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device)
+        if algo == "fqe":  # pi(s') is computed once before training; any actions time the same
+            buffer.data["next_actions"] = torch.rand(buffer.size, ACTION_DIM, device=device) * 2 - 1
     sample = lambda: buffer.sample(config.batch_size)  # noqa: E731
     update = module.compile_update(trainer.update) if compiled else trainer.update
     return lambda: update(sample()), config.batch_size

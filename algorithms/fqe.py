@@ -1,0 +1,749 @@
+# FQE: Fitted Q Evaluation (Le, Voloshin, Yue 2019, "Batch Policy Learning under Constraints"), as
+# Paine et al. 2020 ("Hyperparameter Selection for Offline Reinforcement Learning") and Fu et al. 2021
+# ("Benchmarks for Deep Off-Policy Evaluation") use it to rank policies from data alone.
+# Chapter: RL03 "Off-policy Evaluation (OPE)": given D and a policy pi, estimate J(pi) without running pi.
+#
+#   Q_theta(s, a) = f_theta(s, a) / (1 - gamma)       f outputs a per-step value, of the size of r
+#   y_i           = clip( r + gamma (1 - d) Q_theta_bar_i(s', pi(s')),  Q_min, Q_max )
+#   L(theta)      = E_{(s,a,r,s',d)~D} sum_i ( Q_theta_i(s, a) - y_i )^2
+#   J_hat(pi)     = E_{s_0~D_0} [ 1/N sum_i Q_theta_bar_i(s_0, pi(s_0)) ],   D_0: first states of D's episodes
+#   Q_min = min(r_min, 0) / (1 - gamma),   Q_max = max(r_max, 0) / (1 - gamma)
+#
+# The chapter defines OPE but sketches no regression estimator (only IS, DR, marginalized IS and LSTD):
+# the equations follow Le et al. 2019 and Fu et al. 2021's code (policy_eval/q_fitter.py).
+# pi is fixed: no max over actions, so no overestimation feedback; but Q(s', pi(s')) is queried at
+# actions D may not contain, and FQE's error grows with that shift (Fu et al. 2021).
+# J_hat is a discounted value: compare its size with the measured discounted return, its ranks with
+# the measured returns; evaluation logs all three.  The state holds no time step, so J_hat values the
+# episode beyond its time limit too (Pendulum's 200 steps leave gamma^200 = 0.13 of the weight there).
+
+import copy
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import random
+import re
+import signal
+import sys
+import time
+from contextlib import redirect_stderr
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import gymnasium as gym
+import numpy as np
+import pyrallis
+import torch
+import torch.nn as nn
+from tqdm import trange
+
+
+@dataclass
+class TrainConfig:
+    """Common fields (the same in every script), then the method's: FQE."""
+    seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
+    device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
+    dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
+    normalize_states: bool = True  # standardize observations with the dataset's mean and std
+    max_steps: int = 1_000_000  # gradient updates
+    batch_size: int = 256  # transitions per update
+    eval_every: int = 5_000  # updates between evaluations (and checkpoints, and policy.pt)
+    eval_episodes: int = 10  # episodes per evaluation
+    checkpoints_path: Optional[str] = None  # run directory; default runs/<algo>/<dataset_id>/seed<seed>
+    resume: bool = True  # continue from <run directory>/checkpoint.pt when it exists
+    stop_after: int = 0  # updates this call may run before it checkpoints and exits (0: no limit); rerun to resume
+    logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
+    project: str = "offline-rl"  # wandb project
+    compile: bool = False  # capture the update with torch.compile(fullgraph=True)
+    policy_path: Optional[str] = None  # pi: a policy.pt2 of this project (raw observations -> actions); required
+    normalize_reward: bool = False  # scale r by 1000 / (max return - min return); J_hat is scaled back either way
+    gamma: float = 0.99  # gamma, discount of Q^pi and J(pi); must equal the evaluation's EVAL_DISCOUNT
+    tau: float = 0.005  # Polyak rate of the target Q_theta_bar (Fu et al. 2021's code)
+    hidden_dim: int = 256  # width of the two hidden layers of f_theta
+    critic_lr: float = 3e-4  # Adam learning rate of Q_theta
+    weight_decay: float = 1e-5  # decay of theta per update (TF-Addons' AdamW in Fu et al. 2021's code)
+
+
+# --- critic: begin
+class VectorizedLinear(nn.Module):
+    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+
+    def __init__(self, in_features: int, out_features: int, n: int):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
+        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleCritic(nn.Module):
+    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
+        super().__init__()
+        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
+        layers = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
+        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
+        self.n = n
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([state, action], -1)
+        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
+        return self.net(x).squeeze(-1)
+# --- critic: end
+
+
+def q_values(critic: nn.Module, states: torch.Tensor, actions: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Q_theta_i(s, a) = f_theta_i(s, a) / (1 - gamma), [N, B]: the network fits per-step values, as in
+    Fu et al. 2021's code, so that its outputs have the size of r whatever the horizon."""
+    return critic(states, actions) / (1.0 - gamma)
+
+
+def bellman_targets(critic_target: nn.Module, batch: dict, gamma: float, q_min: float, q_max: float) -> torch.Tensor:
+    """y_i = clip(r + gamma (1 - d) Q_theta_bar_i(s', pi(s')), Q_min, Q_max), [N, B]: member i bootstraps
+    from its own target, so the N members are N independent fits of Q^pi."""
+    next_q = q_values(critic_target, batch["next_observations"], batch["next_actions"], gamma)
+    return (batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q).clamp(q_min, q_max)
+
+
+def fqe_loss(critic: nn.Module, batch: dict, targets: torch.Tensor, gamma: float) -> torch.Tensor:
+    """L(theta) = E_{(s,a,r,s',d)~D} sum_i ( Q_theta_i(s, a) - y_i )^2."""
+    return (q_values(critic, batch["observations"], batch["actions"], gamma) - targets).pow(2).mean(1).sum()
+
+
+def value_estimate(critic: nn.Module, initial_states: torch.Tensor, initial_actions: torch.Tensor,
+                   gamma: float) -> torch.Tensor:
+    """J_hat(pi) = E_{s_0~D_0} [ 1/N sum_i Q_i(s_0, pi(s_0)) ]: the mean of the members, not their
+    minimum: with no max over actions there is no overestimation to counter (Fu et al. 2021's code fits
+    one Q and reads it; the mean of N independent fits has its expectation and less variance)."""
+    return q_values(critic, initial_states, initial_actions, gamma).mean()
+
+
+def value_bounds(rewards: torch.Tensor, gamma: float) -> tuple[float, float]:
+    """(Q_min, Q_max).  Fu et al. 2021's code clips to [r_min, r_max] / (1 - gamma), which cuts the true
+    value of an episode that terminates early when r_min > 0 (Hopper): 0 belongs in the bounds."""
+    return min(rewards.min().item(), 0.0) / (1.0 - gamma), max(rewards.max().item(), 0.0) / (1.0 - gamma)
+
+
+class FQETrainer:
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
+                 bounds: tuple[float, float] = (-math.inf, math.inf)):
+        self.device = device
+        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # TF-Addons' AdamW multiplies theta by 1 - weight_decay per update; Optimizer by 1 - lr * weight_decay.
+        self.critic_optimizer = Optimizer(self.critic.parameters(), config.critic_lr,
+                                          weight_decay=config.weight_decay / config.critic_lr)
+        self.gamma, self.tau = config.gamma, config.tau
+        self.q_min, self.q_max = bounds
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            targets = bellman_targets(self.critic_target, batch, self.gamma, self.q_min, self.q_max)
+        loss = fqe_loss(self.critic, batch, targets, self.gamma)
+        self.critic_optimizer.step(loss)
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
+        return {"q_loss": loss.detach(), "q": targets.mean()}
+
+    @torch.no_grad()
+    def estimate(self, initial_states: torch.Tensor, initial_actions: torch.Tensor) -> torch.Tensor:
+        """J_hat(pi) from the target network, which Fu et al. 2021's code reads (the online one is noisier)."""
+        return value_estimate(self.critic_target, initial_states, initial_actions, self.gamma)
+
+    def state_dict(self) -> dict:
+        return {"critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            getattr(self, name).load_state_dict(value)
+
+
+def load_policy(path: str, dataset_id: str, state_dim: int, action_dim: int) -> nn.Module:
+    """pi from a policy.pt2: one observation batch [B, state_dim] -> one action batch [B, action_dim]."""
+    if not os.path.isfile(path):
+        fail(f"policy file {path} does not exist.")
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # torch.export.load logs a stack trace before it raises on a foreign file
+    try:
+        program = torch.export.load(path)
+    except Exception as e:  # noqa: BLE001 - any file that is not a torch.export program
+        fail(f"{path} is not a policy: not a torch.export program ({type(e).__name__}); "
+             f"pass the policy.pt2 a training run writes.")
+    finally:
+        logger.setLevel(level)
+    nodes = {node.name: node for node in program.graph.nodes}
+    inputs = [nodes[name].meta.get("val") for name in program.graph_signature.user_inputs]
+    outputs = [nodes[name].meta.get("val") for name in program.graph_signature.user_outputs]
+    if len(inputs) != 1 or len(outputs) != 1 or not all(isinstance(t, torch.Tensor) and t.dim() == 2
+                                                        for t in inputs + outputs):
+        fail(f"{path} is a torch.export program but not a policy: a policy maps one observation batch "
+             f"[B, {state_dim}] to one action batch [B, {action_dim}].")
+    for what, size, wanted in (("observations", inputs[0].shape[1], state_dim),
+                               ("actions", outputs[0].shape[1], action_dim)):
+        if isinstance(size, int) and size != wanted:
+            fail(f"policy {path} has {what} of size {size}, but dataset {dataset_id} has {what} of size {wanted}.")
+    if isinstance(inputs[0].shape[0], int):
+        fail(f"policy {path} was exported for a fixed batch size ({inputs[0].shape[0]}); export it with a dynamic "
+             f"batch dimension (torch.export.Dim.DYNAMIC), as this project's scripts do.")
+    return program.module()
+
+
+@torch.no_grad()
+def policy_actions(policy: nn.Module, observations: np.ndarray, path: str, chunk: int = 8192) -> torch.Tensor:
+    """pi(s) for every raw observation, once: the policy is fixed, so no update ever calls it."""
+    try:
+        return torch.cat([policy(torch.as_tensor(observations[i:i + chunk]))
+                          for i in range(0, len(observations), chunk)]).float()
+    except Exception as e:  # noqa: BLE001 - e.g. a program that expects another dtype
+        fail(f"policy {path} fails on the dataset's observations ({type(e).__name__}: {str(e).splitlines()[0]}).")
+
+
+def check_fqe_config(config: TrainConfig) -> None:
+    if not config.policy_path:
+        fail("policy_path is required: the policy.pt2 to evaluate, e.g. runs/iql/<dataset_id>/seed0/policy.pt2.")
+    if config.gamma != EVAL_DISCOUNT:
+        fail(f"gamma must be {EVAL_DISCOUNT}, the discount of the measured returns J_hat is compared with; "
+             f"got {config.gamma}.")
+
+
+def policy_run_directory(config: TrainConfig) -> str:
+    """The default run directory names the policy by its content, so that a run never resumes the fit of
+    another policy: runs/fqe/<dataset_id>/policy-<sha256 prefix>/seed<seed>."""
+    digest = hashlib.sha256(Path(config.policy_path).read_bytes()).hexdigest()[:12]
+    return os.path.join("runs", "fqe", config.dataset_id, f"policy-{digest}", f"seed{config.seed}")
+
+
+def write_estimate(config: TrainConfig, result: dict) -> None:
+    estimate = {"estimate": result["eval/estimate"], "policy_path": config.policy_path, "dataset_id": config.dataset_id,
+                "gamma": config.gamma, "measured_discounted_return": result["eval/discounted_return"],
+                "measured_return": result["eval/return"]}
+    (run_directory(config, "fqe") / "estimate.json").write_text(json.dumps(estimate, indent=1))
+
+
+def train(config: TrainConfig) -> dict:
+    check_fqe_config(config)
+    config.checkpoints_path = config.checkpoints_path or policy_run_directory(config)
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    dataset = load_dataset(config.dataset_id)
+    check_continuous(dataset)
+    data = flatten_episodes(dataset)
+    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    policy = load_policy(config.policy_path, config.dataset_id, state_dim, action_dim)
+    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    buffer.data["next_actions"] = policy_actions(policy, data["next_observations"], config.policy_path).to(device)
+    s_0 = data["observations"][np.flatnonzero(np.r_[1.0, data["episode_ends"][:-1]])]
+    initial_states = torch.as_tensor((s_0 - mean) / std, device=device)
+    initial_actions = policy_actions(policy, s_0, config.policy_path).to(device)
+    scale = reward_scale(data, config.normalize_reward)
+    trainer = FQETrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device,
+                         value_bounds(buffer.data["rewards"], config.gamma))
+    measure = make_evaluator(config, dataset, policy, np.zeros(state_dim, np.float32), np.ones(state_dim, np.float32),
+                             torch.device("cpu"))
+    measured = {}  # pi and the evaluation seeds are fixed: its episodes are run once
+
+    def evaluate_policy() -> dict:
+        measured.update(measured or measure())
+        return {"estimate": trainer.estimate(initial_states, initial_actions) / scale, **measured}
+
+    result = fit(config, "fqe", trainer, lambda: buffer.sample(config.batch_size), evaluate_policy, None,
+                 {"state_mean": mean, "state_std": std})
+    if result and int(trainer.critic_optimizer.steps) == config.max_steps:
+        write_estimate(config, result)
+    return result
+
+
+# --- transitions: begin
+def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    if not enabled:
+        return 1.0
+    returns = data["episode_returns"][data["episode_ends"] > 0]
+    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+
+
+def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
+                      device: torch.device):
+    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
+    state statistics (mean, std) that the policy needs at evaluation time."""
+    mean, std = state_statistics(data["observations"], normalize_states)
+    transitions = {
+        "observations": (data["observations"] - mean) / std,
+        "actions": data["actions"],
+        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
+        "next_observations": (data["next_observations"] - mean) / std,
+        "terminals": data["terminals"],
+    }
+    return DeviceBuffer(transitions, device), mean, std
+# --- transitions: end
+
+
+# --- shared: begin
+# The plumbing every script shares, byte-identical in all of them: bad input, seeding and device,
+# Minari loading and flattening, normalization, the device-resident buffer, the MLP, the optimizer,
+# evaluation, the deployable policy, logging, checkpoints and the training loop.  Its one source is
+# tools/shared/appendix.py: edit it there, then run tools/sync_shared.py.
+
+EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
+
+
+def fail(message: str) -> None:
+    """Bad input ends the run with one sentence and a non-zero exit status, not a stack trace."""
+    raise SystemExit(f"error: {message}")
+
+
+def config_paths(argv: list[str]) -> list[str]:
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
+    return paths + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
+
+
+def check_config_file(path: str, config_class) -> None:
+    import yaml
+
+    if not os.path.isfile(path):
+        fail(f"config file {path} does not exist.")
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
+    if not isinstance(values, dict):
+        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        fail(f"config {path} has unknown key(s) {', '.join(sorted(unknown))}; "
+             f"valid keys: {', '.join(f.name for f in dataclasses.fields(config_class))}.")
+
+
+def parse_config(config_class):
+    """TrainConfig from the YAML file and the command line; every bad value is one sentence."""
+    for path in config_paths(sys.argv[1:]):
+        check_config_file(path, config_class)
+    messages = io.StringIO()
+    try:
+        with redirect_stderr(messages):
+            config = pyrallis.parse(config_class=config_class)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        fail(messages.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1] + ".")
+    except Exception as e:  # noqa: BLE001 - pyrallis' decoding errors: a value of the wrong type
+        wrong = re.search(r"value='(.*?)' into field .*?\.(\w+)\" of type (?:<class '(\w+)'>|([\w\[\], ]+))", str(e))
+        fail(f"{wrong[2]} must be of type {wrong[3] or wrong[4]}, got {wrong[1]!r}." if wrong
+             else " ".join(str(e).split()))
+    check_common_fields(config)
+    return config
+
+
+def check_common_fields(config) -> None:
+    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes"):
+        if getattr(config, name) < 1:
+            fail(f"{name} must be at least 1, got {getattr(config, name)}.")
+    if config.stop_after < 0:
+        fail(f"stop_after must be 0 (no stop) or a positive number of updates, got {config.stop_after}.")
+    pick_device(config.device)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>.")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        fail(f"device {name!r} is not available on this machine ({torch.cuda.device_count()} CUDA devices).")
+    if device.type not in ("cpu", "cuda"):
+        fail(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:<index>.")
+    return device
+
+
+def load_dataset(dataset_id: str):
+    """Minari dataset from disk, else downloaded; a missing one is one clear sentence."""
+    import minari
+    from minari.storage import get_dataset_path
+
+    try:
+        return minari.load_dataset(dataset_id)
+    except FileNotFoundError:
+        pass
+    except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
+        fail(f"could not load dataset {dataset_id!r}: {e}")
+    try:
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
+        fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} and could not be downloaded; "
+             f"build the local datasets with: python tools/make_datasets.py")
+
+
+def check_continuous(dataset) -> None:
+    obs_space, act_space = dataset.observation_space, dataset.action_space
+    if not isinstance(act_space, gym.spaces.Box) or not isinstance(obs_space, gym.spaces.Box) \
+            or len(obs_space.shape) != 1 or len(act_space.shape) != 1:
+        fail(f"this script handles flat continuous observations and actions (Box vectors); "
+             f"the dataset has observations {obs_space} and actions {act_space}.")
+
+
+def flatten_episodes(dataset) -> dict[str, np.ndarray]:
+    """Episodes -> transitions.  terminals come from terminations only (a time-limit truncation
+    is not a terminal); next_observations come from the same episode; episode_ids and
+    episode_returns let methods work per trajectory."""
+    columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals",
+                               "episode_ends", "episode_ids", "episode_returns")}
+    for i, ep in enumerate(dataset.iterate_episodes()):
+        length = len(ep.rewards)
+        ends = np.zeros(length, np.float32)
+        ends[-1] = 1.0
+        columns["observations"].append(ep.observations[:-1])
+        columns["next_observations"].append(ep.observations[1:])
+        columns["actions"].append(ep.actions)
+        columns["rewards"].append(ep.rewards)
+        columns["terminals"].append(ep.terminations)
+        columns["episode_ends"].append(ends)
+        columns["episode_ids"].append(np.full(length, i))
+        columns["episode_returns"].append(np.full(length, ep.rewards.sum()))
+    data = {k: np.concatenate(v) for k, v in columns.items()}
+    for k in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_returns"):
+        data[k] = data[k].astype(np.float32)
+    return data
+
+
+def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
+    if not enabled:
+        return np.zeros(observations.shape[1], np.float32), np.ones(observations.shape[1], np.float32)
+    return observations.mean(0), observations.std(0) + 1e-3
+
+
+class DeviceBuffer:
+    """Arrays of equal length as tensors on the training device; batch indices are drawn there too."""
+
+    def __init__(self, data: dict[str, np.ndarray], device: torch.device):
+        self.data = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in data.items()}
+        self.size = len(next(iter(self.data.values())))
+        self.device = device
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
+    layers, dim = [], in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        dim = hidden_dim
+    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+
+
+class Optimizer:
+    """Adam (Kingma & Ba 2015), AdamW's decoupled weight decay, or SGD with momentum, computed as
+    torch.optim computes them but written out, so that a whole update (losses, gradients and steps)
+    compiles as one graph: torch.optim's step() and Tensor.backward() break the graph (torch 2.13).
+    step(loss) differentiates `loss` with respect to this optimizer's parameters only: an actor's loss
+    through the critic computes no critic gradients.  schedule(t) multiplies lr at the update after t
+    updates (t = 0, 1, ...), as torch's LambdaLR; max_grad_norm clips the gradients' global norm first."""
+
+    def __init__(self, params, lr: float, kind: str = "adam", betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, max_grad_norm: float = math.inf,
+                 schedule: Callable[[torch.Tensor], torch.Tensor] = lambda t: 1.0):
+        self.params = list(params)
+        self.lr, self.kind, self.betas, self.eps = lr, kind, betas, eps
+        self.weight_decay, self.momentum, self.max_grad_norm, self.schedule = weight_decay, momentum, max_grad_norm, schedule
+        self.steps = torch.zeros((), device=self.params[0].device)
+        self.moments = [torch.zeros_like(p) for p in self.params]  # Adam's m, or SGD's momentum buffer
+        self.second_moments = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []  # Adam's v
+
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One update of the parameters down the gradient of `loss`; returns the gradients' global norm."""
+        grads = torch.autograd.grad(loss, self.params)
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            if math.isfinite(self.max_grad_norm):
+                grads = torch._foreach_mul(grads, (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))
+            lr = self.lr * self.schedule(self.steps)
+            self.steps.add_(1)
+            if self.kind == "sgd":
+                torch._foreach_mul_(self.moments, self.momentum)
+                torch._foreach_add_(self.moments, grads)
+                torch._foreach_sub_(self.params, torch._foreach_mul(self.moments, lr))
+                return norm
+            beta1, beta2 = self.betas
+            if self.weight_decay:
+                torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
+            torch._foreach_lerp_(self.moments, grads, 1 - beta1)
+            torch._foreach_mul_(self.second_moments, beta2)
+            torch._foreach_addcmul_(self.second_moments, grads, grads, 1 - beta2)
+            bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+            denominators = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(self.second_moments),
+                                                                 bias2.sqrt()), self.eps)
+            updates = torch._foreach_div(self.moments, denominators)
+            torch._foreach_sub_(self.params, torch._foreach_mul(updates, lr / bias1))
+        return norm
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "moments": self.moments, "second_moments": self.second_moments}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.steps.copy_(state["steps"])
+            torch._foreach_copy_(self.moments, state["moments"])
+            if self.second_moments:  # SGD keeps none
+                torch._foreach_copy_(self.second_moments, state["second_moments"])
+
+
+def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded episodes of the deterministic policy `act`, one after another: per episode the return,
+    the return discounted by EVAL_DISCOUNT and the initial state."""
+    returns, discounted, initial_states = [], [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        initial_states.append(obs)
+        done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total += float(reward)
+            total_discounted += discount * float(reward)
+            discount *= EVAL_DISCOUNT
+            done = terminated or truncated
+        returns.append(total)
+        discounted.append(total_discounted)
+    return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
+            "initial_states": np.asarray(initial_states, np.float32)}
+
+
+def normalized_score(dataset, returns: np.ndarray) -> float:
+    """D4RL score: 100 * (return - random) / (expert - random); NaN when the dataset has no references."""
+    import minari
+
+    try:
+        return float(100 * np.mean(minari.get_normalized_score(dataset, returns)))
+    except Exception:  # noqa: BLE001 - datasets without ref_min_score / ref_max_score
+        return math.nan
+
+
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
+                   device: torch.device) -> Callable[[], dict]:
+    """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
+    env = dataset.recover_environment(eval_env=True)
+    mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        state = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean_t) / std_t
+        return policy(state[None])[0].cpu().numpy()
+
+    def run() -> dict:
+        episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
+        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
+
+    return run
+
+
+class DeployablePolicy(nn.Module):
+    """Raw observations -> deterministic actions: the state normalization and the policy in one program."""
+
+    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.policy = copy.deepcopy(policy).cpu().eval()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.policy((observations - self.mean) / self.std)
+
+
+def export_program(path: Path, module: nn.Module, example_inputs: tuple, dynamic_shapes) -> None:
+    """A torch.export program that `torch.export.load(path).module()` runs with torch alone (.pt2 is
+    torch.export's file suffix); written to a temporary file then renamed, like the checkpoint."""
+    with torch.no_grad():
+        program = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    tmp = path.with_name(path.stem + ".partial.pt2")
+    torch.export.save(program, tmp)
+    os.replace(tmp, path)
+
+
+def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    example = torch.zeros(2, len(mean))
+    export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
+
+
+def run_directory(config, algo: str) -> Path:
+    path = config.checkpoints_path or os.path.join("runs", algo, config.dataset_id, f"seed{config.seed}")
+    return Path(path)
+
+
+def redirect_mujoco_warnings(run_dir: Path) -> None:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; keep them in the run's."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def write(message: str) -> None:
+        with open(run_dir / "mujoco_warnings.txt", "a") as f:
+            f.write(message + "\n")
+
+    mujoco.set_mju_user_warning(write)
+
+
+class RunLog:
+    """wandb (offline by default) plus a JSON-lines file beside the checkpoints."""
+
+    def __init__(self, config, algo: str, run_dir: Path):
+        import wandb
+
+        self.file = open(run_dir / "log.jsonl", "a")
+        self.start = time.time()
+        self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir), config=asdict(config),
+                                name=f"{algo}-{config.dataset_id}-seed{config.seed}", group=algo,
+                                id=f"{algo}-{config.dataset_id}-seed{config.seed}".replace("/", "-"),
+                                resume="allow", settings=wandb.Settings(silent=True))
+
+    def write(self, step: int, metrics: dict) -> dict:
+        values = {k: float(v) for k, v in metrics.items()}  # the only host sync: at log time
+        self.file.write(json.dumps({"step": step, "wall_time": time.time() - self.start, **values}) + "\n")
+        self.file.flush()
+        self.wandb.log(values, step=step)
+        return values
+
+    def close(self) -> None:
+        self.file.close()
+        self.wandb.finish()
+
+
+def save_checkpoint(path: Path, step: int, trainer, config, extra: dict) -> None:
+    """What trainer.state_dict() declares, the RNG states and `extra`; written to a temporary file
+    then renamed, so an interrupted save never replaces a good checkpoint."""
+    state = {"step": step, "trainer": trainer.state_dict(), "config": asdict(config), "extra": extra,
+             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    if not path.exists():
+        fail(f"no checkpoint at {path}.")
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - truncated or foreign files
+        fail(f"checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); delete it or pass --resume false.")
+
+
+def resume(path: Path, trainer, device: torch.device) -> int:
+    state = load_checkpoint(path, device)
+    try:
+        trainer.load_state_dict(state["trainer"])
+    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError) as e:
+        fail(f"checkpoint {path} does not match this script and config ({type(e).__name__}); "
+             f"delete it or pass --resume false.")
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"].cpu())
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    return state["step"]
+
+
+def compile_update(update: Callable) -> Callable:
+    """The update as one graph; dynamo must be told to trace Optimizer.step's torch.autograd.grad."""
+    import torch._dynamo
+
+    torch._dynamo.config.trace_autograd_ops = True
+    return torch.compile(update, fullgraph=True)
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM asks the loop to checkpoint after the current update and exit."""
+
+    def __init__(self):
+        self.signal = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request)
+
+    def request(self, signum, frame) -> None:
+        self.signal = signum
+
+
+def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy: Callable[[], dict],
+        export: Callable[[Path], None] | None, extra: dict) -> dict:
+    """The loop every script shares.  The trainer's contract: update(batch) -> dict of detached tensors,
+    state_dict() / load_state_dict() (what a checkpoint holds), an attribute `device`, and optionally
+    periodic(step), called before the update of every step for periodic work (refreshing returns,
+    model rollouts).  Every eval_every updates: evaluate, log, checkpoint, and export(run_dir / "policy.pt2")
+    (None: a script without a policy to deploy).
+    stop_after or a signal ends the call early with a checkpoint that the same command resumes.  A
+    finished run writes finished.json (its last evaluation); returns the last evaluation."""
+    run_dir = run_directory(config, algo)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    redirect_mujoco_warnings(run_dir)
+    checkpoint = run_dir / "checkpoint.pt"
+    start = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else 0
+    if start >= config.max_steps:
+        print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+        return {}
+    update = compile_update(trainer.update) if config.compile else trainer.update
+    periodic = getattr(trainer, "periodic", None)
+    log = RunLog(config, algo, run_dir)
+    log_every = max(1, min(1000, config.eval_every))
+    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+    stop = StopRequest()
+    result = {}
+    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+        if periodic is not None:
+            periodic(step)
+        metrics = update(sample())
+        evaluation = step % config.eval_every == 0 or step == config.max_steps
+        if step % log_every == 0 or evaluation:
+            values = {f"train/{k}": v for k, v in metrics.items()}
+            if evaluation:
+                measured = evaluate_policy()
+                values.update({f"eval/{k}": v for k, v in measured.items() if k != "episodes"})
+            values = log.write(step, values)
+            if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
+                log.close()
+                fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
+            if evaluation:
+                save_checkpoint(checkpoint, step, trainer, config, extra)
+                if export is not None:
+                    export(run_dir / "policy.pt2")
+                result = {k: v for k, v in values.items() if k.startswith("eval/")}
+                print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
+        if stop.signal or (step == last < config.max_steps):
+            save_checkpoint(checkpoint, step, trainer, config, extra)
+            log.close()
+            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+            if stop.signal:
+                raise SystemExit(128 + stop.signal)
+            return result
+    log.close()
+    (run_dir / "finished.json").write_text(json.dumps({"step": config.max_steps, **result}))
+    return result
+# --- shared: end
+
+
+if __name__ == "__main__":
+    train(parse_config(TrainConfig))
