@@ -5,23 +5,32 @@
 #   critic:  min_Q  alpha E_{s~D} [ log sum_a exp Q(s, a) - E_{a~D} Q(s, a) ]
 #                   + E_{(s,a,r,s')~D} ( Q(s, a) - B^pi Q_hat(s, a) )^2
 #            log sum_a exp Q(s, a) ~ logsumexp_j [ Q(s, a_j) - log mu(a_j|s) ],   a_j from three proposals mu:
-#            Unif([-max_action, max_action]^d), pi(.|s) and pi(.|s')  (importance sampling, as in the paper's code)
+#            Unif([-max_action, max_action]^d), pi(.|s) and pi(.|s')  (importance sampling, cql_penalty block)
 #            B^pi Q_hat(s, a) = r + gamma (1 - d) min_{i=1,2} Q_target_i(s', a'),  a' ~ pi(.|s')
 #   Lagrange (optional):  min_Q max_{alpha' >= 0}  alpha' ( alpha gap(Q) - tau ) + TD,  gap(Q) the bracket above
 #   actor (SAC):  max_pi E_{s~D, a~pi(.|s)} [ min_i Q_i(s, a) - alpha_H log pi(a|s) ]
+#                 the first bc_steps updates clone the data instead:  max_pi E_{(s,a)~D} [ log pi(a|s) ] + alpha_H H(pi)
 #   entropy temperature:  min_{alpha_H} E_{a~pi} [ -alpha_H ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
 #
 # The regularizer pushes Q down on actions the data does not vouch for (uniform ones and the policy's,
 # weighted towards the highest Q by the softmax of the logsumexp) and up on the dataset's actions, so
 # that the expected value of the learned policy under Q lower-bounds its true value.
+# Defaults: the authors' code (aviralkumar2907/CQL, d4rl/examples/cql_mujoco_new.py) as its README runs Gym
+# MuJoCo (min_q_weight 5, policy_lr 1e-4, no Lagrange), with the code's own values for what that command does
+# not set: three hidden layers of 256, qf_lr 3e-4, 10 sampled actions, no entropy backup, 40k BC steps.
 
+import copy
 import dataclasses
+import io
 import json
 import math
 import os
 import random
+import re
+import signal
 import sys
 import time
+from contextlib import redirect_stderr
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -37,26 +46,28 @@ from tqdm import trange
 
 @dataclass
 class TrainConfig:
-    """Common fields (the same in every script), then the method's: CQL(H) (defaults: the official README for Gym MuJoCo)."""
+    """Common fields (the same in every script), then the method's: CQL(H)."""
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
     normalize_states: bool = True  # standardize observations with the dataset's mean and std
-    normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     max_steps: int = 1_000_000  # gradient updates
     batch_size: int = 256  # transitions per update
-    eval_every: int = 5_000  # updates between evaluations (and checkpoints)
+    eval_every: int = 5_000  # updates between evaluations (and checkpoints, and policy.pt)
     eval_episodes: int = 10  # episodes per evaluation
     checkpoints_path: Optional[str] = None  # run directory; default runs/<algo>/<dataset_id>/seed<seed>
     resume: bool = True  # continue from <run directory>/checkpoint.pt when it exists
+    stop_after: int = 0  # updates this call may run before it checkpoints and exits (0: no limit); rerun to resume
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
-    compile: bool = False  # capture the update with torch.compile
+    compile: bool = False  # capture the update with torch.compile(fullgraph=True)
+    normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     cql_alpha: float = 5.0  # alpha, weight of the conservative term (min_q_weight)
     num_sampled_actions: int = 10  # actions drawn from each of Unif, pi(.|s), pi(.|s') for the logsumexp
     cql_lagrange: bool = False  # learn alpha' by dual descent so that alpha * gap stays near tau (off for Gym)
     target_action_gap: float = 10.0  # tau of the Lagrange version (official code: 10 for Gym, 5 for AntMaze)
     backup_entropy: bool = False  # subtract alpha_H log pi(a'|s') in the target (off in the paper's eq. 3 and code)
+    bc_steps: int = 40_000  # first updates whose actor loss is behavior cloning (the code's policy_eval_start)
     gamma: float = 0.99  # gamma, discount
     tau: float = 0.005  # Polyak rate of the target critics
     hidden_dim: int = 256  # width of the hidden layers of the actor and the critics
@@ -65,10 +76,333 @@ class TrainConfig:
     actor_lr: float = 1e-4  # Adam learning rate of pi_phi and of alpha_H (official README for Gym; paper: 3e-5)
 
 
+def conservative_gap(logsumexp_q: torch.Tensor, q_data: torch.Tensor) -> torch.Tensor:
+    """gap_i = E_{s~D} [ log sum_a exp Q_i(s, a) - Q_i(s, a_data) ], one value per critic: minimizing it pushes
+    Q down on the sampled actions and up on the dataset's."""
+    # The robotics notes' sketch subtracts alpha (Q(s, a_unif) - Q(s, pi(s))) from the TD loss: the sign is
+    # reversed there; this follows the paper (eq. 4), which adds the logsumexp and subtracts Q(s, a_data).
+    return (logsumexp_q - q_data).mean(-1)
+
+
+def lagrange_terms(alpha_prime: torch.Tensor, gap: torch.Tensor, cql_alpha: float,
+                   target_action_gap: float) -> torch.Tensor:
+    """alpha' ( alpha gap_i - tau ), one per critic: the critic minimizes their sum, alpha' maximizes their mean."""
+    return alpha_prime * (cql_alpha * gap - target_action_gap)
+
+
+def behavior_cloning_loss(log_pi: torch.Tensor, log_pi_data: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """E [ alpha_H log pi(a|s) - log pi(a_data|s) ],  a ~ pi(.|s): the warm start's actor loss (the authors'
+    rlkit/torch/sac/cql.py, while _current_epoch < policy_eval_start)."""
+    return (alpha * log_pi - log_pi_data).mean()
+
+
+# --- critic: begin
+class VectorizedLinear(nn.Module):
+    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+
+    def __init__(self, in_features: int, out_features: int, n: int):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
+        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleCritic(nn.Module):
+    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
+        super().__init__()
+        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
+        layers = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
+        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
+        self.n = n
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([state, action], -1)
+        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
+        return self.net(x).squeeze(-1)
+# --- critic: end
+
+
+# --- sac: begin
+# SAC's pieces, the same in cql.py, mopo.py and combo.py (source: tools/shared/sac.py).
+#   y    = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')  (alpha: backup_entropy)
+#   J_Q  = sum_i E ( Q_i(s, a) - y )^2
+#   J_pi = E_{a~pi(.|s)} [ alpha log pi(a|s) - min_i Q_i(s, a) ]
+#   J_alpha = -E [ log alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
+
+
+def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """J_Q = sum_i E ( Q_i(s, a) - y )^2, q [n critics, B]: CQL's code's mean squared error, without the 1/2 of
+    SAC's J_Q (CQL's alpha and COMBO's beta are tuned to it); where it is the critic's only loss (MOPO), a
+    constant factor changes nothing under Adam except the weight of its epsilon."""
+    return (q - target).pow(2).mean(1).sum()
+
+
+def actor_loss(q_pi: torch.Tensor, log_pi: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """J_pi = E [ alpha log pi(a|s) - min_i Q_i(s, a) ],  a ~ pi(.|s) reparameterized."""
+    return (alpha * log_pi - q_pi).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """J_alpha = -E [ log alpha ( log pi(a|s) + H_target ) ] (SAC's automatic entropy tuning, in log alpha)."""
+    return -(log_alpha * (log_pi.detach() + target_entropy)).mean()
+
+
+def tanh_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
+                           max_action: float) -> torch.Tensor:
+    """log pi(a|s) = log N(u; mu, sigma^2) - sum_j log( max_action (1 - tanh(u_j)^2) ),  a = max_action tanh(u),
+    with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) (no 1 - tanh^2 underflow for large |u|)."""
+    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(pre_tanh)
+    log_jacobian = math.log(max_action) + 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
+    return (gaussian - log_jacobian).sum(-1)
+
+
+class TanhGaussianPolicy(nn.Module):
+    """pi_phi(a|s): a = max_action * tanh(u), u ~ N(mu(s), diag(sigma(s)^2)), with a state-dependent
+    log sigma (SAC); forward gives the deterministic action max_action * tanh(mu(s))."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n_hidden: int, max_action: float):
+        super().__init__()
+        self.net = mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
+        self.max_action = max_action
+
+    def mean_and_log_std(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(state).chunk(2, -1)
+        return mean, log_std.clamp(-20.0, 2.0)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.max_action * torch.tanh(self.mean_and_log_std(state)[0])
+
+    def sample(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized action a = max_action * tanh(mu + sigma eps) and its log pi(a|s)."""
+        mean, log_std = self.mean_and_log_std(state)
+        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
+        return self.max_action * torch.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
+
+    def log_prob(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s) of given actions; u = atanh(a / max_action) with |a / max_action| clamped below 1 - 1e-6,
+        so that the dataset's actions on the bounds stay finite (as CQL's code, rlkit's policies.py atanh)."""
+        mean, log_std = self.mean_and_log_std(state)
+        pre_tanh = torch.atanh((action / self.max_action).clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+        return tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
+
+
+def soft_q_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
+                  alpha: torch.Tensor, gamma: float, backup_entropy: bool) -> torch.Tensor:
+    """y = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ], a' ~ pi(.|s'); without the
+    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup)."""
+    next_actions, next_log_pi = actor.sample(batch["next_observations"])
+    next_q = critic_target(batch["next_observations"], next_actions).min(0).values
+    if backup_entropy:
+        next_q = next_q - alpha * next_log_pi
+    return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
+# --- sac: end
+
+
+# --- cql_penalty: begin
+# CQL(H)'s soft maximum over actions, the same in cql.py and combo.py (source: tools/shared/cql_penalty.py).
+#   log sum_a exp Q(s, a) ~ logsumexp_j [ Q(s, a_j) - log mu(a_j|s) ],  a_j from three proposals mu:
+#   Unif([-max_action, max_action]^d), pi(.|s) and pi(.|s'), N of each (importance sampling, temperature 1)
+
+
+def uniform_log_density(action_dim: int, max_action: float) -> float:
+    """log mu(a) of Unif([-max_action, max_action]^d) = -d log(2 max_action)."""
+    return -action_dim * math.log(2.0 * max_action)
+
+
+def importance_sampled_logsumexp(q_random: torch.Tensor, q_policy: torch.Tensor, q_next_policy: torch.Tensor,
+                                 log_density_random: float, log_pi: torch.Tensor,
+                                 log_pi_next: torch.Tensor) -> torch.Tensor:
+    """log sum_a exp Q(s, a) ~ logsumexp over the concatenation of [Q(s, a_unif) - log mu_unif,
+    Q(s, a_pi(s)) - log pi(a|s), Q(s, a_pi(s')) - log pi(a|s')] along the last (sample) axis.
+    The constant -log(3N) of the average is left out, as in CQL's code: it shifts the gap, not the gradients."""
+    return torch.logsumexp(torch.cat([q_random - log_density_random, q_policy - log_pi,
+                                      q_next_policy - log_pi_next], -1), -1)
+
+
+def sampled_actions(actor: TanhGaussianPolicy, states: torch.Tensor, next_states: torch.Tensor, n: int,
+                    d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, 3n, d] actions (n uniform, n from pi(.|s), n from pi(.|s')) and the log-probs [B, n] of the policy's."""
+    batch, max_action = states.shape[0], actor.max_action
+    random_actions = torch.empty(batch, n, d, device=states.device).uniform_(-max_action, max_action)
+    policy_actions, log_pi = actor.sample(states.repeat_interleave(n, 0))
+    next_actions, log_pi_next = actor.sample(next_states.repeat_interleave(n, 0))
+    actions = torch.cat([random_actions, policy_actions.view(batch, n, d), next_actions.view(batch, n, d)], 1)
+    return actions, log_pi.view(batch, n), log_pi_next.view(batch, n)
+
+
+def logsumexp_q(critic: nn.Module, actor: TanhGaussianPolicy, states: torch.Tensor, next_states: torch.Tensor,
+                n: int, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """log sum_a exp Q_i(s, a) [n critics, B] at the states s, and Q_i(s, a_unif) [n critics, B, n] (a diagnostic).
+    Every sampled action is scored at s, the policy's actions at s' included (as CQL's code); gradients reach
+    the critic only, through Q."""
+    with torch.no_grad():
+        actions, log_pi, log_pi_next = sampled_actions(actor, states, next_states, n, action_dim)
+    q = critic(states.repeat_interleave(3 * n, 0), actions.flatten(0, 1)).view(-1, states.shape[0], 3 * n)
+    q_random, q_policy, q_next_policy = q.split(n, -1)
+    log_density_random = uniform_log_density(action_dim, actor.max_action)
+    return importance_sampled_logsumexp(q_random, q_policy, q_next_policy, log_density_random, log_pi,
+                                        log_pi_next), q_random
+# --- cql_penalty: end
+
+
+class CQLTrainer:
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
+        self.device = device
+        self.actor = TanhGaussianPolicy(state_dim, action_dim, config.hidden_dim, config.n_hidden, max_action).to(device)
+        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim, n_hidden=config.n_hidden).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.zeros((), device=device))  # log alpha_H
+        self.actor_optimizer = Optimizer(self.actor.parameters(), config.actor_lr)
+        self.critic_optimizer = Optimizer(self.critic.parameters(), config.critic_lr)
+        self.alpha_optimizer = Optimizer([self.log_alpha], config.actor_lr)
+        self.lagrange = config.cql_lagrange
+        if self.lagrange:
+            self.log_alpha_prime = nn.Parameter(torch.zeros((), device=device))  # log alpha'
+            self.alpha_prime_optimizer = Optimizer([self.log_alpha_prime], config.critic_lr)
+        self.target_entropy = -float(action_dim)
+        self.action_dim, self.n = action_dim, config.num_sampled_actions
+        self.cql_alpha, self.target_action_gap, self.bc_steps = config.cql_alpha, config.target_action_gap, config.bc_steps
+        self.gamma, self.tau, self.backup_entropy = config.gamma, config.tau, config.backup_entropy
+
+    def conservative_penalty(self, gap: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """alpha sum_i gap_i, or with Lagrange sum_i alpha' (alpha gap_i - tau), after a step of alpha' that
+        raises it when alpha gap > tau and lowers it otherwise."""
+        if not self.lagrange:
+            return self.cql_alpha * gap.sum(), {}
+        alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
+        self.alpha_prime_optimizer.step(-lagrange_terms(alpha_prime, gap.detach(), self.cql_alpha,
+                                                        self.target_action_gap).mean())
+        penalty = lagrange_terms(alpha_prime.detach(), gap, self.cql_alpha, self.target_action_gap).sum()
+        return penalty, {"alpha_prime": alpha_prime.detach()}
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        states, actions = batch["observations"], batch["actions"]
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            target = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, self.backup_entropy)
+        q_data = self.critic(states, actions)
+        logsumexp, q_random = logsumexp_q(self.critic, self.actor, states, batch["next_observations"], self.n,
+                                          self.action_dim)
+        gap = conservative_gap(logsumexp, q_data)
+        penalty, extra = self.conservative_penalty(gap)
+        q_loss = td_loss(q_data, target)
+        self.critic_optimizer.step(q_loss + penalty)
+
+        policy_actions, log_pi = self.actor.sample(states)
+        sac_loss = actor_loss(self.critic(states, policy_actions).min(0).values, log_pi, alpha)
+        # The warm start of the authors' code (rlkit/torch/sac/cql.py, policy_eval_start): while the actor has taken
+        # fewer than bc_steps steps it clones the data.  Selected on the device from its step count, not by a host
+        # branch, so that the update stays one graph; the unselected loss gets no gradient.
+        warm_start = self.actor_optimizer.steps < self.bc_steps
+        pi_loss = torch.where(warm_start, behavior_cloning_loss(log_pi, self.actor.log_prob(states, actions), alpha),
+                              sac_loss)
+        self.actor_optimizer.step(pi_loss)
+        self.alpha_optimizer.step(temperature_loss(self.log_alpha, log_pi, self.target_entropy))
+
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
+        return {"q_loss": q_loss.detach(), "cql_gap": gap.detach().mean(), "actor_loss": pi_loss.detach(),
+                "alpha": alpha, "entropy": -log_pi.detach().mean(), "q_data": q_data.detach().mean(),
+                "q_random": q_random.detach().mean(), **extra}
+
+    def state_dict(self) -> dict:
+        state = {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                 "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach(),
+                 "actor_optimizer": self.actor_optimizer.state_dict(),
+                 "critic_optimizer": self.critic_optimizer.state_dict(), "alpha_optimizer": self.alpha_optimizer.state_dict()}
+        if self.lagrange:
+            state.update(log_alpha_prime=self.log_alpha_prime.detach(),
+                         alpha_prime_optimizer=self.alpha_prime_optimizer.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                with torch.no_grad():
+                    getattr(self, name).copy_(value)
+            else:
+                getattr(self, name).load_state_dict(value)
+
+    def policy(self) -> nn.Module:
+        """Normalized states -> deterministic actions: what evaluation runs and policy.pt2 exports."""
+        return self.actor
+
+
+@torch.no_grad()
+def initial_q_and_return(critic: EnsembleCritic, policy: nn.Module, episodes: dict[str, np.ndarray], mean: np.ndarray,
+                         std: np.ndarray, reward_scale: float) -> dict[str, float]:
+    """min_i Q_i(s_0, pi(s_0)) at the initial states of the evaluation's episodes (normalized as in training, divided
+    by the reward scale), and its excess over their mean discounted return sum_t gamma^t r_t, which the evaluation
+    logs as discounted_return: CQL claims the first lower-bounds the second (the paper's Theorem 3.2), so the excess
+    should be negative.  The returns are discounted by EVAL_DISCOUNT, gamma's default, and cut at the time limit,
+    which matters only when gamma^T is not small (Pendulum: 0.99^200 = 0.13)."""
+    device = next(critic.parameters()).device
+    states = (torch.as_tensor(episodes["initial_states"], device=device) - torch.as_tensor(mean, device=device)) \
+        / torch.as_tensor(std, device=device)
+    q = float(critic(states, policy(states)).min(0).values.mean()) / reward_scale
+    return {"q_initial": q, "q_initial_minus_return": q - float(episodes["discounted_returns"].mean())}
+
+
+def train(config: TrainConfig) -> dict:
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    dataset = load_dataset(config.dataset_id)
+    check_continuous(dataset)
+    data = flatten_episodes(dataset)
+    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    trainer = CQLTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
+    policy = trainer.policy()
+    evaluate_returns = make_evaluator(config, dataset, policy, mean, std, device)
+    scale = reward_scale(data, config.normalize_reward)
+
+    def evaluate_policy() -> dict:  # one pass of episodes gives the score and the lower-bound check
+        measured = evaluate_returns()
+        return {**measured, **initial_q_and_return(trainer.critic, policy, measured["episodes"], mean, std, scale)}
+
+    return fit(config, "cql", trainer, lambda: buffer.sample(config.batch_size), evaluate_policy,
+               lambda path: export_policy(path, policy, mean, std), {"state_mean": mean, "state_std": std})
+
+
+# --- transitions: begin
+def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    if not enabled:
+        return 1.0
+    returns = data["episode_returns"][data["episode_ends"] > 0]
+    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+
+
+def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
+                      device: torch.device):
+    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
+    state statistics (mean, std) that the policy needs at evaluation time."""
+    mean, std = state_statistics(data["observations"], normalize_states)
+    transitions = {
+        "observations": (data["observations"] - mean) / std,
+        "actions": data["actions"],
+        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
+        "next_observations": (data["next_observations"] - mean) / std,
+        "terminals": data["terminals"],
+    }
+    return DeviceBuffer(transitions, device), mean, std
+# --- transitions: end
+
+
 # --- shared: begin
-# Identical in every script of algorithms/ (tests/test_shared_block.py checks it): seeding,
-# Minari loading, flattening, normalization, the device-resident buffer, evaluation, logging,
-# network building blocks, checkpoints and the training loop.  Edit it in one script, then run tools/sync_shared.py.
+# The plumbing every script shares, byte-identical in all of them: bad input, seeding and device,
+# Minari loading and flattening, normalization, the device-resident buffer, the MLP, the optimizer,
+# evaluation, the deployable policy, logging, checkpoints and the training loop.  Its one source is
+# tools/shared/appendix.py: edit it there, then run tools/sync_shared.py.
+
+EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
 
 
 def fail(message: str) -> None:
@@ -76,22 +410,56 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def check_config_file(config_class) -> None:
-    """A YAML key that is not a field of TrainConfig is one sentence (pyrallis would raise)."""
+def config_paths(argv: list[str]) -> list[str]:
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
+    return paths + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
+
+
+def check_config_file(path: str, config_class) -> None:
     import yaml
 
-    argv = sys.argv[1:]
-    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
-    paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
-    fields = {f.name for f in dataclasses.fields(config_class)}
-    for path in paths:
-        if not os.path.isfile(path):
-            fail(f"config file {path} does not exist.")
+    if not os.path.isfile(path):
+        fail(f"config file {path} does not exist.")
+    try:
         with open(path) as f:
-            keys = set(yaml.safe_load(f) or {})
-        if keys - fields:
-            fail(f"config {path} has unknown key(s) {', '.join(sorted(keys - fields))}; "
-                 f"valid keys: {', '.join(sorted(fields))}.")
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
+    if not isinstance(values, dict):
+        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        fail(f"config {path} has unknown key(s) {', '.join(sorted(unknown))}; "
+             f"valid keys: {', '.join(f.name for f in dataclasses.fields(config_class))}.")
+
+
+def parse_config(config_class):
+    """TrainConfig from the YAML file and the command line; every bad value is one sentence."""
+    for path in config_paths(sys.argv[1:]):
+        check_config_file(path, config_class)
+    messages = io.StringIO()
+    try:
+        with redirect_stderr(messages):
+            config = pyrallis.parse(config_class=config_class)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        fail(messages.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1] + ".")
+    except Exception as e:  # noqa: BLE001 - pyrallis' decoding errors: a value of the wrong type
+        wrong = re.search(r"value='(.*?)' into field .*?\.(\w+)\" of type (?:<class '(\w+)'>|([\w\[\], ]+))", str(e))
+        fail(f"{wrong[2]} must be of type {wrong[3] or wrong[4]}, got {wrong[1]!r}." if wrong
+             else " ".join(str(e).split()))
+    check_common_fields(config)
+    return config
+
+
+def check_common_fields(config) -> None:
+    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes"):
+        if getattr(config, name) < 1:
+            fail(f"{name} must be at least 1, got {getattr(config, name)}.")
+    if config.stop_after < 0:
+        fail(f"stop_after must be 0 (no stop) or a positive number of updates, got {config.stop_after}.")
+    pick_device(config.device)
 
 
 def set_seed(seed: int) -> None:
@@ -103,7 +471,15 @@ def set_seed(seed: int) -> None:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>.")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        fail(f"device {name!r} is not available on this machine ({torch.cuda.device_count()} CUDA devices).")
+    if device.type not in ("cpu", "cuda"):
+        fail(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:<index>.")
+    return device
 
 
 def load_dataset(dataset_id: str):
@@ -162,30 +538,8 @@ def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarra
     return observations.mean(0), observations.std(0) + 1e-3
 
 
-def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
-    if not enabled:
-        return 1.0
-    returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
-
-
-def transition_buffer(data: dict[str, np.ndarray], config, device: torch.device):
-    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
-    state statistics (mean, std) that the policy needs at evaluation time."""
-    mean, std = state_statistics(data["observations"], config.normalize_states)
-    transitions = {
-        "observations": (data["observations"] - mean) / std,
-        "actions": data["actions"],
-        "rewards": data["rewards"] * reward_scale(data, config.normalize_reward),
-        "next_observations": (data["next_observations"] - mean) / std,
-        "terminals": data["terminals"],
-    }
-    return DeviceBuffer(transitions, device), mean, std
-
-
 class DeviceBuffer:
-    """The whole dataset as tensors on the training device; batch indices are drawn there too."""
+    """Arrays of equal length as tensors on the training device; batch indices are drawn there too."""
 
     def __init__(self, data: dict[str, np.ndarray], device: torch.device):
         self.data = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in data.items()}
@@ -197,18 +551,88 @@ class DeviceBuffer:
         return {k: v[idx] for k, v in self.data.items()}
 
 
-def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted returns of the deterministic policy `act`, one seeded episode after another."""
-    returns = []
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
+    layers, dim = [], in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        dim = hidden_dim
+    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+
+
+class Optimizer:
+    """Adam (Kingma & Ba 2015), AdamW's decoupled weight decay, or SGD with momentum, computed as
+    torch.optim computes them but written out, so that a whole update (losses, gradients and steps)
+    compiles as one graph: torch.optim's step() and Tensor.backward() break the graph (torch 2.13).
+    step(loss) differentiates `loss` with respect to this optimizer's parameters only: an actor's loss
+    through the critic computes no critic gradients.  schedule(t) multiplies lr at the update after t
+    updates (t = 0, 1, ...), as torch's LambdaLR; max_grad_norm clips the gradients' global norm first."""
+
+    def __init__(self, params, lr: float, kind: str = "adam", betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, max_grad_norm: float = math.inf,
+                 schedule: Callable[[torch.Tensor], torch.Tensor] = lambda t: 1.0):
+        self.params = list(params)
+        self.lr, self.kind, self.betas, self.eps = lr, kind, betas, eps
+        self.weight_decay, self.momentum, self.max_grad_norm, self.schedule = weight_decay, momentum, max_grad_norm, schedule
+        self.steps = torch.zeros((), device=self.params[0].device)
+        self.moments = [torch.zeros_like(p) for p in self.params]  # Adam's m, or SGD's momentum buffer
+        self.second_moments = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []  # Adam's v
+
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One update of the parameters down the gradient of `loss`; returns the gradients' global norm."""
+        grads = torch.autograd.grad(loss, self.params)
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            if math.isfinite(self.max_grad_norm):
+                grads = torch._foreach_mul(grads, (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))
+            lr = self.lr * self.schedule(self.steps)
+            self.steps.add_(1)
+            if self.kind == "sgd":
+                torch._foreach_mul_(self.moments, self.momentum)
+                torch._foreach_add_(self.moments, grads)
+                torch._foreach_sub_(self.params, torch._foreach_mul(self.moments, lr))
+                return norm
+            beta1, beta2 = self.betas
+            if self.weight_decay:
+                torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
+            torch._foreach_lerp_(self.moments, grads, 1 - beta1)
+            torch._foreach_mul_(self.second_moments, beta2)
+            torch._foreach_addcmul_(self.second_moments, grads, grads, 1 - beta2)
+            bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+            denominators = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(self.second_moments),
+                                                                 bias2.sqrt()), self.eps)
+            updates = torch._foreach_div(self.moments, denominators)
+            torch._foreach_sub_(self.params, torch._foreach_mul(updates, lr / bias1))
+        return norm
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "moments": self.moments, "second_moments": self.second_moments}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.steps.copy_(state["steps"])
+            torch._foreach_copy_(self.moments, state["moments"])
+            if self.second_moments:  # SGD keeps none
+                torch._foreach_copy_(self.second_moments, state["second_moments"])
+
+
+def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded episodes of the deterministic policy `act`, one after another: per episode the return,
+    the return discounted by EVAL_DISCOUNT and the initial state."""
+    returns, discounted, initial_states = [], [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
-        done, total = False, 0.0
+        initial_states.append(obs)
+        done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
         while not done:
             obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
+            total_discounted += discount * float(reward)
+            discount *= EVAL_DISCOUNT
             done = terminated or truncated
         returns.append(total)
-    return np.asarray(returns)
+        discounted.append(total_discounted)
+    return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
+            "initial_states": np.asarray(initial_states, np.float32)}
 
 
 def normalized_score(dataset, returns: np.ndarray) -> float:
@@ -221,9 +645,10 @@ def normalized_score(dataset, returns: np.ndarray) -> float:
         return math.nan
 
 
-def make_evaluator(config, dataset, policy: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray,
-                   std: np.ndarray, device: torch.device) -> Callable[[], dict]:
-    """Evaluation of a deterministic policy of normalized states in the dataset's eval env."""
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
+                   device: torch.device) -> Callable[[], dict]:
+    """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
     env = dataset.recover_environment(eval_env=True)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
@@ -233,54 +658,59 @@ def make_evaluator(config, dataset, policy: Callable[[torch.Tensor], torch.Tenso
         return policy(state[None])[0].cpu().numpy()
 
     def run() -> dict:
-        returns = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
-        return {"return": returns.mean(), "normalized_score": normalized_score(dataset, returns)}
+        episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
+        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
 
     return run
 
 
-class VectorizedLinear(nn.Module):
-    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+class DeployablePolicy(nn.Module):
+    """Raw observations -> deterministic actions: the state normalization and the policy in one program."""
 
-    def __init__(self, in_features: int, out_features: int, n: int):
+    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray):
         super().__init__()
-        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
-        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+        self.policy = copy.deepcopy(policy).cpu().eval()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
-    layers, dim = [], in_dim
-    for _ in range(n_hidden):
-        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
-        dim = hidden_dim
-    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.policy((observations - self.mean) / self.std)
 
 
-class EnsembleCritic(nn.Module):
-    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
+def export_program(path: Path, module: nn.Module, example_inputs: tuple, dynamic_shapes) -> None:
+    """A torch.export program that `torch.export.load(path).module()` runs with torch alone (.pt2 is
+    torch.export's file suffix); written to a temporary file then renamed, like the checkpoint."""
+    with torch.no_grad():
+        program = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    tmp = path.with_name(path.stem + ".partial.pt2")
+    torch.export.save(program, tmp)
+    os.replace(tmp, path)
 
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
-        super().__init__()
-        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
-        layers = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
-            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
-        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
-        self.n = n
 
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([state, action], -1)
-        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
-        return self.net(x).squeeze(-1)
+def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    example = torch.zeros(2, len(mean))
+    export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
 
 
 def run_directory(config, algo: str) -> Path:
     path = config.checkpoints_path or os.path.join("runs", algo, config.dataset_id, f"seed{config.seed}")
     return Path(path)
+
+
+def redirect_mujoco_warnings(run_dir: Path) -> None:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; keep them in the run's."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def write(message: str) -> None:
+        with open(run_dir / "mujoco_warnings.txt", "a") as f:
+            f.write(message + "\n")
+
+    mujoco.set_mju_user_warning(write)
 
 
 class RunLog:
@@ -289,7 +719,6 @@ class RunLog:
     def __init__(self, config, algo: str, run_dir: Path):
         import wandb
 
-        run_dir.mkdir(parents=True, exist_ok=True)
         self.file = open(run_dir / "log.jsonl", "a")
         self.start = time.time()
         self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir), config=asdict(config),
@@ -309,25 +738,10 @@ class RunLog:
         self.wandb.finish()
 
 
-def training_state(trainer) -> dict:
-    """Every module, optimizer, learning-rate schedule and tensor attribute of the trainer, by name."""
-    return {name: (obj.detach().clone() if isinstance(obj, torch.Tensor) else obj.state_dict())
-            for name, obj in vars(trainer).items()
-            if isinstance(obj, (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, torch.Tensor))}
-
-
-def restore_training_state(trainer, state: dict) -> None:
-    for name, value in state.items():
-        obj = getattr(trainer, name)
-        if isinstance(obj, torch.Tensor):
-            obj.data.copy_(value)
-        else:
-            obj.load_state_dict(value)
-
-
 def save_checkpoint(path: Path, step: int, trainer, config, extra: dict) -> None:
-    """Written to a temporary file then renamed: an interrupted save never replaces a good checkpoint."""
-    state = {"step": step, "trainer": training_state(trainer), "config": asdict(config), "extra": extra,
+    """What trainer.state_dict() declares, the RNG states and `extra`; written to a temporary file
+    then renamed, so an interrupted save never replaces a good checkpoint."""
+    state = {"step": step, "trainer": trainer.state_dict(), "config": asdict(config), "extra": extra,
              "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
     tmp = path.with_suffix(".tmp")
@@ -347,8 +761,8 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
 def resume(path: Path, trainer, device: torch.device) -> int:
     state = load_checkpoint(path, device)
     try:
-        restore_training_state(trainer, state["trainer"])
-    except (KeyError, RuntimeError, ValueError, AttributeError) as e:
+        trainer.load_state_dict(state["trainer"])
+    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError) as e:
         fail(f"checkpoint {path} does not match this script and config ({type(e).__name__}); "
              f"delete it or pass --resume false.")
     rng = state["rng"]
@@ -360,262 +774,82 @@ def resume(path: Path, trainer, device: torch.device) -> int:
     return state["step"]
 
 
+def compile_update(update: Callable) -> Callable:
+    """The update as one graph; dynamo must be told to trace Optimizer.step's torch.autograd.grad."""
+    import torch._dynamo
+
+    torch._dynamo.config.trace_autograd_ops = True
+    return torch.compile(update, fullgraph=True)
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM asks the loop to checkpoint after the current update and exit."""
+
+    def __init__(self):
+        self.signal = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request)
+
+    def request(self, signum, frame) -> None:
+        self.signal = signum
+
+
 def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy: Callable[[], dict],
-        extra: dict) -> dict:
-    """The loop every script shares: update, log, evaluate, checkpoint, resume.  Returns the last
-    evaluation.  `extra` (normalizer statistics and the like) is stored with each checkpoint."""
+        export: Callable[[Path], None] | None, extra: dict) -> dict:
+    """The loop every script shares.  The trainer's contract: update(batch) -> dict of detached tensors,
+    state_dict() / load_state_dict() (what a checkpoint holds), an attribute `device`, and optionally
+    periodic(step), called before the update of every step for periodic work (refreshing returns,
+    model rollouts).  Every eval_every updates: evaluate, log, checkpoint, and export(run_dir / "policy.pt2")
+    (None: a script without a policy to deploy).
+    stop_after or a signal ends the call early with a checkpoint that the same command resumes.  A
+    finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir = run_directory(config, algo)
     run_dir.mkdir(parents=True, exist_ok=True)
+    redirect_mujoco_warnings(run_dir)
     checkpoint = run_dir / "checkpoint.pt"
     start = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else 0
     if start >= config.max_steps:
         print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
         return {}
-    update = torch.compile(trainer.update) if config.compile else trainer.update
+    update = compile_update(trainer.update) if config.compile else trainer.update
+    periodic = getattr(trainer, "periodic", None)
     log = RunLog(config, algo, run_dir)
     log_every = max(1, min(1000, config.eval_every))
+    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+    stop = StopRequest()
     result = {}
-    for step in trange(start + 1, config.max_steps + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+        if periodic is not None:
+            periodic(step)
         metrics = update(sample())
-        if step % log_every == 0 or step % config.eval_every == 0 or step == config.max_steps:
+        evaluation = step % config.eval_every == 0 or step == config.max_steps
+        if step % log_every == 0 or evaluation:
             values = {f"train/{k}": v for k, v in metrics.items()}
-            if step % config.eval_every == 0 or step == config.max_steps:
-                values.update({f"eval/{k}": v for k, v in evaluate_policy().items()})
+            if evaluation:
+                measured = evaluate_policy()
+                values.update({f"eval/{k}": v for k, v in measured.items() if k != "episodes"})
             values = log.write(step, values)
             if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
                 log.close()
                 fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
-            if step % config.eval_every == 0 or step == config.max_steps:
+            if evaluation:
                 save_checkpoint(checkpoint, step, trainer, config, extra)
+                if export is not None:
+                    export(run_dir / "policy.pt2")
                 result = {k: v for k, v in values.items() if k.startswith("eval/")}
                 print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
+        if stop.signal or (step == last < config.max_steps):
+            save_checkpoint(checkpoint, step, trainer, config, extra)
+            log.close()
+            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+            if stop.signal:
+                raise SystemExit(128 + stop.signal)
+            return result
     log.close()
+    (run_dir / "finished.json").write_text(json.dumps({"step": config.max_steps, **result}))
     return result
 # --- shared: end
 
 
-class TanhGaussianPolicy(nn.Module):
-    """pi_phi(a|s): a = max_action * tanh(u), u ~ N(mu(s), diag(sigma(s)^2)), with a state-dependent
-    log sigma (SAC); the deterministic action is max_action * tanh(mu(s))."""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n_hidden: int, max_action: float):
-        super().__init__()
-        self.net = mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
-        self.max_action = max_action
-
-    def forward(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(state).chunk(2, -1)
-        return mean, log_std.clamp(-20.0, 2.0)
-
-    def sample(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterized action a = max_action * tanh(mu + sigma eps) and its log pi(a|s)."""
-        mean, log_std = self(state)
-        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
-        return self.max_action * torch.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
-
-    @torch.no_grad()
-    def act(self, state: torch.Tensor) -> torch.Tensor:
-        return self.max_action * torch.tanh(self(state)[0])
-
-
-def tanh_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
-                           max_action: float) -> torch.Tensor:
-    """log pi(a|s) = log N(u; mu, sigma^2) - sum_j log( max_action (1 - tanh(u_j)^2) ),  a = max_action tanh(u),
-    with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) (no 1 - tanh^2 underflow for large |u|)."""
-    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(pre_tanh)
-    log_jacobian = math.log(max_action) + 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
-    return (gaussian - log_jacobian).sum(-1)
-
-
-def soft_q_target(critic_target: EnsembleCritic, actor: TanhGaussianPolicy, batch: dict, alpha: torch.Tensor,
-                  config: TrainConfig) -> torch.Tensor:
-    """y = r + gamma (1 - d) [ min_i Q_target_i(s', a') (- alpha_H log pi(a'|s') if backup_entropy) ], a' ~ pi(.|s').
-    The paper's eq. 3 backs up B^pi Q without the entropy bonus, and so does its code (deterministic_backup)."""
-    next_actions, next_log_pi = actor.sample(batch["next_observations"])
-    next_q = critic_target(batch["next_observations"], next_actions).min(0).values
-    if config.backup_entropy:
-        next_q = next_q - alpha * next_log_pi
-    return batch["rewards"] + config.gamma * (1.0 - batch["terminals"]) * next_q
-
-
-def td_loss(q_data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """sum_i E ( Q_i(s, a) - y )^2: the official code's mean squared error (no 1/2), which alpha = 5 is tuned to."""
-    return (q_data - target).pow(2).mean(1).sum()
-
-
-def uniform_log_density(action_dim: int, max_action: float) -> float:
-    """log mu(a) of Unif([-max_action, max_action]^d) = -d log(2 max_action)."""
-    return -action_dim * math.log(2.0 * max_action)
-
-
-def importance_sampled_logsumexp(q_random: torch.Tensor, q_policy: torch.Tensor, q_next_policy: torch.Tensor,
-                                 log_density_random: float, log_pi: torch.Tensor,
-                                 log_pi_next: torch.Tensor) -> torch.Tensor:
-    """log sum_a exp Q(s, a) ~ logsumexp over the concatenation of [Q(s, a_unif) - log mu_unif,
-    Q(s, a_pi(s)) - log pi(a|s), Q(s, a_pi(s')) - log pi(a|s')] along the last (sample) axis, temperature 1.
-    The constant -log(3N) of the average is left out, as in the official code: it shifts the gap, not the gradients."""
-    return torch.logsumexp(torch.cat([q_random - log_density_random, q_policy - log_pi,
-                                      q_next_policy - log_pi_next], -1), -1)
-
-
-def conservative_gap(logsumexp_q: torch.Tensor, q_data: torch.Tensor) -> torch.Tensor:
-    """gap_i = E_{s~D} [ log sum_a exp Q_i(s, a) - Q_i(s, a_data) ], one value per critic: minimizing it pushes
-    Q down on the sampled actions and up on the dataset's."""
-    # The robotics notes' sketch subtracts alpha (Q(s, a_unif) - Q(s, pi(s))) from the TD loss: the sign is
-    # reversed there; this follows the paper (eq. 4), which adds the logsumexp and subtracts Q(s, a_data).
-    return (logsumexp_q - q_data).mean(-1)
-
-
-def sampled_actions(actor: TanhGaussianPolicy, states: torch.Tensor, next_states: torch.Tensor, n: int,
-                    d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[B, 3n, d] actions (n uniform, n from pi(.|s), n from pi(.|s')) and the log-probs [B, n] of the policy's."""
-    batch, max_action = states.shape[0], actor.max_action
-    random_actions = torch.empty(batch, n, d, device=states.device).uniform_(-max_action, max_action)
-    policy_actions, log_pi = actor.sample(states.repeat_interleave(n, 0))
-    next_actions, log_pi_next = actor.sample(next_states.repeat_interleave(n, 0))
-    actions = torch.cat([random_actions, policy_actions.view(batch, n, d), next_actions.view(batch, n, d)], 1)
-    return actions, log_pi.view(batch, n), log_pi_next.view(batch, n)
-
-
-def actor_loss(q_pi: torch.Tensor, log_pi: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """-E [ min_i Q_i(s, a) - alpha_H log pi(a|s) ],  a ~ pi(.|s) reparameterized."""
-    return (alpha * log_pi - q_pi).mean()
-
-
-def temperature_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """-E [ log alpha_H ( log pi(a|s) + H_target ) ] (SAC's automatic entropy tuning, in log alpha)."""
-    return -(log_alpha * (log_pi.detach() + target_entropy)).mean()
-
-
-class CQLTrainer:
-    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
-        self.device = device
-        width, depth = config.hidden_dim, config.n_hidden
-        self.actor = TanhGaussianPolicy(state_dim, action_dim, width, depth, max_action).to(device)
-        self.critic = EnsembleCritic(state_dim, action_dim, width, n_hidden=depth).to(device)
-        self.critic_target = EnsembleCritic(state_dim, action_dim, width, n_hidden=depth).to(device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.log_alpha = nn.Parameter(torch.zeros((), device=device))  # log alpha_H, a parameter so it is checkpointed
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.actor_lr)
-        if config.cql_lagrange:
-            self.log_alpha_prime = nn.Parameter(torch.zeros((), device=device))
-            self.alpha_prime_optimizer = torch.optim.Adam([self.log_alpha_prime], lr=config.critic_lr)
-        self.target_entropy = -float(action_dim)
-        self.log_density_random = uniform_log_density(action_dim, max_action)
-        self.action_dim = action_dim
-        self.config = config
-
-    def conservative_penalty(self, gap: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """alpha sum_i gap_i, or with Lagrange alpha' sum_i (alpha gap_i - tau), after a step of alpha' that
-        raises it when alpha gap > tau and lowers it otherwise."""
-        c = self.config
-        if not c.cql_lagrange:
-            return c.cql_alpha * gap.sum(), {}
-        alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
-        alpha_prime_loss = -(alpha_prime * (c.cql_alpha * gap.detach() - c.target_action_gap)).mean()
-        self.alpha_prime_optimizer.zero_grad(set_to_none=True)
-        alpha_prime_loss.backward()
-        self.alpha_prime_optimizer.step()
-        penalty = (alpha_prime.detach() * (c.cql_alpha * gap - c.target_action_gap)).sum()
-        return penalty, {"alpha_prime": alpha_prime.detach()}
-
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        c = self.config
-        states, n = batch["observations"], c.num_sampled_actions
-        alpha = self.log_alpha.exp().detach()
-        with torch.no_grad():
-            target = soft_q_target(self.critic_target, self.actor, batch, alpha, c)
-            actions, log_pi_s, log_pi_next = sampled_actions(self.actor, states, batch["next_observations"], n,
-                                                             self.action_dim)
-        q_data = self.critic(states, batch["actions"])
-        # Every sampled action is scored at s, the policy's actions at s' included (the official implementation).
-        q_sampled = self.critic(states.repeat_interleave(3 * n, 0), actions.flatten(0, 1))
-        q_sampled = q_sampled.view(-1, states.shape[0], 3 * n)
-        q_random, q_policy, q_next_policy = q_sampled.split(n, -1)
-        logsumexp_q = importance_sampled_logsumexp(q_random, q_policy, q_next_policy, self.log_density_random,
-                                                   log_pi_s, log_pi_next)
-        gap = conservative_gap(logsumexp_q, q_data)
-        penalty, extra = self.conservative_penalty(gap)
-        q_loss = td_loss(q_data, target)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        (q_loss + penalty).backward()
-        self.critic_optimizer.step()
-
-        policy_actions, log_pi = self.actor.sample(states)
-        pi_loss = actor_loss(self.critic(states, policy_actions).min(0).values, log_pi, alpha)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        pi_loss.backward()
-        self.actor_optimizer.step()
-
-        alpha_loss = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
-        self.alpha_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_optimizer.step()
-
-        with torch.no_grad():
-            for p, p_target in zip(self.critic.parameters(), self.critic_target.parameters()):
-                p_target.lerp_(p, c.tau)
-        return {"q_loss": q_loss.detach(), "cql_gap": gap.detach().mean(), "actor_loss": pi_loss.detach(),
-                "alpha": alpha, "entropy": -log_pi.detach().mean(), "q_data": q_data.detach().mean(),
-                "q_random": q_random.detach().mean(), **extra}
-
-    @torch.no_grad()
-    def act(self, state: torch.Tensor) -> torch.Tensor:
-        return self.actor.act(state)
-
-
-@torch.no_grad()
-def initial_q_and_mc_return(env: gym.Env, trainer: CQLTrainer, mean: np.ndarray, std: np.ndarray, episodes: int,
-                            seed: int, gamma: float, scale: float) -> dict:
-    """min_i Q_i(s_0, pi(s_0)) against the policy's discounted return sum_t gamma^t r_t from s_0 (rewards scaled as
-    in training), averaged over the evaluation episodes: CQL claims the first lower-bounds the second.  The return is
-    cut at the time limit, which matters only when gamma^T is not small (Pendulum: 0.99^200 = 0.13)."""
-    mean_t = torch.as_tensor(mean, device=trainer.device)
-    std_t = torch.as_tensor(std, device=trainer.device)
-
-    def normalized(obs: np.ndarray) -> torch.Tensor:
-        return ((torch.as_tensor(obs, dtype=torch.float32, device=trainer.device) - mean_t) / std_t)[None]
-
-    q_initial, returns = [], []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        state = normalized(obs)
-        q_initial.append(float(trainer.critic(state, trainer.act(state)).min(0).values))
-        done, total, discount = False, 0.0, 1.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(trainer.act(normalized(obs))[0].cpu().numpy())
-            total += discount * scale * float(reward)
-            discount *= gamma
-            done = terminated or truncated
-        returns.append(total)
-    return {"q_initial": float(np.mean(q_initial)), "mc_return_initial": float(np.mean(returns))}
-
-
-@pyrallis.wrap()
-def train(config: TrainConfig) -> dict:
-    set_seed(config.seed)
-    device = pick_device(config.device)
-    dataset = load_dataset(config.dataset_id)
-    check_continuous(dataset)
-    data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config, device)
-    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = CQLTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
-    evaluate_returns = make_evaluator(config, dataset, trainer.act, mean, std, device)
-    env = dataset.recover_environment(eval_env=True)
-    scale = reward_scale(data, config.normalize_reward)
-
-    def evaluate_policy() -> dict:  # the same seeded episodes as evaluate_returns, replayed for the lower-bound check
-        return {**evaluate_returns(), **initial_q_and_mc_return(env, trainer, mean, std, config.eval_episodes,
-                                                                config.seed + 10_000, config.gamma, scale)}
-
-    return fit(config, "cql", trainer, lambda: buffer.sample(config.batch_size), evaluate_policy,
-               {"state_mean": mean, "state_std": std})
-
-
 if __name__ == "__main__":
-    check_config_file(TrainConfig)
-    train()
+    train(parse_config(TrainConfig))

@@ -6,8 +6,8 @@
 #   modified reward:  r~(s, a) = r(s, a) - lambda u(s, a),   u(s, a) = max_{i=1..N} || sigma_i(s, a) ||
 #   rollouts:  every rollout_every updates, h model steps from dataset states with a ~ pi(.|s), a random
 #              elite per sample and step, rewarded with r~, into the model buffer D_model
-#   SAC on batches of real_ratio D and (1 - real_ratio) D_model:
-#     critic:  min_Q sum_i E ( Q_i(s, a) - y )^2 / 2,
+#   SAC on batches of real_ratio D and (1 - real_ratio) D_model (sac block):
+#     critic:  min_Q sum_i E ( Q_i(s, a) - y )^2   (without SAC's 1/2, as CQL's code: see td_loss),
 #              y = r + gamma (1 - d) [ min_j Q_target_j(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')
 #     actor:   max_pi E_{a~pi(.|s)} [ min_j Q_j(s, a) - alpha log pi(a|s) ]
 #     alpha:   min_alpha E [ -alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
@@ -16,13 +16,18 @@
 # penalty grows, so the policy learns to stay where the model can be trusted.  The chapter's guarantee:
 # the return of pi in the model MDP with r~ lower-bounds its true return (paper, Theorem 4.2).
 
+import copy
 import dataclasses
+import io
 import json
 import math
 import os
 import random
+import re
+import signal
 import sys
 import time
+from contextlib import redirect_stderr
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -33,7 +38,7 @@ import pyrallis
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import trange
+from tqdm import tqdm, trange
 
 
 @dataclass
@@ -45,16 +50,17 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
     normalize_states: bool = True  # standardize observations with the dataset's mean and std
-    normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     max_steps: int = 1_000_000  # gradient updates
     batch_size: int = 256  # transitions per update
-    eval_every: int = 5_000  # updates between evaluations (and checkpoints)
+    eval_every: int = 5_000  # updates between evaluations (and checkpoints, and policy.pt)
     eval_episodes: int = 10  # episodes per evaluation
     checkpoints_path: Optional[str] = None  # run directory; default runs/<algo>/<dataset_id>/seed<seed>
     resume: bool = True  # continue from <run directory>/checkpoint.pt when it exists
+    stop_after: int = 0  # updates this call may run before it checkpoints and exits (0: no limit); rerun to resume
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
-    compile: bool = False  # capture the update with torch.compile
+    compile: bool = False  # capture the update with torch.compile(fullgraph=True)
+    normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     penalty_coef: float = 5.0  # lambda in r~ = r - lambda u(s, a)
     rollout_length: int = 5  # h, model steps of each rollout
     rollout_batch_size: int = 50_000  # dataset states the rollouts start from
@@ -80,10 +86,545 @@ class TrainConfig:
     dynamics_path: Optional[str] = None  # a dynamics.pt saved by an earlier run, reused instead of training a model
 
 
+def model_uncertainty(logvar: torch.Tensor) -> torch.Tensor:
+    """u(s, a) = max_i || sigma_i(s, a) ||_2 over the N members, sigma_i the standard deviations of (r, s' - s).
+    The paper writes the Frobenius norm of the covariance; its code takes the norm of sigma, and lambda is tuned to it."""
+    return torch.exp(0.5 * logvar).norm(dim=-1).max(0).values
+
+
+def penalized_reward(reward: torch.Tensor, uncertainty: torch.Tensor, penalty_coef: float) -> torch.Tensor:
+    """r~(s, a) = r(s, a) - lambda u(s, a)."""
+    return reward - penalty_coef * uncertainty
+
+
+# --- critic: begin
+class VectorizedLinear(nn.Module):
+    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+
+    def __init__(self, in_features: int, out_features: int, n: int):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
+        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleCritic(nn.Module):
+    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
+        super().__init__()
+        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
+        layers = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
+        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
+        self.n = n
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([state, action], -1)
+        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
+        return self.net(x).squeeze(-1)
+# --- critic: end
+
+
+# --- sac: begin
+# SAC's pieces, the same in cql.py, mopo.py and combo.py (source: tools/shared/sac.py).
+#   y    = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')  (alpha: backup_entropy)
+#   J_Q  = sum_i E ( Q_i(s, a) - y )^2
+#   J_pi = E_{a~pi(.|s)} [ alpha log pi(a|s) - min_i Q_i(s, a) ]
+#   J_alpha = -E [ log alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
+
+
+def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """J_Q = sum_i E ( Q_i(s, a) - y )^2, q [n critics, B]: CQL's code's mean squared error, without the 1/2 of
+    SAC's J_Q (CQL's alpha and COMBO's beta are tuned to it); where it is the critic's only loss (MOPO), a
+    constant factor changes nothing under Adam except the weight of its epsilon."""
+    return (q - target).pow(2).mean(1).sum()
+
+
+def actor_loss(q_pi: torch.Tensor, log_pi: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """J_pi = E [ alpha log pi(a|s) - min_i Q_i(s, a) ],  a ~ pi(.|s) reparameterized."""
+    return (alpha * log_pi - q_pi).mean()
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """J_alpha = -E [ log alpha ( log pi(a|s) + H_target ) ] (SAC's automatic entropy tuning, in log alpha)."""
+    return -(log_alpha * (log_pi.detach() + target_entropy)).mean()
+
+
+def tanh_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
+                           max_action: float) -> torch.Tensor:
+    """log pi(a|s) = log N(u; mu, sigma^2) - sum_j log( max_action (1 - tanh(u_j)^2) ),  a = max_action tanh(u),
+    with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) (no 1 - tanh^2 underflow for large |u|)."""
+    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(pre_tanh)
+    log_jacobian = math.log(max_action) + 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
+    return (gaussian - log_jacobian).sum(-1)
+
+
+class TanhGaussianPolicy(nn.Module):
+    """pi_phi(a|s): a = max_action * tanh(u), u ~ N(mu(s), diag(sigma(s)^2)), with a state-dependent
+    log sigma (SAC); forward gives the deterministic action max_action * tanh(mu(s))."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n_hidden: int, max_action: float):
+        super().__init__()
+        self.net = mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
+        self.max_action = max_action
+
+    def mean_and_log_std(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(state).chunk(2, -1)
+        return mean, log_std.clamp(-20.0, 2.0)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.max_action * torch.tanh(self.mean_and_log_std(state)[0])
+
+    def sample(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterized action a = max_action * tanh(mu + sigma eps) and its log pi(a|s)."""
+        mean, log_std = self.mean_and_log_std(state)
+        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
+        return self.max_action * torch.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
+
+    def log_prob(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s) of given actions; u = atanh(a / max_action) with |a / max_action| clamped below 1 - 1e-6,
+        so that the dataset's actions on the bounds stay finite (as CQL's code, rlkit's policies.py atanh)."""
+        mean, log_std = self.mean_and_log_std(state)
+        pre_tanh = torch.atanh((action / self.max_action).clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+        return tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
+
+
+def soft_q_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
+                  alpha: torch.Tensor, gamma: float, backup_entropy: bool) -> torch.Tensor:
+    """y = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ], a' ~ pi(.|s'); without the
+    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup)."""
+    next_actions, next_log_pi = actor.sample(batch["next_observations"])
+    next_q = critic_target(batch["next_observations"], next_actions).min(0).values
+    if backup_entropy:
+        next_q = next_q - alpha * next_log_pi
+    return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
+# --- sac: end
+
+
+class MOPOTrainer:
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
+                 rollouts: "ModelRollouts"):
+        self.device = device
+        self.dynamics = EnsembleDynamics(state_dim, action_dim, config.model_hidden_dim, config.n_models,
+                                         config.n_elites).to(device)
+        capacity = config.rollout_batch_size * config.rollout_length * config.retain_rollouts
+        self.model_buffer = ModelBuffer(capacity, state_dim, action_dim).to(device)
+        self.rollout_stats = torch.zeros(2, device=device)  # mean u(s, a) and mean length of the last rollouts
+        self.actor = TanhGaussianPolicy(state_dim, action_dim, config.hidden_dim, config.n_hidden, max_action).to(device)
+        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim, n_hidden=config.n_hidden).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.zeros((), device=device))  # log alpha
+        self.actor_optimizer = Optimizer(self.actor.parameters(), config.actor_lr)
+        self.critic_optimizer = Optimizer(self.critic.parameters(), config.critic_lr)
+        self.alpha_optimizer = Optimizer([self.log_alpha], config.actor_lr)
+        self.target_entropy = -float(action_dim)
+        self.rollouts, self.rollout_every, self.penalty_coef = rollouts, config.rollout_every, config.penalty_coef
+        self.n_real = int(config.batch_size * config.real_ratio)  # the batch is n_real dataset rows, then model rows
+        self.gamma, self.tau = config.gamma, config.tau
+
+    def periodic(self, step: int) -> None:
+        """Before updates 1, 1 + rollout_every, ...: rollouts from dataset states, rewarded with r~, into D_model."""
+        if (step - 1) % self.rollout_every:
+            return
+        rollout, valid = self.rollouts(self.dynamics, self.actor, uncertainty=model_uncertainty)
+        uncertainty = rollout.pop("uncertainty")
+        rollout["rewards"] = penalized_reward(rollout["rewards"], uncertainty, self.penalty_coef)
+        self.model_buffer.add(self.rollouts.buffer_units(rollout), valid)
+        self.rollout_stats.copy_(torch.stack([(uncertainty * valid).sum() / valid.sum(),
+                                              valid.sum() / self.rollouts.n_rollouts]))
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        states = batch["observations"]
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():  # MOPO's code trains softlearning's SAC, whose target keeps the entropy bonus
+            target = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, backup_entropy=True)
+        q_data = self.critic(states, batch["actions"])
+        q_loss = td_loss(q_data, target)
+        self.critic_optimizer.step(q_loss)
+
+        policy_actions, log_pi = self.actor.sample(states)
+        pi_loss = actor_loss(self.critic(states, policy_actions).min(0).values, log_pi, alpha)
+        self.actor_optimizer.step(pi_loss)
+        self.alpha_optimizer.step(temperature_loss(self.log_alpha, log_pi, self.target_entropy))
+
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
+        return {"q_loss": q_loss.detach(), "actor_loss": pi_loss.detach(), "alpha": alpha,
+                "entropy": -log_pi.detach().mean(), "q_data": q_data.detach().mean(),
+                "model_reward": batch["rewards"][self.n_real:].mean(), "rollout_uncertainty": self.rollout_stats[0],
+                "rollout_length": self.rollout_stats[1],
+                "model_holdout_mse": self.dynamics.holdout_mse[self.dynamics.elites].mean()}
+
+    def state_dict(self) -> dict:
+        return {"dynamics": self.dynamics.state_dict(), "model_buffer": self.model_buffer.state_dict(),
+                "rollout_stats": self.rollout_stats, "actor": self.actor.state_dict(),
+                "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
+                "log_alpha": self.log_alpha.detach(), "actor_optimizer": self.actor_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict(), "alpha_optimizer": self.alpha_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                with torch.no_grad():
+                    getattr(self, name).copy_(value)
+            else:
+                getattr(self, name).load_state_dict(value)
+
+    def policy(self) -> nn.Module:
+        """Normalized states -> deterministic actions: what evaluation runs and policy.pt2 exports."""
+        return self.actor
+
+
+def train(config: TrainConfig) -> dict:
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    dataset = load_dataset(config.dataset_id)
+    check_continuous(dataset)
+    termination = termination_function(config.termination_fn, dataset)
+    data = flatten_episodes(dataset)
+    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    rollouts = ModelRollouts(buffer, mean, std, reward_scale(data, config.normalize_reward), termination,
+                             config.rollout_batch_size, config.rollout_length)
+    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    trainer = MOPOTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
+    prepare_dynamics(config, "mopo", trainer.dynamics, data)
+    policy = trainer.policy()
+
+    def sample() -> dict[str, torch.Tensor]:  # does not change the trainer: rollouts happen in trainer.periodic
+        return mixed_batch(buffer, trainer.model_buffer, config.batch_size, config.real_ratio)
+
+    return fit(config, "mopo", trainer, sample, make_evaluator(config, dataset, policy, mean, std, device),
+               lambda path: export_policy(path, policy, mean, std), {"state_mean": mean, "state_std": std})
+
+
+# --- dynamics: begin
+# The probabilistic ensemble of PETS/MBPO (Chua et al. 2018; Janner et al. 2019) trained as MOPO's code trains
+# it, termination functions, model rollouts and the model buffer, the same in mopo.py and combo.py (source:
+# tools/shared/dynamics.py).
+#
+#   loss = sum_i E_{(s,a,r,s')~D_i} mean_k [ (mu_ik - y_k)^2 / sigma_ik^2 + log sigma_ik^2 ],  y = (r, s' - s)
+#          + sum_l w_l ||W_l||^2 / 2 + 0.01 ( sum max_logvar - sum min_logvar )
+#   log sigma^2 = min_logvar + softplus( max_logvar - softplus(max_logvar - o) - min_logvar ),  o the raw output
+#
+# D_i is member i's bootstrap of the training split; inputs (s, a) are standardized inside the model.
+# This is MBPO's model; MOPO's code adds spectral normalization and a separate variance head, left out here.
+
+MODEL_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # w_l of the four hidden layers and the output (MBPO)
+
+
+def bounded_logvar(raw: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
+    """log sigma^2 softly kept inside the learned [min_logvar, max_logvar] (PETS, appendix A.1): the
+    variance cannot collapse or explode on inputs far from the data."""
+    logvar = max_logvar - F.softplus(max_logvar - raw)
+    return min_logvar + F.softplus(logvar - min_logvar)
+
+
+def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per member [N]: E_batch mean_k [ (mu_k - y_k)^2 exp(-log sigma_k^2) + log sigma_k^2 ], the Gaussian
+    negative log-likelihood without its constant and its factor 1/2 (as MBPO)."""
+    return ((mean - target).pow(2) * torch.exp(-logvar) + logvar).mean((-2, -1))
+
+
+class EnsembleDynamics(nn.Module):
+    """N Gaussian models of (r, s' - s) given (s, a) with stacked weights: inputs [B, in] (shared by the
+    members) or [N, B, in] (one batch each) -> mean, log-variance [N, B, 1 + state_dim]."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n_models: int, n_elites: int):
+        super().__init__()
+        dims = [state_dim + action_dim] + [hidden_dim] * 4
+        self.layers = nn.ModuleList([VectorizedLinear(d_in, d_out, n_models) for d_in, d_out in zip(dims[:-1], dims[1:])]
+                                    + [VectorizedLinear(hidden_dim, 2 * (1 + state_dim), n_models)])
+        self.max_logvar = nn.Parameter(torch.full((1 + state_dim,), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((1 + state_dim,), -10.0))
+        self.register_buffer("input_mean", torch.zeros(state_dim + action_dim))
+        self.register_buffer("input_std", torch.ones(state_dim + action_dim))
+        self.register_buffer("elites", torch.arange(n_elites))
+        self.register_buffer("holdout_mse", torch.zeros(n_models))
+        self.n_models = n_models
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (inputs - self.input_mean) / self.input_std
+        x = x.expand(self.n_models, *x.shape) if x.dim() == 2 else x
+        for layer in self.layers[:-1]:
+            x = F.silu(layer(x))
+        mean, raw_logvar = self.layers[-1](x).chunk(2, -1)
+        return mean, bounded_logvar(raw_logvar, self.min_logvar, self.max_logvar)
+
+    def weight_decay(self) -> torch.Tensor:
+        return sum(w * layer.weight.pow(2).sum() / 2 for w, layer in zip(MODEL_WEIGHT_DECAY, self.layers))
+
+    @torch.no_grad()
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """s' and r sampled from the Gaussian of one random elite per row, and every member's log sigma^2 [N, B, k]."""
+        mean, logvar = self(torch.cat([states, actions], -1))
+        rows = torch.arange(len(states), device=states.device)
+        member = self.elites[torch.randint(len(self.elites), (len(states),), device=states.device)]
+        sample = mean[member, rows] + torch.exp(0.5 * logvar[member, rows]) * torch.randn_like(mean[0])
+        return states + sample[:, 1:], sample[:, 0], logvar
+
+
+def dynamics_loss(model: EnsembleDynamics, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    mean, logvar = model(inputs)
+    bounds = 0.01 * (model.max_logvar.sum() - model.min_logvar.sum())
+    return gaussian_nll(mean, logvar, targets).sum() + model.weight_decay() + bounds
+
+
+@torch.no_grad()
+def holdout_mse(model: EnsembleDynamics, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per member [N]: mean squared error of mu_i on held-out transitions."""
+    return (model(inputs)[0] - targets).pow(2).mean((-2, -1))
+
+
+@torch.no_grad()
+def choose_elites(model: EnsembleDynamics, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The n_elites members with the lowest holdout MSE become the elites; returns their mean holdout MSE."""
+    model.holdout_mse.copy_(holdout_mse(model, inputs, targets))
+    model.elites.copy_(torch.argsort(model.holdout_mse)[:len(model.elites)])
+    return float(model.holdout_mse[model.elites].mean())
+
+
+def model_data(data: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs = np.concatenate([data["observations"], data["actions"]], 1)
+    targets = np.concatenate([data["rewards"][:, None], data["next_observations"] - data["observations"]], 1)
+    return torch.as_tensor(inputs, device=device), torch.as_tensor(targets, device=device)
+
+
+def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config,
+                   min_improvement: float = 0.01) -> tuple[float, int]:
+    """MBPO's recipe as MOPO runs it: hold out holdout_ratio of the transitions (at most max_holdout), train
+    each member on its own bootstrap of the rest, keep each member's weights from its best holdout epoch,
+    stop once more than model_patience epochs in a row passed in which no member improved its holdout MSE
+    by `min_improvement` (relative), then choose the elites.  A progress bar counts the model's updates and
+    shows the holdout MSE of the last epoch.  Returns the elites' mean holdout MSE and the epochs run."""
+    device = model.input_mean.device
+    inputs, targets = model_data(data, device)
+    n_holdout = max(1, min(int(config.holdout_ratio * len(inputs)), config.max_holdout))
+    order = torch.randperm(len(inputs), device=device)
+    holdout, train = order[:n_holdout], order[n_holdout:]
+    model.input_mean.copy_(inputs[train].mean(0))
+    model.input_std.copy_(torch.where(inputs[train].std(0) < 1e-12, 1.0, inputs[train].std(0)))
+    optimizer = Optimizer(model.parameters(), config.model_lr)
+    members = [p for layer in model.layers for p in layer.parameters()]  # every one has the member axis first
+    best_weights = [p.detach().clone() for p in members]
+    best_mse = torch.full((model.n_models,), 1e10, device=device)
+    bootstrap = train[torch.randint(len(train), (model.n_models, len(train)), device=device)]
+    batches = math.ceil(len(train) / config.model_batch_size)
+    bar = tqdm(total=None if config.model_max_epochs is None else config.model_max_epochs * batches,
+               desc="dynamics model", unit="update", mininterval=5)
+    epoch, stale = 0, 0
+    while stale <= config.model_patience and (config.model_max_epochs is None or epoch < config.model_max_epochs):
+        shuffled = bootstrap.gather(1, torch.argsort(torch.rand(bootstrap.shape, device=device), 1))
+        for start in range(0, len(train), config.model_batch_size):
+            rows = shuffled[:, start:start + config.model_batch_size]
+            optimizer.step(dynamics_loss(model, inputs[rows], targets[rows]))
+            bar.update()
+        epoch += 1
+        mse = holdout_mse(model, inputs[holdout], targets[holdout])
+        improved = (best_mse - mse) / best_mse > min_improvement
+        with torch.no_grad():
+            for p, best in zip(members, best_weights):
+                best[improved] = p[improved]
+        best_mse = torch.where(improved, mse, best_mse)
+        stale = 0 if bool(improved.any()) else stale + 1  # a host sync per epoch, outside the policy updates
+        bar.set_postfix(epoch=epoch, holdout_mse=f"{float(mse.mean()):.5f}", epochs_without_gain=stale, refresh=False)
+    bar.close()
+    with torch.no_grad():
+        for p, best in zip(members, best_weights):
+            p.copy_(best)
+    return choose_elites(model, inputs[holdout], targets[holdout]), epoch
+
+
+def no_termination(states: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(len(states), dtype=torch.bool, device=states.device)
+
+
+def hopper_termination(states: torch.Tensor) -> torch.Tensor:
+    """Hopper-v5's health check on s' (its observation drops x, so s[0] is the height z and s[1] the torso
+    angle): healthy iff z > 0.7, |angle| < 0.2 and |s[1:]| < 100."""
+    return ~((states[:, 0] > 0.7) & (states[:, 1].abs() < 0.2) & (states[:, 1:].abs() < 100).all(-1))
+
+
+def walker2d_termination(states: torch.Tensor) -> torch.Tensor:
+    """Walker2d-v5's health check on s': healthy iff 0.8 < z = s[0] < 2 and -1 < angle = s[1] < 1."""
+    return ~((states[:, 0] > 0.8) & (states[:, 0] < 2.0) & (states[:, 1].abs() < 1.0))
+
+
+TERMINATIONS = {"none": no_termination, "hopper": hopper_termination, "walker2d": walker2d_termination}
+ENV_TERMINATIONS = {"Hopper": "hopper", "Walker2d": "walker2d", "HalfCheetah": "none", "Pendulum": "none"}
+
+
+def termination_function(name: str, dataset) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model cannot predict episode ends, so each environment's termination rule is written out."""
+    if name == "auto":
+        env_id = dataset.env_spec.id if dataset.env_spec is not None else "unknown"
+        name = ENV_TERMINATIONS.get(env_id.split("/")[-1].split("-v")[0])
+        if name is None:
+            fail(f"no termination function is known for environment {env_id!r}; pass --termination_fn none if its "
+                 f"episodes only end by time limit, or add its health check to TERMINATIONS.")
+    if name not in TERMINATIONS:
+        fail(f"termination_fn {name!r} is not one of auto, {', '.join(TERMINATIONS)}.")
+    return TERMINATIONS[name]
+
+
+@torch.no_grad()
+def model_rollout(model: EnsembleDynamics, policy: Callable[[torch.Tensor], torch.Tensor], states: torch.Tensor,
+                  horizon: int, termination: Callable[[torch.Tensor], torch.Tensor],
+                  uncertainty: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> tuple[dict, torch.Tensor]:
+    """h steps a ~ pi(.|s), (s', r) ~ T_theta(.|s, a) from every start state, in the dataset's raw units.
+    A rollout ends at a termination, and, in every environment, at a step whose s' or r is not finite: that
+    step is dropped and the rollout continues no further (a diverging model must not fill D_model with inf).
+    An ended rollout stays in the batch (fixed shapes: no host sync) and its later steps are marked invalid.
+    Returns the h * B transitions, with uncertainty(log sigma^2) per transition when a method asks for it,
+    and the validity mask."""
+    alive = torch.ones(len(states), dtype=torch.bool, device=states.device)
+    steps = []
+    for _ in range(horizon):
+        actions = policy(states)
+        next_states, rewards, logvar = model.step(states, actions)
+        finite = torch.isfinite(next_states).all(-1) & torch.isfinite(rewards)
+        terminals = termination(next_states)
+        step = {"observations": states, "actions": actions, "rewards": rewards, "next_observations": next_states,
+                "terminals": terminals.float(), "valid": alive & finite}
+        if uncertainty is not None:
+            step["uncertainty"] = uncertainty(logvar)
+        steps.append(step)
+        alive = alive & finite & ~terminals
+        states = torch.where(finite[:, None], next_states, states)  # ended rows keep stepping from finite states
+    transitions = {k: torch.cat([step[k] for step in steps]) for k in steps[0]}
+    return transitions, transitions.pop("valid")
+
+
+class ModelBuffer(nn.Module):
+    """D_model: a ring buffer of the last `capacity` model transitions on the device.  Its write position
+    and fill level are device tensors, so that adding and sampling never wait for the device: the
+    invalid rows of a write go to a scratch row past the end, never sampled."""
+
+    KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
+
+    def __init__(self, capacity: int, state_dim: int, action_dim: int):
+        super().__init__()
+        shapes = {"observations": (state_dim,), "actions": (action_dim,), "rewards": (),
+                  "next_observations": (state_dim,), "terminals": ()}
+        for key, shape in shapes.items():
+            self.register_buffer(key, torch.zeros(capacity + 1, *shape))
+        self.register_buffer("position", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.capacity = capacity
+
+    def add(self, transitions: dict[str, torch.Tensor], valid: torch.Tensor) -> None:
+        rank = torch.cumsum(valid.long(), 0) - 1
+        rows = torch.where(valid, (self.position + rank) % self.capacity, self.capacity)
+        for key in self.KEYS:
+            column = getattr(self, key)
+            column[rows] = transitions[key]
+            column[self.capacity] = 0.0
+        added = valid.sum()
+        self.position.copy_((self.position + added) % self.capacity)
+        self.filled.copy_((self.filled + added).clamp(max=self.capacity))
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        rows = torch.randint(0, 2**62, (batch_size,), device=self.filled.device) % self.filled
+        return {key: getattr(self, key)[rows] for key in self.KEYS}
+
+
+class ModelRollouts:
+    """What rollouts need besides the model and the policy: n_rollouts start states drawn from the dataset
+    buffer, its state statistics (the buffer and D_model hold normalized states and scaled rewards, the
+    model raw ones), the reward scale, the environment's termination rule and the horizon h."""
+
+    def __init__(self, dataset: "DeviceBuffer", mean: np.ndarray, std: np.ndarray, reward_scale: float,
+                 termination: Callable[[torch.Tensor], torch.Tensor], n_rollouts: int, horizon: int):
+        self.mean, self.std = (torch.as_tensor(x, dtype=torch.float32, device=dataset.device) for x in (mean, std))
+        self.dataset, self.reward_scale, self.termination = dataset, reward_scale, termination
+        self.n_rollouts, self.horizon = n_rollouts, horizon
+
+    @torch.no_grad()
+    def __call__(self, model: EnsembleDynamics, actor: nn.Module,
+                 uncertainty: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> tuple[dict, torch.Tensor]:
+        """model_rollout from n_rollouts dataset states with a ~ pi(.|s) (actor.sample), in raw units."""
+        starts = self.dataset.sample(self.n_rollouts)["observations"] * self.std + self.mean
+        return model_rollout(model, lambda s: actor.sample((s - self.mean) / self.std)[0], starts, self.horizon,
+                             self.termination, uncertainty)
+
+    def buffer_units(self, transitions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"observations": (transitions["observations"] - self.mean) / self.std, "actions": transitions["actions"],
+                "rewards": transitions["rewards"] * self.reward_scale,
+                "next_observations": (transitions["next_observations"] - self.mean) / self.std,
+                "terminals": transitions["terminals"]}
+
+
+def mixed_batch(dataset: "DeviceBuffer", model_buffer: ModelBuffer, batch_size: int, real_ratio: float) -> dict:
+    """int(batch_size * real_ratio) dataset transitions, then the rest of the batch from D_model."""
+    n_real = int(batch_size * real_ratio)
+    real, fake = dataset.sample(n_real), model_buffer.sample(batch_size - n_real)
+    return {k: torch.cat([real[k], fake[k]]) for k in real}
+
+
+def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str, np.ndarray]) -> None:
+    """The model is trained once, before the policy: not at all when resuming (the checkpoint holds it),
+    loaded when dynamics_path names a saved one (or, when resuming, the run saved one before its first
+    checkpoint), else trained and saved to <run directory>/dynamics.pt."""
+    run_dir = run_directory(config, algo)
+    if config.resume and (run_dir / "checkpoint.pt").exists():
+        return
+    saved = run_dir / "dynamics.pt"
+    path = config.dynamics_path or (str(saved) if config.resume and saved.exists() else None)
+    if path is not None:
+        if not os.path.isfile(path):
+            fail(f"dynamics_path {path} does not exist.")
+        try:
+            model.load_state_dict(torch.load(path, map_location=model.input_mean.device))
+        except Exception as e:  # noqa: BLE001 - corrupt files and models of another shape
+            fail(f"{path} is not a dynamics model of this dataset and config ({type(e).__name__}).")
+        print(f"dynamics model loaded from {path}: elite holdout MSE "
+              f"{float(model.holdout_mse[model.elites].mean()):.5f}", flush=True)
+        return
+    mse, epochs = train_dynamics(model, data, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), saved.with_suffix(".tmp"))
+    os.replace(saved.with_suffix(".tmp"), saved)
+    print(f"dynamics model trained for {epochs} epochs: elite holdout MSE {mse:.5f}, elites "
+          f"{model.elites.tolist()}; saved to {saved}", flush=True)
+# --- dynamics: end
+
+
+# --- transitions: begin
+def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    if not enabled:
+        return 1.0
+    returns = data["episode_returns"][data["episode_ends"] > 0]
+    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+
+
+def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
+                      device: torch.device):
+    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
+    state statistics (mean, std) that the policy needs at evaluation time."""
+    mean, std = state_statistics(data["observations"], normalize_states)
+    transitions = {
+        "observations": (data["observations"] - mean) / std,
+        "actions": data["actions"],
+        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
+        "next_observations": (data["next_observations"] - mean) / std,
+        "terminals": data["terminals"],
+    }
+    return DeviceBuffer(transitions, device), mean, std
+# --- transitions: end
+
+
 # --- shared: begin
-# Identical in every script of algorithms/ (tests/test_shared_block.py checks it): seeding,
-# Minari loading, flattening, normalization, the device-resident buffer, evaluation, logging,
-# network building blocks, checkpoints and the training loop.  Edit it in one script, then run tools/sync_shared.py.
+# The plumbing every script shares, byte-identical in all of them: bad input, seeding and device,
+# Minari loading and flattening, normalization, the device-resident buffer, the MLP, the optimizer,
+# evaluation, the deployable policy, logging, checkpoints and the training loop.  Its one source is
+# tools/shared/appendix.py: edit it there, then run tools/sync_shared.py.
+
+EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
 
 
 def fail(message: str) -> None:
@@ -91,22 +632,56 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def check_config_file(config_class) -> None:
-    """A YAML key that is not a field of TrainConfig is one sentence (pyrallis would raise)."""
+def config_paths(argv: list[str]) -> list[str]:
+    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
+    return paths + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
+
+
+def check_config_file(path: str, config_class) -> None:
     import yaml
 
-    argv = sys.argv[1:]
-    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
-    paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
-    fields = {f.name for f in dataclasses.fields(config_class)}
-    for path in paths:
-        if not os.path.isfile(path):
-            fail(f"config file {path} does not exist.")
+    if not os.path.isfile(path):
+        fail(f"config file {path} does not exist.")
+    try:
         with open(path) as f:
-            keys = set(yaml.safe_load(f) or {})
-        if keys - fields:
-            fail(f"config {path} has unknown key(s) {', '.join(sorted(keys - fields))}; "
-                 f"valid keys: {', '.join(sorted(fields))}.")
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
+    if not isinstance(values, dict):
+        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        fail(f"config {path} has unknown key(s) {', '.join(sorted(unknown))}; "
+             f"valid keys: {', '.join(f.name for f in dataclasses.fields(config_class))}.")
+
+
+def parse_config(config_class):
+    """TrainConfig from the YAML file and the command line; every bad value is one sentence."""
+    for path in config_paths(sys.argv[1:]):
+        check_config_file(path, config_class)
+    messages = io.StringIO()
+    try:
+        with redirect_stderr(messages):
+            config = pyrallis.parse(config_class=config_class)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        fail(messages.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1] + ".")
+    except Exception as e:  # noqa: BLE001 - pyrallis' decoding errors: a value of the wrong type
+        wrong = re.search(r"value='(.*?)' into field .*?\.(\w+)\" of type (?:<class '(\w+)'>|([\w\[\], ]+))", str(e))
+        fail(f"{wrong[2]} must be of type {wrong[3] or wrong[4]}, got {wrong[1]!r}." if wrong
+             else " ".join(str(e).split()))
+    check_common_fields(config)
+    return config
+
+
+def check_common_fields(config) -> None:
+    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes"):
+        if getattr(config, name) < 1:
+            fail(f"{name} must be at least 1, got {getattr(config, name)}.")
+    if config.stop_after < 0:
+        fail(f"stop_after must be 0 (no stop) or a positive number of updates, got {config.stop_after}.")
+    pick_device(config.device)
 
 
 def set_seed(seed: int) -> None:
@@ -118,7 +693,15 @@ def set_seed(seed: int) -> None:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        fail(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>.")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        fail(f"device {name!r} is not available on this machine ({torch.cuda.device_count()} CUDA devices).")
+    if device.type not in ("cpu", "cuda"):
+        fail(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:<index>.")
+    return device
 
 
 def load_dataset(dataset_id: str):
@@ -177,30 +760,8 @@ def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarra
     return observations.mean(0), observations.std(0) + 1e-3
 
 
-def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
-    if not enabled:
-        return 1.0
-    returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
-
-
-def transition_buffer(data: dict[str, np.ndarray], config, device: torch.device):
-    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
-    state statistics (mean, std) that the policy needs at evaluation time."""
-    mean, std = state_statistics(data["observations"], config.normalize_states)
-    transitions = {
-        "observations": (data["observations"] - mean) / std,
-        "actions": data["actions"],
-        "rewards": data["rewards"] * reward_scale(data, config.normalize_reward),
-        "next_observations": (data["next_observations"] - mean) / std,
-        "terminals": data["terminals"],
-    }
-    return DeviceBuffer(transitions, device), mean, std
-
-
 class DeviceBuffer:
-    """The whole dataset as tensors on the training device; batch indices are drawn there too."""
+    """Arrays of equal length as tensors on the training device; batch indices are drawn there too."""
 
     def __init__(self, data: dict[str, np.ndarray], device: torch.device):
         self.data = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in data.items()}
@@ -212,18 +773,88 @@ class DeviceBuffer:
         return {k: v[idx] for k, v in self.data.items()}
 
 
-def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted returns of the deterministic policy `act`, one seeded episode after another."""
-    returns = []
+def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
+    layers, dim = [], in_dim
+    for _ in range(n_hidden):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        dim = hidden_dim
+    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+
+
+class Optimizer:
+    """Adam (Kingma & Ba 2015), AdamW's decoupled weight decay, or SGD with momentum, computed as
+    torch.optim computes them but written out, so that a whole update (losses, gradients and steps)
+    compiles as one graph: torch.optim's step() and Tensor.backward() break the graph (torch 2.13).
+    step(loss) differentiates `loss` with respect to this optimizer's parameters only: an actor's loss
+    through the critic computes no critic gradients.  schedule(t) multiplies lr at the update after t
+    updates (t = 0, 1, ...), as torch's LambdaLR; max_grad_norm clips the gradients' global norm first."""
+
+    def __init__(self, params, lr: float, kind: str = "adam", betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, max_grad_norm: float = math.inf,
+                 schedule: Callable[[torch.Tensor], torch.Tensor] = lambda t: 1.0):
+        self.params = list(params)
+        self.lr, self.kind, self.betas, self.eps = lr, kind, betas, eps
+        self.weight_decay, self.momentum, self.max_grad_norm, self.schedule = weight_decay, momentum, max_grad_norm, schedule
+        self.steps = torch.zeros((), device=self.params[0].device)
+        self.moments = [torch.zeros_like(p) for p in self.params]  # Adam's m, or SGD's momentum buffer
+        self.second_moments = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []  # Adam's v
+
+    def step(self, loss: torch.Tensor) -> torch.Tensor:
+        """One update of the parameters down the gradient of `loss`; returns the gradients' global norm."""
+        grads = torch.autograd.grad(loss, self.params)
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            if math.isfinite(self.max_grad_norm):
+                grads = torch._foreach_mul(grads, (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))
+            lr = self.lr * self.schedule(self.steps)
+            self.steps.add_(1)
+            if self.kind == "sgd":
+                torch._foreach_mul_(self.moments, self.momentum)
+                torch._foreach_add_(self.moments, grads)
+                torch._foreach_sub_(self.params, torch._foreach_mul(self.moments, lr))
+                return norm
+            beta1, beta2 = self.betas
+            if self.weight_decay:
+                torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
+            torch._foreach_lerp_(self.moments, grads, 1 - beta1)
+            torch._foreach_mul_(self.second_moments, beta2)
+            torch._foreach_addcmul_(self.second_moments, grads, grads, 1 - beta2)
+            bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+            denominators = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(self.second_moments),
+                                                                 bias2.sqrt()), self.eps)
+            updates = torch._foreach_div(self.moments, denominators)
+            torch._foreach_sub_(self.params, torch._foreach_mul(updates, lr / bias1))
+        return norm
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "moments": self.moments, "second_moments": self.second_moments}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.steps.copy_(state["steps"])
+            torch._foreach_copy_(self.moments, state["moments"])
+            if self.second_moments:  # SGD keeps none
+                torch._foreach_copy_(self.second_moments, state["second_moments"])
+
+
+def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded episodes of the deterministic policy `act`, one after another: per episode the return,
+    the return discounted by EVAL_DISCOUNT and the initial state."""
+    returns, discounted, initial_states = [], [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
-        done, total = False, 0.0
+        initial_states.append(obs)
+        done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
         while not done:
             obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
+            total_discounted += discount * float(reward)
+            discount *= EVAL_DISCOUNT
             done = terminated or truncated
         returns.append(total)
-    return np.asarray(returns)
+        discounted.append(total_discounted)
+    return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
+            "initial_states": np.asarray(initial_states, np.float32)}
 
 
 def normalized_score(dataset, returns: np.ndarray) -> float:
@@ -236,9 +867,10 @@ def normalized_score(dataset, returns: np.ndarray) -> float:
         return math.nan
 
 
-def make_evaluator(config, dataset, policy: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray,
-                   std: np.ndarray, device: torch.device) -> Callable[[], dict]:
-    """Evaluation of a deterministic policy of normalized states in the dataset's eval env."""
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
+                   device: torch.device) -> Callable[[], dict]:
+    """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
     env = dataset.recover_environment(eval_env=True)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
@@ -248,54 +880,59 @@ def make_evaluator(config, dataset, policy: Callable[[torch.Tensor], torch.Tenso
         return policy(state[None])[0].cpu().numpy()
 
     def run() -> dict:
-        returns = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
-        return {"return": returns.mean(), "normalized_score": normalized_score(dataset, returns)}
+        episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
+        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
 
     return run
 
 
-class VectorizedLinear(nn.Module):
-    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+class DeployablePolicy(nn.Module):
+    """Raw observations -> deterministic actions: the state normalization and the policy in one program."""
 
-    def __init__(self, in_features: int, out_features: int, n: int):
+    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray):
         super().__init__()
-        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
-        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+        self.policy = copy.deepcopy(policy).cpu().eval()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
-    layers, dim = [], in_dim
-    for _ in range(n_hidden):
-        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
-        dim = hidden_dim
-    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.policy((observations - self.mean) / self.std)
 
 
-class EnsembleCritic(nn.Module):
-    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
+def export_program(path: Path, module: nn.Module, example_inputs: tuple, dynamic_shapes) -> None:
+    """A torch.export program that `torch.export.load(path).module()` runs with torch alone (.pt2 is
+    torch.export's file suffix); written to a temporary file then renamed, like the checkpoint."""
+    with torch.no_grad():
+        program = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    tmp = path.with_name(path.stem + ".partial.pt2")
+    torch.export.save(program, tmp)
+    os.replace(tmp, path)
 
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
-        super().__init__()
-        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
-        layers = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
-            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
-        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
-        self.n = n
 
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([state, action], -1)
-        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
-        return self.net(x).squeeze(-1)
+def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    example = torch.zeros(2, len(mean))
+    export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
 
 
 def run_directory(config, algo: str) -> Path:
     path = config.checkpoints_path or os.path.join("runs", algo, config.dataset_id, f"seed{config.seed}")
     return Path(path)
+
+
+def redirect_mujoco_warnings(run_dir: Path) -> None:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; keep them in the run's."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def write(message: str) -> None:
+        with open(run_dir / "mujoco_warnings.txt", "a") as f:
+            f.write(message + "\n")
+
+    mujoco.set_mju_user_warning(write)
 
 
 class RunLog:
@@ -304,7 +941,6 @@ class RunLog:
     def __init__(self, config, algo: str, run_dir: Path):
         import wandb
 
-        run_dir.mkdir(parents=True, exist_ok=True)
         self.file = open(run_dir / "log.jsonl", "a")
         self.start = time.time()
         self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir), config=asdict(config),
@@ -324,25 +960,10 @@ class RunLog:
         self.wandb.finish()
 
 
-def training_state(trainer) -> dict:
-    """Every module, optimizer, learning-rate schedule and tensor attribute of the trainer, by name."""
-    return {name: (obj.detach().clone() if isinstance(obj, torch.Tensor) else obj.state_dict())
-            for name, obj in vars(trainer).items()
-            if isinstance(obj, (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, torch.Tensor))}
-
-
-def restore_training_state(trainer, state: dict) -> None:
-    for name, value in state.items():
-        obj = getattr(trainer, name)
-        if isinstance(obj, torch.Tensor):
-            obj.data.copy_(value)
-        else:
-            obj.load_state_dict(value)
-
-
 def save_checkpoint(path: Path, step: int, trainer, config, extra: dict) -> None:
-    """Written to a temporary file then renamed: an interrupted save never replaces a good checkpoint."""
-    state = {"step": step, "trainer": training_state(trainer), "config": asdict(config), "extra": extra,
+    """What trainer.state_dict() declares, the RNG states and `extra`; written to a temporary file
+    then renamed, so an interrupted save never replaces a good checkpoint."""
+    state = {"step": step, "trainer": trainer.state_dict(), "config": asdict(config), "extra": extra,
              "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
     tmp = path.with_suffix(".tmp")
@@ -362,8 +983,8 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
 def resume(path: Path, trainer, device: torch.device) -> int:
     state = load_checkpoint(path, device)
     try:
-        restore_training_state(trainer, state["trainer"])
-    except (KeyError, RuntimeError, ValueError, AttributeError) as e:
+        trainer.load_state_dict(state["trainer"])
+    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError) as e:
         fail(f"checkpoint {path} does not match this script and config ({type(e).__name__}); "
              f"delete it or pass --resume false.")
     rng = state["rng"]
@@ -375,466 +996,82 @@ def resume(path: Path, trainer, device: torch.device) -> int:
     return state["step"]
 
 
+def compile_update(update: Callable) -> Callable:
+    """The update as one graph; dynamo must be told to trace Optimizer.step's torch.autograd.grad."""
+    import torch._dynamo
+
+    torch._dynamo.config.trace_autograd_ops = True
+    return torch.compile(update, fullgraph=True)
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM asks the loop to checkpoint after the current update and exit."""
+
+    def __init__(self):
+        self.signal = 0
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request)
+
+    def request(self, signum, frame) -> None:
+        self.signal = signum
+
+
 def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy: Callable[[], dict],
-        extra: dict) -> dict:
-    """The loop every script shares: update, log, evaluate, checkpoint, resume.  Returns the last
-    evaluation.  `extra` (normalizer statistics and the like) is stored with each checkpoint."""
+        export: Callable[[Path], None] | None, extra: dict) -> dict:
+    """The loop every script shares.  The trainer's contract: update(batch) -> dict of detached tensors,
+    state_dict() / load_state_dict() (what a checkpoint holds), an attribute `device`, and optionally
+    periodic(step), called before the update of every step for periodic work (refreshing returns,
+    model rollouts).  Every eval_every updates: evaluate, log, checkpoint, and export(run_dir / "policy.pt2")
+    (None: a script without a policy to deploy).
+    stop_after or a signal ends the call early with a checkpoint that the same command resumes.  A
+    finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir = run_directory(config, algo)
     run_dir.mkdir(parents=True, exist_ok=True)
+    redirect_mujoco_warnings(run_dir)
     checkpoint = run_dir / "checkpoint.pt"
     start = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else 0
     if start >= config.max_steps:
         print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
         return {}
-    update = torch.compile(trainer.update) if config.compile else trainer.update
+    update = compile_update(trainer.update) if config.compile else trainer.update
+    periodic = getattr(trainer, "periodic", None)
     log = RunLog(config, algo, run_dir)
     log_every = max(1, min(1000, config.eval_every))
+    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+    stop = StopRequest()
     result = {}
-    for step in trange(start + 1, config.max_steps + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+        if periodic is not None:
+            periodic(step)
         metrics = update(sample())
-        if step % log_every == 0 or step % config.eval_every == 0 or step == config.max_steps:
+        evaluation = step % config.eval_every == 0 or step == config.max_steps
+        if step % log_every == 0 or evaluation:
             values = {f"train/{k}": v for k, v in metrics.items()}
-            if step % config.eval_every == 0 or step == config.max_steps:
-                values.update({f"eval/{k}": v for k, v in evaluate_policy().items()})
+            if evaluation:
+                measured = evaluate_policy()
+                values.update({f"eval/{k}": v for k, v in measured.items() if k != "episodes"})
             values = log.write(step, values)
             if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
                 log.close()
                 fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
-            if step % config.eval_every == 0 or step == config.max_steps:
+            if evaluation:
                 save_checkpoint(checkpoint, step, trainer, config, extra)
+                if export is not None:
+                    export(run_dir / "policy.pt2")
                 result = {k: v for k, v in values.items() if k.startswith("eval/")}
                 print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
+        if stop.signal or (step == last < config.max_steps):
+            save_checkpoint(checkpoint, step, trainer, config, extra)
+            log.close()
+            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+            if stop.signal:
+                raise SystemExit(128 + stop.signal)
+            return result
     log.close()
+    (run_dir / "finished.json").write_text(json.dumps({"step": config.max_steps, **result}))
     return result
 # --- shared: end
 
 
-# --- dynamics: begin
-# Identical in mopo.py and combo.py (tests/test_shared_block.py checks it): the probabilistic ensemble of
-# PETS/MBPO (Chua et al. 2018; Janner et al. 2019) trained as MOPO's code trains it, termination functions,
-# model rollouts and the model buffer.  Edit it in one script, then run tools/sync_shared.py.
-#
-#   loss = sum_i E_{(s,a,r,s')~D_i} mean_k [ (mu_ik - y_k)^2 / sigma_ik^2 + log sigma_ik^2 ],  y = (r, s' - s)
-#          + sum_l w_l ||W_l||^2 / 2 + 0.01 ( sum max_logvar - sum min_logvar )
-#   log sigma^2 = min_logvar + softplus( max_logvar - softplus(max_logvar - o) - min_logvar ),  o the raw output
-#
-# D_i is member i's bootstrap of the training split; inputs (s, a) are standardized inside the model.
-# This is MBPO's model; MOPO's code adds spectral normalization and a separate variance head, left out here.
-
-MODEL_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # w_l of the four hidden layers and the output (MBPO)
-
-
-def bounded_logvar(raw: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
-    """log sigma^2 softly kept inside the learned [min_logvar, max_logvar] (PETS, appendix A.1): the
-    variance cannot collapse or explode on inputs far from the data."""
-    logvar = max_logvar - F.softplus(max_logvar - raw)
-    return min_logvar + F.softplus(logvar - min_logvar)
-
-
-def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per member [N]: E_batch mean_k [ (mu_k - y_k)^2 exp(-log sigma_k^2) + log sigma_k^2 ], the Gaussian
-    negative log-likelihood without its constant and its factor 1/2 (as MBPO)."""
-    return ((mean - target).pow(2) * torch.exp(-logvar) + logvar).mean((-2, -1))
-
-
-def model_uncertainty(logvar: torch.Tensor) -> torch.Tensor:
-    """u(s, a) = max_i || sigma_i(s, a) ||_2 over the N members, sigma_i the standard deviations of (r, s' - s).
-    The paper writes the Frobenius norm of the covariance; its code takes the norm of sigma, and lambda is tuned to it."""
-    return torch.exp(0.5 * logvar).norm(dim=-1).max(0).values
-
-
-class EnsembleDynamics(nn.Module):
-    """N Gaussian models of (r, s' - s) given (s, a) with stacked weights: inputs [B, in] (shared by the
-    members) or [N, B, in] (one batch each) -> mean, log-variance [N, B, 1 + state_dim]."""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n_models: int, n_elites: int):
-        super().__init__()
-        dims = [state_dim + action_dim] + [hidden_dim] * 4
-        self.layers = nn.ModuleList([VectorizedLinear(d_in, d_out, n_models) for d_in, d_out in zip(dims[:-1], dims[1:])]
-                                    + [VectorizedLinear(hidden_dim, 2 * (1 + state_dim), n_models)])
-        self.max_logvar = nn.Parameter(torch.full((1 + state_dim,), 0.5))
-        self.min_logvar = nn.Parameter(torch.full((1 + state_dim,), -10.0))
-        self.register_buffer("input_mean", torch.zeros(state_dim + action_dim))
-        self.register_buffer("input_std", torch.ones(state_dim + action_dim))
-        self.register_buffer("elites", torch.arange(n_elites))
-        self.register_buffer("holdout_mse", torch.zeros(n_models))
-        self.n_models = n_models
-
-    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (inputs - self.input_mean) / self.input_std
-        x = x.expand(self.n_models, *x.shape) if x.dim() == 2 else x
-        for layer in self.layers[:-1]:
-            x = F.silu(layer(x))
-        mean, raw_logvar = self.layers[-1](x).chunk(2, -1)
-        return mean, bounded_logvar(raw_logvar, self.min_logvar, self.max_logvar)
-
-    def weight_decay(self) -> torch.Tensor:
-        return sum(w * layer.weight.pow(2).sum() / 2 for w, layer in zip(MODEL_WEIGHT_DECAY, self.layers))
-
-    @torch.no_grad()
-    def step(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """s' and r sampled from the Gaussian of one random elite per row, and u(s, a) over all members."""
-        mean, logvar = self(torch.cat([states, actions], -1))
-        rows = torch.arange(len(states), device=states.device)
-        member = self.elites[torch.randint(len(self.elites), (len(states),), device=states.device)]
-        sample = mean[member, rows] + torch.exp(0.5 * logvar[member, rows]) * torch.randn_like(mean[0])
-        return states + sample[:, 1:], sample[:, 0], model_uncertainty(logvar)
-
-
-def dynamics_loss(model: EnsembleDynamics, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    mean, logvar = model(inputs)
-    bounds = 0.01 * (model.max_logvar.sum() - model.min_logvar.sum())
-    return gaussian_nll(mean, logvar, targets).sum() + model.weight_decay() + bounds
-
-
-@torch.no_grad()
-def holdout_mse(model: EnsembleDynamics, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per member [N]: mean squared error of mu_i on held-out transitions."""
-    return (model(inputs)[0] - targets).pow(2).mean((-2, -1))
-
-
-@torch.no_grad()
-def choose_elites(model: EnsembleDynamics, inputs: torch.Tensor, targets: torch.Tensor) -> float:
-    """The n_elites members with the lowest holdout MSE become the elites; returns their mean holdout MSE."""
-    model.holdout_mse.copy_(holdout_mse(model, inputs, targets))
-    model.elites.copy_(torch.argsort(model.holdout_mse)[:len(model.elites)])
-    return float(model.holdout_mse[model.elites].mean())
-
-
-def model_data(data: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    inputs = np.concatenate([data["observations"], data["actions"]], 1)
-    targets = np.concatenate([data["rewards"][:, None], data["next_observations"] - data["observations"]], 1)
-    return torch.as_tensor(inputs, device=device), torch.as_tensor(targets, device=device)
-
-
-def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config,
-                   min_improvement: float = 0.01) -> tuple[float, int]:
-    """MBPO's recipe as MOPO runs it: hold out holdout_ratio of the transitions (at most max_holdout), train
-    each member on its own bootstrap of the rest, keep each member's weights from its best holdout epoch,
-    stop once more than model_patience epochs in a row passed in which no member improved its holdout MSE
-    by `min_improvement` (relative), then choose the elites.  Returns their mean holdout MSE and the epochs run."""
-    device = model.input_mean.device
-    inputs, targets = model_data(data, device)
-    n_holdout = max(1, min(int(config.holdout_ratio * len(inputs)), config.max_holdout))
-    order = torch.randperm(len(inputs), device=device)
-    holdout, train = order[:n_holdout], order[n_holdout:]
-    model.input_mean.copy_(inputs[train].mean(0))
-    model.input_std.copy_(torch.where(inputs[train].std(0) < 1e-12, 1.0, inputs[train].std(0)))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.model_lr)
-    members = [p for layer in model.layers for p in layer.parameters()]  # every one has the member axis first
-    best_weights = [p.detach().clone() for p in members]
-    best_mse = torch.full((model.n_models,), 1e10, device=device)
-    bootstrap = train[torch.randint(len(train), (model.n_models, len(train)), device=device)]
-    epoch, stale = 0, 0
-    while stale <= config.model_patience and (config.model_max_epochs is None or epoch < config.model_max_epochs):
-        shuffled = bootstrap.gather(1, torch.argsort(torch.rand(bootstrap.shape, device=device), 1))
-        for start in range(0, len(train), config.model_batch_size):
-            rows = shuffled[:, start:start + config.model_batch_size]
-            loss = dynamics_loss(model, inputs[rows], targets[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        epoch += 1
-        mse = holdout_mse(model, inputs[holdout], targets[holdout])
-        improved = (best_mse - mse) / best_mse > min_improvement
-        with torch.no_grad():
-            for p, best in zip(members, best_weights):
-                best[improved] = p[improved]
-        best_mse = torch.where(improved, mse, best_mse)
-        stale = 0 if bool(improved.any()) else stale + 1  # a host sync per epoch, outside the policy updates
-        if epoch % 10 == 0:
-            print(f"dynamics epoch {epoch}: holdout MSE per member {[round(float(m), 5) for m in mse]}", flush=True)
-    with torch.no_grad():
-        for p, best in zip(members, best_weights):
-            p.copy_(best)
-    return choose_elites(model, inputs[holdout], targets[holdout]), epoch
-
-
-def no_termination(states: torch.Tensor) -> torch.Tensor:
-    return torch.zeros(len(states), dtype=torch.bool, device=states.device)
-
-
-def hopper_termination(states: torch.Tensor) -> torch.Tensor:
-    """Hopper-v5's health check on s' (its observation drops x, so s[0] is the height z and s[1] the torso
-    angle): healthy iff z > 0.7, |angle| < 0.2 and |s[1:]| < 100; non-finite predictions terminate too."""
-    healthy = (states[:, 0] > 0.7) & (states[:, 1].abs() < 0.2) & (states[:, 1:].abs() < 100).all(-1)
-    return ~(healthy & torch.isfinite(states).all(-1))
-
-
-def walker2d_termination(states: torch.Tensor) -> torch.Tensor:
-    """Walker2d-v5's health check on s': healthy iff 0.8 < z = s[0] < 2 and -1 < angle = s[1] < 1."""
-    healthy = (states[:, 0] > 0.8) & (states[:, 0] < 2.0) & (states[:, 1].abs() < 1.0)
-    return ~(healthy & torch.isfinite(states).all(-1))
-
-
-TERMINATIONS = {"none": no_termination, "hopper": hopper_termination, "walker2d": walker2d_termination}
-ENV_TERMINATIONS = {"Hopper": "hopper", "Walker2d": "walker2d", "HalfCheetah": "none", "Pendulum": "none"}
-
-
-def termination_function(name: str, dataset) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model cannot predict episode ends, so each environment's termination rule is written out."""
-    if name == "auto":
-        env_id = dataset.env_spec.id if dataset.env_spec is not None else "unknown"
-        name = ENV_TERMINATIONS.get(env_id.split("/")[-1].split("-v")[0])
-        if name is None:
-            fail(f"no termination function is known for environment {env_id!r}; pass --termination_fn none if its "
-                 f"episodes only end by time limit, or add its health check to TERMINATIONS.")
-    if name not in TERMINATIONS:
-        fail(f"termination_fn {name!r} is not one of auto, {', '.join(TERMINATIONS)}.")
-    return TERMINATIONS[name]
-
-
-@torch.no_grad()
-def model_rollout(model: EnsembleDynamics, policy: Callable[[torch.Tensor], torch.Tensor], states: torch.Tensor,
-                  horizon: int, termination: Callable[[torch.Tensor], torch.Tensor]) -> tuple[dict, torch.Tensor]:
-    """h steps a ~ pi(.|s), (s', r) ~ T_theta(.|s, a) from every start state, in the dataset's raw units.
-    A rollout that terminates stays in the batch (fixed shapes: no host sync) and its later steps are
-    marked invalid.  Returns the h * B transitions with u(s, a), and the validity mask."""
-    alive = torch.ones(len(states), dtype=torch.bool, device=states.device)
-    steps = []
-    for _ in range(horizon):
-        actions = policy(states)
-        next_states, rewards, uncertainty = model.step(states, actions)
-        terminals = termination(next_states)
-        steps.append((states, actions, rewards, next_states, terminals.float(), uncertainty, alive))
-        alive = alive & ~terminals
-        states = next_states
-    keys = ("observations", "actions", "rewards", "next_observations", "terminals", "uncertainty", "valid")
-    transitions = {k: torch.cat(v) for k, v in zip(keys, zip(*steps))}
-    return transitions, transitions.pop("valid")
-
-
-class ModelBuffer(nn.Module):
-    """D_model: a ring buffer of the last `capacity` model transitions on the device.  Its write position
-    and fill level are device tensors, so that adding and sampling never wait for the device: the
-    invalid rows of a write go to a scratch row past the end, never sampled."""
-
-    KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
-
-    def __init__(self, capacity: int, state_dim: int, action_dim: int):
-        super().__init__()
-        shapes = {"observations": (state_dim,), "actions": (action_dim,), "rewards": (),
-                  "next_observations": (state_dim,), "terminals": ()}
-        for key, shape in shapes.items():
-            self.register_buffer(key, torch.zeros(capacity + 1, *shape))
-        self.register_buffer("position", torch.zeros((), dtype=torch.long))
-        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
-        self.capacity = capacity
-
-    def add(self, transitions: dict[str, torch.Tensor], valid: torch.Tensor) -> None:
-        rank = torch.cumsum(valid.long(), 0) - 1
-        rows = torch.where(valid, (self.position + rank) % self.capacity, self.capacity)
-        for key in self.KEYS:
-            column = getattr(self, key)
-            column[rows] = transitions[key]
-            column[self.capacity] = 0.0
-        added = valid.sum()
-        self.position.copy_((self.position + added) % self.capacity)
-        self.filled.copy_((self.filled + added).clamp(max=self.capacity))
-
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        rows = torch.randint(0, 2**62, (batch_size,), device=self.filled.device) % self.filled
-        return {key: getattr(self, key)[rows] for key in self.KEYS}
-
-
-def penalized_reward(reward: torch.Tensor, uncertainty: torch.Tensor, penalty_coef: float) -> torch.Tensor:
-    """r~(s, a) = r(s, a) - lambda u(s, a) (MOPO; COMBO rolls out with lambda = 0)."""
-    return reward - penalty_coef * uncertainty
-
-
-def model_batches(config, trainer, buffer: DeviceBuffer, termination: Callable, mean: np.ndarray, std: np.ndarray,
-                  scale: float, penalty_coef: float) -> Callable[[], dict]:
-    """fit's `sample`: every rollout_every updates (counted on the CPU, so no device sync) rollouts from
-    rollout_batch_size dataset states refill trainer.model_buffer; each batch is int(batch_size * real_ratio)
-    dataset transitions followed by model transitions, both in the dataset buffer's units."""
-    mean_t, std_t = (torch.as_tensor(x, dtype=torch.float32, device=trainer.device) for x in (mean, std))
-    n_real = int(config.batch_size * config.real_ratio)
-
-    def policy(raw_states: torch.Tensor) -> torch.Tensor:
-        return trainer.actor.sample((raw_states - mean_t) / std_t)[0]
-
-    @torch.no_grad()
-    def refill() -> None:
-        starts = buffer.sample(config.rollout_batch_size)["observations"] * std_t + mean_t
-        t, valid = model_rollout(trainer.dynamics, policy, starts, config.rollout_length, termination)
-        trainer.model_buffer.add({"observations": (t["observations"] - mean_t) / std_t, "actions": t["actions"],
-                                  "rewards": penalized_reward(t["rewards"], t["uncertainty"], penalty_coef) * scale,
-                                  "next_observations": (t["next_observations"] - mean_t) / std_t,
-                                  "terminals": t["terminals"]}, valid)
-        trainer.rollout_stats.copy_(torch.stack([(t["uncertainty"] * valid).sum() / valid.sum(),
-                                                 valid.sum() / config.rollout_batch_size]))
-
-    def sample() -> dict[str, torch.Tensor]:
-        if int(trainer.updates) % config.rollout_every == 0:
-            refill()
-        trainer.updates += 1
-        real, fake = buffer.sample(n_real), trainer.model_buffer.sample(config.batch_size - n_real)
-        return {k: torch.cat([real[k], fake[k]]) for k in real}
-
-    return sample
-
-
-def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str, np.ndarray]) -> None:
-    """The model is trained once, before the policy: not at all when resuming (the checkpoint holds it),
-    loaded when dynamics_path names a saved one (or, when resuming, the run saved one before its first
-    checkpoint), else trained and saved to <run directory>/dynamics.pt."""
-    run_dir = run_directory(config, algo)
-    if config.resume and (run_dir / "checkpoint.pt").exists():
-        return
-    saved = run_dir / "dynamics.pt"
-    path = config.dynamics_path or (str(saved) if config.resume and saved.exists() else None)
-    if path is not None:
-        if not os.path.isfile(path):
-            fail(f"dynamics_path {path} does not exist.")
-        try:
-            model.load_state_dict(torch.load(path, map_location=model.input_mean.device))
-        except Exception as e:  # noqa: BLE001 - corrupt files and models of another shape
-            fail(f"{path} is not a dynamics model of this dataset and config ({type(e).__name__}).")
-        print(f"dynamics model loaded from {path}: elite holdout MSE "
-              f"{float(model.holdout_mse[model.elites].mean()):.5f}", flush=True)
-        return
-    mse, epochs = train_dynamics(model, data, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), saved.with_suffix(".tmp"))
-    os.replace(saved.with_suffix(".tmp"), saved)
-    print(f"dynamics model trained for {epochs} epochs: elite holdout MSE {mse:.5f}, elites "
-          f"{model.elites.tolist()}; saved to {saved}", flush=True)
-# --- dynamics: end
-
-
-class TanhGaussianPolicy(nn.Module):
-    """pi_phi(a|s): a = max_action * tanh(u), u ~ N(mu(s), diag(sigma(s)^2)), with a state-dependent
-    log sigma (SAC); the deterministic action is max_action * tanh(mu(s))."""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n_hidden: int, max_action: float):
-        super().__init__()
-        self.net = mlp(state_dim, 2 * action_dim, hidden_dim, n_hidden)
-        self.max_action = max_action
-
-    def forward(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(state).chunk(2, -1)
-        return mean, log_std.clamp(-20.0, 2.0)
-
-    def sample(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterized action a = max_action * tanh(mu + sigma eps) and its log pi(a|s)."""
-        mean, log_std = self(state)
-        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
-        return self.max_action * torch.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
-
-    @torch.no_grad()
-    def act(self, state: torch.Tensor) -> torch.Tensor:
-        return self.max_action * torch.tanh(self(state)[0])
-
-
-def tanh_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
-                           max_action: float) -> torch.Tensor:
-    """log pi(a|s) = log N(u; mu, sigma^2) - sum_j log( max_action (1 - tanh(u_j)^2) ),  a = max_action tanh(u),
-    with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)) (no 1 - tanh^2 underflow for large |u|)."""
-    gaussian = torch.distributions.Normal(mean, log_std.exp()).log_prob(pre_tanh)
-    log_jacobian = math.log(max_action) + 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
-    return (gaussian - log_jacobian).sum(-1)
-
-
-def soft_q_target(critic_target: EnsembleCritic, actor: TanhGaussianPolicy, batch: dict, alpha: torch.Tensor,
-                  gamma: float) -> torch.Tensor:
-    """y = r + gamma (1 - d) [ min_j Q_target_j(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')."""
-    next_actions, next_log_pi = actor.sample(batch["next_observations"])
-    next_q = critic_target(batch["next_observations"], next_actions).min(0).values - alpha * next_log_pi
-    return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
-
-
-def td_loss(q_data: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """sum_i E ( Q_i(s, a) - y )^2 / 2 (SAC's J_Q, as the official code's softlearning)."""
-    return 0.5 * (q_data - target).pow(2).mean(1).sum()
-
-
-def actor_loss(q_pi: torch.Tensor, log_pi: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """-E [ min_j Q_j(s, a) - alpha log pi(a|s) ],  a ~ pi(.|s) reparameterized."""
-    return (alpha * log_pi - q_pi).mean()
-
-
-def temperature_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """-E [ log alpha ( log pi(a|s) + H_target ) ] (SAC's automatic entropy tuning, in log alpha)."""
-    return -(log_alpha * (log_pi.detach() + target_entropy)).mean()
-
-
-class MOPOTrainer:
-    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
-        self.device = device
-        self.dynamics = EnsembleDynamics(state_dim, action_dim, config.model_hidden_dim, config.n_models,
-                                         config.n_elites).to(device)
-        capacity = config.rollout_batch_size * config.rollout_length * config.retain_rollouts
-        self.model_buffer = ModelBuffer(capacity, state_dim, action_dim).to(device)
-        self.updates = torch.zeros((), dtype=torch.long)  # on the CPU: it schedules the rollouts without a sync
-        self.rollout_stats = torch.zeros(2, device=device)  # mean u(s, a) and mean length of the last rollouts
-        self.actor = TanhGaussianPolicy(state_dim, action_dim, config.hidden_dim, config.n_hidden, max_action).to(device)
-        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim, n_hidden=config.n_hidden).to(device)
-        self.critic_target = EnsembleCritic(state_dim, action_dim, config.hidden_dim, n_hidden=config.n_hidden).to(device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.log_alpha = nn.Parameter(torch.zeros((), device=device))  # log alpha, a parameter so it is checkpointed
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.actor_lr)
-        self.target_entropy = -float(action_dim)
-        self.config = config
-
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        c = self.config
-        states = batch["observations"]
-        alpha = self.log_alpha.exp().detach()
-        with torch.no_grad():
-            target = soft_q_target(self.critic_target, self.actor, batch, alpha, c.gamma)
-        q_data = self.critic(states, batch["actions"])
-        q_loss = td_loss(q_data, target)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        q_loss.backward()
-        self.critic_optimizer.step()
-
-        policy_actions, log_pi = self.actor.sample(states)
-        pi_loss = actor_loss(self.critic(states, policy_actions).min(0).values, log_pi, alpha)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        pi_loss.backward()
-        self.actor_optimizer.step()
-
-        alpha_loss = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
-        self.alpha_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_optimizer.step()
-
-        with torch.no_grad():
-            for p, p_target in zip(self.critic.parameters(), self.critic_target.parameters()):
-                p_target.lerp_(p, c.tau)
-        n_real = int(c.batch_size * c.real_ratio)
-        return {"q_loss": q_loss.detach(), "actor_loss": pi_loss.detach(), "alpha": alpha,
-                "entropy": -log_pi.detach().mean(), "q_data": q_data.detach().mean(),
-                "model_reward": batch["rewards"][n_real:].mean(), "rollout_uncertainty": self.rollout_stats[0],
-                "rollout_length": self.rollout_stats[1],
-                "model_holdout_mse": self.dynamics.holdout_mse[self.dynamics.elites].mean()}
-
-    @torch.no_grad()
-    def act(self, state: torch.Tensor) -> torch.Tensor:
-        return self.actor.act(state)
-
-
-@pyrallis.wrap()
-def train(config: TrainConfig) -> dict:
-    set_seed(config.seed)
-    device = pick_device(config.device)
-    dataset = load_dataset(config.dataset_id)
-    check_continuous(dataset)
-    termination = termination_function(config.termination_fn, dataset)
-    data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config, device)
-    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = MOPOTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
-    prepare_dynamics(config, "mopo", trainer.dynamics, data)
-    sample = model_batches(config, trainer, buffer, termination, mean, std,
-                           reward_scale(data, config.normalize_reward), config.penalty_coef)
-    evaluate_policy = make_evaluator(config, dataset, trainer.act, mean, std, device)
-    return fit(config, "mopo", trainer, sample, evaluate_policy, {"state_mean": mean, "state_std": std})
-
-
 if __name__ == "__main__":
-    check_config_file(TrainConfig)
-    train()
+    train(parse_config(TrainConfig))

@@ -1,6 +1,7 @@
 """CQL(H): the importance-sampled logsumexp, the sign of the conservative term, the tanh-Gaussian
 log-density, the SAC losses and targets on tiny tensors, the Lagrange multiplier's direction, the
-Q-versus-return helper, and a short training that must leave dataset actions above random ones."""
+Q-versus-return check, the behavior-cloning warm start, a short training that must leave dataset actions
+above random ones, and the trainer contract (compiled = eager, exported policy, checkpoint state)."""
 
 import math
 
@@ -11,6 +12,17 @@ import torch
 import cql
 
 GAMMA = 0.99
+
+
+def make_cql_trainer(**overrides):
+    config = cql.TrainConfig(device="cpu", hidden_dim=8, n_hidden=1, num_sampled_actions=3, **overrides)
+    return cql.CQLTrainer(3, 2, 2.0, config, torch.device("cpu"))
+
+
+def random_batch(batch_size=16, state_dim=3, action_dim=2):
+    return {"observations": torch.randn(batch_size, state_dim), "actions": torch.rand(batch_size, action_dim) * 4 - 2,
+            "rewards": torch.randn(batch_size), "next_observations": torch.randn(batch_size, state_dim),
+            "terminals": (torch.rand(batch_size) < 0.1).float()}
 
 
 def test_importance_sampled_logsumexp_matches_hand_computation():
@@ -96,10 +108,13 @@ def test_policy_sample_log_prob_and_deterministic_action():
     actions, log_pi = actor.sample(states)
     assert actions.shape == (5, 2) and log_pi.shape == (5,)
     assert actions.abs().max() < 2.0
-    mean, log_std = actor(states)
+    mean, log_std = actor.mean_and_log_std(states)
     expected = cql.tanh_gaussian_log_prob(torch.atanh(actions.double() / 2.0), mean.double(), log_std.double(), 2.0)
     assert torch.allclose(log_pi.double(), expected, atol=1e-3)
-    assert torch.allclose(actor.act(states), 2.0 * torch.tanh(mean))
+    assert torch.allclose(actor.log_prob(states, actions), log_pi, atol=1e-3)
+    assert torch.allclose(actor(states), 2.0 * torch.tanh(mean))
+    # Dataset actions on the bounds (clipped actions) keep a finite log-density.
+    assert torch.isfinite(actor.log_prob(states, torch.full((5, 2), 2.0))).all()
 
 
 def test_td_actor_and_temperature_losses_by_hand():
@@ -110,6 +125,8 @@ def test_td_actor_and_temperature_losses_by_hand():
     log_alpha = torch.tensor(0.3)
     expected = -0.3 * ((0.5 - 1.0) + (-1.0 - 1.0)) / 2
     assert cql.temperature_loss(log_alpha, log_pi, -1.0).item() == pytest.approx(expected)
+    log_pi_data = torch.tensor([-3.0, 0.5])
+    assert cql.behavior_cloning_loss(log_pi, log_pi_data, alpha).item() == pytest.approx(((0.1 + 3.0) + (-0.2 - 0.5)) / 2)
 
 
 class FixedActor:
@@ -126,8 +143,7 @@ def test_soft_q_target_by_hand(backup_entropy):
              "terminals": torch.tensor([0.0, 1.0])}
     critic_target = lambda s, a: torch.tensor([[2.0, 5.0], [3.0, 4.0]])  # noqa: E731 - min over critics: [2, 4]
     actor = FixedActor(torch.zeros(2, 1), torch.tensor([-0.5, 0.7]))
-    config = cql.TrainConfig(gamma=GAMMA, backup_entropy=backup_entropy)
-    target = cql.soft_q_target(critic_target, actor, batch, torch.tensor(0.1), config)
+    target = cql.soft_q_target(critic_target, actor, batch, torch.tensor(0.1), GAMMA, backup_entropy)
     next_v = 2.0 - (0.1 * -0.5 if backup_entropy else 0.0)
     assert target.tolist() == pytest.approx([1.0 + GAMMA * next_v, -1.0])
 
@@ -143,46 +159,36 @@ def test_sampled_actions_shapes_and_range():
 
 @pytest.mark.parametrize("gap, direction", [(3.0, 1), (1.0, -1)])
 def test_lagrange_multiplier_grows_when_gap_exceeds_tau(gap, direction):
-    config = cql.TrainConfig(cql_lagrange=True, cql_alpha=1.0, target_action_gap=2.0, hidden_dim=8, n_hidden=1)
-    trainer = cql.CQLTrainer(3, 1, 2.0, config, torch.device("cpu"))
+    trainer = make_cql_trainer(cql_lagrange=True, cql_alpha=1.0, target_action_gap=2.0)
     penalty, extra = trainer.conservative_penalty(torch.tensor([gap, gap]))
     assert extra["alpha_prime"].item() == pytest.approx(1.0)  # exp(0): the value before this step
     assert penalty.item() == pytest.approx(2 * (gap - 2.0))
     assert direction * trainer.log_alpha_prime.item() > 0
 
 
-class ConstantRewardEnv:
-    """Three steps of reward 1 from a seeded initial state, then a time-limit truncation."""
-
-    def reset(self, seed):
-        self.t = 0
-        return np.random.default_rng(seed).normal(size=3).astype(np.float32), {}
-
-    def step(self, action):
-        self.t += 1
-        return np.zeros(3, np.float32), 1.0, False, self.t == 3, {}
-
-
-def test_initial_q_and_mc_return_by_hand():
+def test_initial_q_and_return_by_hand():
     torch.manual_seed(0)
-    config = cql.TrainConfig(hidden_dim=8, n_hidden=1)
-    trainer = cql.CQLTrainer(3, 1, 2.0, config, torch.device("cpu"))
+    trainer = make_cql_trainer()
     mean, std = np.full(3, 0.5, np.float32), np.full(3, 2.0, np.float32)
-    result = cql.initial_q_and_mc_return(ConstantRewardEnv(), trainer, mean, std, episodes=2, seed=7, gamma=GAMMA,
-                                         scale=2.0)
-    assert result["mc_return_initial"] == pytest.approx(2.0 * (1 + GAMMA + GAMMA ** 2))
-    states = torch.as_tensor((np.stack([ConstantRewardEnv().reset(seed)[0] for seed in (7, 8)]) - mean) / std)
-    q = trainer.critic(states, trainer.act(states)).min(0).values.mean().item()
+    initial_states = np.random.default_rng(7).normal(size=(2, 3)).astype(np.float32)
+    episodes = {"returns": np.array([5.0, 7.0]), "discounted_returns": np.array([4.0, 6.0]),
+                "initial_states": initial_states}
+    result = cql.initial_q_and_return(trainer.critic, trainer.policy(), episodes, mean, std, reward_scale=2.0)
+    states = torch.as_tensor((initial_states - mean) / std)
+    with torch.no_grad():
+        q = trainer.critic(states, trainer.actor(states)).min(0).values.mean().item() / 2.0
     assert result["q_initial"] == pytest.approx(q, rel=1e-5)
+    assert set(result) == {"q_initial", "q_initial_minus_return"}  # the discounted return itself: eval/discounted_return
+    assert result["q_initial_minus_return"] == pytest.approx(q - 5.0, rel=1e-5)
 
 
 def train_briefly(cql_alpha, updates=200):
     """A small CQL (critic lr raised from 3e-4 so that 200 updates show the effect) on the tiny medium dataset."""
     torch.manual_seed(0)
     config = cql.TrainConfig(dataset_id="local/pendulum/medium-v0", cql_alpha=cql_alpha, hidden_dim=64, n_hidden=2,
-                             batch_size=128, critic_lr=1e-3)
+                             batch_size=128, critic_lr=1e-3, bc_steps=0)
     data = cql.flatten_episodes(cql.load_dataset(config.dataset_id))
-    buffer, _, _ = cql.transition_buffer(data, config, torch.device("cpu"))
+    buffer, _, _ = cql.transition_buffer(data, config.normalize_states, config.normalize_reward, torch.device("cpu"))
     trainer = cql.CQLTrainer(3, 1, 2.0, config, torch.device("cpu"))
     for _ in range(updates):
         trainer.update(buffer.sample(config.batch_size))
@@ -200,3 +206,58 @@ def test_short_training_ranks_dataset_actions_above_random_ones(minari_root):
     q_data, q_random = train_briefly(cql_alpha=0.0)
     print(f"cql_alpha 0 (plain SAC): mean Q(s, a_data) {q_data:.3f}, mean Q(s, a_uniform) {q_random:.3f}, "
           f"dataset actions {'still' if q_data > q_random else 'no longer'} ranked higher")
+
+
+def actor_after_one_update(bc_steps, critic_scale):
+    """The actor after one update from the same seed and batch, with the critic's output layer scaled."""
+    torch.manual_seed(0)
+    trainer = make_cql_trainer(bc_steps=bc_steps)
+    with torch.no_grad():
+        trainer.critic.net[-1].weight.mul_(critic_scale)
+    batch = random_batch()
+    torch.manual_seed(1)
+    trainer.update(batch)
+    return [p.detach().clone() for p in trainer.actor.parameters()]
+
+
+def test_warm_start_actor_ignores_the_critic_then_follows_it():
+    during = [actor_after_one_update(bc_steps=1, critic_scale=s) for s in (1.0, 10.0)]
+    assert all(torch.equal(a, b) for a, b in zip(*during))  # behavior cloning: the critic does not matter
+    after = [actor_after_one_update(bc_steps=0, critic_scale=s) for s in (1.0, 10.0)]
+    assert not all(torch.equal(a, b) for a, b in zip(*after))
+
+
+def test_warm_start_clones_the_dataset_actions():
+    torch.manual_seed(0)
+    trainer = make_cql_trainer(bc_steps=10**6, actor_lr=1e-2)
+    batch = random_batch()
+    batch["actions"] = torch.full_like(batch["actions"], 0.5)
+    for _ in range(150):
+        trainer.update(batch)
+    with torch.no_grad():
+        actions = trainer.policy()(batch["observations"])
+    assert (actions - 0.5).abs().max() < 0.1
+
+
+def test_compiled_update_matches_eager():
+    from conftest import assert_compiled_matches_eager
+
+    # bc_steps=2: the three compared updates cross the end of the warm start; Lagrange: alpha' steps too.
+    assert_compiled_matches_eager(lambda: make_cql_trainer(bc_steps=2, cql_lagrange=True), lambda trainer: random_batch())
+
+
+def test_policy_export_matches_trainer(tmp_path):
+    from conftest import assert_export_matches_policy
+
+    assert_export_matches_policy(cql, make_cql_trainer(), 3, tmp_path)
+
+
+def test_checkpoint_state_round_trips():
+    from conftest import tensors_of
+
+    a, b = make_cql_trainer(cql_lagrange=True), make_cql_trainer(cql_lagrange=True)
+    a.update(random_batch())
+    b.load_state_dict(a.state_dict())
+    b_state = dict(tensors_of(b.state_dict()))
+    for path, tensor in tensors_of(a.state_dict()):
+        assert torch.equal(tensor, b_state[path]), path

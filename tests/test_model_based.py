@@ -1,5 +1,6 @@
 """MOPO's and COMBO's dynamics model (the shared dynamics block, imported from mopo.py), the MOPO penalty
-and COMBO's conservative gap, against hand computations and toy systems."""
+and COMBO's conservative gap, against hand computations and toy systems; rollouts through the trainers'
+periodic hook; and the trainer contract of both (compiled = eager, exported policy, checkpoint state)."""
 
 import dataclasses
 import math
@@ -136,9 +137,6 @@ def test_hopper_termination_on_real_observations():
     wild[7] = 150.0  # a state entry beyond 100
     states = torch.as_tensor(np.stack([obs, fallen, tilted, wild]))
     assert mopo.hopper_termination(states).tolist() == [False, True, True, True]
-    nan_state = torch.as_tensor(obs).clone()[None]
-    nan_state[0, 3] = float("nan")
-    assert mopo.hopper_termination(nan_state).tolist() == [True]
 
 
 def test_hopper_termination_agrees_with_the_environment():
@@ -237,10 +235,14 @@ def test_model_buffer_is_a_ring_that_skips_invalid_rows():
 
 
 class CountingModel:
-    """A fake model: s' = s + 1, r = s, u = 0."""
+    """A fake model: s' = s + 1, r = s, log sigma^2 = 0 for 2 members; s' is inf from s >= diverge_at on."""
+
+    def __init__(self, diverge_at=math.inf):
+        self.diverge_at = diverge_at
 
     def step(self, states, actions):
-        return states + 1, states[:, 0], torch.zeros(len(states))
+        next_states = torch.where(states >= self.diverge_at, math.inf, states + 1)
+        return next_states, states[:, 0], torch.zeros(2, len(states), 2)
 
 
 def test_rollout_marks_the_steps_after_a_termination_invalid():
@@ -251,35 +253,86 @@ def test_rollout_marks_the_steps_after_a_termination_invalid():
     assert transitions["observations"][:, 0].tolist() == [0.0, 2.0, 1.0, 3.0, 2.0, 4.0]
     assert transitions["terminals"].tolist() == [0.0, 1.0, 0.0, 1.0, 1.0, 1.0]
     assert valid.tolist() == [True, True, True, False, True, False]
+    assert "uncertainty" not in transitions  # computed only for a method that asks for it
+
+
+def test_rollout_ends_where_the_model_diverges_in_any_environment():
+    starts = torch.tensor([[0.0], [5.0]])
+    transitions, valid = mopo.model_rollout(CountingModel(diverge_at=1.0), lambda s: torch.zeros(len(s), 1), starts,
+                                            horizon=3, termination=mopo.no_termination,
+                                            uncertainty=lambda logvar: logvar.sum((0, 2)) + 7.0)
+    # row 0: 0 -> 1 (kept), then 1 -> inf (dropped, the rollout ends); row 1: 5 -> inf at once
+    assert valid.tolist() == [True, False, False, False, False, False]
+    assert torch.isfinite(transitions["observations"]).all()  # ended rows step on from their last finite state
+    assert transitions["uncertainty"].tolist() == [7.0] * 6
+    buffer = mopo.ModelBuffer(capacity=10, state_dim=1, action_dim=1)
+    buffer.add(transitions, valid)
+    assert buffer.filled.item() == 1 and torch.isfinite(buffer.next_observations).all()
+
+
+def constant_reward_model(trainer):
+    """Every member predicts r = 1, s' = s, with the smallest variance."""
+    with torch.no_grad():
+        head = trainer.dynamics.layers[-1]
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[:, 0, 0] = 1.0
+        head.bias[:, 0, 3:] = -30.0
+
+
+def ones_dataset(n=10, state_dim=2):
+    data = {"observations": np.ones((n, state_dim), np.float32), "actions": np.zeros((n, 1), np.float32),
+            "rewards": np.full(n, 7.0, np.float32), "next_observations": np.ones((n, state_dim), np.float32),
+            "terminals": np.zeros(n, np.float32)}
+    return mopo.DeviceBuffer(data, torch.device("cpu"))
+
+
+def model_rollouts(module, buffer, config, reward_scale=1.0, state_dim=2):
+    return module.ModelRollouts(buffer, np.zeros(state_dim), np.ones(state_dim), reward_scale, module.no_termination,
+                                config.rollout_batch_size, config.rollout_length)
 
 
 def test_rollouts_happen_every_rollout_every_updates_with_penalized_rewards():
     config = mopo.TrainConfig(batch_size=20, real_ratio=0.25, rollout_batch_size=4, rollout_length=2, rollout_every=3,
                               retain_rollouts=5, penalty_coef=100.0, n_models=3, n_elites=2, model_hidden_dim=8,
                               hidden_dim=8)
-    trainer = mopo.MOPOTrainer(2, 1, 1.0, config, torch.device("cpu"))
-    with torch.no_grad():  # every member predicts r = 1, s' = s, with the smallest variance
-        head = trainer.dynamics.layers[-1]
-        head.weight.zero_()
-        head.bias.zero_()
-        head.bias[:, 0, 0] = 1.0
-        head.bias[:, 0, 3:] = -30.0
-    data = {"observations": np.ones((10, 2), np.float32), "actions": np.zeros((10, 1), np.float32),
-            "rewards": np.full(10, 7.0, np.float32), "next_observations": np.ones((10, 2), np.float32),
-            "terminals": np.zeros(10, np.float32)}
-    buffer = mopo.DeviceBuffer(data, torch.device("cpu"))
-    sample = mopo.model_batches(config, trainer, buffer, mopo.no_termination, np.zeros(2), np.ones(2), 1.0,
-                                config.penalty_coef)
+    buffer = ones_dataset()
+    trainer = mopo.MOPOTrainer(2, 1, 1.0, config, torch.device("cpu"), model_rollouts(mopo, buffer, config, 2.0))
+    constant_reward_model(trainer)
     filled = []
-    for _ in range(7):
-        batch = sample()
+    for step in range(1, 8):
+        trainer.periodic(step)
+        batch = mopo.mixed_batch(buffer, trainer.model_buffer, config.batch_size, config.real_ratio)
         filled.append(trainer.model_buffer.filled.item())
     assert filled == [8, 8, 8, 16, 16, 16, 24]  # rollouts before updates 1, 4 and 7
     assert batch["rewards"][:5].tolist() == [7.0] * 5  # int(20 * 0.25) dataset rows first
     u = math.sqrt(3) * math.exp(-5.0)  # ||sigma|| of (r, s' - s) at log sigma^2 = min_logvar = -10
     stored = trainer.model_buffer.rewards[:24]
-    assert torch.allclose(stored, torch.full((24,), 1.0 - 100.0 * u), atol=0.05)  # r~ = r - lambda u
+    assert torch.allclose(stored, torch.full((24,), 2.0 * (1.0 - 100.0 * u)), atol=0.1)  # scale * (r - lambda u)
     assert torch.allclose(trainer.model_buffer.next_observations[:24], torch.ones(24, 2), atol=0.05)
+    assert trainer.rollout_stats.tolist() == pytest.approx([u, 2.0], rel=0.05)
+
+
+def test_combo_rollouts_ask_for_no_uncertainty_and_keep_the_reward():
+    config = combo.TrainConfig(rollout_batch_size=4, rollout_length=2, rollout_every=3, n_models=3, n_elites=2,
+                               model_hidden_dim=8, hidden_dim=8, n_hidden=1)
+    rollouts = model_rollouts(combo, ones_dataset(), config)
+    asked = []
+    original = rollouts.__call__
+
+    class Spy:
+        n_rollouts, buffer_units = rollouts.n_rollouts, rollouts.buffer_units
+
+        def __call__(self, model, actor, uncertainty=None):
+            asked.append(uncertainty)
+            return original(model, actor, uncertainty)
+
+    trainer = combo.COMBOTrainer(2, 1, 1.0, config, torch.device("cpu"), Spy())
+    constant_reward_model(trainer)
+    trainer.periodic(1)
+    assert asked == [None]
+    assert torch.allclose(trainer.model_buffer.rewards[:8], torch.ones(8), atol=0.05)  # r, no penalty
+    assert trainer.rollout_length.item() == 2.0
 
 
 def test_combo_gap_pushes_down_model_states_and_up_dataset_pairs():
@@ -298,7 +351,7 @@ def test_combo_update_pushes_q_down_on_model_rows_only():
                                num_sampled_actions=2, critic_lr=1e-2, rollout_batch_size=4, n_models=3, n_elites=2,
                                model_hidden_dim=8)
     torch.manual_seed(0)
-    trainer = combo.COMBOTrainer(2, 1, 1.0, config, torch.device("cpu"))
+    trainer = combo.COMBOTrainer(2, 1, 1.0, config, torch.device("cpu"), model_rollouts(combo, ones_dataset(), config))
     data_states, model_states = torch.zeros(4, 2), torch.ones(4, 2) * 3.0
     batch = {"observations": torch.cat([data_states, model_states]), "actions": torch.zeros(8, 1),
              "rewards": torch.zeros(8), "next_observations": torch.cat([data_states, model_states]),
@@ -309,3 +362,44 @@ def test_combo_update_pushes_q_down_on_model_rows_only():
         q_data = trainer.critic(data_states, torch.zeros(4, 1)).mean()
         q_model = trainer.critic(model_states, torch.zeros(4, 1)).mean()
     assert q_data > q_model + 1.0
+
+
+def make_trainer(module, **overrides):
+    config = module.TrainConfig(device="cpu", batch_size=16, hidden_dim=16, n_hidden=2, n_models=3, n_elites=2,
+                                model_hidden_dim=8, rollout_batch_size=4, rollout_length=2, **overrides)
+    trainer_class = module.MOPOTrainer if module is mopo else module.COMBOTrainer
+    return trainer_class(2, 1, 1.0, config, torch.device("cpu"), model_rollouts(module, ones_dataset(), config))
+
+
+def random_batch(batch_size=16, state_dim=2, action_dim=1):
+    return {"observations": torch.randn(batch_size, state_dim), "actions": torch.rand(batch_size, action_dim) * 2 - 1,
+            "rewards": torch.randn(batch_size), "next_observations": torch.randn(batch_size, state_dim),
+            "terminals": (torch.rand(batch_size) < 0.1).float()}
+
+
+@pytest.mark.parametrize("module", [mopo, combo], ids=["mopo", "combo"])
+def test_compiled_update_matches_eager(module):
+    from conftest import assert_compiled_matches_eager
+
+    assert_compiled_matches_eager(lambda: make_trainer(module), lambda trainer: random_batch())
+
+
+@pytest.mark.parametrize("module", [mopo, combo], ids=["mopo", "combo"])
+def test_policy_export_matches_trainer(module, tmp_path):
+    from conftest import assert_export_matches_policy
+
+    assert_export_matches_policy(module, make_trainer(module), 2, tmp_path)
+
+
+@pytest.mark.parametrize("module", [mopo, combo], ids=["mopo", "combo"])
+def test_checkpoint_state_round_trips_with_the_model_buffer(module):
+    from conftest import tensors_of
+
+    a, b = make_trainer(module), make_trainer(module)
+    a.periodic(1)  # D_model filled: the checkpoint must carry it
+    a.update(random_batch())
+    b.load_state_dict(a.state_dict())
+    assert b.model_buffer.filled.item() == a.model_buffer.filled.item() > 0
+    b_state = dict(tensors_of(b.state_dict()))
+    for path, tensor in tensors_of(a.state_dict()):
+        assert torch.equal(tensor, b_state[path]), path

@@ -1,10 +1,11 @@
-"""tools/sweep.py and tools/make_results.py: tables and claims from hand-written logs (numbers checked
-by hand), then a real tiny grid run locally (skip on rerun, a failing run beside a good one) and on
-a local Ray instance."""
+"""tools/sweep.py and tools/make_results.py: tables, intervals, the peer table and every claim (PASS and
+FAIL) from hand-written logs (numbers checked by hand), the commit directory, then a real tiny grid run
+locally (skip on rerun, a failing run beside a good one, commits) and on a local Ray instance."""
 
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,7 @@ import make_results
 import sweep
 
 MEDIUM_REPLAY = "local/pendulum/medium-replay-v0"
+CORE_MR, CORE_HC, CORE_ME = make_results.CORE
 TINY = ["max_steps=20", "eval_every=10", "eval_episodes=1", "logging=disabled", "device=cpu"]
 
 
@@ -33,7 +35,12 @@ def write_run(root: Path, variant: str, dataset: str, seed: int, scores: dict, e
 
 
 @pytest.fixture
-def fake_root(tmp_path):
+def fast_bootstrap(monkeypatch):
+    monkeypatch.setattr(make_results, "REPS", 300)
+
+
+@pytest.fixture
+def fake_root(tmp_path, fast_bootstrap):
     root = tmp_path / "runs"
     write_run(root, "bc", MEDIUM_REPLAY, 0, {10: 20.0, 20: 30.0})
     # seed 1 was resumed: step 20 is logged twice and the last record wins; a line cut by a crash is ignored.
@@ -50,50 +57,211 @@ def read_csv(path: Path) -> dict:
     return {(row["variant"], row["dataset"]): row for row in csv.DictReader(path.open())}
 
 
-def test_scores_and_claims_from_hand_written_logs(fake_root, tmp_path):
+def test_scores_from_hand_written_logs(fake_root, tmp_path):
     out = tmp_path / "results"
-    claims = make_results.make_results(fake_root, out, command="python tools/sweep.py --fake")
+    make_results.make_results(fake_root, out, command="python tools/sweep.py --fake")
     rows = read_csv(out / "scores.csv")
     # bc: final 30 and 40 -> 35 +- 5 (population std); best 30 and 50 -> 40 +- 10.
     bc = rows["bc", MEDIUM_REPLAY]
-    assert (bc["n_seeds"], float(bc["final_mean"]), float(bc["final_std"])) == ("2", 35.0, 5.0)
-    assert (float(bc["best_mean"]), float(bc["best_std"])) == (40.0, 10.0)
+    assert (bc["n_seeds"], float(bc["final_mean"]), float(bc["final_std"]), bc["updates"]) == ("2", 35.0, 5.0, "20")
+    assert (float(bc["best_mean"]), float(bc["best_std"]), bc["suite"]) == (40.0, 10.0, "Pendulum")
     # td3_bc: final 70 and 80 -> 75 +- 5; best 70 and 90 -> 80 +- 10.
     td3 = rows["td3_bc", MEDIUM_REPLAY]
     assert (float(td3["final_mean"]), float(td3["final_std"]), float(td3["best_mean"])) == (75.0, 5.0, 80.0)
-    assert float(rows["bc_10", "average of 1 dataset"]["final_mean"]) == 13.0
-
-    verdicts = {i: result for i, (_, result, _) in enumerate(claims, 1)}
-    assert verdicts[1] == "PASS"  # td3_bc 75 > bc 35
-    assert verdicts[2] == "FAIL"  # bc_10 13 <= bc 35
-    assert verdicts[3] == verdicts[4] == verdicts[5] == "NOT RUN"
-    assert verdicts[6] == "PASS"  # the real algorithms/iql.py
-    text = (out / "claims.md").read_text()
-    assert "td3_bc 75.0 ± 5.0 (2 seeds) > bc 35.0 ± 5.0 (2 seeds)" in text
-    assert "python tools/sweep.py --fake" in text and "20 updates per run" in text
+    # The MuJoCo grid has no run: every planned core cell is there, as not run.
+    assert rows["iql", CORE_MR]["updates"] == "not run" and rows["iql", CORE_MR]["n_seeds"] == "0"
     md = (out / "scores.md").read_text()
-    assert "| local/pendulum/medium-replay-v0 | 35.0 ± 5.0 (2 seeds) | 13.0 ± 1.0 (2 seeds) | 75.0 ± 5.0 (2 seeds) |" in md
-    assert (out / "curves.png").stat().st_size > 0
+    assert "| bc | 35.0 ± 5.0 (n=2, 20) |" in md and "| td3_bc | 75.0 ± 5.0 (n=2, 20) |" in md
+    assert "python tools/sweep.py --fake" in md and "20 updates per run" in md
+    assert (out / "curves-pendulum.png").stat().st_size > 0 and (out / "profiles.png").stat().st_size > 0
+    claims = (out / "claims.md").read_text()
+    assert claims.count("NOT RUN") >= 8  # no MuJoCo run: every claim names what is missing
+    assert "missing: bc_10 not run on local/hopper/medium-replay-v0; bc not run on" in claims
 
 
-def test_claims_on_expert_dt_and_cql(tmp_path):
+def test_iqm_and_intervals_on_known_cases(fast_bootstrap):
+    # IQM of 0..7: the middle half 2, 3, 4, 5 -> 3.5, inside its interval.
+    point, low, high = make_results.iqm_interval([[0, 1, 2, 3], [4, 5, 6, 7]])
+    assert point == 3.5 and low < 3.5 < high
+    # Stratified: every dataset's seeds agree, so every resample is the same (an unstratified bootstrap
+    # over the pooled 10, 10, 20, 20 would vary).
+    assert make_results.iqm_interval([[10, 10], [20, 20]]) == (15.0, 15.0, 15.0)
+    # The difference of means resamples each side on its own: constant sides give a point.
+    assert make_results.difference_interval([3, 3, 3], [1, 1]) == (2.0, 2.0, 2.0)
+    diff, low, high = make_results.difference_interval([1, 2, 3], [0, 0, 0])
+    assert diff == 2.0 and 1.0 <= low < 2.0 < high <= 3.0
+    # The same logs give the same intervals.
+    assert make_results.difference_interval([1, 5, 9], [2, 3]) == make_results.difference_interval([1, 5, 9], [2, 3])
+
+
+def test_partial_grid_is_shown_as_partial(tmp_path, fast_bootstrap):
     root = tmp_path / "runs"
-    write_run(root, "bc", "local/pendulum/expert-v0", 0, {10: 92.0})
-    write_run(root, "bc", "local/pendulum/expert-v0", 1, {10: 96.0})
-    write_run(root, "dt", MEDIUM_REPLAY, 0, {10: 30.0})
-    write_run(root, "bc_10", MEDIUM_REPLAY, 0, {10: 35.0})
-    write_run(root, "iql", MEDIUM_REPLAY, 0, {10: 60.0})
-    write_run(root, "cql", MEDIUM_REPLAY, 0, {10: 50.0}, {"eval/q_initial": -120.0, "eval/mc_return_initial": -100.0})
-    write_run(root, "cql", MEDIUM_REPLAY, 1, {10: 50.0}, {"eval/q_initial": -90.0, "eval/mc_return_initial": -100.0})
+    for seed, score in enumerate([40.0, 50.0]):
+        write_run(root, "iql", CORE_MR, seed, {2500: score - 10, 5000: score})
+    write_run(root, "iql", CORE_ME, 0, {1000: 70.0})
+    out = tmp_path / "results"
+    make_results.make_results(root, out, command="x")
+    md = (out / "scores.md").read_text()
+    final = md[md.index("## MuJoCo: final score"):md.index("## MuJoCo: best score")]
+    assert f"| variant | {CORE_MR} | {CORE_HC} | {CORE_ME} |" in final
+    assert "| iql | 45.0 ± 5.0 (n=2, 5k) | not run | 70.0 ± 0.0 (n=1, 1k) |" in final
+    assert "| bc | not run | not run | not run |" in final
+    assert f"| iql | partial: not run on {CORE_HC} | - | - |" in md
+    agg = list(csv.DictReader((out / "aggregate.csv").open()))
+    assert {r["variant"]: r["note"] for r in agg}["bc"] == "not run"
+
+
+def test_aggregate_iqm_over_the_core_datasets(tmp_path, fast_bootstrap):
+    root = tmp_path / "runs"
+    for dataset, scores in zip(make_results.CORE, ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11])):
+        for seed, score in enumerate(scores):
+            write_run(root, "td3_bc", dataset, seed, {10: float(score)})
+    out = tmp_path / "results"
+    make_results.make_results(root, out, command="x")
+    row = {r["variant"]: r for r in csv.DictReader((out / "aggregate.csv").open())}["td3_bc"]
+    # 0..11: the middle half 3..8 -> 5.5.
+    assert float(row["iqm"]) == 5.5 and float(row["ci_low"]) < 5.5 < float(row["ci_high"])
+    assert row["seeds_per_core_dataset"] == "4 + 4 + 4" and row["note"] == ""
+    assert "| td3_bc | 5.5 [" in (out / "scores.md").read_text()
+
+
+def test_peer_table_side_by_side(tmp_path, fast_bootstrap):
+    root = tmp_path / "runs"
+    for seed, (ours, peer) in enumerate([(60.0, 50.0), (62.0, 52.0), (64.0, 54.0)]):
+        write_run(root, "iql", CORE_MR, seed, {10: ours})
+        write_run(root, "d3rlpy_iql", CORE_MR, seed, {10: peer})
+    write_run(root, "bc", CORE_MR, 0, {10: 30.0})
+    write_run(root, "d3rlpy_bc", CORE_MR, 0, {10: 20.0})
+    out = tmp_path / "results"
+    make_results.make_results(root, out, command="x")
+    peer = (out / "peer.md").read_text()
+    line = next(l for l in peer.splitlines() if l.startswith(f"| iql | {CORE_MR} |"))
+    assert "| 62.0 ± 1.6 (n=3, 10) | 52.0 ± 1.6 (n=3, 10) | +10.0 [" in line
+    low, high = map(float, line.rsplit("[", 1)[1].rstrip(" |]").split(", "))
+    assert 6.0 <= low < 10.0 < high <= 14.0  # each mean resampled within [60, 64] and [50, 54]
+    assert "+10.0 (no interval: 2 seeds a side needed)" in peer  # bc: one seed a side
+    assert f"| cql | {CORE_MR} | not run | not run | - |" in peer
+    rows = {(r["algorithm"], r["dataset"]): r for r in csv.DictReader((out / "peer.csv").open())}
+    assert (rows["iql", CORE_MR]["ours_n"], float(rows["iql", CORE_MR]["difference"])) == ("3", 10.0)
+
+
+# A grid on which every claim holds, and its mirror on which every claim fails.
+TARGETS_UP = {"eval/target_3000/normalized_score": 90.0, "eval/target_1500/normalized_score": 45.0}
+TARGETS_DOWN = {"eval/normalized_score_3000": 40.0, "eval/normalized_score_1500": 45.0}  # the older key format
+
+
+def claim_grid(root: Path, holds: bool) -> None:
+    def runs(variant, dataset, scores, extra=None):
+        for seed, score in enumerate(scores):
+            write_run(root, variant, dataset, seed, {10: score - 1.0, 20: score},
+                      extra(seed) if callable(extra) else extra)
+
+    up = [0.0, 2.0, 4.0]
+    for dataset in (CORE_MR, CORE_HC):
+        runs("bc", dataset, [20 + x for x in up])
+        runs("bc_10", dataset, [(40 if holds else 10) + x for x in up])
+        runs("td3_bc", dataset, [(60 if holds else 5) + x for x in up], {"eval/q_initial": 100.0,
+                                                                         "eval/discounted_return": 100.0})
+        runs("td3_nobc", dataset, [(5 if holds else 70) + x for x in up],
+             {"eval/q_initial": 1000.0 if holds else 110.0, "eval/discounted_return": 100.0})
+        runs("iql", dataset, [(70 if holds else 25) + x for x in up])
+        runs("awr", dataset, [30 + x for x in up])
+        runs("dt", dataset, [(30 if holds else 80) + x for x in up], TARGETS_UP)
+    runs("bc_10", CORE_ME, [90.0, 92.0, 94.0])
+    runs("dt", CORE_ME, [91.0, 93.0, 95.0] if holds else [50.0, 52.0, 54.0], TARGETS_UP if holds else TARGETS_DOWN)
+    runs("cql", CORE_MR, [55.0, 56.0, 57.0],
+         lambda seed: {"eval/q_initial": 50.0 if holds or seed < 2 else 150.0, "eval/discounted_return": 100.0})
+    runs("mopo", CORE_MR, [(50 if holds else 10) + x for x in up])
+    runs("mopo_nopen", CORE_MR, [12.0, 13.0, 14.0])
+
+
+@pytest.mark.parametrize("holds", [True, False])
+def test_every_claim_passes_and_fails_on_its_intervals(tmp_path, fast_bootstrap, holds):
+    root = tmp_path / "runs"
+    claim_grid(root, holds)
     claims = make_results.make_results(root, tmp_path / "results", command="x")
-    verdicts = {i: result for i, (_, result, _) in enumerate(claims, 1)}
-    assert verdicts[3] == "PASS"  # 94 is within 10 of 100
-    assert verdicts[4] == "PASS"  # dt 30 within 10 of bc_10 35, and below iql 60 and cql 50
-    assert verdicts[5] == "FAIL"  # seed 1: Q -90 >= Monte Carlo -100
-    assert "Q(s_0, pi(s_0)) = -90.00 >= Monte Carlo return -100.00" in claims[4][2][1]
-    # command.txt says --max_steps 20 and the logs stop at 10: the tables say so.
-    assert "bc/local/pendulum/expert-v0/seed0: unfinished, last evaluation at update 10 of 20" \
-        in (tmp_path / "results" / "scores.md").read_text()
+    verdicts = [result for _, result, _ in claims]
+    assert len(verdicts) == 8
+    assert verdicts == ["PASS" if holds else "FAIL"] * 8, [(v, lines) for (_, v, lines) in claims]
+    details = {i: "\n".join(lines) for i, (_, _, lines) in enumerate(claims, 1)}
+    text = (tmp_path / "results" / "claims.md").read_text()
+    if holds:
+        assert f"{CORE_MR}: iql 72.0 ± 1.6 (n=3, 20) - bc 22.0 ± 1.6 (n=3, 20) = +50.0, 95% CI [" in details[1]
+        assert f"{CORE_HC}: not run (decided without them): cql, bcq, mopo, combo." in details[1]
+        assert "R_hat_1 = 1500: 45.0, R_hat_1 = 3000: 90.0" in details[4]
+        assert "seed 2: Q = 50.0, G = 100.0 (update 20)" in details[5]
+        assert "mean Q - G = +900.0, 95% CI [900.0, 900.0], far above means above 0.5 abs(G) = 50.0: supports" \
+            in details[8] and "td3_bc for reference: mean Q - G = +0.0" in details[8]
+        assert "best TD method iql" in details[3] and "inside ±10" in details[3]
+    else:
+        assert "not above 0, does not support bc_10 > bc" in details[2]
+        assert "not inside ±10" in details[3]
+        assert "seed 2: Q = 150.0, G = 100.0" in details[5] and "not every seed below" in details[5]
+        assert "does not support the overestimation" in details[8]
+    assert "| 8 | Extrapolation error" in text
+
+
+def test_claims_not_run_name_what_is_missing(tmp_path, fast_bootstrap):
+    root = tmp_path / "runs"
+    write_run(root, "bc", CORE_MR, 0, {10: 20.0})
+    write_run(root, "bc_10", CORE_MR, 0, {10: 30.0})
+    write_run(root, "cql", CORE_MR, 0, {10: 30.0})  # no Q at the initial states in its log
+    write_run(root, "cql", CORE_MR, 1, {10: 30.0})
+    claims = make_results.make_results(root, tmp_path / "results", command="x")
+    assert [result for _, result, _ in claims] == ["NOT RUN"] * 8
+    details = {i: "\n".join(lines) for i, (_, _, lines) in enumerate(claims, 1)}
+    assert f"bc_10 has 1 seed on {CORE_MR} (an interval needs 2)" in details[2]
+    assert f"bc_10 not run on {CORE_HC}" in details[2]
+    assert "2 of 2 cql seeds on local/hopper/medium-replay-v0 logged no eval/q_initial and eval/discounted_return" \
+        in details[5]
+    assert "mopo_nopen not run on local/hopper/medium-replay-v0" in details[6]
+
+
+def test_sanity_table(tmp_path, fast_bootstrap):
+    root = tmp_path / "runs"
+    write_run(root, "bc", "local/hopper/expert-v0", 0, {10: 98.0})
+    write_run(root, "bc", "local/hopper/random-v0", 0, {10: 25.0})
+    write_run(root, "bc", "local/pendulum/expert-v0", 0, {10: 101.0})
+    make_results.make_results(root, tmp_path / "results", command="x")
+    text = (tmp_path / "results" / "sanity.md").read_text()
+    assert "| hopper | 98.0 ± 0.0 (n=1, 10) | 2.0 points from 100 (within 10) | 25.0 ± 0.0 (n=1, 10) | " \
+           "25.0 points from 0 (MORE than 10) |" in text
+    assert "| pendulum | 101.0 ± 0.0 (n=1, 10) | 1.0 points from 100 (within 10) | not run | - |" in text
+
+
+def test_readme_section_headlines_mujoco_and_keeps_pendulum(fake_root, tmp_path, fast_bootstrap):
+    cpu = ("python tools/sweep.py --variants bc iql --datasets local/hopper/medium-replay-v0 --seeds 0 1 "
+           "--workers 2 --root runs/bench --set max_steps=50000 eval_every=5000 eval_episodes=10")
+    (fake_root / "sweeps.txt").write_text(f"2026-01-01T00:00:00  {cpu}\n"
+                                          "2026-01-01T00:00:01  python tools/sweep.py --variants bc "
+                                          f"--datasets {MEDIUM_REPLAY} --seeds 0 1 --set max_steps=20\n")
+    for seed in (0, 1):
+        write_run(fake_root, "iql", CORE_MR, seed, {5000: 60.0 + seed})
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\nbefore\n<!-- results: begin -->\nstale table\n<!-- results: end -->\nafter\n")
+    make_results.make_results(fake_root, tmp_path / "results", readme=readme)
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n<!-- results: begin -->")
+    assert text.endswith("<!-- results: end -->\nafter\n")
+    assert "stale table" not in text
+    mujoco, pendulum = text.split("### Pendulum")
+    assert "### MuJoCo locomotion" in mujoco and "| iql | 60.5 ± 0.5 (n=2, 5k) | not run | not run |" in mujoco
+    assert cpu in mujoco and "IQM [95% CI]" in mujoco
+    assert "| 1 | TD methods beat BC on medium-replay | NOT RUN |" in mujoco
+    assert ("python tools/sweep.py --variants bc iql --datasets local/hopper/medium-replay-v0 --seeds 0 1 --workers N "
+            "--root runs/d4rl --set eval_episodes=10 max_steps=1000000 eval_every=5000 device=cuda "
+            "--commit-dir results/runs-d4rl") in mujoco
+    assert f"--datasets {MEDIUM_REPLAY}" not in mujoco  # the Pendulum sweep goes with the Pendulum section
+    assert f"| bc | 35.0 ± 5.0 (n=2, 20) |" in pendulum and f"--datasets {MEDIUM_REPLAY}" in pendulum
+
+
+def test_gpu_command():
+    cpu = ("python tools/sweep.py --variants mopo_nopen bc_25 --define 'bc_25=bc_filtered --frac 0.25' "
+           "--datasets local/hopper/medium-replay-v0 --workers 2 --set max_steps=50000 device=cpu")
+    assert make_results.gpu_command(cpu) == (
+        "python tools/sweep.py --variants mopo_nopen bc_25 --define 'bc_25=bc_filtered --frac 0.25' --datasets "
+        "local/hopper/medium-replay-v0 --workers N --set max_steps=1000000 eval_every=5000 device=cuda "
+        "--root runs/d4rl --commit-dir results/runs-d4rl")
 
 
 def test_variants_and_sets_become_flags(tmp_path):
@@ -104,18 +272,75 @@ def test_variants_and_sets_become_flags(tmp_path):
     assert bc.args[-6:] == ["--frac", "1.0", "--max_steps", "50", "--eval_targets", "[-150.0]"]
     assert bc_10.args[bc_10.args.index("--frac") + 1] == "0.1" and td3.args[0] == "algorithms/td3_bc.py"
     assert bc.run_dir == str(tmp_path / "bc" / "local/pendulum/medium-v0" / "seed3") and bc.max_steps == 50
+    # The ablations of the claims: MOPO without its penalty, TD3+BC without its BC term.
+    mopo_nopen, td3_nobc = sweep.plan(["mopo_nopen", "td3_nobc"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    assert mopo_nopen.args[0] == "algorithms/mopo.py" and mopo_nopen.args[-2:] == ["--penalty_coef", "0.0"]
+    assert td3_nobc.args[0] == "algorithms/td3_bc.py" and td3_nobc.args[-2:] == ["--bc_coef", "0.0"]
     # Without --set max_steps, the config's value decides when a run is finished.
     assert sweep.plan(["iql"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})[0].max_steps == 30_000
     with pytest.raises(SystemExit, match="no_such_algo"):
         sweep.plan(["no_such_algo"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
 
 
+def test_commit_run_copies_the_small_files_of_a_finished_run(tmp_path):
+    run_dir = write_run(tmp_path / "bench", "bc", CORE_MR, 0, {10: 1.0})
+    (run_dir / "checkpoint.pt").write_bytes(b"big")
+    (run_dir / "policy.pt2").write_bytes(b"big")
+    (run_dir / "machine.txt").write_text("cpu\n")
+    committed = tmp_path / "committed" / "bc" / CORE_MR / "seed0"
+    assert not sweep.commit_run(run_dir, committed)  # unfinished: nothing to commit
+    (run_dir / "finished.json").write_text('{"step": 20}')
+    assert sweep.commit_run(run_dir, committed)
+    assert sorted(p.name for p in committed.iterdir()) == ["command.txt", "finished.json", "log.jsonl", "machine.txt"]
+    assert not sweep.commit_run(run_dir, committed)  # the same run is committed already
+
+
+def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch):
+    started = []
+
+    def fake_script(args, **kwargs):  # the script's side of the contract: a log, a checkpoint, finished.json
+        run_dir = Path(args[args.index("--checkpoints_path") + 1])
+        started.append(run_dir.name)
+        (run_dir / "log.jsonl").write_text(json.dumps({"step": 20, "eval/normalized_score": 1.0}) + "\n")
+        (run_dir / "checkpoint.pt").write_bytes(b"big")
+        (run_dir / "finished.json").write_text('{"step": 20}')
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(sweep, "subprocess", SimpleNamespace(run=fake_script, DEVNULL=None))
+    committed, bench = tmp_path / "committed", tmp_path / "bench"
+    done = committed / "bc" / "local/pendulum/medium-v0" / "seed0"
+    done.mkdir(parents=True)
+    (done / "finished.json").write_text('{"step": 20}')
+    (done / "log.jsonl").write_text("")
+    grid = dict(sets=TINY, progress=False, commit_dir=committed, command="python tools/sweep.py --the-grid")
+    # Seed 0 is committed at the budget asked for: skipped without running.  Seed 1 runs and is committed.
+    results = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], bench, **grid)
+    assert [(r["status"], r["committed"]) for r in results] == [("skipped", True), ("done", True)]
+    assert started == ["seed1"] and not (bench / "bc" / "local/pendulum/medium-v0" / "seed0").exists()
+    assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
+        ["command.txt", "finished.json", "log.jsonl", "machine.txt"]
+    # A run committed at a smaller budget is run again (resuming in ROOT) and its commit replaced.
+    (done / "finished.json").write_text('{"step": 10}')
+    again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], bench, **grid)
+    assert [(r["status"], r["committed"]) for r in again] == [("done", True), ("skipped", True)]
+    assert started == ["seed1", "seed0"] and json.loads((done / "finished.json").read_text())["step"] == 20
+    # The command is recorded once in the commit directory, however often the sweep runs.
+    assert (committed / "sweeps.txt").read_text().count("--the-grid") == 1
+    assert (bench / "sweeps.txt").read_text().count("--the-grid") == 2
+
+
 def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     root = tmp_path / "bench"
     grid = dict(sets=TINY, workers=2, progress=False)
     # An unknown dataset fails both its runs; the good runs beside them still finish.
-    first = sweep.run_grid(["bc"], ["local/pendulum/nonexistent-v0", "local/pendulum/medium-v0"], [0, 1], root, **grid)
+    committed = tmp_path / "committed"
+    first = sweep.run_grid(["bc"], ["local/pendulum/nonexistent-v0", "local/pendulum/medium-v0"], [0, 1], root,
+                           commit_dir=committed, **grid)
     assert [r["status"] for r in first] == ["failed", "failed", "done", "done"], first
+    assert [bool(r.get("committed")) for r in first] == [False, False, True, True]
+    assert not (committed / "bc" / "local/pendulum/nonexistent-v0").exists()
+    assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
+        ["command.txt", "finished.json", "log.jsonl", "machine.txt"]
     assert "nonexistent" in first[0]["error"]
     assert "nonexistent" in (root / "bc" / "local/pendulum/nonexistent-v0" / "seed1" / "error.txt").read_text()
     assert "2 done, 0 skipped, 2 failed" in sweep.summary(first)
@@ -132,6 +357,9 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     row = read_csv(tmp_path / "results" / "scores.csv")["bc", "local/pendulum/medium-v0"]
     assert row["n_seeds"] == "2"
     assert "nonexistent-v0/seed1: failed" in (tmp_path / "results" / "scores.md").read_text()
+    # The committed logs alone (no checkpoint, no run directory) give the same table.
+    make_results.make_results(committed, tmp_path / "from_commit", command="tiny")
+    assert read_csv(tmp_path / "from_commit" / "scores.csv")["bc", "local/pendulum/medium-v0"] == row
 
 
 def test_sweep_on_a_local_ray_instance(minari_root, tmp_path):

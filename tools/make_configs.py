@@ -24,6 +24,9 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     ("awr", "mujoco/halfcheetah/expert-v0"): {"actor_lr": 5e-5},
     ("awr", "mujoco/walker2d/medium-v0"): {"actor_lr": 2.5e-5},
     ("awr", "mujoco/walker2d/expert-v0"): {"actor_lr": 2.5e-5},
+    # CQL: the authors' code clones the data for the first 40k of its 1M updates (policy_eval_start, our bc_steps);
+    # Pendulum's 30k-update budget gets the same 4%.
+    ("cql", "pendulum"): {"bc_steps": 1_200},
     # MOPO: rollout length h and penalty lambda from the official configs (examples/config/d4rl/*.py; "mixed" is
     # medium-replay).  Expert datasets are not in the paper: they get the medium values (single-policy data).
     # Pendulum is not in the paper either: h = 5, lambda = 1 is our choice.
@@ -58,6 +61,10 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     ("combo", "mujoco/halfcheetah/expert-v0"): {"rollout_length": 5, "cql_weight": 0.5},
     ("combo", "mujoco/walker2d/medium-v0"): {"rollout_length": 1, "cql_weight": 5.0},
     ("combo", "mujoco/walker2d/expert-v0"): {"rollout_length": 1, "cql_weight": 5.0},
+    # FQE: with Polyak averaging the fit contracts its error by about tau (1 - gamma) per update (a time constant of
+    # 20k updates at tau = 0.005, gamma = 0.99; about 30k measured on pendulum/medium-replay): 30k updates stop
+    # far from the fixed point, 100k leave a few percent.  Locomotion keeps the 1M of Fu et al. 2021's code.
+    ("fqe", "pendulum"): {"max_steps": 100_000, "eval_every": 10_000},
     # DT: 10^5 updates and, on D4RL-scale data, the paper's two return targets per environment (Chen et al. 2021,
     # the authors' Gym code).  The local Hopper datasets get the script's default, targets derived from each
     # dataset's returns (its best and the midpoint of its best and worst), as 3600 may be out of their reach.

@@ -80,6 +80,11 @@ def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool):
             buffer.data["index"] = torch.arange(buffer.size, device=device)
             trainer = module.AWRTrainer(STATE_DIM, ACTION_DIM, 1.0, config, device, trajectories)
             trainer.periodic(config.value_steps + 1)  # the policy phase, AWR's most frequent update
+        elif algo in ("mopo", "combo"):  # model rollouts happen in periodic(), outside the timed update
+            rollouts = module.ModelRollouts(buffer, np.zeros(STATE_DIM, np.float32), np.ones(STATE_DIM, np.float32),
+                                            1.0, module.no_termination, config.rollout_batch_size,
+                                            config.rollout_length)
+            trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device, rollouts)
         else:
             trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device)
         if algo == "fqe":  # pi(s') is computed once before training; any actions time the same
