@@ -1,13 +1,15 @@
 """Run a benchmark grid: variants x datasets x seeds, each run one algorithm script in its own process.
 
-  python tools/sweep.py --variants bc bc_10 td3_bc iql \\
-      --datasets local/pendulum/medium-replay-v0 local/pendulum/medium-v0 --seeds 0 1 2 \\
-      --workers 2 --root runs/bench --set max_steps=20000 eval_every=2000
-  python tools/make_results.py --root runs/bench     # then the tables, curves and claims
+  python tools/sweep.py --variants bc bc_10 awr td3_bc iql \\
+      --datasets local/hopper/medium-replay-v0 local/halfcheetah/medium-replay-v0 local/hopper/medium-expert-v0 \\
+      --seeds 0 1 2 --workers 2 --root runs/bench --commit-dir results/runs --set max_steps=50000 eval_every=5000
+  python tools/make_results.py --root results/runs   # then the tables, curves and claims
 
 A variant is a name for (script, extra flags): "bc" is bc_filtered with --frac 1.0, "bc_10" is
-bc_filtered with --frac 0.1, and every script in algorithms/ is a variant of its own name with no
-flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
+bc_filtered with --frac 0.1, "mopo_nopen" is mopo with its uncertainty penalty off (--penalty_coef 0.0),
+"td3_nobc" is td3_bc without its BC term (--bc_coef 0.0, plain TD3), "d3rlpy_<algo>" is the peer
+library (tools/peer_d3rlpy.py, in its own environment), and every script in algorithms/ is a variant
+of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
 
   python algorithms/<script>.py --config_path configs/<script>/<env>-<kind>.yaml --seed S
          --checkpoints_path ROOT/<variant>/<dataset_id>/seed<S> <variant flags> <--set flags>
@@ -16,6 +18,14 @@ in ROOT/<variant>/<dataset_id>/seed<S>/, which also gets command.txt (the exact 
 machine.txt, stdout.log, stderr.log and, when the run fails, error.txt (the end of its stderr).
 A run that wrote finished.json (all its updates done) is skipped; an interrupted run resumes from its
 checkpoint (the scripts do that themselves); a failed run is reported and the others go on.
+
+Runs outlive a session with --commit-dir (default results/runs; "none" turns it off): each finished
+run's small files (log.jsonl, command.txt, machine.txt, finished.json; never checkpoints or policies)
+are copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose
+finished.json is already there (committed by an earlier session) is skipped without being rerun, and
+the sweep command is appended to COMMIT_DIR/sweeps.txt, which make_results quotes as the way to
+reproduce the tables.  Benchmark grids use it; tools/make_results.py --root results/runs rebuilds every
+table and plot from those files alone.
 
 Locally, --workers runs go at a time, each with OMP_NUM_THREADS=--threads-per-run (1), so N
 workers use N cores.  With --ray-address the same runs are Ray tasks on a cluster (num_cpus=1
@@ -31,6 +41,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -49,8 +60,13 @@ PROJECT = Path(__file__).resolve().parents[1]
 # name -> (script in algorithms/, extra flags); every script is also a variant of its own name.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "bc": ("bc_filtered", ["--frac", "1.0"]),
-    "bc_10": ("bc_filtered", ["--frac", "0.1"]),
+    "bc_10": ("bc_filtered", ["--frac", "0.1"]),  # %BC: the best 10% of the trajectories
+    "mopo_nopen": ("mopo", ["--penalty_coef", "0.0"]),  # lambda = 0 in r~ = r - lambda u: no uncertainty penalty
+    "td3_nobc": ("td3_bc", ["--bc_coef", "0.0"]),  # no BC term: plain TD3 on the dataset (extrapolation error)
 }
+# A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
+COMMITTED_FILES = ("log.jsonl", "command.txt", "machine.txt", "finished.json")
+DEFAULT_COMMIT_DIR = "results/runs"
 # Environment variables a Ray task takes from the driver (a local run inherits the whole environment).
 FORWARDED = ("MINARI_DATASETS_PATH", "WANDB_MODE")
 ERROR_LINES = 20  # lines of stderr kept in error.txt
@@ -64,6 +80,8 @@ class Run:
     run_dir: str  # absolute
     args: list[str]  # after the Python interpreter, relative to PROJECT
     max_steps: Optional[int]  # None when neither --set nor the config names it (the script's default)
+    python: str = sys.executable  # the peer library's variants run in its own environment
+    commit_dir: Optional[str] = None  # absolute: where the finished run's small files are committed, if anywhere
 
 
 def machine_description() -> str:
@@ -83,6 +101,22 @@ def machine_description() -> str:
     except Exception:  # noqa: BLE001 - a broken CUDA install still gets a description
         pass
     return f"{cpu} ({os.cpu_count()} CPUs), {gpu}"
+
+
+def peer_run(variant: str, dataset: str, seed: int, run_dir: Path, sets: list[str]) -> Run:
+    """A d3rlpy_<algo> variant: tools/peer_d3rlpy.py in the peer environment, same budget flags."""
+    from peer_d3rlpy import ALGOS, PEER_PYTHON
+
+    algo = variant.removeprefix("d3rlpy_")
+    if algo not in ALGOS:
+        raise SystemExit(f"error: peer variant {variant!r} is not one of {', '.join('d3rlpy_' + a for a in ALGOS)}.")
+    if not PEER_PYTHON.exists():
+        raise SystemExit(f"error: the peer environment {PEER_PYTHON.parent.parent} does not exist; "
+                         f"create it with: python tools/peer_d3rlpy.py --setup")
+    args = ["tools/peer_d3rlpy.py", "--algo", algo, "--dataset_id", dataset, "--seed", str(seed),
+            "--checkpoints_path", str(run_dir), *sets]
+    return Run(variant, dataset, seed, str(run_dir), args, int(flag_value(sets, "max_steps") or 50_000),
+               str(PEER_PYTHON))
 
 
 def resolve_variant(name: str, defines: dict[str, tuple[str, list[str]]]) -> tuple[str, list[str]]:
@@ -124,6 +158,10 @@ def plan(variants: list[str], datasets: list[str], seeds: list[int], root: Path,
     """The grid, in the order variants x datasets x seeds."""
     runs = []
     for variant in variants:
+        if variant.startswith("d3rlpy_"):
+            runs += [peer_run(variant, dataset, seed, (root / variant / dataset / f"seed{seed}").resolve(), sets)
+                     for dataset in datasets for seed in seeds]
+            continue
         script, variant_flags = resolve_variant(variant, defines)
         for dataset in datasets:
             config = Path("configs") / script / f"{config_name(dataset)}.yaml" if dataset.count("/") == 2 else None
@@ -156,6 +194,27 @@ def finished(run_dir: Path, max_steps: Optional[int]) -> bool:
     return max_steps is None or step >= max_steps
 
 
+def commit_run(run_dir: Path, commit_dir: Path) -> bool:
+    """Copies a finished run's small files (COMMITTED_FILES) to commit_dir, each through a temporary file
+    and finished.json last, so that an interrupted copy never looks committed.  False when there was
+    nothing new to commit (the run is unfinished, or the same finished.json is committed already)."""
+    marker = run_dir / "finished.json"
+    if not marker.exists():
+        return False
+    committed = commit_dir / "finished.json"
+    if committed.exists() and committed.read_bytes() == marker.read_bytes() \
+            and (commit_dir / "log.jsonl").exists():
+        return False
+    commit_dir.mkdir(parents=True, exist_ok=True)
+    committed.unlink(missing_ok=True)  # uncommitted until the copy is complete
+    for name in COMMITTED_FILES:
+        if (run_dir / name).exists():
+            tmp = commit_dir / f".{name}.partial"
+            shutil.copyfile(run_dir / name, tmp)
+            os.replace(tmp, commit_dir / name)
+    return True
+
+
 def last_lines(text: str, n: int) -> str:
     """The last n lines as a terminal shows them (a progress bar's carriage returns keep only its last state)."""
     lines = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
@@ -163,21 +222,25 @@ def last_lines(text: str, n: int) -> str:
 
 
 def run_one(run: Run, env: dict[str, str], project: str) -> dict:
-    """One run in a subprocess: skipped, done or failed (with the end of its stderr).  Never raises."""
+    """One run in a subprocess: skipped (finished here or committed), done or failed (with the end of its
+    stderr).  Never raises."""
     run_dir = Path(run.run_dir)
     result = {"variant": run.variant, "dataset": run.dataset, "seed": run.seed, "run_dir": run.run_dir,
               "status": "skipped", "seconds": 0.0, "error": ""}
     start = time.time()
     try:
+        if run.commit_dir and finished(Path(run.commit_dir), run.max_steps):
+            return {**result, "committed": True}
         run_dir.mkdir(parents=True, exist_ok=True)
         if finished(run_dir, run.max_steps):
             return result
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        (run_dir / "command.txt").write_text(f"cd {shlex.quote(project)} && {prefix} python {shlex.join(run.args)}\n")
+        python = "python" if run.python == sys.executable else shlex.quote(os.path.relpath(run.python, project))
+        (run_dir / "command.txt").write_text(f"cd {shlex.quote(project)} && {prefix} {python} {shlex.join(run.args)}\n")
         (run_dir / "machine.txt").write_text(machine_description() + "\n")
         stdout_log, stderr_log = run_dir / "stdout.log", run_dir / "stderr.log"
         with open(stdout_log, "ab") as out, open(stderr_log, "wb") as err:
-            code = subprocess.run([sys.executable, *run.args], cwd=project, env={**os.environ, **env},
+            code = subprocess.run([run.python, *run.args], cwd=project, env={**os.environ, **env},
                                   stdout=out, stderr=err, stdin=subprocess.DEVNULL).returncode
         result["seconds"] = time.time() - start
         if code != 0:
@@ -234,22 +297,47 @@ def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gp
 def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: str | Path = "runs/bench",
              sets: Optional[list[str]] = None, workers: int = 1, threads_per_run: int = 1,
              defines: Optional[dict[str, tuple[str, list[str]]]] = None, ray_address: Optional[str] = None,
-             gpu_per_run: float = 0.0, command: Optional[str] = None, progress: bool = True) -> list[dict]:
+             gpu_per_run: float = 0.0, command: Optional[str] = None, progress: bool = True,
+             commit_dir: str | Path | None = None) -> list[dict]:
     """Runs the grid and returns one result per run: variant, dataset, seed, run_dir, status
-    ("done", "stopped" (exited early, e.g. stop_after), "skipped" or "failed"), seconds, error (the last line of stderr of a failed run)."""
+    ("done", "stopped" (exited early, e.g. stop_after), "skipped" or "failed"), seconds, error (the last line
+    of stderr of a failed run), and with commit_dir: committed (its small files are in commit_dir: copied
+    now, or already there, in which case the run was skipped)."""
     root = Path(root).resolve()
     runs = plan(variants, datasets, seeds, root, parse_sets(sets or []), defines or {})
     root.mkdir(parents=True, exist_ok=True)
+    if commit_dir is not None:
+        commit_dir = Path(commit_dir).resolve()
+        for run in runs:
+            run.commit_dir = str(commit_dir / run.variant / run.dataset / f"seed{run.seed}")
     if command:
+        stamped = f"{datetime.datetime.now().isoformat(timespec='seconds')}  {command}\n"
         with open(root / "sweeps.txt", "a") as f:
-            f.write(f"{datetime.datetime.now().isoformat(timespec='seconds')}  {command}\n")
+            f.write(stamped)
+        if commit_dir is not None:  # each distinct command once: make_results quotes them as the way to reproduce
+            commit_dir.mkdir(parents=True, exist_ok=True)
+            known = commit_dir / "sweeps.txt"
+            lines = known.read_text().splitlines() if known.exists() else []
+            if command not in {line.split("  ", 1)[-1] for line in lines}:
+                with open(known, "a") as f:
+                    f.write(stamped)
     env = {"OMP_NUM_THREADS": str(threads_per_run), "MKL_NUM_THREADS": str(threads_per_run)}
     if "MINARI_DATASETS_PATH" in os.environ:
         env["MINARI_DATASETS_PATH"] = os.environ["MINARI_DATASETS_PATH"]
     results = []
     bar = tqdm(total=len(runs), desc="runs", unit="run", disable=not progress)
 
+    by_key = {(r.variant, r.dataset, r.seed): r for r in runs}
+
     def report(result: dict) -> None:
+        run = by_key[result["variant"], result["dataset"], result["seed"]]
+        if run.commit_dir and result["status"] in ("done", "skipped") and not result.get("committed"):
+            try:
+                if finished(Path(run.run_dir), run.max_steps):
+                    commit_run(Path(run.run_dir), Path(run.commit_dir))
+                    result = {**result, "committed": True}
+            except OSError as e:  # a full disk must not stop the grid: the run itself is fine
+                bar.write(f"could not commit {run.run_dir} to {run.commit_dir}: {e}")
         results.append(result)
         if result["status"] == "failed":
             bar.write(f"FAILED {result['variant']} {result['dataset']} seed {result['seed']}: {result['error']}")
@@ -269,8 +357,10 @@ def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: s
 
 def summary(results: list[dict]) -> str:
     counts = {s: sum(r["status"] == s for r in results) for s in ("done", "stopped", "skipped", "failed")}
+    committed = sum(bool(r.get("committed")) for r in results)
     lines = [f"{len(results)} runs: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
-             + (f", {counts['stopped']} stopped early (rerun to resume)" if counts["stopped"] else "")]
+             + (f", {counts['stopped']} stopped early (rerun to resume)" if counts["stopped"] else "")
+             + (f"; {committed} in the commit directory" if committed else "")]
     lines += [f"  failed: {r['variant']} {r['dataset']} seed {r['seed']}: {r['error']} "
               f"(see {Path(r['run_dir']) / 'error.txt'})" for r in results if r["status"] == "failed"]
     return "\n".join(lines)
@@ -282,6 +372,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--datasets", nargs="+", required=True, help="Minari dataset ids")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--root", default="runs/bench", help="directory of the run directories")
+    parser.add_argument("--commit-dir", default=DEFAULT_COMMIT_DIR,
+                        help="where each finished run's small files go, for git; runs found there are skipped "
+                             f"('none': no commit directory; default {DEFAULT_COMMIT_DIR}, in the project)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="TrainConfig fields given to every run, e.g. max_steps=20000")
     parser.add_argument("--define", nargs="*", default=[], metavar="NAME=SCRIPT FLAGS",
@@ -298,11 +391,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     defines = dict(parse_define(d) for d in args.define)
     if args.dry_run:
         runs = plan(args.variants, args.datasets, args.seeds, Path(args.root).resolve(), parse_sets(args.set), defines)
-        print("\n".join(f"python {shlex.join(run.args)}" for run in runs))
+        print("\n".join(f"{shlex.quote(run.python)} {shlex.join(run.args)}" for run in runs))
         return 0
     command = "python tools/sweep.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    commit_dir = None if args.commit_dir.lower() == "none" else \
+        PROJECT / args.commit_dir if args.commit_dir == DEFAULT_COMMIT_DIR else Path(args.commit_dir)
     results = run_grid(args.variants, args.datasets, args.seeds, args.root, args.set, args.workers,
-                       args.threads_per_run, defines, args.ray_address, args.gpu_per_run, command)
+                       args.threads_per_run, defines, args.ray_address, args.gpu_per_run, command,
+                       commit_dir=commit_dir)
     print(summary(results))
     return 1 if any(r["status"] == "failed" for r in results) else 0
 
