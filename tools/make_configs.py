@@ -15,11 +15,15 @@ REMOTE = [f"mujoco/{env}/{kind}-v0" for env in ("hopper", "halfcheetah", "walker
 BUDGET = {
     "pendulum": {"max_steps": 30_000, "eval_every": 3_000, "eval_episodes": 10},
     "hopper": {"max_steps": 1_000_000, "eval_every": 10_000, "eval_episodes": 10},
+    "halfcheetah": {"max_steps": 1_000_000, "eval_every": 10_000, "eval_episodes": 10},
+    "walker2d": {"max_steps": 1_000_000, "eval_every": 10_000, "eval_episodes": 10},
     "mujoco": {"max_steps": 1_000_000, "eval_every": 10_000, "eval_episodes": 10},
 }
 # (algo, env) -> fields; env "*" applies to all.
 OVERRIDES: dict[tuple[str, str], dict] = {
     # AWR: the actor's SGD step size per task (Peng et al. 2019, the authors' awr_configs.py); the default is Hopper's.
+    ("awr", "halfcheetah"): {"actor_lr": 5e-5},
+    ("awr", "walker2d"): {"actor_lr": 2.5e-5},
     ("awr", "mujoco/halfcheetah/medium-v0"): {"actor_lr": 5e-5},
     ("awr", "mujoco/halfcheetah/expert-v0"): {"actor_lr": 5e-5},
     ("awr", "mujoco/walker2d/medium-v0"): {"actor_lr": 2.5e-5},
@@ -27,7 +31,7 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     # CQL: the authors' code clones the data for the first 40k of its 1M updates (policy_eval_start, our bc_steps);
     # Pendulum's 30k-update budget gets the same 4%.
     ("cql", "pendulum"): {"bc_steps": 1_200},
-    # MOPO: rollout length h and penalty lambda from the official configs (examples/config/d4rl/*.py; "mixed" is
+    # MOPO: rollout length h and penalty lambda from the official configs (tianheyu927/mopo examples/config/d4rl/*.py; "mixed" is
     # medium-replay).  Expert datasets are not in the paper: they get the medium values (single-policy data).
     # Pendulum is not in the paper either: h = 5, lambda = 1 is our choice.
     ("mopo", "pendulum"): {"rollout_length": 5, "penalty_coef": 1.0},
@@ -39,6 +43,16 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     ("mopo", "local/hopper/expert-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
     ("mopo", "local/hopper/medium-replay-v0"): {"rollout_length": 5, "penalty_coef": 1.0},
     ("mopo", "local/hopper/medium-expert-v0"): {"rollout_length": 5, "penalty_coef": 1.0},
+    ("mopo", "local/halfcheetah/random-v0"): {"rollout_length": 5, "penalty_coef": 0.5},
+    ("mopo", "local/halfcheetah/medium-v0"): {"rollout_length": 1, "penalty_coef": 1.0},
+    ("mopo", "local/halfcheetah/expert-v0"): {"rollout_length": 1, "penalty_coef": 1.0},
+    ("mopo", "local/halfcheetah/medium-replay-v0"): {"rollout_length": 5, "penalty_coef": 1.0},
+    ("mopo", "local/halfcheetah/medium-expert-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
+    ("mopo", "local/walker2d/random-v0"): {"rollout_length": 1, "penalty_coef": 1.0},
+    ("mopo", "local/walker2d/medium-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
+    ("mopo", "local/walker2d/expert-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
+    ("mopo", "local/walker2d/medium-replay-v0"): {"rollout_length": 1, "penalty_coef": 1.0},
+    ("mopo", "local/walker2d/medium-expert-v0"): {"rollout_length": 1, "penalty_coef": 2.0},
     ("mopo", "mujoco/hopper/medium-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
     ("mopo", "mujoco/hopper/expert-v0"): {"rollout_length": 5, "penalty_coef": 5.0},
     ("mopo", "mujoco/halfcheetah/medium-v0"): {"rollout_length": 1, "penalty_coef": 1.0},
@@ -55,6 +69,10 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     ("combo", "local/hopper/expert-v0"): {"rollout_length": 5, "cql_weight": 5.0},
     ("combo", "local/hopper/medium-replay-v0"): {"rollout_length": 5, "cql_weight": 0.5},
     ("combo", "local/hopper/medium-expert-v0"): {"rollout_length": 5, "cql_weight": 5.0},
+    # Local HalfCheetah and Walker2d: the medium values below for every kind (the other kinds' values were not
+    # checked against the paper's appendix here).
+    ("combo", "halfcheetah"): {"rollout_length": 5, "cql_weight": 0.5},
+    ("combo", "walker2d"): {"rollout_length": 1, "cql_weight": 5.0},
     ("combo", "mujoco/hopper/medium-v0"): {"rollout_length": 5, "cql_weight": 5.0},
     ("combo", "mujoco/hopper/expert-v0"): {"rollout_length": 5, "cql_weight": 5.0},
     ("combo", "mujoco/halfcheetah/medium-v0"): {"rollout_length": 5, "cql_weight": 0.5},
@@ -72,6 +90,8 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     # spans about [-3.7, 0] as Hopper's R_hat / 1000 spans [0, 3.6].
     ("dt", "pendulum"): {"rtg_scale": 500.0, "eval_targets": [-150.0, -400.0, -800.0]},
     ("dt", "hopper"): {"max_steps": 100_000},
+    ("dt", "halfcheetah"): {"max_steps": 100_000},
+    ("dt", "walker2d"): {"max_steps": 100_000},
     ("dt", "mujoco"): {"max_steps": 100_000},
     ("dt", "mujoco/hopper/medium-v0"): {"eval_targets": [3600.0, 1800.0]},
     ("dt", "mujoco/hopper/expert-v0"): {"eval_targets": [3600.0, 1800.0]},
@@ -91,7 +111,8 @@ def config_name(dataset_id: str) -> str:
 def write_all() -> list[Path]:
     written = []
     algos = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
-    datasets = [f"local/{env}/{kind}-v0" for env in ("pendulum", "hopper") for kind in LOCAL_KINDS] + REMOTE
+    datasets = [f"local/{env}/{kind}-v0" for env in ("pendulum", "hopper", "halfcheetah", "walker2d")
+                for kind in LOCAL_KINDS] + REMOTE
     for algo in algos:
         for dataset_id in datasets:
             env = dataset_id.split("/")[1] if dataset_id.startswith("local/") else "mujoco"
