@@ -124,6 +124,21 @@ def evaluate(algo, name: str, env, episodes: int, seed: int, target_return: floa
     return {"returns": np.asarray(returns), "discounted": np.asarray(discounted)}
 
 
+def epochs(algo, name: str, dataset, max_steps: int, eval_every: int):
+    """(epoch, training metrics) after every eval_every updates. d3rlpy's Decision Transformer has no
+    fitter(): its fit() is called once per epoch, each call continuing the same model and schedules."""
+    import d3rlpy
+
+    quiet = dict(logger_adapter=d3rlpy.logging.NoopAdapterFactory(), show_progress=False)
+    if name == "dt":
+        for epoch in range(1, max_steps // eval_every + 1):
+            algo.fit(dataset, n_steps=eval_every, n_steps_per_epoch=eval_every, save_interval=max_steps + 1, **quiet)
+            yield epoch, {}
+        return
+    yield from algo.fitter(dataset, n_steps=max_steps, n_steps_per_epoch=eval_every, save_interval=max_steps + 1,
+                           **quiet)
+
+
 def train(args) -> int:
     import d3rlpy
     import minari
@@ -151,10 +166,7 @@ def train(args) -> int:
     start = time.time()
     result = {}
     with open(log_path, "a") as log:
-        fitter = algo.fitter(to_mdp_dataset(dataset), n_steps=args.max_steps, n_steps_per_epoch=args.eval_every,
-                             logger_adapter=d3rlpy.logging.NoopAdapterFactory(), show_progress=False,
-                             save_interval=args.max_steps + 1)
-        for epoch, metrics in fitter:
+        for epoch, metrics in epochs(algo, args.algo, to_mdp_dataset(dataset), args.max_steps, args.eval_every):
             episodes = evaluate(algo, args.algo, env, args.eval_episodes, args.seed, best_return)
             result = {"eval/return": float(episodes["returns"].mean()),
                       "eval/discounted_return": float(episodes["discounted"].mean()),
