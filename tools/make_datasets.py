@@ -432,8 +432,14 @@ def main(argv: list[str] | None = None) -> int:
         check_choice("kind", args.kinds, KINDS)
         if args.size is not None and args.size < 1:
             raise BadInput(f"--size must be a positive number of transitions, got {args.size}.")
+        missing = []
         for env in args.envs:
             if args.train_behavior and not train(env, args.wall_minutes):
+                missing.append(env)
+                continue
+            if not (BEHAVIOR_DIR / env / "index.json").exists():
+                missing.append(env)
+                print(f"error: {unfinished(env)}", file=sys.stderr)
                 continue
             index = load_behavior(env)
             size = args.size or ENVS[env].size
@@ -450,7 +456,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.table:
         write_table(Path(args.table), "python tools/make_datasets.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    return 0
+    return 2 if missing else 0
+
+
+def unfinished(env: str) -> str:
+    """Why `env` has no datasets yet, in one sentence."""
+    state_path = BEHAVIOR_DIR / env / "train_state.pt"
+    where = ""
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        where = f" (its training stopped at step {state['step']}; the same command continues it)"
+    return (f"{env} has no behavior agent yet{where}: train it with python tools/make_datasets.py --envs {env} "
+            f"--train-behavior; its datasets were not built.")
 
 
 if __name__ == "__main__":
