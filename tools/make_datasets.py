@@ -331,7 +331,7 @@ def unfinished_lines(env: str) -> list[str]:
 
 def learning_curves(env: str) -> tuple[list[dict], dict | None]:
     state_path = BEHAVIOR_DIR / env / "train_state.pt"
-    if (BEHAVIOR_DIR / env / "index.json").exists() and not state_path.exists():
+    if (BEHAVIOR_DIR / env / "index.json").exists():
         idx = load_behavior(env)
         return idx["checkpoints"], idx
     if state_path.exists():
@@ -395,10 +395,10 @@ def write_table(path: Path, command: str) -> None:
               "", "| env | learner | steps | CPU time | medium: step (return) | expert: step (return) | random policy "
               "| expert target |", "|---|---|---:|---:|---|---|---:|---|"]
     for env in ENVS:
-        if (BEHAVIOR_DIR / env / "train_state.pt").exists():
-            lines += unfinished_lines(env)
-        elif (BEHAVIOR_DIR / env / "index.json").exists():
+        if (BEHAVIOR_DIR / env / "index.json").exists():
             lines += behavior_lines(env)
+        elif (BEHAVIOR_DIR / env / "train_state.pt").exists():
+            lines += unfinished_lines(env)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     plot_behavior(path.parent / "behavior.png")
