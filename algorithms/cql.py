@@ -699,18 +699,32 @@ def run_directory(config, algo: str) -> Path:
     return Path(path)
 
 
-def redirect_mujoco_warnings(run_dir: Path) -> None:
-    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; keep them in the run's."""
-    try:
-        import mujoco
-    except ImportError:
-        return
+class MujocoWarnings:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory. From import on they come
+    here instead: kept until fit() knows the run directory, then written to its mujoco_warnings.txt."""
 
-    def write(message: str) -> None:
-        with open(run_dir / "mujoco_warnings.txt", "a") as f:
-            f.write(message + "\n")
+    def __init__(self):
+        self.messages, self.path = [], None
 
-    mujoco.set_mju_user_warning(write)
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        if self.path is not None:
+            self.write_to(self.path)
+
+    def write_to(self, path: Path) -> None:
+        self.path = path
+        with open(path, "a") as f:
+            f.writelines(m + "\n" for m in self.messages)
+        self.messages = []
+
+
+MUJOCO_WARNINGS = MujocoWarnings()
+try:
+    import mujoco
+
+    mujoco.set_mju_user_warning(MUJOCO_WARNINGS)
+except ImportError:  # environments without MuJoCo (Pendulum) need no handler
+    pass
 
 
 class RunLog:
@@ -805,7 +819,7 @@ def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy:
     finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir = run_directory(config, algo)
     run_dir.mkdir(parents=True, exist_ok=True)
-    redirect_mujoco_warnings(run_dir)
+    MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
     checkpoint = run_dir / "checkpoint.pt"
     start = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else 0
     if start >= config.max_steps:

@@ -191,15 +191,19 @@ def test_a_signal_stops_with_a_checkpoint_that_resumes(minari_root, tmp_path):
 
 
 def test_mujoco_warnings_stay_in_the_run_directory(tmp_path, monkeypatch):
-    """MuJoCo writes MUJOCO_LOG.TXT into the working directory unless told otherwise."""
+    """MuJoCo writes MUJOCO_LOG.TXT into the working directory unless told otherwise: a script keeps its
+    warnings from import on (an evaluation env is made before the run directory is known) and writes
+    them into the run directory."""
     import gymnasium as gym
     import throughput
 
     monkeypatch.chdir(tmp_path)
     module = throughput.load_script("iql")
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    module.redirect_mujoco_warnings(run_dir)
     gym.make("HalfCheetah-v5").reset(seed=0)  # its model triggers a deprecation warning in MuJoCo 3.4+
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
-    assert "settotalmass" in (run_dir / "mujoco_warnings.txt").read_text()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    module.MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
+    gym.make("HalfCheetah-v5").reset(seed=0)
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert (run_dir / "mujoco_warnings.txt").read_text().count("settotalmass") == 2
