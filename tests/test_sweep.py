@@ -4,8 +4,12 @@ locally (skip on rerun, a failing run beside a good one, commits) and on a local
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -304,9 +308,9 @@ def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch
         (run_dir / "log.jsonl").write_text(json.dumps({"step": 20, "eval/normalized_score": 1.0}) + "\n")
         (run_dir / "checkpoint.pt").write_bytes(b"big")
         (run_dir / "finished.json").write_text('{"step": 20}')
-        return SimpleNamespace(returncode=0)
+        return 0
 
-    monkeypatch.setattr(sweep, "subprocess", SimpleNamespace(run=fake_script, DEVNULL=None))
+    monkeypatch.setattr(sweep, "run_child", fake_script)
     committed, bench = tmp_path / "committed", tmp_path / "bench"
     done = committed / "bc" / "local/pendulum/medium-v0" / "seed0"
     done.mkdir(parents=True)
@@ -360,6 +364,27 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     # The committed logs alone (no checkpoint, no run directory) give the same table.
     make_results.make_results(committed, tmp_path / "from_commit", command="tiny")
     assert read_csv(tmp_path / "from_commit" / "scores.csv")["bc", "local/pendulum/medium-v0"] == row
+
+
+def test_sigterm_to_the_sweep_stops_its_runs_resumably(minari_root, tmp_path):
+    """kill <sweep pid> must not leave its runs going on alone (a second sweep would then share their directories):
+    the run gets SIGTERM, checkpoints and exits, and the sweep exits with 143."""
+    root = tmp_path / "bench"
+    command = [sys.executable, "tools/sweep.py", "--variants", "bc", "--datasets", "local/pendulum/medium-v0",
+               "--seeds", "0", "--root", str(root), "--commit-dir", "none", "--set", "max_steps=1000000",
+               "eval_every=500000", "logging=disabled", "device=cpu"]
+    sweeper = subprocess.Popen(command, cwd=Path(sweep.__file__).parents[1], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = root / "bc" / "local/pendulum/medium-v0" / "seed0" / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and log.read_text()) and time.time() < deadline:  # the run is training
+        time.sleep(0.5)
+    assert log.exists(), sweeper.stderr.read() if sweeper.poll() is not None else "the run never logged"
+    sweeper.send_signal(signal.SIGTERM)
+    assert sweeper.wait(timeout=120) == 143
+    assert "the same command resumes" in sweeper.stderr.read()
+    assert (log.parent / "checkpoint.pt").exists() and not (log.parent / "finished.json").exists()
+    assert subprocess.run(["pgrep", "-f", str(log.parent)], capture_output=True).returncode == 1  # no run left
 
 
 def test_sweep_on_a_local_ray_instance(minari_root, tmp_path):

@@ -17,7 +17,9 @@ of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.2
 in ROOT/<variant>/<dataset_id>/seed<S>/, which also gets command.txt (the exact command),
 machine.txt, stdout.log, stderr.log and, when the run fails, error.txt (the end of its stderr).
 A run that wrote finished.json (all its updates done) is skipped; an interrupted run resumes from its
-checkpoint (the scripts do that themselves); a failed run is reported and the others go on.
+checkpoint (the scripts do that themselves); a failed run is reported and the others go on.  Ctrl-C or
+SIGTERM to the sweep stops it: its running runs get the signal too (they checkpoint and exit), no new
+run starts, and the same command resumes.
 
 Runs outlive a session with --commit-dir (default results/runs; "none" turns it off): each finished
 run's small files (log.jsonl, command.txt, machine.txt, finished.json; never checkpoints or policies)
@@ -42,8 +44,10 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -70,6 +74,10 @@ DEFAULT_COMMIT_DIR = "results/runs"
 # Environment variables a Ray task takes from the driver (a local run inherits the whole environment).
 FORWARDED = ("MINARI_DATASETS_PATH", "WANDB_MODE")
 ERROR_LINES = 20  # lines of stderr kept in error.txt
+STOPPED_CODES = (128 + signal.SIGTERM, -signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGINT)  # checkpointed, resumable
+RUNNING: set[subprocess.Popen] = set()  # the runs' processes, for stop_runs
+RUNNING_LOCK = threading.Lock()
+STOPPING = threading.Event()
 
 
 @dataclass
@@ -221,6 +229,31 @@ def last_lines(text: str, n: int) -> str:
     return "\n".join([line for line in lines if line.strip()][-n:])
 
 
+def run_child(args: list[str], **popen) -> int:
+    """subprocess.run, but the process is known to stop_runs while it runs; a run is not started once the
+    sweep is stopping."""
+    with RUNNING_LOCK:
+        if STOPPING.is_set():
+            return 128 + signal.SIGTERM
+        child = subprocess.Popen(args, **popen)
+        RUNNING.add(child)
+    try:
+        return child.wait()
+    finally:
+        with RUNNING_LOCK:
+            RUNNING.discard(child)
+
+
+def stop_runs(signum, frame) -> None:
+    """SIGTERM handler of the sweep: the running runs get SIGTERM (each checkpoints and exits), none starts,
+    and the sweep unwinds as on Ctrl-C."""
+    with RUNNING_LOCK:
+        STOPPING.set()
+        for child in RUNNING:
+            child.send_signal(signal.SIGTERM)
+    raise KeyboardInterrupt
+
+
 def run_one(run: Run, env: dict[str, str], project: str) -> dict:
     """One run in a subprocess: skipped (finished here or committed), done or failed (with the end of its
     stderr).  Never raises."""
@@ -240,9 +273,11 @@ def run_one(run: Run, env: dict[str, str], project: str) -> dict:
         (run_dir / "machine.txt").write_text(machine_description() + "\n")
         stdout_log, stderr_log = run_dir / "stdout.log", run_dir / "stderr.log"
         with open(stdout_log, "ab") as out, open(stderr_log, "wb") as err:
-            code = subprocess.run([run.python, *run.args], cwd=project, env={**os.environ, **env},
-                                  stdout=out, stderr=err, stdin=subprocess.DEVNULL).returncode
+            code = run_child([run.python, *run.args], cwd=project, env={**os.environ, **env},
+                             stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         result["seconds"] = time.time() - start
+        if code in STOPPED_CODES:
+            return {**result, "status": "stopped"}
         if code != 0:
             tail = last_lines(stderr_log.read_text(errors="replace"), ERROR_LINES) or f"exit status {code}"
             (run_dir / "error.txt").write_text(f"exit status {code}\n{tail}\n")
@@ -394,11 +429,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\n".join(f"{shlex.quote(run.python)} {shlex.join(run.args)}" for run in runs))
         return 0
     command = "python tools/sweep.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, stop_runs)
     commit_dir = None if args.commit_dir.lower() == "none" else \
         PROJECT / args.commit_dir if args.commit_dir == DEFAULT_COMMIT_DIR else Path(args.commit_dir)
-    results = run_grid(args.variants, args.datasets, args.seeds, args.root, args.set, args.workers,
-                       args.threads_per_run, defines, args.ray_address, args.gpu_per_run, command,
-                       commit_dir=commit_dir)
+    try:
+        results = run_grid(args.variants, args.datasets, args.seeds, args.root, args.set, args.workers,
+                           args.threads_per_run, defines, args.ray_address, args.gpu_per_run, command,
+                           commit_dir=commit_dir)
+    except KeyboardInterrupt:
+        print("stopped: the running runs checkpointed; the same command resumes the grid.", file=sys.stderr)
+        return 128 + signal.SIGTERM
     print(summary(results))
     return 1 if any(r["status"] == "failed" for r in results) else 0
 
