@@ -61,7 +61,7 @@ def test_a_committed_estimate_is_not_made_again(tmp_path, monkeypatch):
     runs, fqe = tmp_path / "runs", tmp_path / "fqe"
     commit(runs, fqe, "bc", 0, 1.0, [1.0])
     (runs / "bc" / DATASET / "seed0" / "policy.pt2").write_bytes(b"")
-    monkeypatch.setattr(ope.subprocess, "run", lambda *a, **k: pytest.fail("FQE ran for a committed estimate"))
+    monkeypatch.setattr(ope, "run_child", lambda *a, **k: pytest.fail("FQE ran for a committed estimate"))
     [run] = ope.finished_runs(runs)
     assert "error" not in ope.estimate(runs, run, [], fqe)
 

@@ -1,6 +1,6 @@
 """Off-policy evaluation of the benchmark's policies: how well FQE, from data alone, ranks them.
 
-  python tools/ope.py --root runs/bench --datasets local/halfcheetah/medium-replay-v0 --set max_steps=50000
+  python tools/ope.py --root runs/bench --datasets local/halfcheetah/medium-replay-v0 --set max_steps=100000
   python tools/ope.py --report-only          # the report from the committed files alone (a fresh clone)
 
 For every finished run under ROOT (ROOT/<variant>/<dataset_id>/seed<S>/ with finished.json and
@@ -32,7 +32,7 @@ import datetime
 import json
 import os
 import shutil
-import subprocess
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_configs import config_name  # noqa: E402
+from sweep import run_child, stop_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = 2000
@@ -101,8 +102,8 @@ def estimate(root: Path, run: dict, sets: list[str], commit_dir: Path) -> dict:
                 "--checkpoints_path", str(out.resolve()), "--seed", "0", *FQE_DEFAULTS, *sets]
         (out / "command.txt").write_text(f"cd {ROOT} && OMP_NUM_THREADS=1 python {' '.join(args)}\n")
         with open(out / "stdout.log", "a") as stdout, open(out / "stderr.log", "w") as stderr:
-            code = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=stdout, stderr=stderr,
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+            code = run_child([sys.executable, *args], cwd=ROOT, stdout=stdout, stderr=stderr,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
         if code != 0 or not (out / "estimate.json").exists():
             return {**run, "error": (out / "stderr.log").read_text().strip().splitlines()[-1:] or [f"exit {code}"]}
     commit_estimate(out, committed)
@@ -238,8 +239,14 @@ def main(argv=None) -> int:
             print(f"error: no finished runs with a policy.pt2 under {args.root}.", file=sys.stderr)
             return 2
         sets = [x for item in args.set for x in (f"--{item.split('=', 1)[0]}", item.split("=", 1)[1])]
-        with ThreadPoolExecutor(args.workers) as pool:
-            failed = [r for r in pool.map(lambda r: estimate(Path(args.root), r, sets, commit_dir), runs) if "error" in r]
+        signal.signal(signal.SIGTERM, stop_runs)  # as the sweep: the running fqe.py checkpoints and exits too
+        try:
+            with ThreadPoolExecutor(args.workers) as pool:
+                failed = [r for r in pool.map(lambda r: estimate(Path(args.root), r, sets, commit_dir), runs)
+                          if "error" in r]
+        except KeyboardInterrupt:
+            print("stopped: the running estimates checkpointed; the same command resumes them.", file=sys.stderr)
+            return 128 + signal.SIGTERM
     rows = committed_rows(commit_dir, Path(args.runs), None) + failed
     if not any("estimate" in r for r in rows):
         print(f"error: no committed estimates in {commit_dir} match the runs in {args.runs}.", file=sys.stderr)
