@@ -130,3 +130,18 @@ def test_behavior_training_resumes_where_it_stopped(tmp_path):
                            hidden=16, batch_size=8, stop_return=-math.inf)
     finished, checkpoints, _, _ = train_behavior("Pendulum-v1", verified, tmp_path / "other.pt")
     assert finished and len(checkpoints) == 1 and "verified_return" in checkpoints[0]
+
+
+def test_expert_target_is_judged_on_the_expert_data_when_it_is_built(monkeypatch):
+    """Two 50-episode evaluations of one Hopper expert gave 3153.9 and 2909.8: the ~1000 episodes of its
+    dataset decide, and the row says which measurement did."""
+    index = {"checkpoints": [{"step": 240_000, "cpu_seconds": 3600.0, "eval_return": 3219.2, "verified_return": 3153.9}],
+             "medium": {"step": 150_000, "mean_return": 951.9}, "expert": {"step": 240_000, "mean_return": 2909.8},
+             "ref_min_score": 18.0}
+    monkeypatch.setattr(make_datasets, "load_behavior", lambda env: index)
+    [built] = make_datasets.behavior_lines("hopper", 3045.2)
+    assert "| 3045.2 |" in built and "verified 3153.9" in built and "expert data meets the 3000 target" in built
+    [unbuilt] = make_datasets.behavior_lines("hopper", None)
+    assert "| not built |" in unbuilt and "reference evaluation BELOW the 3000 target" in unbuilt
+    [short] = make_datasets.behavior_lines("hopper", 2950.0)
+    assert "expert data BELOW the 3000 target" in short
