@@ -75,9 +75,6 @@ DEFAULT_COMMIT_DIR = "results/runs"
 FORWARDED = ("MINARI_DATASETS_PATH", "WANDB_MODE")
 ERROR_LINES = 20  # lines of stderr kept in error.txt
 STOPPED_CODES = (128 + signal.SIGTERM, -signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGINT)  # checkpointed, resumable
-RUNNING: set[subprocess.Popen] = set()  # the runs' processes, for stop_runs
-RUNNING_LOCK = threading.Lock()
-STOPPING = threading.Event()
 
 
 @dataclass
@@ -229,27 +226,43 @@ def last_lines(text: str, n: int) -> str:
     return "\n".join([line for line in lines if line.strip()][-n:])
 
 
+class RunningRuns:
+    """The processes of this sweep's runs, for stop_runs.  Pickles as a new empty registry (a Ray worker,
+    which gets this module by value, keeps its own)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.children: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def __reduce__(self):
+        return RunningRuns, ()
+
+
+RUNNING = RunningRuns()
+
+
 def run_child(args: list[str], **popen) -> int:
     """subprocess.run, but the process is known to stop_runs while it runs; a run is not started once the
     sweep is stopping."""
-    with RUNNING_LOCK:
-        if STOPPING.is_set():
+    with RUNNING.lock:
+        if RUNNING.stopping:
             return 128 + signal.SIGTERM
         child = subprocess.Popen(args, **popen)
-        RUNNING.add(child)
+        RUNNING.children.add(child)
     try:
         return child.wait()
     finally:
-        with RUNNING_LOCK:
-            RUNNING.discard(child)
+        with RUNNING.lock:
+            RUNNING.children.discard(child)
 
 
 def stop_runs(signum, frame) -> None:
     """SIGTERM handler of the sweep: the running runs get SIGTERM (each checkpoints and exits), none starts,
     and the sweep unwinds as on Ctrl-C."""
-    with RUNNING_LOCK:
-        STOPPING.set()
-        for child in RUNNING:
+    with RUNNING.lock:
+        RUNNING.stopping = True
+        for child in RUNNING.children:
             child.send_signal(signal.SIGTERM)
     raise KeyboardInterrupt
 
