@@ -31,7 +31,6 @@ import csv
 import datetime
 import json
 import os
-import shutil
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_configs import config_name  # noqa: E402
-from sweep import run_child, stop_runs  # noqa: E402
+from sweep import copy_in_order, run_child, stop_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = 2000
@@ -78,16 +77,6 @@ def run_key(run: dict) -> Path:
     return Path(run["variant"], *run["dataset"].split("/"), run["seed"])
 
 
-def commit_estimate(work_dir: Path, commit_dir: Path) -> None:
-    """Copies a finished estimate's small files, estimate.json last (through a temporary file), so that an
-    interrupted copy never looks committed."""
-    commit_dir.mkdir(parents=True, exist_ok=True)
-    for name in COMMITTED_FILES:
-        tmp = commit_dir / f".{name}.partial"
-        shutil.copyfile(work_dir / name, tmp)
-        os.replace(tmp, commit_dir / name)
-
-
 def estimate(root: Path, run: dict, sets: list[str], commit_dir: Path) -> dict:
     """fqe.py for one policy, unless its estimate is committed already; returns the run or its error."""
     committed = commit_dir / run_key(run)
@@ -106,7 +95,7 @@ def estimate(root: Path, run: dict, sets: list[str], commit_dir: Path) -> dict:
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         if code != 0 or not (out / "estimate.json").exists():
             return {**run, "error": (out / "stderr.log").read_text().strip().splitlines()[-1:] or [f"exit {code}"]}
-    commit_estimate(out, committed)
+    copy_in_order(out, committed, COMMITTED_FILES)
     return run
 
 

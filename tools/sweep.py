@@ -210,14 +210,20 @@ def commit_run(run_dir: Path, commit_dir: Path) -> bool:
     if committed.exists() and committed.read_bytes() == marker.read_bytes() \
             and (commit_dir / "log.jsonl").exists():
         return False
-    commit_dir.mkdir(parents=True, exist_ok=True)
     committed.unlink(missing_ok=True)  # uncommitted until the copy is complete
-    for name in COMMITTED_FILES:
-        if (run_dir / name).exists():
-            tmp = commit_dir / f".{name}.partial"
-            shutil.copyfile(run_dir / name, tmp)
-            os.replace(tmp, commit_dir / name)
+    copy_in_order(run_dir, commit_dir, COMMITTED_FILES)
     return True
+
+
+def copy_in_order(source: Path, target: Path, names: tuple[str, ...]) -> None:
+    """Copies the named files that exist, in order, each through a temporary file: with the marker file
+    last, an interrupted copy never looks complete."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (source / name).exists():
+            tmp = target / f".{name}.partial"
+            shutil.copyfile(source / name, tmp)
+            os.replace(tmp, target / name)
 
 
 def last_lines(text: str, n: int) -> str:
