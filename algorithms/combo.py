@@ -370,6 +370,7 @@ def train(config: TrainConfig) -> dict:
 # This is MBPO's model; MOPO's code adds spectral normalization and a separate variance head, left out here.
 
 MODEL_WEIGHT_DECAY = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # w_l of the four hidden layers and the output (MBPO)
+MODEL_STATE_EVERY_SECONDS = 60.0  # the model's training state is saved after the first epoch ending this long after the last save
 
 
 def bounded_logvar(raw: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
@@ -449,13 +450,46 @@ def model_data(data: dict[str, np.ndarray], device: torch.device) -> tuple[torch
     return torch.as_tensor(inputs, device=device), torch.as_tensor(targets, device=device)
 
 
-def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config,
+def save_model_training(path: str, model: EnsembleDynamics, optimizer: "Optimizer", best_weights: list,
+                        best_mse: torch.Tensor, order: torch.Tensor, bootstrap: torch.Tensor, epoch: int,
+                        stale: int) -> None:
+    """Everything train_dynamics needs to go on after `epoch`, the random state included, written through a
+    temporary file (an interrupted write leaves the previous state)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_weights": best_weights,
+             "best_mse": best_mse, "order": order, "bootstrap": bootstrap, "epoch": epoch, "stale": stale,
+             "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if order.is_cuda else None}
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_model_training(path: str, model: EnsembleDynamics, optimizer: "Optimizer",
+                        best_weights: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+    """Restores what save_model_training wrote; returns best_mse, order, bootstrap, epoch and stale."""
+    try:
+        state = torch.load(path, map_location=model.input_mean.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        with torch.no_grad():
+            torch._foreach_copy_(best_weights, state["best_weights"])
+    except Exception as e:  # noqa: BLE001 - corrupt files and states of another model
+        fail(f"{path} is not the training state of this dynamics model ({type(e).__name__}); delete it to train "
+             f"the model from the start.")
+    torch.set_rng_state(state["rng"].cpu())
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    print(f"dynamics model training resumed after epoch {state['epoch']} from {path}", flush=True)
+    return state["best_mse"], state["order"], state["bootstrap"], state["epoch"], state["stale"]
+
+
+def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config, state_path: Optional[str] = None,
                    min_improvement: float = 0.01) -> tuple[float, int]:
     """MBPO's recipe as MOPO runs it: hold out holdout_ratio of the transitions (at most max_holdout), train
     each member on its own bootstrap of the rest, keep each member's weights from its best holdout epoch,
     stop once more than model_patience epochs in a row passed in which no member improved its holdout MSE
     by `min_improvement` (relative), then choose the elites.  A progress bar counts the model's updates and
-    shows the holdout MSE of the last epoch.  Returns the elites' mean holdout MSE and the epochs run."""
+    shows the holdout MSE of the last epoch.  With state_path, the training state is saved there about every
+    MODEL_STATE_EVERY_SECONDS, and a state found there is resumed (to the same model as an uninterrupted run).
+    Returns the elites' mean holdout MSE and the epochs run."""
     device = model.input_mean.device
     inputs, targets = model_data(data, device)
     n_holdout = max(1, min(int(config.holdout_ratio * len(inputs)), config.max_holdout))
@@ -468,10 +502,14 @@ def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config,
     best_weights = [p.detach().clone() for p in members]
     best_mse = torch.full((model.n_models,), 1e10, device=device)
     bootstrap = train[torch.randint(len(train), (model.n_models, len(train)), device=device)]
+    epoch, stale = 0, 0
+    if state_path is not None and os.path.exists(state_path):
+        best_mse, order, bootstrap, epoch, stale = load_model_training(state_path, model, optimizer, best_weights)
+        holdout, train = order[:n_holdout], order[n_holdout:]
     batches = math.ceil(len(train) / config.model_batch_size)
     bar = tqdm(total=None if config.model_max_epochs is None else config.model_max_epochs * batches,
-               desc="dynamics model", unit="update", mininterval=5)
-    epoch, stale = 0, 0
+               initial=epoch * batches, desc="dynamics model", unit="update", mininterval=5)
+    saved_at = time.monotonic()
     while stale <= config.model_patience and (config.model_max_epochs is None or epoch < config.model_max_epochs):
         shuffled = bootstrap.gather(1, torch.argsort(torch.rand(bootstrap.shape, device=device), 1))
         for start in range(0, len(train), config.model_batch_size):
@@ -487,6 +525,9 @@ def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config,
         best_mse = torch.where(improved, mse, best_mse)
         stale = 0 if bool(improved.any()) else stale + 1  # a host sync per epoch, outside the policy updates
         bar.set_postfix(epoch=epoch, holdout_mse=f"{float(mse.mean()):.5f}", epochs_without_gain=stale, refresh=False)
+        if state_path is not None and time.monotonic() - saved_at >= MODEL_STATE_EVERY_SECONDS:
+            save_model_training(state_path, model, optimizer, best_weights, best_mse, order, bootstrap, epoch, stale)
+            saved_at = time.monotonic()
     bar.close()
     with torch.no_grad():
         for p, best in zip(members, best_weights):
@@ -639,10 +680,14 @@ def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str,
         print(f"dynamics model loaded from {path}: elite holdout MSE "
               f"{float(model.holdout_mse[model.elites].mean()):.5f}", flush=True)
         return
-    mse, epochs = train_dynamics(model, data, config)
     run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / "dynamics_training.pt"  # the model's own resume point: its training takes hours on a CPU
+    if not config.resume:
+        state_path.unlink(missing_ok=True)
+    mse, epochs = train_dynamics(model, data, config, str(state_path))
     torch.save(model.state_dict(), saved.with_suffix(".tmp"))
     os.replace(saved.with_suffix(".tmp"), saved)
+    state_path.unlink(missing_ok=True)
     print(f"dynamics model trained for {epochs} epochs: elite holdout MSE {mse:.5f}, elites "
           f"{model.elites.tolist()}; saved to {saved}", flush=True)
 # --- dynamics: end

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import time
 import types
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -216,6 +217,37 @@ def test_model_is_trained_once_then_reused(tmp_path):
                               data)
     with pytest.raises(SystemExit, match="not a dynamics model of this dataset"):
         mopo.prepare_dynamics(reuse, "mopo", mopo.EnsembleDynamics(3, 1, 16, 3, 2), data)
+
+
+def test_interrupted_model_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(mopo, "MODEL_STATE_EVERY_SECONDS", 0.0)  # save after every epoch
+    data = linear_system(300, np.random.default_rng(0))
+    config = mopo.TrainConfig(model_max_epochs=4, model_patience=100, n_models=3, n_elites=2)
+    state = str(tmp_path / "dynamics_training.pt")
+
+    def trained(seed, epochs, state_path):
+        torch.manual_seed(seed)
+        model = mopo.EnsembleDynamics(3, 1, 8, 3, 2)
+        result = mopo.train_dynamics(model, data, dataclasses.replace(config, model_max_epochs=epochs), state_path)
+        return model, result
+
+    straight, straight_result = trained(0, 4, None)
+    trained(0, 2, state)  # stops after epoch 2 with its state saved
+    resumed, resumed_result = trained(1, 4, state)  # another seed: everything must come from the saved state
+    assert resumed_result == straight_result
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+    Path(state).write_bytes(b"not a state")
+    with pytest.raises(SystemExit, match="is not the training state of this dynamics model"):
+        trained(0, 4, state)
+
+
+def test_model_training_state_is_removed_once_the_model_is_saved(tmp_path):
+    data = linear_system(300, np.random.default_rng(0))
+    config = mopo.TrainConfig(checkpoints_path=str(tmp_path), model_max_epochs=1, n_models=3, n_elites=2,
+                              resume=False)
+    (tmp_path / "dynamics_training.pt").write_bytes(b"a stale state that resume=False must not read")
+    mopo.prepare_dynamics(config, "mopo", mopo.EnsembleDynamics(3, 1, 8, 3, 2), data)
+    assert (tmp_path / "dynamics.pt").exists() and not (tmp_path / "dynamics_training.pt").exists()
 
 
 def test_model_buffer_is_a_ring_that_skips_invalid_rows():
