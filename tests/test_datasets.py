@@ -59,6 +59,25 @@ def test_builder_writes_a_complete_minari_dataset(minari_root):
     assert replay.total_steps == index["medium"]["step"]  # every transition up to the medium checkpoint
 
 
+def test_medium_expert_is_medium_then_expert_collected_once(minari_root, monkeypatch):
+    import shutil
+
+    import minari
+
+    def observations(kind):
+        return np.concatenate([ep.observations for ep in minari.load_dataset(f"local/pendulum/{kind}-v0").iterate_episodes()])
+
+    before = {kind: observations(kind) for kind in ("medium", "expert")}  # the fixture's, built by another call
+    calls = []
+    collect = make_datasets.collect
+    monkeypatch.setattr(make_datasets, "collect", lambda *args: calls.append(args[-1]) or collect(*args))
+    assert make_datasets.main(["--envs", "pendulum", "--kinds", "medium", "expert", "medium-expert",
+                               "--size", str(TINY), "--force"]) == 0
+    assert calls == ["pendulum medium", "pendulum expert"]  # medium-expert reused both
+    np.testing.assert_array_equal(observations("medium-expert"), np.concatenate([before["medium"], before["expert"]]))
+    shutil.rmtree(minari_root / "local" / "pendulum" / "medium-expert-v0")
+
+
 def test_normalized_scores_of_random_and_expert_are_near_0_and_100(minari_root):
     # ref_min / ref_max are the random and expert policies' mean returns over 50 episodes; fresh
     # episodes of the same policies must score near 0 and 100.

@@ -22,7 +22,7 @@ TINY = ["max_steps=20", "eval_every=10", "eval_episodes=1", "logging=disabled", 
 
 
 def write_run(root: Path, variant: str, dataset: str, seed: int, scores: dict, extra: dict | None = None,
-              lines: tuple = ()) -> Path:
+              lines: tuple = (), budget: str = "--max_steps 20 --eval_every 10 --eval_episodes 5") -> Path:
     """A run directory with one evaluation record per (step: score), a training-only record between them."""
     run_dir = root / variant / dataset / f"seed{seed}"
     run_dir.mkdir(parents=True)
@@ -34,7 +34,7 @@ def write_run(root: Path, variant: str, dataset: str, seed: int, scores: dict, e
     text = "".join(json.dumps(r) + "\n" for r in records) + "".join(lines)
     (run_dir / "log.jsonl").write_text(text)
     (run_dir / "command.txt").write_text(f"cd /x && OMP_NUM_THREADS=1 python algorithms/{variant}.py --seed {seed} "
-                                         f"--max_steps 20 --eval_every 10 --eval_episodes 5\n")
+                                         f"{budget}\n")
     return run_dir
 
 
@@ -236,11 +236,14 @@ def test_sanity_table(tmp_path, fast_bootstrap):
 def test_readme_section_headlines_mujoco_and_keeps_pendulum(fake_root, tmp_path, fast_bootstrap):
     cpu = ("python tools/sweep.py --variants bc iql --datasets local/hopper/medium-replay-v0 --seeds 0 1 "
            "--workers 2 --root runs/bench --set max_steps=50000 eval_every=5000 eval_episodes=10")
+    cut_off = cpu.replace("bc iql", "iql").replace("max_steps=50000", "max_steps=80000")  # made no run
     (fake_root / "sweeps.txt").write_text(f"2026-01-01T00:00:00  {cpu}\n"
                                           "2026-01-01T00:00:01  python tools/sweep.py --variants bc "
-                                          f"--datasets {MEDIUM_REPLAY} --seeds 0 1 --set max_steps=20\n")
+                                          f"--datasets {MEDIUM_REPLAY} --seeds 0 1 --set max_steps=20\n"
+                                          f"2026-01-01T00:00:02  {cut_off}\n")
     for seed in (0, 1):
-        write_run(fake_root, "iql", CORE_MR, seed, {5000: 60.0 + seed})
+        write_run(fake_root, "iql", CORE_MR, seed, {5000: 60.0 + seed},
+                  budget="--max_steps 50000 --eval_every 5000 --eval_episodes 10")
     readme = tmp_path / "README.md"
     readme.write_text("# title\n\nbefore\n<!-- results: begin -->\nstale table\n<!-- results: end -->\nafter\n")
     make_results.make_results(fake_root, tmp_path / "results", readme=readme)
@@ -251,6 +254,7 @@ def test_readme_section_headlines_mujoco_and_keeps_pendulum(fake_root, tmp_path,
     mujoco, pendulum = text.split("### Pendulum")
     assert "### MuJoCo locomotion" in mujoco and "| iql | 60.5 ± 0.5 (n=2, 5k) | not run | not run |" in mujoco
     assert cpu in mujoco and "IQM [95% CI]" in mujoco
+    assert "max_steps=80000" not in text  # a sweep that finished no run is not quoted as the way to reproduce
     assert "| 1 | TD methods beat BC on medium-replay | NOT RUN |" in mujoco
     assert ("python tools/sweep.py --variants bc iql --datasets local/hopper/medium-replay-v0 --seeds 0 1 --workers N "
             "--root runs/d4rl --set eval_episodes=10 max_steps=1000000 eval_every=5000 device=cuda "

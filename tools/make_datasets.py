@@ -12,7 +12,7 @@ The recipe (Fu et al. 2020, "D4RL", section 5, on gymnasium v5 environments):
 ref_min_score / ref_max_score are the mean returns of the random and expert policies, so that
 minari.get_normalized_score gives D4RL-style scores.
 
-  python tools/make_datasets.py                      # all ten datasets from committed checkpoints
+  python tools/make_datasets.py                      # all twenty datasets from committed checkpoints
   python tools/make_datasets.py --envs pendulum --kinds medium --size 5000 --force
   python tools/make_datasets.py --envs hopper --train-behavior   # retrain the SAC behavior agent
 """
@@ -173,9 +173,11 @@ def random_policy_return(env_id: str, episodes: int, seed: int) -> float:
 
 def collect(env_id: str, policy, size: int, seed: int, desc: str) -> list[dict]:
     """Roll `policy` (None = uniform random) for exactly `size` transitions, as whole episodes;
-    the last episode is cut at `size` and marked truncated, like D4RL's timeouts."""
+    the last episode is cut at `size` and marked truncated, like D4RL's timeouts.  `seed` fixes the episodes:
+    the environment's resets, the random actions and the stochastic policy's samples (torch's generator)."""
     env = gym.make(env_id)
     env.action_space.seed(seed)
+    torch.manual_seed(seed)
     episodes, steps, ep_index = [], 0, 0
     with tqdm(total=size, desc=desc, mininterval=2, leave=False) as bar:
         while steps < size:
@@ -214,17 +216,23 @@ def replay_episodes(path: Path) -> list[dict]:
     return episodes
 
 
-def episodes_for(env: str, kind: str, size: int, index: dict) -> list[dict]:
+def episodes_for(env: str, kind: str, size: int, index: dict, collected: dict | None = None) -> list[dict]:
+    """The episodes of one dataset.  `collected` keeps the medium and expert episodes of this build, so that
+    medium-expert reuses them (the same seeds give the same episodes) instead of collecting them again."""
+    collected = {} if collected is None else collected
+    if kind == "medium-expert":
+        return episodes_for(env, "medium", size, index, collected) + episodes_for(env, "expert", size, index, collected)
+    if kind in collected:
+        return collected[kind]
     recipe = ENVS[env]
-    actors = {name: load_actor(BEHAVIOR_DIR / env / f"{name}.pt", index["actor"]) for name in ("medium", "expert")}
     seed = COLLECTION_SEED + 100_000 * KINDS.index(kind)
     if kind == "random":
         return collect(recipe.gym_id, None, size, seed, f"{env} random")
-    if kind in ("medium", "expert"):
-        return collect(recipe.gym_id, actors[kind], size, seed, f"{env} {kind}")
     if kind == "medium-replay":
         return replay_episodes(BEHAVIOR_DIR / env / "replay_medium.npz")
-    return episodes_for(env, "medium", size, index) + episodes_for(env, "expert", size, index)
+    actor = load_actor(BEHAVIOR_DIR / env / f"{kind}.pt", index["actor"])
+    collected[kind] = collect(recipe.gym_id, actor, size, seed, f"{env} {kind}")
+    return collected[kind]
 
 
 # ---------------------------------------------------------------- writing Minari datasets
@@ -429,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", nargs="+", default=list(ENVS), help=f"subset of {', '.join(ENVS)}")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), help=f"subset of {', '.join(KINDS)}")
     parser.add_argument("--size", type=int, default=None,
-                        help="transitions per dataset (default: 100k Pendulum, 200k Hopper; 1000000 like D4RL)")
+                        help="transitions per dataset (default: 100k Pendulum; 1M on the locomotion envs, like D4RL)")
     parser.add_argument("--force", action="store_true", help="rebuild datasets that already exist")
     parser.add_argument("--train-behavior", action="store_true", help="retrain the SAC behavior agents first")
     parser.add_argument("--wall-minutes", type=float, default=math.inf,
@@ -453,12 +461,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             index = load_behavior(env)
             size = args.size or ENVS[env].size
+            collected: dict = {}
             for kind in args.kinds:
                 dataset_id = f"local/{env}/{kind}-v0"
                 if dataset_exists(dataset_id) and not args.force:
                     print(f"{dataset_id} exists in {datasets_root()}; skipped (use --force to rebuild).")
                     continue
-                episodes = episodes_for(env, kind, size, index)
+                episodes = episodes_for(env, kind, size, index, collected)
                 write_dataset(dataset_id, episodes, ENVS[env].gym_id, index, describe(env, kind, size, index))
                 print(f"{dataset_id}: {len(episodes)} episodes, {sum(len(e['actions']) for e in episodes)} transitions")
     except BadInput as e:

@@ -82,6 +82,7 @@ class RunRecord:
     seed: int
     evaluations: list[dict]  # log records with an evaluation, by step (a resumed run's repeats: the last wins)
     config: dict = field(default_factory=dict)  # the checkpoint's TrainConfig, or the command's flags and YAML
+    flags: dict = field(default_factory=dict)  # the flags of command.txt, as written
     machine: str = ""
     finished_step: Optional[int] = None  # finished.json's step: all the run's updates are done
 
@@ -190,7 +191,7 @@ def read_run(run_dir: Path, root: Path) -> Optional[RunRecord]:
             by_step[record["step"]] = record
     run = RunRecord(parts[0], "/".join(parts[1:-1]), int(parts[-1][4:]), [by_step[s] for s in sorted(by_step)])
     if (run_dir / "command.txt").exists():
-        flags = command_flags((run_dir / "command.txt").read_text())
+        flags = run.flags = command_flags((run_dir / "command.txt").read_text())
         defaults = {}
         config = PROJECT / flags.get("config_path", "-")
         if "config_path" in flags and config.is_file():
@@ -484,19 +485,26 @@ def write_sanity(table, head: list[str], out: Path) -> list[str]:
 # --- headers, problems, commands
 
 
-def sweep_commands(roots: list[Path], which_suite: Optional[str] = None) -> list[str]:
-    """The distinct sweep commands of the roots' sweeps.txt (written by tools/sweep.py), those naming a
-    dataset of the suite when one is given."""
+def sweep_commands(roots: list[Path], runs: list[RunRecord]) -> list[str]:
+    """The distinct sweep commands of the roots' sweeps.txt (written by tools/sweep.py) that made at least
+    one of the runs: a sweep cut off before any run finished, or one whose runs were redone, is left out."""
     commands = []
     for root in roots:
         sweeps = root / "sweeps.txt"
         for line in sweeps.read_text().splitlines() if sweeps.exists() else []:
             command = line.split("  ", 1)[-1].strip()
-            if command and command not in commands:
-                datasets = sweep_option(command, "--datasets")
-                if which_suite is None or not datasets or any(suite(d) == which_suite for d in datasets):
-                    commands.append(command)
+            if command and command not in commands and any(made_by(command, run) for run in runs):
+                commands.append(command)
     return commands
+
+
+def made_by(command: str, run: RunRecord) -> bool:
+    """The sweep command names the run's variant, dataset and seed, and each of its --set key=value is a
+    flag of the run's command.txt with that value."""
+    if (run.variant not in sweep_option(command, "--variants") or run.dataset not in sweep_option(command, "--datasets")
+            or str(run.seed) not in sweep_option(command, "--seeds")):
+        return False
+    return all(run.flags.get(key) == value for key, _, value in (s.partition("=") for s in sweep_option(command, "--set")))
 
 
 def sweep_option(command: str, option: str) -> list[str]:
@@ -981,7 +989,7 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
                          f"(looked for */<dataset_id>/seed*/log.jsonl).")
     out.mkdir(parents=True, exist_ok=True)
     by_suite = {s: [r for r in runs if suite(r.dataset) == s] for s in (HEADLINE, PENDULUM)}
-    commands = {s: [command] if command else sweep_commands(roots, s) for s in by_suite}
+    commands = {s: [command] if command else sweep_commands(roots, by_suite[s]) for s in by_suite}
     head = header(by_suite[HEADLINE], commands[HEADLINE], roots)
     pendulum_head = header(by_suite[PENDULUM], commands[PENDULUM], roots) if by_suite[PENDULUM] else []
     table = score_table(runs)
