@@ -272,6 +272,12 @@ def test_gpu_command():
         "--root runs/d4rl --commit-dir results/runs-d4rl")
 
 
+def test_gpu_command_moves_paths_into_the_cpu_root():
+    cpu = ("python tools/sweep.py --variants mopo_nopen --datasets local/hopper/medium-replay-v0 --root runs/bench "
+           "--set max_steps=50000 dynamics_path=runs/bench/mopo/local/hopper/medium-replay-v0/seed0/dynamics.pt")
+    assert "dynamics_path=runs/d4rl/mopo/local/hopper/medium-replay-v0/seed0/dynamics.pt" in make_results.gpu_command(cpu)
+
+
 def test_variants_and_sets_become_flags(tmp_path):
     runs = sweep.plan(["bc", "bc_10", "td3_bc"], ["local/pendulum/medium-v0"], [3], tmp_path,
                       sweep.parse_sets(["max_steps=50", "eval_targets=[-150.0]"]), {})

@@ -521,7 +521,7 @@ def sweep_option(command: str, option: str) -> list[str]:
 
 def gpu_command(command: str) -> str:
     """A CPU sweep command at the full D4RL budget on a GPU: --set max_steps=1000000 eval_every=5000
-    device=cuda, N runs at a time, in its own root and commit directory."""
+    device=cuda, N runs at a time, in its own root and commit directory (paths into the CPU root follow it)."""
     words = shlex.split(command)
     start = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
     options: dict[str, list[str]] = {}
@@ -533,7 +533,9 @@ def gpu_command(command: str) -> str:
         elif name is not None:
             options[name].append(word)
     budget_keys = {item.split("=", 1)[0] for item in GPU_BUDGET}
-    options["--set"] = [s for s in options.get("--set", []) if s.split("=", 1)[0] not in budget_keys] + GPU_BUDGET
+    cpu_root = options.get("--root", ["runs"])[0].rstrip("/") + "/"  # a --set path into a CPU run, e.g. dynamics_path
+    options["--set"] = [s.replace(cpu_root, "runs/d4rl/") for s in options.get("--set", [])
+                        if s.split("=", 1)[0] not in budget_keys] + GPU_BUDGET
     options["--workers"] = ["N"]
     options["--root"] = ["runs/d4rl"]
     options["--commit-dir"] = ["results/runs-d4rl"]
