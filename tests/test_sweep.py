@@ -272,6 +272,16 @@ def test_gpu_command():
         "--root runs/d4rl --commit-dir results/runs-d4rl")
 
 
+def test_a_sweep_made_a_run_when_it_names_it_with_the_runs_flags():
+    run = make_results.RunRecord("iql", CORE_MR, 2, [], flags={"max_steps": "50000", "compile": "true"})
+    sweep_of = f"python tools/sweep.py --variants bc iql --datasets {CORE_MR} --set max_steps=50000"
+    assert make_results.made_by(sweep_of, run)  # no --seeds: the sweep's default seeds 0 1 2
+    assert make_results.made_by(sweep_of + " compile=true --seeds 2", run)
+    assert not make_results.made_by(sweep_of + " --seeds 0 1", run)
+    assert not make_results.made_by(sweep_of + " compile=false", run)
+    assert not make_results.made_by(sweep_of.replace("bc iql", "bc"), run)
+
+
 def test_gpu_command_moves_paths_into_the_cpu_root():
     cpu = ("python tools/sweep.py --variants mopo_nopen --datasets local/hopper/medium-replay-v0 --root runs/bench "
            "--set max_steps=50000 dynamics_path=runs/bench/mopo/local/hopper/medium-replay-v0/seed0/dynamics.pt")

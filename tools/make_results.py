@@ -500,9 +500,10 @@ def sweep_commands(roots: list[Path], runs: list[RunRecord]) -> list[str]:
 
 def made_by(command: str, run: RunRecord) -> bool:
     """The sweep command names the run's variant, dataset and seed, and each of its --set key=value is a
-    flag of the run's command.txt with that value."""
+    flag of the run's command.txt with that value (no --seeds: the sweep's default, 0 1 2)."""
+    seeds = sweep_option(command, "--seeds") or ["0", "1", "2"]
     if (run.variant not in sweep_option(command, "--variants") or run.dataset not in sweep_option(command, "--datasets")
-            or str(run.seed) not in sweep_option(command, "--seeds")):
+            or str(run.seed) not in seeds):
         return False
     return all(run.flags.get(key) == value for key, _, value in (s.partition("=") for s in sweep_option(command, "--set")))
 
