@@ -33,8 +33,11 @@ def write_run(root: Path, variant: str, dataset: str, seed: int, scores: dict, e
                         **(extra or {})})
     text = "".join(json.dumps(r) + "\n" for r in records) + "".join(lines)
     (run_dir / "log.jsonl").write_text(text)
-    (run_dir / "command.txt").write_text(f"cd /x && OMP_NUM_THREADS=1 python algorithms/{variant}.py --seed {seed} "
-                                         f"{budget}\n")
+    script, flags = sweep.VARIANTS.get(variant, (variant, []))
+    (run_dir / "command.txt").write_text(
+        f"cd /x && OMP_NUM_THREADS=1 python algorithms/{script}.py --config_path configs/{script}/x.yaml "
+        f"--dataset_id {dataset} --seed {seed} --checkpoints_path /x/runs/bench/{variant}/{dataset}/seed{seed} "
+        f"{' '.join(flags)} {budget}\n")
     return run_dir
 
 
@@ -234,13 +237,6 @@ def test_sanity_table(tmp_path, fast_bootstrap):
 
 
 def test_readme_section_headlines_mujoco_and_keeps_pendulum(fake_root, tmp_path, fast_bootstrap):
-    cpu = ("python tools/sweep.py --variants bc iql --datasets local/hopper/medium-replay-v0 --seeds 0 1 "
-           "--workers 2 --root runs/bench --set max_steps=50000 eval_every=5000 eval_episodes=10")
-    cut_off = cpu.replace("bc iql", "iql").replace("max_steps=50000", "max_steps=80000")  # made no run
-    (fake_root / "sweeps.txt").write_text(f"2026-01-01T00:00:00  {cpu}\n"
-                                          "2026-01-01T00:00:01  python tools/sweep.py --variants bc "
-                                          f"--datasets {MEDIUM_REPLAY} --seeds 0 1 --set max_steps=20\n"
-                                          f"2026-01-01T00:00:02  {cut_off}\n")
     for seed in (0, 1):
         write_run(fake_root, "iql", CORE_MR, seed, {5000: 60.0 + seed},
                   budget="--max_steps 50000 --eval_every 5000 --eval_episodes 10")
@@ -253,39 +249,63 @@ def test_readme_section_headlines_mujoco_and_keeps_pendulum(fake_root, tmp_path,
     assert "stale table" not in text
     mujoco, pendulum = text.split("### Pendulum")
     assert "### MuJoCo locomotion" in mujoco and "| iql | 60.5 ± 0.5 (n=2, 5k) | not run | not run |" in mujoco
-    assert cpu in mujoco and "IQM [95% CI]" in mujoco
-    assert "max_steps=80000" not in text  # a sweep that finished no run is not quoted as the way to reproduce
-    assert "| 1 | TD methods beat BC on medium-replay | NOT RUN |" in mujoco
-    assert ("python tools/sweep.py --variants bc iql --datasets local/hopper/medium-replay-v0 --seeds 0 1 --workers N "
-            "--root runs/d4rl --set eval_episodes=10 max_steps=1000000 eval_every=5000 device=cuda "
-            "--commit-dir results/runs-d4rl") in mujoco
-    assert f"--datasets {MEDIUM_REPLAY}" not in mujoco  # the Pendulum sweep goes with the Pendulum section
-    assert f"| bc | 35.0 ± 5.0 (n=2, 20) |" in pendulum and f"--datasets {MEDIUM_REPLAY}" in pendulum
+    cpu = (f"python tools/sweep.py --variants iql --datasets {CORE_MR} --seeds 0 1 --workers 2 --root runs/bench "
+           "--set max_steps=50000 eval_every=5000 eval_episodes=10")
+    assert f"Runs: 2 runs, made by `{cpu}`" in mujoco and f"```bash\n{cpu}\npython tools/make_results.py\n```" in mujoco
+    assert "IQM [95% CI]" in mujoco and "| 1 | TD methods beat BC on medium-replay | NOT RUN |" in mujoco
+    assert (f"python tools/sweep.py --variants iql --datasets {CORE_MR} --seeds 0 1 --workers N --root runs/d4rl "
+            "--commit-dir results/runs-d4rl --set eval_episodes=10 max_steps=1000000 eval_every=5000 device=cuda"
+            ) in mujoco
+    assert MEDIUM_REPLAY not in mujoco  # the Pendulum runs go with the Pendulum section
+    assert "| bc | 35.0 ± 5.0 (n=2, 20) |" in pendulum
+    pendulum_sweep = (f"python tools/sweep.py --variants bc bc_10 td3_bc --datasets {MEDIUM_REPLAY} --seeds 0 1 "
+                      "--workers 2 --root runs/bench --set max_steps=20 eval_every=10 eval_episodes=5")
+    assert f"Runs: 6 runs, made by `{pendulum_sweep}`" in pendulum
+    reproduce = (tmp_path / "results" / "reproduce.md").read_text()
+    assert cpu in reproduce and pendulum_sweep in reproduce
 
 
-def test_gpu_command():
-    cpu = ("python tools/sweep.py --variants mopo_nopen bc_25 --define 'bc_25=bc_filtered --frac 0.25' "
-           "--datasets local/hopper/medium-replay-v0 --workers 2 --set max_steps=50000 device=cpu")
-    assert make_results.gpu_command(cpu) == (
-        "python tools/sweep.py --variants mopo_nopen bc_25 --define 'bc_25=bc_filtered --frac 0.25' --datasets "
-        "local/hopper/medium-replay-v0 --workers N --set max_steps=1000000 eval_every=5000 device=cuda "
-        "--root runs/d4rl --commit-dir results/runs-d4rl")
+def test_few_sweeps_make_exactly_the_runs(tmp_path):
+    root = tmp_path / "runs"
+    fifty = "--max_steps 50000 --eval_every 5000"
+    for variant in ("bc_10", "iql", "d3rlpy_iql"):
+        for seed in (0, 1, 2):
+            write_run(root, variant, CORE_MR, seed, {5000: 1.0}, budget=fifty)
+    write_run(root, "iql", CORE_HC, 0, {5000: 1.0}, budget=fifty)  # one seed on a second dataset: its own sweep
+    write_run(root, "bc_10", CORE_HC, 0, {5000: 1.0}, budget=fifty + " --compile true")  # other settings
+    write_run(root, "bc_25", CORE_HC, 0, {5000: 1.0}, budget="--frac 0.25 " + fifty)  # a --define variant
+    (root / "bc_25" / CORE_HC / "seed0" / "command.txt").write_text(
+        (root / "bc_25" / CORE_HC / "seed0" / "command.txt").read_text().replace("bc_25.py", "bc_filtered.py"))
+    runs = make_results.load_runs([root])
+    assert [s.command() for s in make_results.reproduce_sweeps(runs)] == [
+        f"python tools/sweep.py --variants bc_10 iql d3rlpy_iql --datasets {CORE_MR} --seeds 0 1 2 --workers 2 "
+        "--root runs/bench --set max_steps=50000 eval_every=5000",
+        f"python tools/sweep.py --variants bc_10 --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
+        "--set max_steps=50000 eval_every=5000 compile=true",
+        f"python tools/sweep.py --variants iql --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
+        "--set max_steps=50000 eval_every=5000",
+        f"python tools/sweep.py --variants bc_25 --define bc_25=bc_filtered --datasets {CORE_HC} --seeds 0 "
+        "--workers 2 --root runs/bench --set frac=0.25 max_steps=50000 eval_every=5000"]
+    # The sweep is what tools/sweep.py would run: its plan writes the same commands as the runs'.
+    planned = sweep.plan(["bc_10"], [CORE_MR], [0], tmp_path / "runs" / "bench", sweep.parse_sets(
+        ["max_steps=50000", "eval_every=5000"]), {})
+    assert planned[0].args[-6:] == ["--frac", "0.1", "--max_steps", "50000", "--eval_every", "5000"]
 
 
-def test_a_sweep_made_a_run_when_it_names_it_with_the_runs_flags():
-    run = make_results.RunRecord("iql", CORE_MR, 2, [], flags={"max_steps": "50000", "compile": "true"})
-    sweep_of = f"python tools/sweep.py --variants bc iql --datasets {CORE_MR} --set max_steps=50000"
-    assert make_results.made_by(sweep_of, run)  # no --seeds: the sweep's default seeds 0 1 2
-    assert make_results.made_by(sweep_of + " compile=true --seeds 2", run)
-    assert not make_results.made_by(sweep_of + " --seeds 0 1", run)
-    assert not make_results.made_by(sweep_of + " compile=false", run)
-    assert not make_results.made_by(sweep_of.replace("bc iql", "bc"), run)
-
-
-def test_gpu_command_moves_paths_into_the_cpu_root():
-    cpu = ("python tools/sweep.py --variants mopo_nopen --datasets local/hopper/medium-replay-v0 --root runs/bench "
-           "--set max_steps=50000 dynamics_path=runs/bench/mopo/local/hopper/medium-replay-v0/seed0/dynamics.pt")
-    assert "dynamics_path=runs/d4rl/mopo/local/hopper/medium-replay-v0/seed0/dynamics.pt" in make_results.gpu_command(cpu)
+def test_gpu_sweeps_take_each_methods_full_budget():
+    cpu = make_results.Sweep(["dt", "mopo_nopen", "d3rlpy_dt", "d3rlpy_bc"], [CORE_MR], [0], "runs/bench",
+                             ["max_steps=8000", "warmup_steps=800", "bc_steps=400", "model_max_epochs=50",
+                              "compile=true", "dynamics_path=runs/bench/mopo/local/hopper/medium-replay-v0/seed0/"
+                              "dynamics.pt", "device=cpu"])
+    gpu = make_results.gpu_sweeps([cpu])
+    assert [(s.variants, s.sets) for s in gpu] == [
+        (["dt", "d3rlpy_dt"], ["compile=true", "dynamics_path=runs/d4rl/mopo/local/hopper/medium-replay-v0/seed0/"
+                               "dynamics.pt", "max_steps=100000", "eval_every=5000", "device=cuda"]),
+        (["mopo_nopen", "d3rlpy_bc"], ["compile=true", "dynamics_path=runs/d4rl/mopo/local/hopper/medium-replay-v0/"
+                                       "seed0/dynamics.pt", "max_steps=1000000", "eval_every=5000", "device=cuda"])]
+    assert gpu[0].command("N", "results/runs-d4rl").startswith(
+        f"python tools/sweep.py --variants dt d3rlpy_dt --datasets {CORE_MR} --seeds 0 --workers N --root runs/d4rl "
+        "--commit-dir results/runs-d4rl --set compile=true")
 
 
 def test_variants_and_sets_become_flags(tmp_path):

@@ -18,7 +18,10 @@ checkpoint.pt when there is one), nothing else, and writes in --out (results/):
                          the missing runs, only when runs are absent)
   sanity.md              bc on each environment's expert data (about 100) and random data (about 0)
 and, when --out is the project's results/, the README's results section (between its markers).
-Every file names the sweep commands that made the runs (ROOT/sweeps.txt), the budget, the device and the date.
+  reproduce.md           the sweep commands that make the runs again, derived from each run's command.txt (the
+                         fewest sweeps of variants x datasets x seeds with one --set each), and the same sweeps
+                         at each method's full budget on a GPU
+Every file names the runs, the budget, the device and the date.
 """
 
 from __future__ import annotations
@@ -72,7 +75,6 @@ FAR = 0.5  # "far above": the CI of Q - G lies above FAR abs(G), i.e. Q at least
 MIN_SEEDS = 2  # an interval needs two seeds a side; one seed decides nothing
 REPS = 5000  # bootstrap resamples
 BOOTSTRAP_SEED = 0  # the bootstrap is seeded: the same logs give the same intervals
-GPU_BUDGET = ["max_steps=1000000", "eval_every=5000", "device=cuda"]  # the D4RL budget
 
 
 @dataclass
@@ -83,6 +85,7 @@ class RunRecord:
     evaluations: list[dict]  # log records with an evaluation, by step (a resumed run's repeats: the last wins)
     config: dict = field(default_factory=dict)  # the checkpoint's TrainConfig, or the command's flags and YAML
     flags: dict = field(default_factory=dict)  # the flags of command.txt, as written
+    command: str = ""  # command.txt: the exact command of the run, as tools/sweep.py wrote it
     machine: str = ""
     finished_step: Optional[int] = None  # finished.json's step: all the run's updates are done
 
@@ -191,7 +194,8 @@ def read_run(run_dir: Path, root: Path) -> Optional[RunRecord]:
             by_step[record["step"]] = record
     run = RunRecord(parts[0], "/".join(parts[1:-1]), int(parts[-1][4:]), [by_step[s] for s in sorted(by_step)])
     if (run_dir / "command.txt").exists():
-        flags = run.flags = command_flags((run_dir / "command.txt").read_text())
+        run.command = (run_dir / "command.txt").read_text().strip()
+        flags = run.flags = command_flags(run.command)
         defaults = {}
         config = PROJECT / flags.get("config_path", "-")
         if "config_path" in flags and config.is_file():
@@ -485,66 +489,123 @@ def write_sanity(table, head: list[str], out: Path) -> list[str]:
 # --- headers, problems, commands
 
 
-def sweep_commands(roots: list[Path], runs: list[RunRecord]) -> list[str]:
-    """The distinct sweep commands of the roots' sweeps.txt (written by tools/sweep.py) that made at least
-    one of the runs: a sweep cut off before any run finished, or one whose runs were redone, is left out."""
-    commands = []
-    for root in roots:
-        sweeps = root / "sweeps.txt"
-        for line in sweeps.read_text().splitlines() if sweeps.exists() else []:
-            command = line.split("  ", 1)[-1].strip()
-            if command and command not in commands and any(made_by(command, run) for run in runs):
-                commands.append(command)
-    return commands
+# --- the commands that reproduce the runs, derived from each run's command.txt (not from a sweep's history)
+
+SWEEP_WRITES = ("config_path", "dataset_id", "seed", "checkpoints_path", "algo")  # flags sweep.py writes per run
+# --set keys that scale a method down to the CPU budget; the full budget drops them (the configs hold the
+# papers' values): updates, evaluation period, device, CQL's BC warm start, DT's warmup, the model's epochs.
+SCALED_DOWN = ("max_steps", "eval_every", "device", "bc_steps", "warmup_steps", "model_max_epochs")
+GPU_BUDGET = ["eval_every=5000", "device=cuda"]  # with max_steps from the method's config (the paper's)
+PEER_SCRIPTS = {"bc": "bc_filtered"}  # d3rlpy_<algo> gets the budget of our script of that algorithm
 
 
-def made_by(command: str, run: RunRecord) -> bool:
-    """The sweep command names the run's variant, dataset and seed, and each of its --set key=value is a
-    flag of the run's command.txt with that value (no --seeds: the sweep's default, 0 1 2)."""
-    seeds = sweep_option(command, "--seeds") or ["0", "1", "2"]
-    if (run.variant not in sweep_option(command, "--variants") or run.dataset not in sweep_option(command, "--datasets")
-            or str(run.seed) not in seeds):
-        return False
-    return all(run.flags.get(key) == value for key, _, value in (s.partition("=") for s in sweep_option(command, "--set")))
+@dataclass
+class Sweep:
+    """One tools/sweep.py command: every variant x dataset x seed in root, with the same --set items."""
+    variants: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    root: str
+    sets: list[str]
+    defines: list[str] = field(default_factory=list)
+
+    def command(self, workers: str = "2", commit_dir: Optional[str] = None) -> str:
+        words = ["python tools/sweep.py", "--variants", *self.variants,
+                 *(w for d in self.defines for w in ("--define", shlex.quote(d))), "--datasets", *self.datasets,
+                 "--seeds", *map(str, self.seeds), "--workers", workers, "--root", self.root]
+        words += ["--commit-dir", commit_dir] if commit_dir else []
+        return " ".join(words + (["--set", *map(shlex.quote, self.sets)] if self.sets else []))
 
 
-def sweep_option(command: str, option: str) -> list[str]:
-    words = shlex.split(command)
-    if option not in words:
-        return []
-    values = []
-    for word in words[words.index(option) + 1:]:
-        if word.startswith("--"):
-            break
-        values.append(word)
-    return values
+def run_root(checkpoints_path: str, cwd: str, run: RunRecord) -> str:
+    """The sweep root of a run directory ROOT/<variant>/<dataset>/seed<S>: relative to the command's working
+    directory, else from its runs/ folder on (a run made in another checkout of the project)."""
+    root = Path(checkpoints_path.removesuffix(f"/{run.variant}/{run.dataset}/seed{run.seed}"))
+    if cwd and root.is_relative_to(cwd):
+        return str(root.relative_to(cwd))
+    return str(Path(*root.parts[root.parts.index("runs"):])) if "runs" in root.parts else str(root)
 
 
-def gpu_command(command: str) -> str:
-    """A CPU sweep command at the full D4RL budget on a GPU: --set max_steps=1000000 eval_every=5000
-    device=cuda, N runs at a time, in its own root and commit directory (paths into the CPU root follow it)."""
-    words = shlex.split(command)
-    start = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
-    options: dict[str, list[str]] = {}
-    name = None
-    for word in words[start:]:
-        if word.startswith("--"):
-            name = word
-            options.setdefault(name, [])
-        elif name is not None:
-            options[name].append(word)
-    budget_keys = {item.split("=", 1)[0] for item in GPU_BUDGET}
-    cpu_root = options.get("--root", ["runs"])[0].rstrip("/") + "/"  # a --set path into a CPU run, e.g. dynamics_path
-    options["--set"] = [s.replace(cpu_root, "runs/d4rl/") for s in options.get("--set", [])
-                        if s.split("=", 1)[0] not in budget_keys] + GPU_BUDGET
-    options["--workers"] = ["N"]
-    options["--root"] = ["runs/d4rl"]
-    options["--commit-dir"] = ["results/runs-d4rl"]
-    return "python tools/sweep.py " + " ".join(
-        " ".join([name, *(shlex.quote(v) if v != "N" else v for v in values)]) for name, values in options.items())
+def sweep_key(run: RunRecord) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(root, --define items, --set items) of the sweep that wrote the run's command.txt."""
+    from sweep import VARIANTS
+
+    text = run.command
+    cwd = text.split("&&")[0].strip().removeprefix("cd ").strip() if "&&" in text else ""
+    script = next((Path(w).stem for w in shlex.split(text.split("&&")[-1]) if w.endswith(".py")), run.variant)
+    own = dict(zip(VARIANTS[run.variant][1][::2], VARIANTS[run.variant][1][1::2])) if run.variant in VARIANTS else {}
+    defines = () if run.variant in VARIANTS or run.variant.startswith("d3rlpy_") or script == run.variant \
+        else (f"{run.variant}={script}",)
+    sets = tuple(f"{k}={v}" for k, v in run.flags.items()
+                 if k not in SWEEP_WRITES and own.get(f"--{k}") != v)
+    return run_root(run.flags.get("checkpoints_path", "runs"), cwd, run), defines, sets
 
 
-def header(runs: list[RunRecord], commands: list[str], roots: list[Path]) -> list[str]:
+def reproduce_sweeps(runs: list[RunRecord]) -> list[Sweep]:
+    """Sweeps (variants x datasets x seeds, one --set) that make exactly the runs: grouped by root and settings,
+    then the variants with the same seeds on a dataset share a sweep, and so do the datasets with the same
+    variants and seeds.  A run without a command.txt is left out (header() counts them)."""
+    seeds_of: dict[tuple, dict[tuple[str, str], list[int]]] = {}
+    for run in sorted(runs, key=lambda r: r.seed):
+        if run.command:
+            seeds_of.setdefault(sweep_key(run), {}).setdefault((run.variant, run.dataset), []).append(run.seed)
+    sweeps = []
+    for (root, defines, sets), cells in seeds_of.items():
+        variants_of: dict[tuple, list[str]] = {}
+        for (variant, dataset), seeds in cells.items():
+            variants_of.setdefault((dataset, tuple(seeds)), []).append(variant)
+        datasets_of: dict[tuple, list[str]] = {}
+        for (dataset, seeds), variants in sorted(variants_of.items(), key=lambda item: dataset_key(item[0][0])):
+            datasets_of.setdefault((tuple(sorted(variants, key=variant_key)), seeds), []).append(dataset)
+        sweeps += [Sweep(list(variants), datasets, list(seeds), root, list(sets),
+                         [d for d in defines if d.split("=")[0] in variants])
+                   for (variants, seeds), datasets in datasets_of.items()]
+    return sorted(sweeps, key=lambda s: (variant_key(s.variants[0]), dataset_key(s.datasets[0]), s.seeds, s.sets))
+
+
+def full_budget(variant: str, dataset: str) -> int:
+    """The method's own budget of updates on the dataset: max_steps of its config (DT 100k, the others 1M as in
+    D4RL); a peer variant takes that of our script of the same algorithm."""
+    from make_configs import config_name
+    from sweep import VARIANTS
+
+    algo = variant.removeprefix("d3rlpy_")
+    script = PEER_SCRIPTS.get(algo, algo) if variant.startswith("d3rlpy_") else VARIANTS.get(variant, (variant,))[0]
+    path = PROJECT / "configs" / script / f"{config_name(dataset)}.yaml"
+    if path.is_file():
+        import yaml
+
+        return int((yaml.safe_load(path.read_text()) or {}).get("max_steps", 1_000_000))
+    return 1_000_000
+
+
+def gpu_sweeps(sweeps: list[Sweep]) -> list[Sweep]:
+    """The same sweeps at the full budget on a GPU, in their own root: the scaled-down --set items dropped,
+    max_steps each method's own (a sweep splits where its variants' budgets differ), paths into the CPU root
+    moved to the GPU root (e.g. dynamics_path)."""
+    out = []
+    for s in sweeps:
+        kept = [item.replace(s.root.rstrip("/") + "/", "runs/d4rl/") for item in s.sets
+                if item.split("=", 1)[0] not in SCALED_DOWN]
+        by_budget: dict[int, list[str]] = {}
+        for variant in s.variants:
+            by_budget.setdefault(full_budget(variant, s.datasets[0]), []).append(variant)
+        out += [Sweep(variants, s.datasets, s.seeds, "runs/d4rl", [*kept, f"max_steps={budget}", *GPU_BUDGET],
+                      [d for d in s.defines if d.split("=")[0] in variants]) for budget, variants in by_budget.items()]
+    return out
+
+
+def cpu_commands(sweeps: list[Sweep]) -> list[str]:
+    return [s.command() for s in sweeps]
+
+
+def gpu_commands(sweeps: list[Sweep]) -> list[str]:
+    return list(dict.fromkeys(s.command("N", "results/runs-d4rl") for s in gpu_sweeps(sweeps)))
+
+
+def header(runs: list[RunRecord], commands: list[str], roots: list[Path], reproduce: str) -> list[str]:
+    """Runs, budget, device, date: the lines every table, plot and the README start with.  commands: the sweep
+    commands that made the runs, listed in the file reproduce when there are several."""
     def values(name):
         found = sorted({str(r.config[name]) for r in runs if name in r.config}, key=lambda x: (len(x), x))
         return ", ".join(found) or "unknown"
@@ -560,9 +621,13 @@ def header(runs: list[RunRecord], commands: list[str], roots: list[Path]) -> lis
     device = "; ".join(sorted(devices)) if devices else "unknown"
     if runs and all(not r.machine for r in runs):
         device += f" (runs did not record their machine; this machine: {machine_description()})"
-    command = " ; ".join(commands) or "unknown (no sweeps.txt beside the runs; pass --command)"
+    logs = f"logs in {', '.join(f'`{display(root)}`' for root in roots)}"
+    unknown = sum(not r.command for r in runs)
+    made = (f"made by `{commands[0]}`" if len(commands) == 1 else
+            f"made by the {len(commands)} sweep commands in `{reproduce}`" if commands else "made by commands unknown")
+    made += f" ({unknown} of them without a command.txt)" if unknown and commands else ""
     return [
-        f"Runs: `{command}` (run logs in {', '.join(f'`{display(root)}`' for root in roots)}).",
+        f"Runs: {plural(len(runs), 'run')}, {made} ({logs}).",
         f"Budget: {values('max_steps')} updates per run (final evaluation at "
         f"{', '.join(map(steps_text, reached)) or '-'}); evaluation every {values('eval_every')} updates, "
         f"{values('eval_episodes')} episode(s); seeds {', '.join(map(str, seeds)) or '-'}.",
@@ -934,8 +999,28 @@ def write_claims(claims, head: list[str], path: Path) -> None:
 # --- the README's results section
 
 
+def reproduce_blocks(commands: list[str], gpu: list[str]) -> list[str]:
+    """The CPU commands that made the runs, then the same sweeps at the full budget on a GPU."""
+    return ["Reproduce these runs on CPU (each finished run is committed to `results/runs`, which "
+            "`python tools/make_results.py` reads):", "", "```bash",
+            *(commands or ["# no run has a command.txt"]), "python tools/make_results.py", "```", "",
+            "The full budget on a GPU (each method's own, from its config: on MuJoCo 1M updates, DT 100k; "
+            "evaluation every 5k; the CPU's scaled-down settings dropped): the same sweeps with N runs at a time (as many as the GPU's "
+            "memory holds), then `python tools/make_results.py --root results/runs-d4rl`:", "", "```bash",
+            *(gpu or ["# no run has a command.txt"]), "```"]
+
+
+def write_reproduce(suites: dict[str, tuple[list[str], list[str], list[str]]], path: Path) -> None:
+    """reproduce.md: per suite its header, the CPU commands that made its runs and the GPU commands."""
+    lines = ["# Reproducing the runs", ""]
+    for name, (head, commands, gpu) in suites.items():
+        if head:
+            lines += [f"## {name}", "", *[f"{line}  " for line in head], "", *reproduce_blocks(commands, gpu), ""]
+    path.write_text("\n".join(lines))
+
+
 def readme_section(head: list[str], agg: dict, table, peer: list[dict], claims, commands: list[str],
-                   pendulum_head: list[str], pendulum_commands: list[str]) -> list[str]:
+                   gpu: list[str], pendulum_head: list[str]) -> list[str]:
     lines = ["### MuJoCo locomotion (local D4RL-style datasets)", "", *[f"{line}  " for line in head], "",
              f"Aggregate over the core datasets: interquartile mean of the final normalized score over (dataset, "
              f"seed) with a stratified bootstrap 95% CI (rliable); performance profiles in "
@@ -951,15 +1036,7 @@ def readme_section(head: list[str], agg: dict, table, peer: list[dict], claims, 
              *markdown_table(["#", "claim", "verdict"],
                              [[str(i), short, result] for i, ((short, _, _), (_, result, _)) in
                               enumerate(zip(CLAIMS, claims), 1)]), "",
-             "Reproduce these runs on CPU (each finished run is committed to `results/runs`, which "
-             "`python tools/make_results.py` reads):", "", "```bash",
-             *(commands or ["# no sweeps.txt in the run roots"]), "python tools/make_results.py", "```", "",
-             "The full D4RL budget (1M updates, evaluation every 5k) on a GPU: the same sweeps with N runs at a "
-             "time (as many as the GPU's memory holds), then `python tools/make_results.py --root results/runs-d4rl`:",
-             "", "```bash", *(dict.fromkeys(gpu_command(c) for c in commands) or
-                              ["python tools/sweep.py --variants bc bc_10 awr bcq td3_bc cql iql dt mopo combo "
-                               f"--datasets {' '.join(CORE)} --seeds 0 1 2 --root runs/d4rl --commit-dir "
-                               f"results/runs-d4rl --workers N --set {' '.join(GPU_BUDGET)}"]), "```", "",
+             *reproduce_blocks(commands, gpu), "",
              "![learning curves](results/curves.png)", "", "![performance profiles](results/profiles.png)", "",
              "### Pendulum (the small local datasets)", ""]
     if not pendulum_head:
@@ -992,9 +1069,14 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
                          f"(looked for */<dataset_id>/seed*/log.jsonl).")
     out.mkdir(parents=True, exist_ok=True)
     by_suite = {s: [r for r in runs if suite(r.dataset) == s] for s in (HEADLINE, PENDULUM)}
-    commands = {s: [command] if command else sweep_commands(roots, by_suite[s]) for s in by_suite}
-    head = header(by_suite[HEADLINE], commands[HEADLINE], roots)
-    pendulum_head = header(by_suite[PENDULUM], commands[PENDULUM], roots) if by_suite[PENDULUM] else []
+    sweeps = {s: reproduce_sweeps(by_suite[s]) for s in by_suite}
+    commands = {s: [command] if command else cpu_commands(sweeps[s]) for s in by_suite}
+    gpu = {s: gpu_commands(sweeps[s]) for s in by_suite}
+    reproduce = display(out / "reproduce.md")
+    head = header(by_suite[HEADLINE], commands[HEADLINE], roots, reproduce)
+    pendulum_head = header(by_suite[PENDULUM], commands[PENDULUM], roots, reproduce) if by_suite[PENDULUM] else []
+    write_reproduce({HEADLINE: (head if by_suite[HEADLINE] else [], commands[HEADLINE], gpu[HEADLINE]),
+                     PENDULUM: (pendulum_head, commands[PENDULUM], gpu[PENDULUM])}, out / "reproduce.md")
     table = score_table(runs)
     variants, _ = grid(table, HEADLINE)
     agg = aggregate(table, variants)
@@ -1013,8 +1095,8 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
     if readme is None and out.resolve() == (PROJECT / "results").resolve():
         readme = PROJECT / "README.md"
     if readme is not None:
-        update_readme(readme, readme_section(head, agg, table, peer, claims, commands[HEADLINE], pendulum_head,
-                                             commands[PENDULUM]))
+        update_readme(readme, readme_section(head, agg, table, peer, claims, commands[HEADLINE], gpu[HEADLINE],
+                                             pendulum_head))
     return claims
 
 
@@ -1025,7 +1107,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help=f"run roots: the --commit-dir of tools/sweep.py (default {DEFAULT_ROOT}) or its --root")
     parser.add_argument("--out", default=str(PROJECT / "results"), help="where the tables and the plots go")
     parser.add_argument("--command", default=None,
-                        help="the sweep command that made the runs (default: ROOT/sweeps.txt, written by the sweep)")
+                        help="the sweep command that made the runs (default: derived from each run's command.txt)")
     parser.add_argument("--reps", type=int, default=REPS, help="bootstrap resamples")
     args = parser.parse_args(argv)
     REPS = args.reps
@@ -1033,7 +1115,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for i, (text, result, _) in enumerate(claims, 1):
         print(f"claim {i}: {result:7s} {CLAIMS[i - 1][0]}")
     print(f"wrote {Path(args.out) / 'scores.md'}, scores.csv, aggregate.csv, profiles.png, curves.png, peer.md, "
-          f"peer.csv, claims.md, sanity.md")
+          f"peer.csv, claims.md, sanity.md, reproduce.md")
     return 0
 
 

@@ -25,9 +25,9 @@ Runs outlive a session with --commit-dir (default results/runs; "none" turns it 
 run's small files (log.jsonl, command.txt, machine.txt, finished.json; never checkpoints or policies)
 are copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose
 finished.json is already there (committed by an earlier session) is skipped without being rerun, and
-the sweep command is appended to COMMIT_DIR/sweeps.txt, which make_results quotes as the way to
-reproduce the tables.  Benchmark grids use it; tools/make_results.py --root results/runs rebuilds every
-table and plot from those files alone.
+the sweep command is appended to COMMIT_DIR/sweeps.txt (the history of the sweeps; make_results derives
+the commands that reproduce the tables from each run's command.txt).  Benchmark grids use it;
+tools/make_results.py --root results/runs rebuilds every table and plot from those files alone.
 
 Locally, --workers runs go at a time, each with OMP_NUM_THREADS=--threads-per-run (1), so N
 workers use N cores.  With --ray-address the same runs are Ray tasks on a cluster (num_cpus=1
