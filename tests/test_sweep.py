@@ -208,6 +208,19 @@ def test_every_claim_passes_and_fails_on_its_intervals(tmp_path, fast_bootstrap,
     assert "| 8 | Extrapolation error" in text
 
 
+def test_a_critic_still_rising_is_said_beside_the_lower_bound(tmp_path, fast_bootstrap):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "cql", CORE_MR, seed, {10: 30.0, 20: 31.0, 30: 32.0}, lines=tuple(
+            json.dumps({"step": step, "eval/normalized_score": 30.0, "eval/q_initial": q,
+                        "eval/discounted_return": 100.0}) + "\n" for step, q in ((10, 5.0), (20, 9.0), (30, 12.0 + seed))))
+    claims = make_results.make_results(root, tmp_path / "results", command="x")
+    verdict, details = claims[4][1], "\n".join(claims[4][2])
+    assert verdict == "PASS"
+    assert "still rising at the final evaluation on every seed (first, last two: 5.0 -> 9.0 -> 12.0; " \
+           "5.0 -> 9.0 -> 13.0)" in details
+
+
 def test_claims_not_run_name_what_is_missing(tmp_path, fast_bootstrap):
     root = tmp_path / "runs"
     write_run(root, "bc", CORE_MR, 0, {10: 20.0})

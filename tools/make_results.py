@@ -894,6 +894,20 @@ def seed_lines(found) -> str:
     return "; ".join(f"seed {seed}: Q = {q:.1f}, G = {g:.1f} (update {steps_text(step)})" for seed, q, g, step in found)
 
 
+def still_rising(runs, variant: str, dataset: str) -> Optional[str]:
+    """A sentence when Q(s0, pi(s0)) rose between the last two evaluations of every seed (a critic still
+    converging from its initial values lies below the return without testing the bound), else None."""
+    pairs = []
+    for run in (r for r in runs if r.variant == variant and r.dataset == dataset):
+        logged = [record[Q_INITIAL] for record in run.evaluations if Q_INITIAL in record]
+        if len(logged) < 2 or logged[-1] <= logged[-2]:
+            return None
+        pairs.append(f"{logged[0]:.1f} -> {logged[-2]:.1f} -> {logged[-1]:.1f}")
+    return (f" Q(s0, pi(s0)) was still rising at the final evaluation on every seed (first, last two: "
+            f"{'; '.join(pairs)}): the critic had not converged, so this budget tests the bound only weakly."
+            if pairs else None)
+
+
 def claim_cql_lower_bound(table, runs) -> tuple[str, list[str]]:
     parts = []
     for dataset in CORE:
@@ -909,7 +923,7 @@ def claim_cql_lower_bound(table, runs) -> tuple[str, list[str]]:
         parts.append((ok, f"{dataset}: Q(s0, pi(s0)) - G per seed at the final evaluation: {seed_lines(found)}; "
                           f"mean Q - G = {diff:+.1f}, 95% CI {interval_text(low, high)}: "
                           f"{'every seed below, supports' if ok else 'not every seed below, does not support'} "
-                          f"the lower bound."))
+                          f"the lower bound." + (still_rising(runs, "cql", dataset) or "")))
     if not parts:
         parts.append((None, f"missing: cql not run on any core dataset ({', '.join(CORE)})."))
     return decide(parts)
