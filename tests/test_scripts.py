@@ -23,11 +23,16 @@ SMALL = {
 }
 
 
+# One torch thread, as every benchmark run: with several, MKL divides a matrix product among the threads it
+# finds free, and the sums' order (so the last bits) can change from run to run (mopo's model, 2026-12-01).
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def run(algo, *args, env=None, check=True, cwd=None):
     command = [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), "--logging", "disabled",
                "--device", "cpu", "--eval_episodes", "1", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
-                            cwd=cwd)
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **ONE_THREAD, **(env or {})},
+                            timeout=600, cwd=cwd)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result
