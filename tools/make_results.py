@@ -18,8 +18,8 @@ checkpoint.pt when there is one), nothing else, and writes in --out (results/):
                          the missing runs, only when runs are absent)
   sanity.md              bc on each environment's expert data (about 100) and random data (about 0)
 and, when --out is the project's results/, the README's results section (between its markers).
-  reproduce.md           the sweep commands that make the runs again, derived from each run's command.txt (the
-                         fewest sweeps of variants x datasets x seeds with one --set each), and the same sweeps
+  reproduce.md           the sweep commands that make the runs again, derived from each run's command.txt (a few
+                         sweeps of variants x datasets x seeds with one --set each), and the same sweeps
                          at each method's full budget on a GPU
 Every file names the runs, the budget, the device and the date.
 """
@@ -595,10 +595,6 @@ def gpu_sweeps(sweeps: list[Sweep]) -> list[Sweep]:
     return out
 
 
-def cpu_commands(sweeps: list[Sweep]) -> list[str]:
-    return [s.command() for s in sweeps]
-
-
 def gpu_commands(sweeps: list[Sweep]) -> list[str]:
     return list(dict.fromkeys(s.command("N", "results/runs-d4rl") for s in gpu_sweeps(sweeps)))
 
@@ -1084,7 +1080,7 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
     out.mkdir(parents=True, exist_ok=True)
     by_suite = {s: [r for r in runs if suite(r.dataset) == s] for s in (HEADLINE, PENDULUM)}
     sweeps = {s: reproduce_sweeps(by_suite[s]) for s in by_suite}
-    commands = {s: [command] if command else cpu_commands(sweeps[s]) for s in by_suite}
+    commands = {s: [command] if command else [w.command() for w in sweeps[s]] for s in by_suite}
     gpu = {s: gpu_commands(sweeps[s]) for s in by_suite}
     reproduce = display(out / "reproduce.md")
     head = header(by_suite[HEADLINE], commands[HEADLINE], roots, reproduce)
