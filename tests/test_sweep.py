@@ -208,6 +208,29 @@ def test_every_claim_passes_and_fails_on_its_intervals(tmp_path, fast_bootstrap,
     assert "| 8 | Extrapolation error" in text
 
 
+def test_one_seed_is_shown_not_decided(tmp_path, fast_bootstrap):
+    root = tmp_path / "runs"
+    claim_grid(root, holds=True)
+    write_run(root, "bcq", CORE_MR, 0, {10: 1.0})  # one seed below bc: shown, cannot fail claim 1
+    write_run(root, "cql", CORE_HC, 0, {10: 40.0}, {"eval/q_initial": 30.0, "eval/discounted_return": 80.0})
+    for dataset in make_results.CORE:
+        write_run(root, "combo", dataset, 0, {10: 50.0})
+    claims = make_results.make_results(root, tmp_path / "results", command="x")
+    assert [claims[0][1], claims[4][1]] == ["PASS", "PASS"]
+    details = {i: "\n".join(lines) for i, (_, _, lines) in enumerate(claims, 1)}
+    assert f"{CORE_MR}: bcq 1.0 ± 0.0 (n=1, 10) - bc 22.0 ± 1.6 (n=3, 20) = -21.0: 1 seed, shown, not decided " \
+           "(an interval needs 2)." in details[1]
+    assert f"{CORE_HC}: Q(s0, pi(s0)) - G per seed at the final evaluation: seed 0: Q = 30.0, G = 80.0 (update 10): " \
+           f"below G; cql has 1 seed on {CORE_HC} (an interval needs 2): shown, not decided." in details[5]
+    combo = {r["variant"]: r for r in csv.DictReader((tmp_path / "results" / "aggregate.csv").open())}["combo"]
+    assert (float(combo["iqm"]), combo["ci_low"], combo["seeds_per_core_dataset"]) == (50.0, "", "1 + 1 + 1")
+    assert combo["note"] == f"no CI: fewer than 2 seeds on {', '.join(make_results.CORE)}"
+    # With only one-seed runs the claim names what is missing instead of passing.
+    alone = tmp_path / "alone"
+    write_run(alone, "cql", CORE_HC, 0, {10: 40.0}, {"eval/q_initial": 30.0, "eval/discounted_return": 80.0})
+    assert make_results.make_results(alone, tmp_path / "r2", command="x")[4][1] == "NOT RUN"
+
+
 def test_a_critic_still_rising_is_said_beside_the_lower_bound(tmp_path, fast_bootstrap):
     root = tmp_path / "runs"
     for seed in (0, 1):

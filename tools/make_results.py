@@ -332,7 +332,8 @@ def suite_table(table, which_suite: str, which: str = "final") -> list[str]:
 
 def aggregate(table, variants: list[str], datasets: list[str] = CORE) -> dict[str, dict]:
     """variant -> {"iqm", "low", "high", "runs", "note"}: IQM over (core dataset, seed) with its stratified
-    bootstrap CI, for the variants with a run on every core dataset (a note says what the others miss)."""
+    bootstrap CI, for the variants with a run on every core dataset (a note says what the others miss); one
+    seed on a dataset gives the IQM without a CI (its stratum cannot be resampled)."""
     result = {}
     for variant in variants:
         stats = [cell(table, variant, d) for d in datasets]
@@ -342,17 +343,21 @@ def aggregate(table, variants: list[str], datasets: list[str] = CORE) -> dict[st
                                f"partial: not run on {', '.join(missing)}"}
             continue
         point, low, high = iqm_interval([s.values for s in stats])
-        result[variant] = {"iqm": point, "low": low, "high": high, "note": "",
-                           "runs": " + ".join(str(s.n) for s in stats),
-                           "budget": ", ".join(sorted({s.budget_text() for s in stats}))}
+        few = [d for d, s in zip(datasets, stats) if s.n < MIN_SEEDS]
+        result[variant] = {"iqm": point, "runs": " + ".join(str(s.n) for s in stats),
+                           "budget": ", ".join(sorted({s.budget_text() for s in stats})),
+                           **({"note": f"no CI: fewer than {MIN_SEEDS} seeds on {', '.join(few)}"} if few else
+                              {"low": low, "high": high, "note": ""})}
     return result
 
 
 def aggregate_table(agg: dict[str, dict]) -> list[str]:
     rows = []
     for variant, a in agg.items():
-        if a["note"]:
+        if "iqm" not in a:
             rows.append([variant, a["note"], "-", "-"])
+        elif "low" not in a:
+            rows.append([variant, f"{a['iqm']:.1f} ({a['note']})", a["runs"], a["budget"]])
         else:
             rows.append([variant, f"{a['iqm']:.1f} {interval_text(a['low'], a['high'])}", a["runs"], a["budget"]])
     return markdown_table(["variant", "IQM [95% CI]", "seeds per core dataset", "updates"], rows)
@@ -389,7 +394,7 @@ def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, no
              f"## Aggregate over the core datasets ({', '.join(CORE)})", "",
              "Interquartile mean of the final scores over every (dataset, seed) run, with a stratified bootstrap "
              f"95% CI (rliable; seeds resampled within each dataset, {REPS} resamples). Only variants with runs on "
-             "all three core datasets have one.", "", *aggregate_table(agg)]
+             f"all three core datasets have one, and its CI needs {MIN_SEEDS} seeds on each.", "", *aggregate_table(agg)]
     for which_suite, suite_head in ((HEADLINE, []), (PENDULUM, pendulum_head)):
         if which_suite == PENDULUM and not any(suite(d) == PENDULUM for _, d in table):
             continue
@@ -718,7 +723,8 @@ def finish_figure(fig, caption: str, cols: float, rows: float, path: Path) -> No
 
 def plot_profiles(table, variants: list[str], path: Path, caption: str) -> list[str]:
     """Performance profiles on the core datasets: the fraction of (dataset, seed) runs whose final score
-    exceeds tau, with stratified bootstrap 95% bands, for the variants with runs on all of them."""
+    exceeds tau, with stratified bootstrap 95% bands (given 2 seeds on each), for the variants with runs on all
+    of them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -734,8 +740,10 @@ def plot_profiles(table, variants: list[str], path: Path, caption: str) -> list[
         fractions, low, high = bootstrap_arrays(
             samples, lambda *xs: (np.concatenate(xs)[:, None] > taus[None, :]).mean(0))
         style = "--" if variant.startswith("d3rlpy_") else "-"
-        ax.plot(taus, fractions, style, color=colors[variant], label=variant)
-        ax.fill_between(taus, low, high, color=colors[variant], alpha=0.15)
+        banded = min(len(s) for s in samples) >= MIN_SEEDS  # one seed on a dataset: no band, as no IQM CI
+        ax.plot(taus, fractions, style, color=colors[variant], label=variant if banded else f"{variant} (no band)")
+        if banded:
+            ax.fill_between(taus, low, high, color=colors[variant], alpha=0.15)
     ax.set_xlabel(r"normalized score $\tau$")
     ax.set_ylabel(r"fraction of runs with score $> \tau$")
     ax.set_title("Performance profiles on the core datasets\n" + ", ".join(CORE), fontsize=8)
@@ -788,11 +796,21 @@ def claim_td_beats_bc(table, runs) -> tuple[str, list[str]]:
         ran = [m for m in TD_METHODS if cell(table, m, dataset)]
         if not ran:
             parts.append((None, f"{dataset}: missing: no TD method ({', '.join(TD_METHODS)}) run."))
-        parts += [greater(table, method, "bc", dataset) for method in ran]
+        decided = [m for m in ran if cell(table, m, dataset).n >= MIN_SEEDS] or ran
+        parts += [greater(table, method, "bc", dataset) for method in decided]
+        parts += [(True, shown_not_decided(table, method, "bc", dataset)) for method in ran if method not in decided]
         if ran and len(ran) < len(TD_METHODS):
             parts.append((True, f"{dataset}: not run (decided without them): "
                                 f"{', '.join(m for m in TD_METHODS if m not in ran)}."))
     return decide(parts)
+
+
+def shown_not_decided(table, a: str, b: str, dataset: str) -> str:
+    """The line of a method with too few seeds for an interval, beside methods that decide the claim."""
+    sa, sb = cell(table, a, dataset), cell(table, b, dataset)
+    difference = f" - {b} {sb.text()} = {sa.mean - sb.mean:+.1f}" if sb else ""
+    return (f"{dataset}: {a} {sa.text()}{difference}: {plural(sa.n, 'seed')}, shown, not decided (an interval "
+            f"needs {MIN_SEEDS}).")
 
 
 def claim_filtering_helps(table, runs) -> tuple[str, list[str]]:
@@ -905,11 +923,15 @@ def still_rising(runs, variant: str, dataset: str) -> Optional[str]:
 
 
 def claim_cql_lower_bound(table, runs) -> tuple[str, list[str]]:
-    parts = []
+    parts, few = [], []
     for dataset in CORE:
         if not any(r.variant == "cql" and r.dataset == dataset for r in runs):
             continue
         found, missing = q_gaps(runs, "cql", dataset)
+        evaluated = sum(r.variant == "cql" and r.dataset == dataset and bool(r.evaluations) for r in runs)
+        if 0 < len(found) == evaluated < MIN_SEEDS:  # every seed logged Q and G, but too few seeds
+            few.append((dataset, found, missing))
+            continue
         if missing:
             parts.append((None, f"{dataset}: missing: {missing}."))
             continue
@@ -920,6 +942,11 @@ def claim_cql_lower_bound(table, runs) -> tuple[str, list[str]]:
                           f"mean Q - G = {diff:+.1f}, 95% CI {interval_text(low, high)}: "
                           f"{'every seed below, supports' if ok else 'not every seed below, does not support'} "
                           f"the lower bound." + (still_rising(runs, "cql", dataset) or "")))
+    for dataset, found, missing in few:  # decided on the other datasets when they have the seeds
+        below = all(q < g for _, q, g, _ in found)
+        parts.append((True if parts else None,
+                      f"{dataset}: Q(s0, pi(s0)) - G per seed at the final evaluation: {seed_lines(found)}: "
+                      f"{'below' if below else 'not below'} G; {missing}: shown, not decided."))
     if not parts:
         parts.append((None, f"missing: cql not run on any core dataset ({', '.join(CORE)})."))
     return decide(parts)
@@ -959,7 +986,8 @@ def claim_extrapolation_error(table, runs) -> tuple[str, list[str]]:
 CLAIMS = [
     ("TD methods beat BC on medium-replay",
      "The TD methods improve on BC on medium-replay (policy improvement, stitching): for every TD method run "
-     f"({', '.join(TD_METHODS)}), its score minus bc's has a 95% CI above 0 on each core medium-replay dataset.",
+     f"({', '.join(TD_METHODS)}) with {MIN_SEEDS} seeds or more, its score minus bc's has a 95% CI above 0 on each "
+     "core medium-replay dataset (a method with fewer seeds is shown, not decided).",
      claim_td_beats_bc),
     ("filtering helps BC",
      "Filtering helps BC on mixed data: bc_10 (%BC, the best 10% of the trajectories) minus bc has a 95% CI above 0 "
@@ -974,7 +1002,8 @@ CLAIMS = [
      claim_dt_conditioning),
     ("CQL lower-bounds the return",
      "CQL's Q(s0, pi(s0)) lies below the policy's discounted Monte Carlo return G (a lower bound): Q - G < 0 at the "
-     "final evaluation for every seed, on each core dataset cql ran on.", claim_cql_lower_bound),
+     f"final evaluation for every seed, on each core dataset cql ran on with {MIN_SEEDS} seeds or more (a dataset "
+     "with fewer is shown, not decided).", claim_cql_lower_bound),
     ("MOPO's penalty matters",
      "MOPO's uncertainty penalty matters where the model is imperfect (model exploitation): mopo - mopo_nopen "
      f"(penalty off) has a 95% CI above 0 on {HOPPER_MEDIUM_REPLAY}.", claim_mopo_penalty),
