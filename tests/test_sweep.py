@@ -5,6 +5,7 @@ locally (skip on rerun, a failing run beside a good one, commits) and on a local
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 import make_results
 import sweep
+from conftest import TINY as TINY_SIZE
 
 MEDIUM_REPLAY = "local/pendulum/medium-replay-v0"
 CORE_MR, CORE_HC, CORE_ME = make_results.CORE
@@ -398,7 +400,7 @@ def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch
     assert [(r["status"], r["committed"]) for r in results] == [("skipped", True), ("done", True)]
     assert started == ["seed1"] and not (bench / "bc" / "local/pendulum/medium-v0" / "seed0").exists()
     assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
-        ["command.txt", "finished.json", "log.jsonl", "machine.txt"]
+        ["command.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt"]
     # A run committed at a smaller budget is run again (resuming in ROOT) and its commit replaced.
     (done / "finished.json").write_text('{"step": 10}')
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], bench, **grid)
@@ -420,7 +422,7 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     assert [bool(r.get("committed")) for r in first] == [False, False, True, True]
     assert not (committed / "bc" / "local/pendulum/nonexistent-v0").exists()
     assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
-        ["command.txt", "finished.json", "log.jsonl", "machine.txt"]
+        ["command.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt"]
     assert "nonexistent" in first[0]["error"]
     assert "nonexistent" in (root / "bc" / "local/pendulum/nonexistent-v0" / "seed1" / "error.txt").read_text()
     assert "2 done, 0 skipped, 2 failed" in sweep.summary(first)
@@ -429,6 +431,9 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     assert [r["step"] for r in log if "eval/normalized_score" in r] == [10, 20]
     command = (run_dir / "command.txt").read_text()
     assert "OMP_NUM_THREADS=1" in command and "--frac 1.0" in command and "--seed 1" in command
+    # The run records the build of the dataset it read (episodes and steps of Minari's local copy).
+    assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
+                        (run_dir / "dataset.txt").read_text())
 
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], root, **grid)
     assert [r["status"] for r in again] == ["skipped", "skipped"]
@@ -436,6 +441,8 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     make_results.make_results(root, tmp_path / "results", command="tiny")
     row = read_csv(tmp_path / "results" / "scores.csv")["bc", "local/pendulum/medium-v0"]
     assert row["n_seeds"] == "2"
+    assert re.search(rf"- local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps: 2 runs\n",
+                     (tmp_path / "results" / "scores.md").read_text())
     assert "nonexistent-v0/seed1: failed" in (tmp_path / "results" / "scores.md").read_text()
     # The committed logs alone (no checkpoint, no run directory) give the same table.
     make_results.make_results(committed, tmp_path / "from_commit", command="tiny")

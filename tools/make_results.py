@@ -36,6 +36,7 @@ import shlex
 import sys
 import textwrap
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -87,6 +88,7 @@ class RunRecord:
     flags: dict = field(default_factory=dict)  # the flags of command.txt, as written
     command: str = ""  # command.txt: the exact command of the run, as tools/sweep.py wrote it
     machine: str = ""
+    dataset_build: str = ""  # dataset.txt: the size of the local dataset the run read ("" before it was recorded)
     finished_step: Optional[int] = None  # finished.json's step: all the run's updates are done
 
     @property
@@ -213,6 +215,8 @@ def read_run(run_dir: Path, root: Path) -> Optional[RunRecord]:
             pass
     if (run_dir / "machine.txt").exists():
         run.machine = (run_dir / "machine.txt").read_text().strip()
+    if (run_dir / "dataset.txt").exists():
+        run.dataset_build = (run_dir / "dataset.txt").read_text().strip().removeprefix(f"{run.dataset}: ")
     if (run_dir / "finished.json").exists():
         try:
             run.finished_step = int(json.loads((run_dir / "finished.json").read_text())["step"])
@@ -363,7 +367,8 @@ def aggregate_table(agg: dict[str, dict]) -> list[str]:
     return markdown_table(["variant", "IQM [95% CI]", "seeds per core dataset", "updates"], rows)
 
 
-def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, notes: list[str], out: Path) -> None:
+def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, notes: list[str], builds: list[str],
+                 out: Path) -> None:
     with open(out / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["suite", "variant", "dataset", "n_seeds", "seeds", "updates", "final_mean", "final_std",
@@ -403,9 +408,23 @@ def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, no
             if suite_head and which == "final":
                 lines += [*[f"{line}  " for line in suite_head], ""]
             lines += suite_table(table, which_suite, which)
+    if builds:
+        lines += ["", "## Dataset builds", "", "The size of the local dataset each run read (dataset.txt): builds of "
+                  "a collected dataset on two machines can differ (same recipe and behavior checkpoints, other "
+                  "episodes).", "", *[f"- {line}" for line in builds]]
     if notes:
         lines += ["", "## Failed or unfinished runs", "", *[f"- {note}" for note in notes]]
     (out / "scores.md").write_text("\n".join(lines) + "\n")
+
+
+def dataset_builds(runs: list[RunRecord]) -> list[str]:
+    """Per dataset with a recorded build: each build and its runs, then the runs that recorded none."""
+    lines = []
+    for dataset in sorted({r.dataset for r in runs if r.dataset_build}, key=dataset_key):
+        mine = [r for r in runs if r.dataset == dataset]
+        counts = Counter(r.dataset_build or "not recorded (committed before runs recorded it)" for r in mine)
+        lines.append(f"{dataset}: " + "; ".join(f"{build}: {plural(n, 'run')}" for build, n in counts.items()))
+    return lines
 
 
 # --- the peer library beside ours
@@ -1119,7 +1138,7 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
     table = score_table(runs)
     variants, _ = grid(table, HEADLINE)
     agg = aggregate(table, variants)
-    write_scores(table, head, pendulum_head, agg, problems(runs, roots), out)
+    write_scores(table, head, pendulum_head, agg, problems(runs, roots), dataset_builds(runs), out)
     peer = peer_rows(table)
     write_peer(peer, head, out)
     write_sanity(table, head, out)

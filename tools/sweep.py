@@ -15,14 +15,16 @@ of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.2
          --checkpoints_path ROOT/<variant>/<dataset_id>/seed<S> <variant flags> <--set flags>
 
 in ROOT/<variant>/<dataset_id>/seed<S>/, which also gets command.txt (the exact command),
-machine.txt, stdout.log, stderr.log and, when the run fails, error.txt (the end of its stderr).
+machine.txt, dataset.txt (the size of the local dataset the run read: builds of a collected dataset on
+two machines can differ), stdout.log, stderr.log and, when the run fails, error.txt (the end of its stderr).
 A run that wrote finished.json (all its updates done) is skipped; an interrupted run resumes from its
 checkpoint (the scripts do that themselves); a failed run is reported and the others go on.  Ctrl-C or
 SIGTERM to the sweep stops it: its running runs get the signal too (they checkpoint and exit), no new
 run starts, and the same command resumes.
 
 Runs outlive a session with --commit-dir (default results/runs; "none" turns it off): each finished
-run's small files (log.jsonl, command.txt, machine.txt, finished.json; never checkpoints or policies)
+run's small files (log.jsonl, command.txt, machine.txt, dataset.txt, finished.json; never checkpoints or
+policies)
 are copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose
 finished.json is already there (committed by an earlier session) is skipped without being rerun, and
 the sweep command is appended to COMMIT_DIR/sweeps.txt (the history of the sweeps; make_results derives
@@ -69,7 +71,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "td3_nobc": ("td3_bc", ["--bc_coef", "0.0"]),  # no BC term: plain TD3 on the dataset (extrapolation error)
 }
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
-COMMITTED_FILES = ("log.jsonl", "command.txt", "machine.txt", "finished.json")
+COMMITTED_FILES = ("log.jsonl", "command.txt", "machine.txt", "dataset.txt", "finished.json")
 DEFAULT_COMMIT_DIR = "results/runs"
 # Environment variables a Ray task takes from the driver (a local run inherits the whole environment).
 FORWARDED = ("MINARI_DATASETS_PATH", "WANDB_MODE")
@@ -106,6 +108,19 @@ def machine_description() -> str:
     except Exception:  # noqa: BLE001 - a broken CUDA install still gets a description
         pass
     return f"{cpu} ({os.cpu_count()} CPUs), {gpu}"
+
+
+def dataset_description(dataset_id: str) -> str:
+    """'<dataset_id>: N episodes, M steps' from the metadata of Minari's local copy.  The same command of
+    tools/make_datasets.py builds the same dataset on one machine, but builds on two machines have differed
+    (Hopper medium-expert: 4354 and 4323 episodes, likely the last bits of the float arithmetic, which the
+    rollouts amplify): this line tells the builds apart."""
+    root = Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets")
+    try:
+        meta = json.loads((root / dataset_id / "data" / "metadata.json").read_text())
+        return f"{dataset_id}: {meta['total_episodes']} episodes, {meta['total_steps']} steps"
+    except (OSError, ValueError, KeyError):
+        return f"{dataset_id}: no local copy in {root}"
 
 
 def peer_run(variant: str, dataset: str, seed: int, run_dir: Path, sets: list[str]) -> Run:
@@ -295,6 +310,7 @@ def run_one(run: Run, env: dict[str, str], project: str) -> dict:
             code = run_child([run.python, *run.args], cwd=project, env={**os.environ, **env},
                              stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         result["seconds"] = time.time() - start
+        (run_dir / "dataset.txt").write_text(dataset_description(run.dataset) + "\n")  # after a download, too
         if code in STOPPED_CODES:
             return {**result, "status": "stopped"}
         if code != 0:
