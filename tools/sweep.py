@@ -115,7 +115,9 @@ def dataset_description(dataset_id: str) -> str:
     tools/make_datasets.py builds the same dataset on one machine, but builds on two machines have differed
     (Hopper medium-expert: 4354 and 4323 episodes, likely the last bits of the float arithmetic, which the
     rollouts amplify): this line tells the builds apart."""
-    root = Path(os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets")
+    from make_datasets import datasets_root
+
+    root = datasets_root()
     try:
         meta = json.loads((root / dataset_id / "data" / "metadata.json").read_text())
         return f"{dataset_id}: {meta['total_episodes']} episodes, {meta['total_steps']} steps"
