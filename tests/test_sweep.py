@@ -483,3 +483,6 @@ def test_sweep_on_a_local_ray_instance(minari_root, tmp_path):
     for seed in (0, 1):
         run_dir = tmp_path / "bench" / "bc_10" / "local/pendulum/medium-v0" / f"seed{seed}"
         assert (run_dir / "checkpoint.pt").exists() and "--frac 0.1" in (run_dir / "command.txt").read_text()
+        # The Ray worker imports make_datasets too (tools/ on its path) and reads the same local copy.
+        assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
+                            (run_dir / "dataset.txt").read_text())

@@ -338,16 +338,17 @@ def run_local(runs: list[Run], env: dict[str, str], workers: int, report: Callab
 def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gpus: float,
             report: Callable[[dict], None]) -> None:
     import ray
-    import ray.cloudpickle
 
+    # tools/ is not a package: the workers import this file and its neighbours (make_datasets) from
+    # the project checkout, which is at the same path on every node.
+    tools = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "tools"),
+                                                                       os.environ.get("PYTHONPATH")]))}}
     started = not ray.is_initialized()
     if started and address == "local":
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, runtime_env=tools)
     elif started:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=tools)
     try:
-        # The workers cannot import this file (tools/ is not a package on their path): ship it by value.
-        ray.cloudpickle.register_pickle_by_value(sys.modules[run_one.__module__])
         resources = {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
         task = ray.remote(run_one).options(**resources)
         env = {**{k: os.environ[k] for k in FORWARDED if k in os.environ}, **env}
