@@ -486,3 +486,18 @@ def test_sweep_on_a_local_ray_instance(minari_root, tmp_path):
         # The Ray worker imports make_datasets too (tools/ on its path) and reads the same local copy.
         assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
                             (run_dir / "dataset.txt").read_text())
+
+
+def test_sweep_on_a_ray_instance_started_by_the_caller(minari_root, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        results = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0], tmp_path / "bench", sets=TINY,
+                                 workers=1, ray_address="local", progress=False)
+        assert ray.is_initialized()  # the caller's instance is left to the caller
+    finally:
+        ray.shutdown()
+    assert [r["status"] for r in results] == ["done"], results
+    run_dir = tmp_path / "bench" / "bc" / "local/pendulum/medium-v0" / "seed0"
+    assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
+                        (run_dir / "dataset.txt").read_text())

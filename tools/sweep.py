@@ -345,12 +345,12 @@ def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gp
                                                                        os.environ.get("PYTHONPATH")]))}}
     started = not ray.is_initialized()
     if started and address == "local":
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, runtime_env=tools)
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     elif started:
-        ray.init(address=address, log_to_driver=False, runtime_env=tools)
+        ray.init(address=address, log_to_driver=False)
     try:
         resources = {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
-        task = ray.remote(run_one).options(**resources)
+        task = ray.remote(run_one).options(runtime_env=tools, **resources)  # also on an instance started before
         env = {**{k: os.environ[k] for k in FORWARDED if k in os.environ}, **env}
         runs_of = {task.remote(run, env, str(PROJECT)): run for run in runs}
         pending = list(runs_of)
