@@ -66,6 +66,12 @@ def read_csv(path: Path) -> dict:
     return {(row["variant"], row["dataset"]): row for row in csv.DictReader(path.open())}
 
 
+def assert_records_the_dataset_build(run_dir: Path) -> None:
+    """The run's dataset.txt names the build it read: episodes and steps of Minari's local copy."""
+    assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
+                        (run_dir / "dataset.txt").read_text())
+
+
 def test_scores_from_hand_written_logs(fake_root, tmp_path):
     out = tmp_path / "results"
     make_results.make_results(fake_root, out, command="python tools/sweep.py --fake")
@@ -431,9 +437,7 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     assert [r["step"] for r in log if "eval/normalized_score" in r] == [10, 20]
     command = (run_dir / "command.txt").read_text()
     assert "OMP_NUM_THREADS=1" in command and "--frac 1.0" in command and "--seed 1" in command
-    # The run records the build of the dataset it read (episodes and steps of Minari's local copy).
-    assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
-                        (run_dir / "dataset.txt").read_text())
+    assert_records_the_dataset_build(run_dir)
 
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], root, **grid)
     assert [r["status"] for r in again] == ["skipped", "skipped"]
@@ -484,8 +488,7 @@ def test_sweep_on_a_local_ray_instance(minari_root, tmp_path):
         run_dir = tmp_path / "bench" / "bc_10" / "local/pendulum/medium-v0" / f"seed{seed}"
         assert (run_dir / "checkpoint.pt").exists() and "--frac 0.1" in (run_dir / "command.txt").read_text()
         # The Ray worker imports make_datasets too (tools/ on its path) and reads the same local copy.
-        assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
-                            (run_dir / "dataset.txt").read_text())
+        assert_records_the_dataset_build(run_dir)
 
 
 def test_sweep_on_a_ray_instance_started_by_the_caller(minari_root, tmp_path):
@@ -499,5 +502,4 @@ def test_sweep_on_a_ray_instance_started_by_the_caller(minari_root, tmp_path):
         ray.shutdown()
     assert [r["status"] for r in results] == ["done"], results
     run_dir = tmp_path / "bench" / "bc" / "local/pendulum/medium-v0" / "seed0"
-    assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
-                        (run_dir / "dataset.txt").read_text())
+    assert_records_the_dataset_build(run_dir)
