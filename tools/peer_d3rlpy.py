@@ -11,9 +11,12 @@ d3rlpy_dt. The same dataset (converted in memory), the same budget of updates, t
 evaluation episodes (seed + 10000 + episode), the deterministic policy, the same normalization
 (minari.get_normalized_score) and the same log format (log.jsonl, finished.json) as algorithms/, so
 tools/make_results.py reads both alike. Hyperparameters: d3rlpy's own D4RL reproductions
-(reproductions/offline/<algo>.py in takuseno/d3rlpy), except the step budget and, for BC (which has no
-reproduction script), batch 256 and learning rate 3e-4 as our bc_filtered. d3rlpy's fit cannot resume:
-an interrupted peer run starts again from update 0.
+(reproductions/offline/<algo>.py in takuseno/d3rlpy), except the step budget; for BC (which has no
+reproduction script), batch 256 and learning rate 3e-4 as our bc_filtered; and for BCQ, the sampled actions
+as the authors' code (sfujim/BCQ) and our bcq: 10 per next state in the target, 100 per state when acting.
+d3rlpy has one n_action_samples for both (100 in its reproduction, 0.74 s per update on one core, over
+4 h for 20k updates), so the peer sets it per phase. d3rlpy's fit cannot resume: an interrupted peer run
+starts again from update 0.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = ROOT / ".venv-peer"
 PEER_PYTHON = PEER_VENV / "bin" / "python"
 ALGOS = ("bc", "td3_bc", "iql", "cql", "bcq", "dt")
+BCQ_TARGET_SAMPLES, BCQ_ACTING_SAMPLES = 10, 100  # n in the BCQ target and in pi(s), as algorithms/bcq.py
 EVAL_DISCOUNT = 0.99  # as the appendix of algorithms/
 
 
@@ -90,7 +94,8 @@ def make_algo(name: str, max_steps: int, device: str):
             actor_encoder_factory=d3rlpy.models.encoders.VectorEncoderFactory([400, 300]), actor_learning_rate=1e-3,
             critic_encoder_factory=d3rlpy.models.encoders.VectorEncoderFactory([400, 300]), critic_learning_rate=1e-3,
             imitator_encoder_factory=d3rlpy.models.encoders.VectorEncoderFactory([750, 750]),
-            imitator_learning_rate=1e-3, batch_size=100, lam=0.75, action_flexibility=0.05, n_action_samples=100,
+            imitator_learning_rate=1e-3, batch_size=100, lam=0.75, action_flexibility=0.05,
+            n_action_samples=BCQ_ACTING_SAMPLES,
             observation_scaler=standard()).create(device)
     return d3rlpy.algos.DecisionTransformerConfig(
         batch_size=64, learning_rate=1e-4,
@@ -103,10 +108,17 @@ def make_algo(name: str, max_steps: int, device: str):
         max_timestep=1000).create(device)
 
 
+def set_bcq_samples(algo, name: str, n: int) -> None:
+    """BCQ only: the number of actions d3rlpy samples per state, in the target and when acting alike."""
+    if name == "bcq":
+        algo.impl._n_action_samples = n
+
+
 def evaluate(algo, name: str, env, episodes: int, seed: int, target_return: float) -> dict:
     """Returns, discounted returns: the deterministic policy on episodes seeded seed + 10000 + i."""
     import numpy as np
 
+    set_bcq_samples(algo, name, BCQ_ACTING_SAMPLES)
     returns, discounted = [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + 10_000 + ep)
@@ -121,6 +133,7 @@ def evaluate(algo, name: str, env, episodes: int, seed: int, target_return: floa
             done = terminated or truncated
         returns.append(total)
         discounted.append(total_discounted)
+    set_bcq_samples(algo, name, BCQ_TARGET_SAMPLES)
     return {"returns": np.asarray(returns), "discounted": np.asarray(discounted)}
 
 
@@ -128,6 +141,7 @@ def epochs(algo, name: str, dataset, max_steps: int, eval_every: int):
     """(epoch, training metrics) after every eval_every updates. d3rlpy's Decision Transformer has no
     fitter(): its fit() is called once per epoch, each call continuing the same model and schedules."""
     import d3rlpy
+    from d3rlpy.algos.utility import build_scalers_with_transition_picker
 
     quiet = dict(logger_adapter=d3rlpy.logging.NoopAdapterFactory(), show_progress=False)
     if name == "dt":
@@ -135,6 +149,10 @@ def epochs(algo, name: str, dataset, max_steps: int, eval_every: int):
             algo.fit(dataset, n_steps=eval_every, n_steps_per_epoch=eval_every, save_interval=max_steps + 1, **quiet)
             yield epoch, {}
         return
+    if name == "bcq":  # build as fitter() would (it then skips both steps), to set the target's samples first
+        build_scalers_with_transition_picker(algo, dataset)
+        algo.build_with_dataset(dataset)
+        set_bcq_samples(algo, name, BCQ_TARGET_SAMPLES)
     yield from algo.fitter(dataset, n_steps=max_steps, n_steps_per_epoch=eval_every, save_interval=max_steps + 1,
                            **quiet)
 
