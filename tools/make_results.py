@@ -474,7 +474,10 @@ def write_peer(rows: list[dict], head: list[str], out: Path) -> None:
              "tools/peer_d3rlpy.py in its own environment). Each cell: final normalized score, mean ± std over "
              "seeds (n, updates). The difference of means has a 95% bootstrap CI, the seeds resampled within "
              f"each side ({REPS} resamples); an interval containing 0 means the two are not told apart by "
-             "these seeds.", "", *peer_table(rows)]
+             "these seeds. The peer's hyperparameters are d3rlpy's D4RL reproduction scripts, with the exceptions "
+             "listed in tools/peer_d3rlpy.py: BC (no script) takes our batch and learning rate, and BCQ samples "
+             "10 actions per next state in the target and 100 when acting, as the authors' code and our bcq.",
+             "", *peer_table(rows)]
     (out / "peer.md").write_text("\n".join(lines) + "\n")
 
 
