@@ -476,7 +476,10 @@ def write_peer(rows: list[dict], head: list[str], out: Path) -> None:
              f"each side ({REPS} resamples); an interval containing 0 means the two are not told apart by "
              "these seeds. The peer's hyperparameters are d3rlpy's D4RL reproduction scripts, with the exceptions "
              "listed in tools/peer_d3rlpy.py: BC (no script) takes our batch and learning rate, and BCQ samples "
-             "10 actions per next state in the target and 100 when acting, as the authors' code and our bcq.",
+             "10 actions per next state in the target and 100 when acting, as the authors' code and our bcq. "
+             "One difference inside d3rlpy's method: its CQL target scores the next state at the mean action "
+             "tanh(mu(s')) (cql_impl.py, _compute_deterministic_target), where the authors' code and our cql "
+             "sample a' ~ pi(.|s').",
              "", *peer_table(rows)]
     (out / "peer.md").write_text("\n".join(lines) + "\n")
 
