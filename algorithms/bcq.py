@@ -632,13 +632,14 @@ except ImportError:  # environments without MuJoCo (Pendulum) need no handler
 
 
 class RunLog:
-    """wandb (offline by default) plus a JSON-lines file beside the checkpoints."""
+    """wandb (offline by default) plus a JSON-lines file beside the checkpoints.  wall_time counts the
+    seconds of the whole run: a resumed run starts its clock at the `elapsed` its checkpoint carried."""
 
-    def __init__(self, config, algo: str, run_dir: Path):
+    def __init__(self, config, algo: str, run_dir: Path, elapsed: float):
         import wandb
 
         self.file = open(run_dir / "log.jsonl", "a")
-        self.start = time.time()
+        self.start = time.time() - elapsed
         self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir), config=asdict(config),
                                 name=f"{algo}-{config.dataset_id}-seed{config.seed}", group=algo,
                                 id=f"{algo}-{config.dataset_id}-seed{config.seed}".replace("/", "-"),
@@ -646,20 +647,24 @@ class RunLog:
 
     def write(self, step: int, metrics: dict) -> dict:
         values = {k: float(v) for k, v in metrics.items()}  # the only host sync: at log time
-        self.file.write(json.dumps({"step": step, "wall_time": time.time() - self.start, **values}) + "\n")
+        self.file.write(json.dumps({"step": step, "wall_time": self.elapsed(), **values}) + "\n")
         self.file.flush()
         self.wandb.log(values, step=step)
         return values
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
 
     def close(self) -> None:
         self.file.close()
         self.wandb.finish()
 
 
-def save_checkpoint(path: Path, step: int, trainer, config, extra: dict) -> None:
-    """What trainer.state_dict() declares, the RNG states and `extra`; written to a temporary file
-    then renamed, so an interrupted save never replaces a good checkpoint."""
+def save_checkpoint(path: Path, step: int, trainer, config, extra: dict, wall_time: float) -> None:
+    """What trainer.state_dict() declares, the RNG states, `extra` and the seconds trained so far; written
+    to a temporary file then renamed, so an interrupted save never replaces a good checkpoint."""
     state = {"step": step, "trainer": trainer.state_dict(), "config": asdict(config), "extra": extra,
+             "wall_time": wall_time,
              "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
     tmp = path.with_suffix(".tmp")
@@ -676,7 +681,8 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
         fail(f"checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); delete it or pass --resume false.")
 
 
-def resume(path: Path, trainer, device: torch.device) -> int:
+def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
+    """Loads the trainer and the RNG states; returns the update and the seconds trained so far."""
     state = load_checkpoint(path, device)
     try:
         trainer.load_state_dict(state["trainer"])
@@ -689,7 +695,7 @@ def resume(path: Path, trainer, device: torch.device) -> int:
     random.setstate(rng["python"])
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-    return state["step"]
+    return state["step"], state.get("wall_time", 0.0)  # checkpoints written before 2026-12-02 carry no time
 
 
 def compile_update(update: Callable) -> Callable:
@@ -725,13 +731,13 @@ def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy:
     run_dir.mkdir(parents=True, exist_ok=True)
     MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
     checkpoint = run_dir / "checkpoint.pt"
-    start = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else 0
+    start, elapsed = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else (0, 0.0)
     if start >= config.max_steps:
         print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
         return {}
     update = compile_update(trainer.update) if config.compile else trainer.update
     periodic = getattr(trainer, "periodic", None)
-    log = RunLog(config, algo, run_dir)
+    log = RunLog(config, algo, run_dir, elapsed)
     log_every = max(1, min(1000, config.eval_every))
     last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
     stop = StopRequest()
@@ -751,13 +757,13 @@ def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy:
                 log.close()
                 fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
             if evaluation:
-                save_checkpoint(checkpoint, step, trainer, config, extra)
+                save_checkpoint(checkpoint, step, trainer, config, extra, log.elapsed())
                 if export is not None:
                     export(run_dir / "policy.pt2")
                 result = {k: v for k, v in values.items() if k.startswith("eval/")}
                 print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
         if stop.signal or (step == last < config.max_steps):
-            save_checkpoint(checkpoint, step, trainer, config, extra)
+            save_checkpoint(checkpoint, step, trainer, config, extra, log.elapsed())
             log.close()
             print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
             if stop.signal:

@@ -1,7 +1,9 @@
 """The shared appendix's own pieces, tested on its canonical source (tools/shared/appendix.py): the
 Optimizer must compute what torch.optim computes, since every update now steps through it."""
 
+import dataclasses
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -106,3 +108,22 @@ def test_sgd_state_round_trips():
     other = appendix.Optimizer(ours.parameters(), 1e-2, kind="sgd", momentum=0.9)
     other.load_state_dict(opt.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(other.moments, opt.moments))
+
+
+def test_resumed_clock_continues_from_the_checkpoint(tmp_path):
+    """A resumed run's wall_time counts on from the seconds its checkpoint carried, not from zero."""
+    @dataclasses.dataclass
+    class Config:
+        logging: str = "disabled"
+        project: str = "test"
+        dataset_id: str = "local/pendulum/medium-replay-v0"
+        seed: int = 0
+
+    ours, _ = twin_networks()
+    appendix.save_checkpoint(tmp_path / "checkpoint.pt", 40, ours, Config(), {}, 123.0)
+    step, elapsed = appendix.resume(tmp_path / "checkpoint.pt", ours, torch.device("cpu"))
+    assert (step, elapsed) == (40, 123.0)
+    log = appendix.RunLog(Config(), "test", tmp_path, elapsed)
+    log.write(41, {"train/loss": 1.0})
+    log.close()
+    assert 123.0 <= json.loads((tmp_path / "log.jsonl").read_text())["wall_time"] < 183.0

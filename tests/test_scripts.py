@@ -65,6 +65,8 @@ def test_smoke_checkpoint_policy_and_exact_resume(algo, minari_root, tmp_path):
     assert all(k in evaluations[-1] for k in ("eval/return", "eval/normalized_score", "eval/discounted_return")) \
         or algo == "dt"
     assert [r["step"] for r in read_log(split)] == [r["step"] for r in log]  # resumed at 41, not 1
+    walls = [r["wall_time"] for r in read_log(split)]
+    assert walls == sorted(walls)  # the resumed run's clock continues from the checkpoint's
 
     step_a, state_a = final_weights(straight)
     step_b, state_b = final_weights(split)
