@@ -26,6 +26,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,17 +109,24 @@ def make_algo(name: str, max_steps: int, device: str):
         max_timestep=1000).create(device)
 
 
-def set_bcq_samples(algo, name: str, n: int) -> None:
-    """BCQ only: the number of actions d3rlpy samples per state, in the target and when acting alike."""
-    if name == "bcq":
-        algo.impl._n_action_samples = n
+@contextmanager
+def acting_samples(algo, name: str):
+    """BCQ only: d3rlpy samples n_action_samples actions per state in the target and when acting alike;
+    BCQ_ACTING_SAMPLES inside the block, BCQ_TARGET_SAMPLES (for the updates) after it."""
+    if name != "bcq":
+        yield
+        return
+    algo.impl._n_action_samples = BCQ_ACTING_SAMPLES
+    try:
+        yield
+    finally:
+        algo.impl._n_action_samples = BCQ_TARGET_SAMPLES
 
 
 def evaluate(algo, name: str, env, episodes: int, seed: int, target_return: float) -> dict:
     """Returns, discounted returns: the deterministic policy on episodes seeded seed + 10000 + i."""
     import numpy as np
 
-    set_bcq_samples(algo, name, BCQ_ACTING_SAMPLES)
     returns, discounted = [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + 10_000 + ep)
@@ -133,7 +141,6 @@ def evaluate(algo, name: str, env, episodes: int, seed: int, target_return: floa
             done = terminated or truncated
         returns.append(total)
         discounted.append(total_discounted)
-    set_bcq_samples(algo, name, BCQ_TARGET_SAMPLES)
     return {"returns": np.asarray(returns), "discounted": np.asarray(discounted)}
 
 
@@ -152,7 +159,7 @@ def epochs(algo, name: str, dataset, max_steps: int, eval_every: int):
     if name == "bcq":  # build as fitter() would (it then skips both steps), to set the target's samples first
         build_scalers_with_transition_picker(algo, dataset)
         algo.build_with_dataset(dataset)
-        set_bcq_samples(algo, name, BCQ_TARGET_SAMPLES)
+        algo.impl._n_action_samples = BCQ_TARGET_SAMPLES
     yield from algo.fitter(dataset, n_steps=max_steps, n_steps_per_epoch=eval_every, save_interval=max_steps + 1,
                            **quiet)
 
@@ -185,7 +192,8 @@ def train(args) -> int:
     result = {}
     with open(log_path, "a") as log:
         for epoch, metrics in epochs(algo, args.algo, to_mdp_dataset(dataset), args.max_steps, args.eval_every):
-            episodes = evaluate(algo, args.algo, env, args.eval_episodes, args.seed, best_return)
+            with acting_samples(algo, args.algo):
+                episodes = evaluate(algo, args.algo, env, args.eval_episodes, args.seed, best_return)
             result = {"eval/return": float(episodes["returns"].mean()),
                       "eval/discounted_return": float(episodes["discounted"].mean()),
                       "eval/normalized_score": float(100 * np.mean(minari.get_normalized_score(dataset,
