@@ -67,6 +67,7 @@ class TrainConfig:
     grad_clip: float = 0.25  # max global gradient norm
     rtg_scale: float = 1000.0  # the model sees R_hat / rtg_scale (the authors' `scale`)
     max_ep_len: int = 1000  # T_max, rows of the learned timestep embedding (episode steps)
+    timestep_embedding_std: float = 0.02  # std of the timestep embedding's initial rows (GPT-2's; the authors': 1.0)
     # R_hat_1 of the evaluation episodes, one evaluation per target; empty: derived from the dataset's
     # episode returns (its best, and the midpoint of its best and worst).  D4RL-scale Hopper: [3600, 1800].
     eval_targets: list[float] = dataclasses.field(default_factory=list)
@@ -135,7 +136,7 @@ class DecisionTransformer(nn.Module):
     tanh(W h(s_t)) read at each state token."""
 
     def __init__(self, state_dim: int, action_dim: int, max_action: float, embed_dim: int, n_layers: int,
-                 n_heads: int, dropout: float, max_ep_len: int):
+                 n_heads: int, dropout: float, max_ep_len: int, timestep_embedding_std: float):
         super().__init__()
         d = embed_dim
         self.embed_return = nn.Linear(1, d)
@@ -153,6 +154,12 @@ class DecisionTransformer(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
+        # The timestep embedding stands in for GPT-2's position embedding, so it starts as GPT-2's (std 0.02).
+        # The authors' code keeps nn.Embedding's N(0, 1): rows of timesteps that few trajectories reach stay
+        # large random codes, which cost dt most of its score on Hopper medium-replay at our budget (results/
+        # peer.md: dt against dt_init1, which is --timestep_embedding_std 1.0).  Scaling the draw keeps the seed.
+        with torch.no_grad():
+            self.embed_timestep.weight.mul_(timestep_embedding_std)
         self.max_action = max_action
 
     def forward(self, returns_to_go: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
@@ -192,7 +199,8 @@ class DTTrainer:
             fail(f"embed_dim {config.embed_dim} is not divisible by n_heads {config.n_heads}.")
         self.device = device
         self.model = DecisionTransformer(state_dim, action_dim, max_action, config.embed_dim, config.n_layers,
-                                         config.n_heads, config.dropout, config.max_ep_len).to(device)
+                                         config.n_heads, config.dropout, config.max_ep_len,
+                                         config.timestep_embedding_std).to(device)
         # One AdamW over every parameter, biases and LayerNorms included, with a linear warmup and a
         # clipped gradient norm, as the authors' Gym code (gym/experiment.py, training/seq_trainer.py);
         # their Atari code (minGPT's configure_optimizers) exempts biases and LayerNorms from the decay.

@@ -86,7 +86,23 @@ def random_inputs(batch=3, K=4, state_dim=3, action_dim=2):
 
 def make_model():
     torch.manual_seed(0)
-    return dt.DecisionTransformer(3, 2, 2.0, embed_dim=16, n_layers=2, n_heads=2, dropout=0.1, max_ep_len=50).eval()
+    return dt.DecisionTransformer(3, 2, 2.0, embed_dim=16, n_layers=2, n_heads=2, dropout=0.1, max_ep_len=50,
+                                 timestep_embedding_std=0.02).eval()
+
+
+def test_timestep_embedding_is_the_seeds_draw_scaled_to_its_std():
+    """GPT-2's std 0.02 by default; std 1.0 is the authors' nn.Embedding N(0, 1), the same draw unscaled,
+    and every other weight is the same for the same seed (the dt_init1 runs stay reproducible)."""
+    def model(std):
+        torch.manual_seed(0)
+        return dt.DecisionTransformer(3, 2, 2.0, embed_dim=16, n_layers=2, n_heads=2, dropout=0.1, max_ep_len=500,
+                                      timestep_embedding_std=std)
+    gpt2, authors = model(0.02), model(1.0)
+    assert authors.embed_timestep.weight.std().item() == pytest.approx(1.0, abs=0.02)
+    torch.testing.assert_close(gpt2.embed_timestep.weight, 0.02 * authors.embed_timestep.weight)
+    for (name, a), (_, b) in zip(gpt2.named_parameters(), authors.named_parameters()):
+        if name != "embed_timestep.weight":
+            torch.testing.assert_close(a, b)
 
 
 @torch.no_grad()

@@ -364,6 +364,9 @@ def test_variants_and_sets_become_flags(tmp_path):
     mopo_nopen, td3_nobc = sweep.plan(["mopo_nopen", "td3_nobc"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     assert mopo_nopen.args[0] == "algorithms/mopo.py" and mopo_nopen.args[-2:] == ["--penalty_coef", "0.0"]
     assert td3_nobc.args[0] == "algorithms/td3_bc.py" and td3_nobc.args[-2:] == ["--bc_coef", "0.0"]
+    # DT with the authors' N(0, 1) timestep embedding (ours starts it as GPT-2, std 0.02).
+    dt_init1, = sweep.plan(["dt_init1"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    assert dt_init1.args[0] == "algorithms/dt.py" and dt_init1.args[-2:] == ["--timestep_embedding_std", "1.0"]
     # Without --set max_steps, the config's value decides when a run is finished.
     assert sweep.plan(["iql"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})[0].max_steps == 30_000
     with pytest.raises(SystemExit, match="no_such_algo"):

@@ -67,7 +67,7 @@ PEERS = {"bc": "d3rlpy_bc", "td3_bc": "d3rlpy_td3_bc", "iql": "d3rlpy_iql", "cql
          "bcq": "d3rlpy_bcq", "dt": "d3rlpy_dt"}
 # Variants in the chapter's order, then the ablations and the peer; any other variant follows, alphabetically.
 ORDER = ["bc", "bc_10", "bc_filtered", "awr", "bcq", "td3_bc", "cql", "iql", "dt", "mopo", "combo",
-         "td3_nobc", "mopo_nopen", *PEERS.values()]
+         "td3_nobc", "mopo_nopen", "dt_init1", *PEERS.values()]
 KIND_ORDER = ["random", "medium", "medium-replay", "medium-expert", "expert"]
 TD_METHODS = ["td3_bc", "iql", "cql", "bcq", "mopo", "combo"]
 HEADLINE, PENDULUM = "MuJoCo", "Pendulum"
@@ -479,7 +479,9 @@ def write_peer(rows: list[dict], head: list[str], out: Path) -> None:
              "10 actions per next state in the target and 100 when acting, as the authors' code and our bcq. "
              "One difference inside d3rlpy's method: its CQL target scores the next state at the mean action "
              "tanh(mu(s')) (cql_impl.py, _compute_deterministic_target), where the authors' code and our cql "
-             "sample a' ~ pi(.|s').",
+             "sample a' ~ pi(.|s'). And one in ours: dt starts its timestep embedding as GPT-2 starts its position "
+             "embedding (std 0.02, as d3rlpy does), where the authors' code keeps nn.Embedding's N(0, 1); the "
+             "authors' start is the variant dt_init1 in scores.md.",
              "", *peer_table(rows)]
     (out / "peer.md").write_text("\n".join(lines) + "\n")
 

@@ -7,7 +7,8 @@
 
 A variant is a name for (script, extra flags): "bc" is bc_filtered with --frac 1.0, "bc_10" is
 bc_filtered with --frac 0.1, "mopo_nopen" is mopo with its uncertainty penalty off (--penalty_coef 0.0),
-"td3_nobc" is td3_bc without its BC term (--bc_coef 0.0, plain TD3), "d3rlpy_<algo>" is the peer
+"td3_nobc" is td3_bc without its BC term (--bc_coef 0.0, plain TD3), "dt_init1" is dt with the
+authors' N(0, 1) timestep embedding (--timestep_embedding_std 1.0), "d3rlpy_<algo>" is the peer
 library (tools/peer_d3rlpy.py, in its own environment), and every script in algorithms/ is a variant
 of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
 
@@ -69,6 +70,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "bc_10": ("bc_filtered", ["--frac", "0.1"]),  # %BC: the best 10% of the trajectories
     "mopo_nopen": ("mopo", ["--penalty_coef", "0.0"]),  # lambda = 0 in r~ = r - lambda u: no uncertainty penalty
     "td3_nobc": ("td3_bc", ["--bc_coef", "0.0"]),  # no BC term: plain TD3 on the dataset (extrapolation error)
+    "dt_init1": ("dt", ["--timestep_embedding_std", "1.0"]),  # the authors' N(0, 1) timestep embedding
 }
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
 COMMITTED_FILES = ("log.jsonl", "command.txt", "machine.txt", "dataset.txt", "finished.json")
