@@ -201,7 +201,8 @@ def collect(env_id: str, policy, size: int, seed: int, desc: str) -> list[dict]:
 
 def replay_episodes(path: Path) -> list[dict]:
     """Split the committed SAC replay (flat transitions) into episodes."""
-    data = np.load(path)
+    with np.load(path) as npz:
+        data = {key: npz[key] for key in npz.files}  # decompress each array once, not once per episode
     ends = np.flatnonzero(data["term"] | data["trunc"]) + 1
     episodes, start = [], 0
     for end in ends:
