@@ -19,18 +19,18 @@
 
 import copy
 import dataclasses
+import fcntl
 import hashlib
-import io
 import json
 import logging
 import math
 import os
 import random
-import re
+import shutil
 import signal
+import subprocess
 import sys
 import time
-from contextlib import redirect_stderr
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -59,7 +59,7 @@ class TrainConfig:
     stop_after: int = 0  # updates this call may run before it checkpoints and exits (0: no limit); rerun to resume
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
-    compile: bool = False  # capture the update with torch.compile(fullgraph=True)
+    compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
     policy_path: Optional[str] = None  # pi: a policy.pt2 of this project (raw observations -> actions); required
     normalize_reward: bool = False  # scale r by 1000 / (max return - min return); J_hat is scaled back either way
     gamma: float = 0.99  # gamma, discount of Q^pi and J(pi); must equal the evaluation's EVAL_DISCOUNT
@@ -291,12 +291,16 @@ def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, norma
 
 
 # --- shared: begin
-# The plumbing every script shares, byte-identical in all of them: bad input, seeding and device,
-# Minari loading and flattening, normalization, the device-resident buffer, the MLP, the optimizer,
-# evaluation, the deployable policy, logging, checkpoints and the training loop.  Its one source is
-# tools/shared/appendix.py: edit it there, then run tools/sync_shared.py.
+# The plumbing every script shares, byte-identical in all of them: the command line, seeding and device,
+# Minari loading and checks, normalization, the device-resident buffer, mlp and soft_update, evaluation,
+# the deployable policy, the run directory, logging, checkpoints and the training loop fit().  Its one
+# source is tools/shared/appendix.py: edit it there, then run tools/sync_shared.py.
 
 EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
+MAX_MAGNITUDE = 1e6  # no observation, action or reward of these environments comes near it: a corrupt file
+# Fields that do not change what is learned: a run may resume under other values of these.
+RUN_FIELDS = ("eval_every", "eval_episodes", "checkpoints_path", "resume", "stop_after", "logging", "project",
+              "device", "compile")
 
 
 def fail(message: str) -> None:
@@ -304,55 +308,97 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def config_paths(argv: list[str]) -> list[str]:
-    paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config_path=")]
-    return paths + [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_path"]
+def decode(field: dataclasses.Field, value):
+    """The value of one TrainConfig field, from YAML (typed) or from the command line (text)."""
+    text = str(value).strip()
+    if field.type == Optional[str]:
+        return None if value is None or text.lower() in ("none", "null") else text
+    if field.type is bool:
+        if isinstance(value, bool) or text.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value if isinstance(value, bool) else text.lower() in ("true", "yes", "1")
+        fail(f"{field.name} must be true or false, got {value!r}.")
+    if field.type is int:
+        if isinstance(value, bool) or not text.lstrip("+-").isdigit():
+            fail(f"{field.name} must be an integer, got {value!r}.")
+        return int(text)
+    if field.type is float:
+        try:
+            number = float(text) if not isinstance(value, bool) else math.nan
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            fail(f"{field.name} must be a finite number, got {value!r}.")
+        return number
+    return text
 
 
-def check_config_file(path: str, config_class) -> None:
+def command_line_values(argv: list[str], fields: dict) -> tuple[dict, list[str]]:
+    """--name value or --name=value pairs of the command line; the config files named by --config_path."""
+    values, paths, i = {}, [], 0
+    while i < len(argv):
+        name, _, value = argv[i].partition("=")
+        if not name.startswith("--") or name[2:] not in (*fields, "config_path"):
+            fail(f"unknown argument {argv[i]!r}; valid: --config_path and --{', --'.join(fields)}.")
+        if not _:
+            if i + 1 == len(argv):
+                fail(f"{name} needs a value.")
+            i, value = i + 1, argv[i + 1]
+        if name == "--config_path":
+            paths.append(value)
+        else:
+            values[name[2:]] = value
+        i += 1
+    return values, paths
+
+
+def config_file_values(path: str, fields: dict) -> dict:
     import yaml
 
-    if not os.path.isfile(path):
-        fail(f"config file {path} does not exist.")
     try:
         with open(path) as f:
             values = yaml.safe_load(f) or {}
+    except OSError:
+        fail(f"config file {path} does not exist or cannot be read.")
     except yaml.YAMLError as e:
         fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
     if not isinstance(values, dict):
         fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
-    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        fail(f"config {path} has unknown key(s) {', '.join(sorted(unknown))}; "
-             f"valid keys: {', '.join(f.name for f in dataclasses.fields(config_class))}.")
+        fail(f"config {path} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}.")
+    return values
 
 
 def parse_config(config_class):
-    """TrainConfig from the YAML file and the command line; every bad value is one sentence."""
-    for path in config_paths(sys.argv[1:]):
-        check_config_file(path, config_class)
-    messages = io.StringIO()
-    try:
-        with redirect_stderr(messages):
-            config = pyrallis.parse(config_class=config_class)
-    except SystemExit as e:
-        if e.code in (0, None):
-            raise
-        fail(messages.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1] + ".")
-    except Exception as e:  # noqa: BLE001 - pyrallis' decoding errors: a value of the wrong type
-        wrong = re.search(r"value='(.*?)' into field .*?\.(\w+)\" of type (?:<class '(\w+)'>|([\w\[\], ]+))", str(e))
-        fail(f"{wrong[2]} must be of type {wrong[3] or wrong[4]}, got {wrong[1]!r}." if wrong
-             else " ".join(str(e).split()))
-    check_common_fields(config)
+    """TrainConfig from the YAML file(s) of --config_path, then the command line; bad input is one sentence."""
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    given, paths = command_line_values(sys.argv[1:], fields)
+    values = {}
+    for path in paths:
+        values.update(config_file_values(path, fields))
+    values.update(given)
+    config = config_class(**{name: decode(fields[name], value) for name, value in values.items()})
+    check_config(config)
     return config
 
 
-def check_common_fields(config) -> None:
-    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes"):
-        if getattr(config, name) < 1:
-            fail(f"{name} must be at least 1, got {getattr(config, name)}.")
-    if config.stop_after < 0:
-        fail(f"stop_after must be 0 (no stop) or a positive number of updates, got {config.stop_after}.")
+def check_config(config) -> None:
+    """Ranges every script's fields share by name (one vocabulary), checked before anything is written."""
+    def need(name: str, ok: Callable[[float], bool], what: str) -> None:
+        if hasattr(config, name) and not ok(getattr(config, name)):
+            fail(f"{name} must be {what}, got {getattr(config, name)!r}.")
+
+    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes", "hidden_dim", "policy_freq"):
+        need(name, lambda v: v >= 1, "at least 1")
+    for name in ("seed", "stop_after"):
+        need(name, lambda v: v >= 0, "0 or more")
+    for name in [f.name for f in dataclasses.fields(config) if f.name.endswith("_lr")]:
+        need(name, lambda v: v > 0, "above 0")
+    need("tau", lambda v: 0 < v <= 1, "in (0, 1]")
+    need("gamma", lambda v: 0 <= v < 1, "in [0, 1)")
+    need("logging", lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")
     pick_device(config.device)
 
 
@@ -386,7 +432,7 @@ def load_dataset(dataset_id: str):
     except FileNotFoundError:
         pass
     except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
-        fail(f"could not load dataset {dataset_id!r}: {e}")
+        fail(f"could not load dataset {dataset_id!r}: {' '.join(str(e).split())}")
     try:
         return minari.load_dataset(dataset_id, download=True)
     except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
@@ -408,28 +454,40 @@ def flatten_episodes(dataset) -> dict[str, np.ndarray]:
     episode_returns let methods work per trajectory."""
     columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals",
                                "episode_ends", "episode_ids", "episode_returns")}
-    for i, ep in enumerate(dataset.iterate_episodes()):
-        length = len(ep.rewards)
-        ends = np.zeros(length, np.float32)
-        ends[-1] = 1.0
-        columns["observations"].append(ep.observations[:-1])
-        columns["next_observations"].append(ep.observations[1:])
-        columns["actions"].append(ep.actions)
-        columns["rewards"].append(ep.rewards)
-        columns["terminals"].append(ep.terminations)
-        columns["episode_ends"].append(ends)
-        columns["episode_ids"].append(np.full(length, i))
-        columns["episode_returns"].append(np.full(length, ep.rewards.sum()))
+    try:
+        for i, ep in enumerate(dataset.iterate_episodes()):
+            length = len(ep.rewards)
+            columns["observations"].append(ep.observations[:-1])
+            columns["next_observations"].append(ep.observations[1:])
+            columns["actions"].append(ep.actions)
+            columns["rewards"].append(ep.rewards)
+            columns["terminals"].append(ep.terminations)
+            columns["episode_ends"].append(np.arange(length) == length - 1)
+            columns["episode_ids"].append(np.full(length, i))
+            columns["episode_returns"].append(np.full(length, np.sum(ep.rewards, dtype=np.float64)))
+    except Exception as e:  # noqa: BLE001 - a truncated or corrupted data file
+        fail(f"dataset {dataset.spec.dataset_id!r} cannot be read ({type(e).__name__}); rebuild or download it again.")
+    if not columns["rewards"] or sum(map(len, columns["rewards"])) == 0:
+        fail(f"dataset {dataset.spec.dataset_id!r} holds no transitions.")
     data = {k: np.concatenate(v) for k, v in columns.items()}
-    for k in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_returns"):
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        values = np.asarray(data[key], np.float64).reshape(len(data[key]), -1)
+        bad = np.flatnonzero(~(np.abs(values) <= MAX_MAGNITUDE).all(1))
+        if len(bad):
+            fail(f"dataset {dataset.spec.dataset_id!r} has a non-finite or absurd value (beyond {MAX_MAGNITUDE:g}) "
+                 f"in {key} at transition {bad[0]}.")
+    for k in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends",
+              "episode_returns"):
         data[k] = data[k].astype(np.float32)
     return data
 
 
 def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the observations, computed in float64 so that large values cannot overflow."""
     if not enabled:
         return np.zeros(observations.shape[1], np.float32), np.ones(observations.shape[1], np.float32)
-    return observations.mean(0), observations.std(0) + 1e-3
+    values = np.asarray(observations, np.float64)
+    return values.mean(0).astype(np.float32), (values.std(0) + 1e-3).astype(np.float32)
 
 
 class DeviceBuffer:
@@ -453,60 +511,11 @@ def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Seq
     return nn.Sequential(*layers, nn.Linear(dim, out_dim))
 
 
-class Optimizer:
-    """Adam (Kingma & Ba 2015), AdamW's decoupled weight decay, or SGD with momentum, computed as
-    torch.optim computes them but written out, so that a whole update (losses, gradients and steps)
-    compiles as one graph: torch.optim's step() and Tensor.backward() break the graph (torch 2.13).
-    step(loss) differentiates `loss` with respect to this optimizer's parameters only: an actor's loss
-    through the critic computes no critic gradients.  schedule(t) multiplies lr at the update after t
-    updates (t = 0, 1, ...), as torch's LambdaLR; max_grad_norm clips the gradients' global norm first."""
-
-    def __init__(self, params, lr: float, kind: str = "adam", betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0, max_grad_norm: float = math.inf,
-                 schedule: Callable[[torch.Tensor], torch.Tensor] = lambda t: 1.0):
-        self.params = list(params)
-        self.lr, self.kind, self.betas, self.eps = lr, kind, betas, eps
-        self.weight_decay, self.momentum, self.max_grad_norm, self.schedule = weight_decay, momentum, max_grad_norm, schedule
-        self.steps = torch.zeros((), device=self.params[0].device)
-        self.moments = [torch.zeros_like(p) for p in self.params]  # Adam's m, or SGD's momentum buffer
-        self.second_moments = [torch.zeros_like(p) for p in self.params] if kind == "adam" else []  # Adam's v
-
-    def step(self, loss: torch.Tensor) -> torch.Tensor:
-        """One update of the parameters down the gradient of `loss`; returns the gradients' global norm."""
-        grads = torch.autograd.grad(loss, self.params)
-        with torch.no_grad():
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-            if math.isfinite(self.max_grad_norm):
-                grads = torch._foreach_mul(grads, (self.max_grad_norm / (norm + 1e-6)).clamp(max=1.0))
-            lr = self.lr * self.schedule(self.steps)
-            self.steps.add_(1)
-            if self.kind == "sgd":
-                torch._foreach_mul_(self.moments, self.momentum)
-                torch._foreach_add_(self.moments, grads)
-                torch._foreach_sub_(self.params, torch._foreach_mul(self.moments, lr))
-                return norm
-            beta1, beta2 = self.betas
-            if self.weight_decay:
-                torch._foreach_mul_(self.params, 1 - lr * self.weight_decay)
-            torch._foreach_lerp_(self.moments, grads, 1 - beta1)
-            torch._foreach_mul_(self.second_moments, beta2)
-            torch._foreach_addcmul_(self.second_moments, grads, grads, 1 - beta2)
-            bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
-            denominators = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(self.second_moments),
-                                                                 bias2.sqrt()), self.eps)
-            updates = torch._foreach_div(self.moments, denominators)
-            torch._foreach_sub_(self.params, torch._foreach_mul(updates, lr / bias1))
-        return norm
-
-    def state_dict(self) -> dict:
-        return {"steps": self.steps, "moments": self.moments, "second_moments": self.second_moments}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.steps.copy_(state["steps"])
-            torch._foreach_copy_(self.moments, state["moments"])
-            if self.second_moments:  # SGD keeps none
-                torch._foreach_copy_(self.second_moments, state["second_moments"])
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging of a target network: theta' <- tau theta + (1 - tau) theta'."""
+    for target_param, param in zip(target.parameters(), source.parameters()):
+        target_param.lerp_(param, tau)
 
 
 def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
@@ -574,7 +583,7 @@ class DeployablePolicy(nn.Module):
 
 def export_program(path: Path, module: nn.Module, example_inputs: tuple, dynamic_shapes) -> None:
     """A torch.export program that `torch.export.load(path).module()` runs with torch alone (.pt2 is
-    torch.export's file suffix); written to a temporary file then renamed, like the checkpoint."""
+    torch.export's suffix).  Loading a .pt2 runs code its author chose: load only files you trust."""
     with torch.no_grad():
         program = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes)
     tmp = path.with_name(path.stem + ".partial.pt2")
@@ -593,53 +602,95 @@ def run_directory(config, algo: str) -> Path:
     return Path(path)
 
 
-class MujocoWarnings:
-    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory. From import on they come
-    here instead: kept until fit() knows the run directory, then written to its mujoco_warnings.txt."""
+def learning_fields(config, fixed: tuple[str, ...]) -> dict:
+    """The fields that decide what is learned (max_steps only where a schedule depends on it: `fixed`)."""
+    return {k: v for k, v in asdict(config).items() if k not in RUN_FIELDS and (k != "max_steps" or k in fixed)}
 
-    def __init__(self):
-        self.messages, self.path = [], None
 
-    def __call__(self, message: str) -> None:
-        self.messages.append(message)
-        if self.path is not None:
-            self.write_to(self.path)
+def open_run(config, algo: str, fixed: tuple[str, ...]) -> tuple[Path, object]:
+    """The locked run directory holding run.json, the record of the config it was started with: a resume
+    under other learning fields is refused; --resume false clears the directory's files first."""
+    run_dir = run_directory(config, algo)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / "run.lock", "w")
+    except OSError as e:
+        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); "
+             f"pass another --checkpoints_path.")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    record, learning = run_dir / "run.json", learning_fields(config, fixed)
+    if not config.resume:
+        for name in os.listdir(run_dir):
+            if name != "run.lock":
+                shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else os.remove(run_dir / name)
+    elif record.exists():
+        before = json.loads(record.read_text())["config"]
+        changed = sorted(k for k in learning if before.get(k, learning[k]) != learning[k])
+        if changed:
+            fail(f"{run_dir} holds a run of another config ({', '.join(f'{k}: {before[k]!r} there, {learning[k]!r} now' for k in changed)}); "
+                 f"pass --resume false to start it over, or another --checkpoints_path.")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
+                                capture_output=True).stdout.strip() or None
+    except OSError:
+        commit = None
+    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit,
+                                     "command": [Path(sys.executable).name, *sys.argv],
+                                     "torch": torch.__version__}, indent=1))
+    print(f"run directory: {run_dir}", flush=True)
+    return run_dir, lock
 
-    def write_to(self, path: Path) -> None:
-        self.path = path
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def redirect_mujoco_warnings(path: Path) -> None:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; send them to the run's own file."""
+    try:
+        import mujoco
+    except ImportError:  # environments without MuJoCo (Pendulum) need no handler
+        return
+
+    def write(message: str) -> None:
         with open(path, "a") as f:
-            f.writelines(m + "\n" for m in self.messages)
-        self.messages = []
+            f.write(message + "\n")
 
-
-MUJOCO_WARNINGS = MujocoWarnings()
-try:
-    import mujoco
-
-    mujoco.set_mju_user_warning(MUJOCO_WARNINGS)
-except ImportError:  # environments without MuJoCo (Pendulum) need no handler
-    pass
+    mujoco.set_mju_user_warning(write)
 
 
 class RunLog:
-    """wandb (offline by default) plus a JSON-lines file beside the checkpoints.  wall_time counts the
-    seconds of the whole run: a resumed run starts its clock at the `elapsed` its checkpoint carried."""
+    """A JSON-lines file beside the checkpoints, plus wandb unless logging is "disabled".  wall_time counts
+    the seconds of the whole run: a resumed run starts its clock at the `elapsed` its checkpoint carried,
+    and the rows written after that checkpoint (by an interrupted call) are dropped."""
 
-    def __init__(self, config, algo: str, run_dir: Path, elapsed: float):
-        import wandb
-
-        self.file = open(run_dir / "log.jsonl", "a")
+    def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
+        path = run_dir / "log.jsonl"
+        rows = path.read_text().splitlines() if path.exists() else []
+        write_atomic(path, "".join(r + "\n" for r in rows if json.loads(r)["step"] <= start_step))
+        self.file = open(path, "a")
         self.start = time.time() - elapsed
-        self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir), config=asdict(config),
-                                name=f"{algo}-{config.dataset_id}-seed{config.seed}", group=algo,
-                                id=f"{algo}-{config.dataset_id}-seed{config.seed}".replace("/", "-"),
-                                resume="allow", settings=wandb.Settings(silent=True))
+        self.wandb = None
+        if config.logging != "disabled":
+            import wandb
+
+            identity = hashlib.sha1(json.dumps(learning_fields(config, fixed), sort_keys=True).encode()).hexdigest()
+            name = f"{algo}-{config.dataset_id}-seed{config.seed}"
+            self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir),
+                                    config=asdict(config), name=name, group=algo, resume="allow",
+                                    id=f"{name}-{identity[:8]}".replace("/", "-"), settings=wandb.Settings(silent=True))
 
     def write(self, step: int, metrics: dict) -> dict:
         values = {k: float(v) for k, v in metrics.items()}  # the only host sync: at log time
         self.file.write(json.dumps({"step": step, "wall_time": self.elapsed(), **values}) + "\n")
         self.file.flush()
-        self.wandb.log(values, step=step)
+        if self.wandb is not None:
+            self.wandb.log(values, step=step)
         return values
 
     def elapsed(self) -> float:
@@ -647,15 +698,19 @@ class RunLog:
 
     def close(self) -> None:
         self.file.close()
-        self.wandb.finish()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def save_checkpoint(path: Path, step: int, trainer, config, extra: dict, wall_time: float) -> None:
-    """What trainer.state_dict() declares, the RNG states, `extra` and the seconds trained so far; written
-    to a temporary file then renamed, so an interrupted save never replaces a good checkpoint."""
-    state = {"step": step, "trainer": trainer.state_dict(), "config": asdict(config), "extra": extra,
-             "wall_time": wall_time,
-             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """What trainer.state_dict() declares, the RNG states, `extra` and the seconds trained so far, in plain
+    types and tensors only (so that loading can refuse anything else); written to a temporary file then
+    renamed, so an interrupted save never replaces a good checkpoint."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"step": step, "trainer": trainer.state_dict(), "config": asdict(config), "wall_time": wall_time,
+             "extra": {k: torch.as_tensor(v) for k, v in extra.items()},
+             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                     "numpy": [kind, torch.as_tensor(keys.astype(np.int64)), position, has_gauss, gauss],
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -663,12 +718,15 @@ def save_checkpoint(path: Path, step: int, trainer, config, extra: dict, wall_ti
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """The checkpoint's tensors and plain values; a file holding anything else (objects whose loading
+    could run code, or a checkpoint of the format before 2026-12-02) is refused."""
     if not path.exists():
         fail(f"no checkpoint at {path}.")
     try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - truncated or foreign files
-        fail(f"checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); delete it or pass --resume false.")
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, foreign or unsafe files
+        fail(f"checkpoint {path} is corrupt, of an older format, or holds objects other than tensors and plain "
+             f"values ({type(e).__name__}); it was not loaded: delete it or pass --resume false.")
 
 
 def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
@@ -676,24 +734,17 @@ def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
     state = load_checkpoint(path, device)
     try:
         trainer.load_state_dict(state["trainer"])
-    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError) as e:
+        rng = state["rng"]
+        kind, keys, position, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), position, has_gauss, gauss))
+        random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in rng["python"]))
+        torch.set_rng_state(rng["torch"].cpu())
+    except (KeyError, RuntimeError, ValueError, AttributeError, TypeError, IndexError) as e:
         fail(f"checkpoint {path} does not match this script and config ({type(e).__name__}); "
              f"delete it or pass --resume false.")
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"].cpu())
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-    return state["step"], state.get("wall_time", 0.0)  # checkpoints written before 2026-12-02 carry no time
-
-
-def compile_update(update: Callable) -> Callable:
-    """The update as one graph; dynamo must be told to trace Optimizer.step's torch.autograd.grad."""
-    import torch._dynamo
-
-    torch._dynamo.config.trace_autograd_ops = True
-    return torch.compile(update, fullgraph=True)
+    return state["step"], state["wall_time"]
 
 
 class StopRequest:
@@ -708,59 +759,72 @@ class StopRequest:
         self.signal = signum
 
 
-def fit(config, algo: str, trainer, sample: Callable[[], dict], evaluate_policy: Callable[[], dict],
-        export: Callable[[Path], None] | None, extra: dict) -> dict:
-    """The loop every script shares.  The trainer's contract: update(batch) -> dict of detached tensors,
-    state_dict() / load_state_dict() (what a checkpoint holds), an attribute `device`, and optionally
-    periodic(step), called before the update of every step for periodic work (refreshing returns,
-    model rollouts).  Every eval_every updates: evaluate, log, checkpoint, and export(run_dir / "policy.pt2")
-    (None: a script without a policy to deploy).
-    stop_after or a signal ends the call early with a checkpoint that the same command resumes.  A
-    finished run writes finished.json (its last evaluation); returns the last evaluation."""
-    run_dir = run_directory(config, algo)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
-    checkpoint = run_dir / "checkpoint.pt"
-    start, elapsed = resume(checkpoint, trainer, trainer.device) if config.resume and checkpoint.exists() else (0, 0.0)
-    if start >= config.max_steps:
+def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
+        export: Optional[Callable[[Path], None]] = None, extra: Optional[dict] = None,
+        fixed: tuple[str, ...] = ()) -> dict:
+    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
+    tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
+    (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
+    every update for work outside it (refreshing returns, model rollouts).  Every eval_every updates:
+    evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
+    ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
+    signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
+    finished.json (its last evaluation); returns the last evaluation."""
+    run_dir, lock = open_run(config, algo, fixed)
+    redirect_mujoco_warnings(run_dir / "mujoco_warnings.txt")
+    checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
+    start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+    if start >= config.max_steps and finished.exists():
         print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
-        return {}
-    update = compile_update(trainer.update) if config.compile else trainer.update
+        return json.loads(finished.read_text())
+    update = torch.compile(trainer.update) if config.compile else trainer.update
     periodic = getattr(trainer, "periodic", None)
-    log = RunLog(config, algo, run_dir, elapsed)
+    log = RunLog(config, algo, run_dir, start, elapsed, fixed)
     log_every = max(1, min(1000, config.eval_every))
     last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
     stop = StopRequest()
-    result = {}
+    step, result = start, {}
     for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
         if periodic is not None:
             periodic(step)
-        metrics = update(sample())
-        evaluation = step % config.eval_every == 0 or step == config.max_steps
-        if step % log_every == 0 or evaluation:
-            values = {f"train/{k}": v for k, v in metrics.items()}
-            if evaluation:
-                measured = evaluate_policy()
-                values.update({f"eval/{k}": v for k, v in measured.items() if k != "episodes"})
-            values = log.write(step, values)
-            if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
-                log.close()
-                fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
-            if evaluation:
-                save_checkpoint(checkpoint, step, trainer, config, extra, log.elapsed())
-                if export is not None:
-                    export(run_dir / "policy.pt2")
-                result = {k: v for k, v in values.items() if k.startswith("eval/")}
-                print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
+        metrics = update(sample(), step)
+        if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+            values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
+            check_finite(values, step, run_dir, log)
+        elif step % config.eval_every == 0 or step == config.max_steps:
+            result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
         if stop.signal or (step == last < config.max_steps):
-            save_checkpoint(checkpoint, step, trainer, config, extra, log.elapsed())
+            save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
             log.close()
             print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
             if stop.signal:
                 raise SystemExit(128 + stop.signal)
             return result
+    if start >= config.max_steps:  # the last update was done, but the call stopped before it finished up
+        result = evaluate_and_save(step, {}, trainer, config, log, evaluate, export, extra or {}, run_dir)
     log.close()
-    (run_dir / "finished.json").write_text(json.dumps({"step": config.max_steps, **result}))
+    write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+    return result
+
+
+def check_finite(values: dict, step: int, run_dir: Path, log: RunLog) -> None:
+    if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
+        log.close()
+        fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
+
+
+def evaluate_and_save(step: int, metrics: dict, trainer, config, log: RunLog, evaluate: Callable[[], dict],
+                      export: Optional[Callable[[Path], None]], extra: dict, run_dir: Path) -> dict:
+    """Evaluate, log, checkpoint and export the policy; returns the evaluation's metrics."""
+    values = {f"train/{k}": v for k, v in metrics.items()}
+    values.update({f"eval/{k}": v for k, v in evaluate().items() if k != "episodes"})
+    values = log.write(step, values)
+    check_finite(values, step, run_dir, log)
+    save_checkpoint(run_dir / "checkpoint.pt", step, trainer, config, extra, log.elapsed())
+    if export is not None:
+        export(run_dir / "policy.pt2")
+    result = {k: v for k, v in values.items() if k.startswith("eval/")}
+    print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
     return result
 # --- shared: end
 
