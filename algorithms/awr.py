@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -63,20 +62,42 @@ class TrainConfig:
     max_weight: float = 20.0  # omega_max, clip of exp(A / beta)
     normalize_advantages: bool = True  # standardize A over the dataset before exp(A / beta), as the authors' code does
     td_lambda: float = 0.95  # lambda of the TD(lambda) returns R^lambda
-    gamma: float = 0.99  # gamma, discount
-    value_steps: int = 200  # updates of V_psi per iteration (each one of max_steps), on R^lambda of the V_psi before them
+    value_steps: int = 200  # V_psi updates per iteration (each one of max_steps), on R^lambda of the V_psi before them
     policy_steps: int = 1000  # updates of pi_phi per iteration (each one of max_steps), on A of the refit V_psi
     action_std: float = 0.4  # standard deviation of pi_phi(a|s), fixed, in units of max_action
-    hidden_dim: int = 128  # hidden widths of V_psi and pi_phi: hidden_dim, then hidden_dim // 2 (128-64 in the paper)
-    value_lr: float = 1e-2  # SGD learning rate of V_psi
-    actor_lr: float = 1e-4  # SGD learning rate of pi_phi (the paper's Hopper value; 5e-5 for HalfCheetah)
     momentum: float = 0.9  # momentum of both SGD optimizers
+    gamma: float = 0.99  # gamma, discount
+    hidden_dim: int = 128  # hidden widths of V_psi and pi_phi: hidden_dim, then hidden_dim // 2 (128-64 in the paper)
+    actor_lr: float = 1e-4  # SGD learning rate of pi_phi (the paper's Hopper value; 5e-5 for HalfCheetah)
+    value_lr: float = 1e-2  # SGD learning rate of V_psi
+
+
+# fit and the rest of the plumbing: the appendix (# --- shared) at the end; transition_buffer: the block after train().
 
 
 def awr_mlp(in_dim: int, out_dim: int, hidden_dim: int) -> nn.Sequential:
     """The paper's networks: two ReLU layers of hidden_dim and hidden_dim // 2 units (128-64)."""
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim // 2), nn.ReLU(),
                          nn.Linear(hidden_dim // 2, out_dim))
+
+
+class GaussianPolicy(nn.Module):
+    """pi_phi(a|s) = N(max_action * tanh(mu(s)), (action_std * max_action)^2 I), a fixed covariance as in the
+    paper; the mean is the deterministic action.  (The authors keep the mean in bounds with a penalty; tanh does.)"""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, action_std: float):
+        super().__init__()
+        self.net = awr_mlp(state_dim, action_dim, hidden_dim)
+        # The mean starts near zero: output weights U(-0.01, 0.01), bias 0 (learning/rl_agent.py, _build_action_pd).
+        nn.init.uniform_(self.net[-1].weight, -0.01, 0.01)
+        nn.init.zeros_(self.net[-1].bias)
+        self.max_action, self.std = max_action, action_std * max_action
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.max_action * torch.tanh(self.net(state))
+
+    def log_prob(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.distributions.Normal(self(state), self.std).log_prob(action).sum(-1)
 
 
 class ValueFunction(nn.Module):
@@ -92,53 +113,32 @@ class ValueFunction(nn.Module):
         return self.net(state).squeeze(-1) / (1.0 - self.gamma)
 
 
-class GaussianPolicy(nn.Module):
-    """pi_phi(a|s) = N(max_action * tanh(mu(s)), (action_std * max_action)^2 I), a fixed covariance as in the
-    paper; the mean is the deterministic action.  (The authors keep the mean in bounds with a penalty; tanh does.)"""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, action_std: float):
-        super().__init__()
-        self.net = awr_mlp(state_dim, action_dim, hidden_dim)
-        # The mean's output layer starts near zero: weights U(-0.01, 0.01), bias 0 (learning/rl_agent.py, _build_action_pd).
-        nn.init.uniform_(self.net[-1].weight, -0.01, 0.01)
-        nn.init.zeros_(self.net[-1].bias)
-        self.max_action = max_action
-        self.std = action_std * max_action
-
-    def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.max_action * torch.tanh(self.net(state))
-
-    def log_prob(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return torch.distributions.Normal(self(state), self.std).log_prob(action).sum(-1)
-
-
 def lambda_returns(rewards: torch.Tensor, next_values: torch.Tensor, terminals: torch.Tensor,
                    episode_ends: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
-    """R^lambda_t = r_t + gamma (1 - d_t) [ (1 - lambda) V(s_{t+1}) + lambda R^lambda_{t+1} ] for flat transitions,
-    episodes one after the other (flatten_episodes' layout), next_values = V(s_{t+1}).  After an episode's last
-    step R^lambda_{t+1} := V(s_{t+1}): a truncated episode bootstraps from its last next state, a terminal one
-    has d_t = 1.  The episodes become the columns of a [time, episode] grid and the recursion runs backward over
-    time for all of them at once."""
+    """R^lambda_t = r_t + gamma (1 - d_t) [ (1 - lambda) V(s_{t+1}) + lambda R^lambda_{t+1} ], next_values = V(s_{t+1}),
+    for episodes one after the other (flatten_episodes' layout); R^lambda_{t+1} := V(s_{t+1}) after an episode's last
+    step.  The episodes become the columns of a [time, episode] grid; the recursion runs backward over all at once."""
     ends = episode_ends > 0
     position = torch.arange(len(rewards), device=rewards.device)
     episode = torch.cumsum(ends.long(), 0) - ends.long()
     starts = torch.cat([position[:1], position[ends][:-1] + 1])
     time = position - starts[episode]
     n_steps, n_episodes = int(time.max()) + 1, len(starts)
-
-    def grid(x: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(n_steps, n_episodes, dtype=x.dtype, device=x.device)
-        out[time, episode] = x
-        return out
-
-    r, v, d, end = grid(rewards), grid(next_values), grid(terminals), grid(ends)
+    r, v, d, end = torch.zeros(4, n_steps, n_episodes, device=rewards.device)
+    for grid, column in ((r, rewards), (v, next_values), (d, terminals), (end, ends.float())):
+        grid[time, episode] = column
     returns = torch.zeros_like(r)
     following = torch.zeros_like(r[0])  # R^lambda_{t+1}; zeros in the padding past an episode's end are never read
     for t in reversed(range(n_steps)):
-        following = torch.where(end[t], v[t], following)
+        following = torch.where(end[t] > 0, v[t], following)
         following = r[t] + gamma * (1.0 - d[t]) * ((1.0 - lam) * v[t] + lam * following)
         returns[t] = following
     return returns[time, episode]
+
+
+def value_loss(value: ValueFunction, states: torch.Tensor, returns: torch.Tensor, gamma: float) -> torch.Tensor:
+    """L_V(psi) = E ( R^lambda - V_psi(s) )^2, on the network's scale (1 - gamma) V and halved, as the authors."""
+    return 0.5 * ((1.0 - gamma) * (returns - value(states))).pow(2).mean()
 
 
 def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float, normalize: bool) -> torch.Tensor:
@@ -148,51 +148,43 @@ def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float, normali
     return torch.exp(advantage / beta).clamp(max=max_weight)
 
 
-def value_loss(value: ValueFunction, states: torch.Tensor, returns: torch.Tensor, gamma: float) -> torch.Tensor:
-    """L_V(psi) = E ( R^lambda - V_psi(s) )^2, on the network's scale (1 - gamma) V and halved, as the authors."""
-    return 0.5 * ((1.0 - gamma) * (returns - value(states))).pow(2).mean()
-
-
-def policy_loss(policy: GaussianPolicy, batch: dict, weights: torch.Tensor) -> torch.Tensor:
+def actor_loss(actor: GaussianPolicy, batch: dict, weights: torch.Tensor) -> torch.Tensor:
     """L_pi(phi) = -E_{(s,a)~D} [ w(s, a) log pi_phi(a|s) ]."""
-    return -(weights * policy.log_prob(batch["observations"], batch["actions"])).mean()
+    return -(weights * actor.log_prob(batch["observations"], batch["actions"])).mean()
 
 
 class AWRTrainer:
-    """Besides the networks, R^lambda and the weight w of every transition of `trajectories` (the dataset in
-    flatten_episodes' order, with episode_ends): periodic() refreshes them, update() reads those of its batch by
-    the batch's "index" column, and checkpoints keep them, so that a resumed run continues with its targets."""
+    """R^lambda and w of every transition of `trajectories` (flatten_episodes' order, with episode_ends): periodic()
+    refreshes them, update() reads its batch's rows by "index", checkpoints keep them for a resumed run."""
 
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
                  trajectories: dict[str, torch.Tensor]):
         self.device = device
-        self.value = ValueFunction(state_dim, config.hidden_dim, config.gamma).to(device)
         self.actor = GaussianPolicy(state_dim, action_dim, config.hidden_dim, max_action, config.action_std).to(device)
-        self.value_optimizer = Optimizer(self.value.parameters(), config.value_lr, kind="sgd", momentum=config.momentum)
-        self.actor_optimizer = Optimizer(self.actor.parameters(), config.actor_lr, kind="sgd", momentum=config.momentum)
+        self.value = ValueFunction(state_dim, config.hidden_dim, config.gamma).to(device)
+        # SGD with momentum: the authors' tf.train.MomentumOptimizer, whose update is torch's with dampening 0.
+        self.actor_optimizer = torch.optim.SGD(self.actor.parameters(), config.actor_lr, momentum=config.momentum,
+                                               foreach=True)
+        self.value_optimizer = torch.optim.SGD(self.value.parameters(), config.value_lr, momentum=config.momentum,
+                                               foreach=True)
         self.trajectories = trajectories
         self.last_steps = torch.nonzero(trajectories["episode_ends"] > 0).squeeze(-1)
         self.returns = torch.zeros(len(trajectories["rewards"]), device=device)
         self.weights = torch.ones(len(trajectories["rewards"]), device=device)
-        self.gamma, self.td_lambda = config.gamma, config.td_lambda
-        self.beta, self.max_weight, self.normalize_advantages = config.beta, config.max_weight, config.normalize_advantages
-        self.value_steps, self.policy_steps = config.value_steps, config.policy_steps
-        self.fitting_value = True
+        self.gamma, self.td_lambda, self.beta = config.gamma, config.td_lambda, config.beta
+        self.max_weight, self.normalize_advantages = config.max_weight, config.normalize_advantages
+        self.value_steps, self.iteration = config.value_steps, config.value_steps + config.policy_steps
 
     def periodic(self, step: int) -> None:
-        """The authors' iteration (learning/awr_agent.py, _update): value_steps updates of V_psi on R^lambda of the
-        V_psi before them, then R^lambda and A recomputed with the refit V_psi, then policy_steps updates of pi_phi.
-        Called by fit() before the update of every step (1, 2, ...); the phase follows from the step alone."""
-        position = (step - 1) % (self.value_steps + self.policy_steps)
-        self.fitting_value = position < self.value_steps
-        if position in (0, self.value_steps):
+        """Called by fit() before every update: R^lambda and w follow V_psi as each phase of an iteration starts."""
+        if (step - 1) % self.iteration in (0, self.value_steps):
             self.refresh_targets()
 
     @torch.no_grad()
     def refresh_targets(self) -> None:
         """R^lambda and w = min(exp(A / beta), omega_max), A = R^lambda - V_psi(s), with the current V_psi.
-        V_psi(s_{t+1}) is V_psi of the next row within an episode, evaluated only at episodes' last steps: one pass
-        of V_psi over the states, as the authors' _compute_batch_vals evaluates each path's states once."""
+        V_psi(s_{t+1}) is V_psi of the next row, evaluated apart only at episodes' last steps: one pass of V_psi over
+        the states, as the authors' _compute_batch_vals evaluates each path's states once."""
         data = self.trajectories
         values = torch.cat([self.value(s) for s in data["observations"].split(65536)])
         next_values = values.roll(-1)
@@ -202,36 +194,36 @@ class AWRTrainer:
         self.returns.copy_(returns)
         self.weights.copy_(awr_weights(returns - values, self.beta, self.max_weight, self.normalize_advantages))
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # fitting_value is a Python bool that periodic() sets outside the update: torch.compile guards on it and
-        # keeps one full graph per phase, so neither phase computes the other's loss or touches its momentum.
-        return self.value_update(batch) if self.fitting_value else self.policy_update(batch)
-
-    def value_update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        returns = self.returns[batch["index"]]
-        v_loss = value_loss(self.value, batch["observations"], returns, self.gamma)
-        self.value_optimizer.step(v_loss)
-        return {"value_loss": v_loss.detach(), "return": returns.mean()}
-
-    def policy_update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        weights = self.weights[batch["index"]]
-        actor_loss = policy_loss(self.actor, batch, weights)
-        self.actor_optimizer.step(actor_loss)
-        return {"actor_loss": actor_loss.detach(), "weight": weights.mean()}
+    def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        # The authors' iteration (awr_agent.py, _update): value_steps updates of V_psi, then policy_steps of pi_phi.
+        if (step - 1) % self.iteration < self.value_steps:
+            returns = self.returns[batch["index"]]
+            v_loss = value_loss(self.value, batch["observations"], returns, self.gamma)
+            self.value_optimizer.zero_grad(set_to_none=True)
+            v_loss.backward()
+            self.value_optimizer.step()
+            return {"value_loss": v_loss.detach(), "return": returns.mean()}
+        weights = self.weights[batch["index"]]  # the policy phase
+        pi_loss = actor_loss(self.actor, batch, weights)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        self.actor_optimizer.step()
+        return {"actor_loss": pi_loss.detach(), "weight": weights.mean()}
 
     def state_dict(self) -> dict:
-        return {"value": self.value.state_dict(), "actor": self.actor.state_dict(),
-                "value_optimizer": self.value_optimizer.state_dict(), "actor_optimizer": self.actor_optimizer.state_dict(),
+        return {"actor": self.actor.state_dict(), "value": self.value.state_dict(),
+                "actor_optimizer": self.actor_optimizer.state_dict(),
+                "value_optimizer": self.value_optimizer.state_dict(),
                 "targets": {"returns": self.returns, "weights": self.weights}}
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("value", "actor", "value_optimizer", "actor_optimizer"):
+        for name in ("actor", "value", "actor_optimizer", "value_optimizer"):
             getattr(self, name).load_state_dict(state[name])
         self.returns.copy_(state["targets"]["returns"])
         self.weights.copy_(state["targets"]["weights"])
 
     def policy(self) -> nn.Module:
-        """Normalized states -> deterministic actions (the mean of pi_phi): what evaluation runs and policy.pt2 exports."""
+        """Normalized states -> the mean action of pi_phi: what evaluation runs and policy.pt2 exports."""
         return self.actor
 
 
@@ -249,9 +241,9 @@ def train(config: TrainConfig) -> dict:
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
     trainer = AWRTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, trajectories)
     policy = trainer.policy()
-    return fit(config, "awr", trainer, lambda: buffer.sample(config.batch_size),
-               make_evaluator(config, dataset, policy, mean, std, device),
-               lambda path: export_policy(path, policy, mean, std), {"state_mean": mean, "state_std": std})
+    return fit(config, algo="awr", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
+               evaluate=make_evaluator(config, dataset, policy, mean, std, device),
+               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std})
 
 
 # --- transitions: begin
@@ -297,47 +289,60 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def decode(field: dataclasses.Field, value):
-    """The value of one TrainConfig field, from YAML (typed) or from the command line (text)."""
+def decode(name: str, kind, value):
+    """The value of one TrainConfig field of type `kind`, from YAML (typed) or from the command line (text)."""
     text = str(value).strip()
-    if field.type == Optional[str]:
-        return None if value is None or text.lower() in ("none", "null") else text
-    if field.type is bool:
-        if isinstance(value, bool) or text.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value if isinstance(value, bool) else text.lower() in ("true", "yes", "1")
-        fail(f"{field.name} must be true or false, got {value!r}.")
-    if field.type is int:
-        if isinstance(value, bool) or not text.lstrip("+-").isdigit():
-            fail(f"{field.name} must be an integer, got {value!r}.")
+    optional = {Optional[str]: str, Optional[int]: int, Optional[float]: float}.get(kind)
+    if optional is not None:
+        return None if value is None or text.lower() in ("none", "null") else decode(name, optional, value)
+    if kind is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return text.lower() in ("true", "yes", "1")
+    if kind is int and not isinstance(value, (bool, float)) and text.lstrip("+-").isdigit():
         return int(text)
-    if field.type is float:
+    if kind is float and not isinstance(value, bool) and text.lower() not in ("nan", "inf", "+inf", "-inf"):
         try:
-            number = float(text) if not isinstance(value, bool) else math.nan
+            return float(text)
         except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            fail(f"{field.name} must be a finite number, got {value!r}.")
-        return number
-    return text
+            pass
+    if kind is str:
+        return text
+    if kind == list[float]:
+        import yaml
+
+        try:
+            items = yaml.safe_load(text) if isinstance(value, str) else value
+        except yaml.YAMLError:
+            items = None
+        if isinstance(items, list):
+            return [decode(name, float, item) for item in items]
+    what = {bool: "true or false", int: "an integer", float: "a finite number"}.get(kind, "a list of numbers")
+    fail(f"{name} must be {what}, got {value!r}.")
 
 
-def command_line_values(argv: list[str], fields: dict) -> tuple[dict, list[str]]:
-    """--name value or --name=value pairs of the command line; the config files named by --config_path."""
-    values, paths, i = {}, [], 0
-    while i < len(argv):
-        name, _, value = argv[i].partition("=")
-        if not name.startswith("--") or name[2:] not in (*fields, "config_path"):
-            fail(f"unknown argument {argv[i]!r}; valid: --config_path and --{', --'.join(fields)}.")
-        if not _:
-            if i + 1 == len(argv):
-                fail(f"{name} needs a value.")
-            i, value = i + 1, argv[i + 1]
-        if name == "--config_path":
-            paths.append(value)
-        else:
-            values[name[2:]] = value
-        i += 1
-    return values, paths
+def parse_config(config_class):
+    """TrainConfig from the YAML file(s) of --config_path, then --name value pairs; bad input is one sentence."""
+    argv, fields = sys.argv[1:], {f.name: f for f in dataclasses.fields(config_class)}
+    if {"-h", "--help"} & set(argv):
+        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
+    given, values = [], {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            given.append(tuple(arg[2:].split("=", 1)))
+        elif arg.startswith("--"):
+            given.append((arg[2:], argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None))
+        elif i == 0 or not argv[i - 1].startswith("--") or "=" in argv[i - 1]:
+            fail(f"unexpected argument {arg!r}; use --<field> <value>.")
+    for name, value in given:
+        if name not in (*fields, "config_path"):
+            fail(f"unknown argument --{name}; valid: --config_path and --{', --'.join(fields)}.")
+        if value is None:
+            fail(f"--{name} needs a value.")
+    for path in [value for name, value in given if name == "config_path"]:
+        values.update(config_file_values(path, fields))
+    values.update((name, value) for name, value in given if name != "config_path")
+    config = config_class(**{name: decode(name, fields[name].type, value) for name, value in values.items()})
+    check_config(config)
+    return config
 
 
 def config_file_values(path: str, fields: dict) -> dict:
@@ -345,49 +350,29 @@ def config_file_values(path: str, fields: dict) -> dict:
 
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = yaml.safe_load(f) or {}  # an empty file: every default
     except OSError:
         fail(f"config file {path} does not exist or cannot be read.")
     except yaml.YAMLError as e:
         fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
-    if not isinstance(values, dict):
-        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        fail(f"config {path} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}.")
+    if not isinstance(values, dict) or set(values) - set(fields):
+        fail(f"config file {path} must map TrainConfig fields to values; unknown key(s): "
+             f"{', '.join(sorted(set(values) - set(fields)) if isinstance(values, dict) else [])}; valid keys: {', '.join(fields)}.")
     return values
 
 
-def parse_config(config_class):
-    """TrainConfig from the YAML file(s) of --config_path, then the command line; bad input is one sentence."""
-    if {"-h", "--help"} & set(sys.argv[1:]):
-        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    given, paths = command_line_values(sys.argv[1:], fields)
-    values = {}
-    for path in paths:
-        values.update(config_file_values(path, fields))
-    values.update(given)
-    config = config_class(**{name: decode(fields[name], value) for name, value in values.items()})
-    check_config(config)
-    return config
-
-
 def check_config(config) -> None:
-    """Ranges every script's fields share by name (one vocabulary), checked before anything is written."""
-    def need(name: str, ok: Callable[[float], bool], what: str) -> None:
+    """Ranges of the fields every script names alike (one vocabulary), checked before anything is written."""
+    rules = {"max_steps": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 1, "at least 1"),
+             "eval_every": (lambda v: v >= 1, "at least 1"), "eval_episodes": (lambda v: v >= 1, "at least 1"),
+             "hidden_dim": (lambda v: v >= 1, "at least 1"), "policy_freq": (lambda v: v >= 1, "at least 1"),
+             "seed": (lambda v: v >= 0, "0 or more"), "stop_after": (lambda v: v >= 0, "0 or more"),
+             "tau": (lambda v: 0 < v <= 1, "in (0, 1]"), "gamma": (lambda v: 0 <= v < 1, "in [0, 1)"),
+             "logging": (lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")}
+    rules.update({f.name: (lambda v: v > 0, "above 0") for f in dataclasses.fields(config) if f.name.endswith("_lr")})
+    for name, (ok, what) in rules.items():
         if hasattr(config, name) and not ok(getattr(config, name)):
             fail(f"{name} must be {what}, got {getattr(config, name)!r}.")
-
-    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes", "hidden_dim", "policy_freq"):
-        need(name, lambda v: v >= 1, "at least 1")
-    for name in ("seed", "stop_after"):
-        need(name, lambda v: v >= 0, "0 or more")
-    for name in [f.name for f in dataclasses.fields(config) if f.name.endswith("_lr")]:
-        need(name, lambda v: v > 0, "above 0")
-    need("tau", lambda v: 0 < v <= 1, "in (0, 1]")
-    need("gamma", lambda v: 0 <= v < 1, "in [0, 1)")
-    need("logging", lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")
     pick_device(config.device)
 
 
@@ -412,10 +397,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_dataset(dataset_id: str):
-    """Minari dataset from disk, else downloaded; a missing one is one clear sentence."""
+    """Minari dataset from disk, else downloaded; a missing one is one clear sentence.  From here on, MuJoCo's
+    warnings go to the run directory (MUJOCO_WARNINGS), not to the working directory."""
     import minari
     from minari.storage import get_dataset_path
 
+    MUJOCO_WARNINGS.install()
     try:
         return minari.load_dataset(dataset_id)
     except FileNotFoundError:
@@ -597,40 +584,47 @@ def learning_fields(config, fixed: tuple[str, ...]) -> dict:
 
 
 def open_run(config, algo: str, fixed: tuple[str, ...]) -> tuple[Path, object]:
-    """The locked run directory holding run.json, the record of the config it was started with: a resume
-    under other learning fields is refused; --resume false clears the directory's files first."""
+    """The locked run directory and its run.json, the record of the config the run started with: a resume
+    under other learning fields is refused; with --resume false an earlier run there is moved aside whole."""
     run_dir = run_directory(config, algo)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / "run.lock", "w")
-    except OSError as e:
-        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); "
-             f"pass another --checkpoints_path.")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    lock = lock_run(run_dir)
     record, learning = run_dir / "run.json", learning_fields(config, fixed)
-    if not config.resume:
-        for name in os.listdir(run_dir):
-            if name != "run.lock":
-                shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else os.remove(run_dir / name)
+    if not config.resume and (record.exists() or (run_dir / "checkpoint.pt").exists()):
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(run_dir, aside)
+        print(f"--resume false: the earlier run in {run_dir} was moved to {aside}.")
+        lock.close()
+        lock = lock_run(run_dir)
     elif record.exists():
         before = json.loads(record.read_text())["config"]
-        changed = sorted(k for k in learning if before.get(k, learning[k]) != learning[k])
+        changed = [f"{k}: {before[k]!r} there, {v!r} now" for k, v in learning.items() if before.get(k, v) != v]
         if changed:
-            fail(f"{run_dir} holds a run of another config ({', '.join(f'{k}: {before[k]!r} there, {learning[k]!r} now' for k in changed)}); "
-                 f"pass --resume false to start it over, or another --checkpoints_path.")
+            lock.close()
+            fail(f"{run_dir} holds a run of another config ({'; '.join(changed)}); pass --resume false to "
+                 f"start it over, or another --checkpoints_path.")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
                                 capture_output=True).stdout.strip() or None
     except OSError:
         commit = None
-    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit,
-                                     "command": [Path(sys.executable).name, *sys.argv],
-                                     "torch": torch.__version__}, indent=1))
+    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit, "torch": torch.__version__,
+                                     "command": [Path(sys.executable).name, *sys.argv]}, indent=1))
     print(f"run directory: {run_dir}", flush=True)
     return run_dir, lock
+
+
+def lock_run(run_dir: Path):
+    """An exclusive lock on run_dir/run.lock, held until the process ends (kill -9 releases it too)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / "run.lock", "w")
+    except OSError as e:
+        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    return lock
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -639,18 +633,34 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def redirect_mujoco_warnings(path: Path) -> None:
-    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; send them to the run's own file."""
-    try:
-        import mujoco
-    except ImportError:  # environments without MuJoCo (Pendulum) need no handler
-        return
+class MujocoWarnings:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory.  Once installed (by
+    load_dataset, before any environment is made) they come here instead: kept until fit() knows the run
+    directory, then written to its mujoco_warnings.txt."""
 
-    def write(message: str) -> None:
+    def __init__(self):
+        self.messages, self.path = [], None
+
+    def install(self) -> None:
+        try:
+            import mujoco
+        except ImportError:  # environments without MuJoCo (Pendulum) need no handler
+            return
+        mujoco.set_mju_user_warning(self)
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        if self.path is not None:
+            self.write_to(self.path)
+
+    def write_to(self, path: Path) -> None:
+        self.path = path
         with open(path, "a") as f:
-            f.write(message + "\n")
+            f.writelines(m + "\n" for m in self.messages)
+        self.messages = []
 
-    mujoco.set_mju_user_warning(write)
+
+MUJOCO_WARNINGS = MujocoWarnings()
 
 
 class RunLog:
@@ -660,8 +670,9 @@ class RunLog:
 
     def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
         path = run_dir / "log.jsonl"
-        rows = path.read_text().splitlines() if path.exists() else []
-        write_atomic(path, "".join(r + "\n" for r in rows if json.loads(r)["step"] <= start_step))
+        rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
+        write_atomic(path, "".join(r + "\n" for r in rows))
+        self.last = json.loads(rows[-1]) if rows else {}
         self.file = open(path, "a")
         self.start = time.time() - elapsed
         self.wandb = None
@@ -760,40 +771,43 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
     finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed)
-    redirect_mujoco_warnings(run_dir / "mujoco_warnings.txt")
-    checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
-    start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
-    if start >= config.max_steps and finished.exists():
-        print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
-        return json.loads(finished.read_text())
-    update = torch.compile(trainer.update) if config.compile else trainer.update
-    periodic = getattr(trainer, "periodic", None)
-    log = RunLog(config, algo, run_dir, start, elapsed, fixed)
-    log_every = max(1, min(1000, config.eval_every))
-    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
-    stop = StopRequest()
-    step, result = start, {}
-    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
-        if periodic is not None:
-            periodic(step)
-        metrics = update(sample(), step)
-        if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
-            values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
-            check_finite(values, step, run_dir, log)
-        elif step % config.eval_every == 0 or step == config.max_steps:
-            result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-        if stop.signal or (step == last < config.max_steps):
-            save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
-            log.close()
-            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
-            if stop.signal:
-                raise SystemExit(128 + stop.signal)
-            return result
-    if start >= config.max_steps:  # the last update was done, but the call stopped before it finished up
-        result = evaluate_and_save(step, {}, trainer, config, log, evaluate, export, extra or {}, run_dir)
-    log.close()
-    write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
-    return result
+    with lock:  # released when this call ends, however it ends
+        MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
+        checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
+        start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        if start >= config.max_steps and finished.exists():
+            print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+            return json.loads(finished.read_text())
+        update = torch.compile(trainer.update) if config.compile else trainer.update
+        periodic = getattr(trainer, "periodic", None)
+        log = RunLog(config, algo, run_dir, start, elapsed, fixed)
+        log_every = max(1, min(1000, config.eval_every))
+        last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+        stop = StopRequest()
+        step, result = start, {}
+        for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+            if periodic is not None:
+                periodic(step)
+            metrics = update(sample(), step)
+            if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+                values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
+                check_finite(values, step, run_dir, log)
+            elif step % config.eval_every == 0 or step == config.max_steps:
+                result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
+            if stop.signal or (step == last < config.max_steps):
+                save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
+                log.close()
+                print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+                if stop.signal:
+                    raise SystemExit(128 + stop.signal)
+                return result
+        if start >= config.max_steps:  # the last update and its evaluation were done; the call ended before this
+            result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
+            if export is not None:
+                export(run_dir / "policy.pt2")
+        log.close()
+        write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+        return result
 
 
 def check_finite(values: dict, step: int, run_dir: Path, log: RunLog) -> None:

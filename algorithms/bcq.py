@@ -22,7 +22,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -67,43 +66,28 @@ class TrainConfig:
     gamma: float = 0.99  # gamma, discount
     tau: float = 0.005  # Polyak rate of the target critics and the target perturbation network
     hidden_dim: int = 256  # width of both hidden layers of the critics and of xi_phi (256-256, as td3_bc and iql; the paper: 400-300)
-    vae_hidden_dim: int = 750  # width of the two hidden layers of the VAE's encoder and of its decoder
     actor_lr: float = 1e-3  # Adam learning rate of xi_phi
     critic_lr: float = 1e-3  # Adam learning rate of Q_theta
+    vae_hidden_dim: int = 750  # width of the two hidden layers of the VAE's encoder and of its decoder
     vae_lr: float = 1e-3  # Adam learning rate of G_omega
 
 
-# --- critic: begin
-class VectorizedLinear(nn.Module):
-    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+# mlp, soft_update, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file;
+# EnsembleCritic and transition_buffer: the blocks right after train().
 
-    def __init__(self, in_features: int, out_features: int, n: int):
+
+class Perturbation(nn.Module):
+    """The actor: a + xi_phi(s, a, Phi), xi_phi = Phi * max_action * tanh(MLP(s, a)), clipped to the action bounds."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, phi: float):
         super().__init__()
-        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
-        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class EnsembleCritic(nn.Module):
-    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
-        super().__init__()
-        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
-        layers = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
-            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
-        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
-        self.n = n
+        self.net = mlp(state_dim + action_dim, action_dim, hidden_dim)
+        self.max_action = max_action
+        self.phi = phi
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([state, action], -1)
-        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
-        return self.net(x).squeeze(-1)
-# --- critic: end
+        xi = self.phi * self.max_action * torch.tanh(self.net(torch.cat([state, action], -1)))
+        return (action + xi).clamp(-self.max_action, self.max_action)
 
 
 class VAE(nn.Module):
@@ -145,27 +129,11 @@ def vae_loss(recon: torch.Tensor, actions: torch.Tensor, mean: torch.Tensor, log
     return reconstruction + kl_weight * kl
 
 
-class Perturbation(nn.Module):
-    """The perturbed action a + xi_phi(s, a, Phi), xi_phi = Phi * max_action * tanh(MLP(s, a)), clipped to the
-    action bounds."""
-
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, phi: float):
-        super().__init__()
-        self.net = mlp(state_dim + action_dim, action_dim, hidden_dim)
-        self.max_action = max_action
-        self.phi = phi
-
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        xi = self.phi * self.max_action * torch.tanh(self.net(torch.cat([state, action], -1)))
-        return (action + xi).clamp(-self.max_action, self.max_action)
-
-
-def sample_actions(vae: VAE, perturbation: Perturbation, states: torch.Tensor,
-                   n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_actions(vae: VAE, actor: Perturbation, states: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n perturbed samples a_i + xi(s, a_i, Phi), a_i ~ G_omega(s), of every state, in one batch: returns the
     states repeated [B * n, S] (each state n times in a row) and the actions [B * n, A]."""
     repeated = states.repeat_interleave(n, 0)
-    return repeated, perturbation(repeated, vae.decode(repeated))
+    return repeated, actor(repeated, vae.decode(repeated))
 
 
 def soft_clipped_target(next_q: torch.Tensor, rewards: torch.Tensor, terminals: torch.Tensor, gamma: float,
@@ -176,28 +144,27 @@ def soft_clipped_target(next_q: torch.Tensor, rewards: torch.Tensor, terminals: 
     return rewards + gamma * (1.0 - terminals) * soft.max(-1).values
 
 
-def critic_loss(critic: EnsembleCritic, states: torch.Tensor, actions: torch.Tensor,
-                target: torch.Tensor) -> torch.Tensor:
-    """sum_j E ( Q_theta_j(s, a) - y )^2."""
-    return (critic(states, actions) - target).pow(2).mean(1).sum()
+def critic_loss(critic: "EnsembleCritic", batch: dict, y: torch.Tensor) -> torch.Tensor:
+    """sum_j L(theta_j) = sum_j E_{(s,a)~D} ( Q_theta_j(s, a) - y )^2."""
+    return (critic(batch["observations"], batch["actions"]) - y).pow(2).mean(1).sum()
 
 
-def perturbation_loss(critic: EnsembleCritic, perturbation: Perturbation, states: torch.Tensor,
-                      sampled: torch.Tensor) -> torch.Tensor:
+def actor_loss(critic: "EnsembleCritic", actor: Perturbation, states: torch.Tensor,
+               sampled: torch.Tensor) -> torch.Tensor:
     """L(phi) = -E_{s~D, a~G_omega(s)} Q_theta1(s, a + xi_phi(s, a, Phi)), `sampled` the a ~ G_omega(s)."""
-    return -critic(states, perturbation(states, sampled))[0].mean()
+    return -critic(states, actor(states, sampled))[0].mean()
 
 
 class BCQPolicy(nn.Module):
     """pi(s): the best by Q_theta1 of n perturbed samples of G_omega(s).  Random through the samples, as in the
     paper: BCQ has no deterministic policy to fall back on; under the same torch seed it is a function."""
 
-    def __init__(self, vae: VAE, perturbation: Perturbation, critic: EnsembleCritic, n: int):
+    def __init__(self, vae: VAE, actor: Perturbation, critic: "EnsembleCritic", n: int):
         super().__init__()
-        self.vae, self.perturbation, self.critic, self.n = vae, perturbation, critic, n
+        self.vae, self.actor, self.critic, self.n = vae, actor, critic, n
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
-        states, actions = sample_actions(self.vae, self.perturbation, state, self.n)
+        states, actions = sample_actions(self.vae, self.actor, state, self.n)
         candidates = actions.view(-1, self.n, actions.shape[-1])
         best = self.critic(states, actions)[0].view(-1, self.n).argmax(1)
         return candidates.gather(1, best[:, None, None].expand(-1, 1, candidates.shape[-1])).squeeze(1)
@@ -206,48 +173,52 @@ class BCQPolicy(nn.Module):
 class BCQTrainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
         self.device = device
-        self.vae = VAE(state_dim, action_dim, config.vae_hidden_dim, max_action, config.latent_clip).to(device)
         self.actor = Perturbation(state_dim, action_dim, config.hidden_dim, max_action, config.phi).to(device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.vae_optimizer = Optimizer(self.vae.parameters(), config.vae_lr)
-        self.actor_optimizer = Optimizer(self.actor.parameters(), config.actor_lr)
-        self.critic_optimizer = Optimizer(self.critic.parameters(), config.critic_lr)
+        self.vae = VAE(state_dim, action_dim, config.vae_hidden_dim, max_action, config.latent_clip).to(device)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), config.actor_lr, foreach=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), config.critic_lr, foreach=True)
+        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), config.vae_lr, foreach=True)
         self.n_actions, self.eval_n_actions = config.n_actions, config.eval_n_actions
         self.kl_weight, self.lmbda, self.gamma, self.tau = config.kl_weight, config.lmbda, config.gamma, config.tau
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         states, actions = batch["observations"], batch["actions"]
         recon, mean, log_std = self.vae(states, actions)
         g_loss = vae_loss(recon, actions, mean, log_std, self.kl_weight)
-        self.vae_optimizer.step(g_loss)
+        self.vae_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.vae_optimizer.step()
 
         with torch.no_grad():
             next_states, next_actions = sample_actions(self.vae, self.actor_target, batch["next_observations"],
                                                        self.n_actions)
             next_q = self.critic_target(next_states, next_actions).view(2, -1, self.n_actions)
-            target = soft_clipped_target(next_q, batch["rewards"], batch["terminals"], self.gamma, self.lmbda)
-        q_loss = critic_loss(self.critic, states, actions, target)
-        self.critic_optimizer.step(q_loss)
+            y = soft_clipped_target(next_q, batch["rewards"], batch["terminals"], self.gamma, self.lmbda)
+        q_loss = critic_loss(self.critic, batch, y)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        q_loss.backward()
+        self.critic_optimizer.step()
 
         with torch.no_grad():
             sampled = self.vae.decode(states)
-        actor_loss = perturbation_loss(self.critic, self.actor, states, sampled)
-        self.actor_optimizer.step(actor_loss)
-
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
-            torch._foreach_lerp_(list(self.actor_target.parameters()), list(self.actor.parameters()), self.tau)
-        return {"vae_loss": g_loss.detach(), "critic_loss": q_loss.detach(), "actor_loss": actor_loss.detach(),
-                "q_target": target.mean()}
+        pi_loss = actor_loss(self.critic, self.actor, states, sampled)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        pi_loss.backward()  # also fills the critic's gradients, which its next zero_grad discards
+        self.actor_optimizer.step()
+        soft_update(self.actor_target, self.actor, self.tau)
+        soft_update(self.critic_target, self.critic, self.tau)
+        return {"critic_loss": q_loss.detach(), "q_target": y.mean(), "actor_loss": pi_loss.detach(),
+                "vae_loss": g_loss.detach()}
 
     def state_dict(self) -> dict:
-        return {"vae": self.vae.state_dict(), "actor": self.actor.state_dict(),
-                "actor_target": self.actor_target.state_dict(), "critic": self.critic.state_dict(),
-                "critic_target": self.critic_target.state_dict(), "vae_optimizer": self.vae_optimizer.state_dict(),
-                "actor_optimizer": self.actor_optimizer.state_dict(),
-                "critic_optimizer": self.critic_optimizer.state_dict()}
+        return {"actor": self.actor.state_dict(), "actor_target": self.actor_target.state_dict(),
+                "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
+                "vae": self.vae.state_dict(), "actor_optimizer": self.actor_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict(),
+                "vae_optimizer": self.vae_optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():
@@ -271,9 +242,42 @@ def train(config: TrainConfig) -> dict:
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
     trainer = BCQTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
-    return fit(config, "bcq", trainer, lambda: buffer.sample(config.batch_size),
-               make_evaluator(config, dataset, policy, mean, std, device),
-               lambda path: export_policy(path, policy, mean, std), {"state_mean": mean, "state_std": std})
+    return fit(config, algo="bcq", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
+               evaluate=make_evaluator(config, dataset, policy, mean, std, device),
+               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std})
+
+
+# --- critic: begin
+class VectorizedLinear(nn.Module):
+    """n independent linear layers applied in one batched matmul: x [n, B, in] -> [n, B, out]."""
+
+    def __init__(self, in_features: int, out_features: int, n: int):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features)  # the same initialization as nn.Linear
+        self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleCritic(nn.Module):
+    """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, n: int = 2, n_hidden: int = 2):
+        super().__init__()
+        dims = [state_dim + action_dim] + [hidden_dim] * n_hidden
+        layers = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
+        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
+        self.n = n
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([state, action], -1)
+        x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
+        return self.net(x).squeeze(-1)
+# --- critic: end
 
 
 # --- transitions: begin
@@ -319,47 +323,60 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def decode(field: dataclasses.Field, value):
-    """The value of one TrainConfig field, from YAML (typed) or from the command line (text)."""
+def decode(name: str, kind, value):
+    """The value of one TrainConfig field of type `kind`, from YAML (typed) or from the command line (text)."""
     text = str(value).strip()
-    if field.type == Optional[str]:
-        return None if value is None or text.lower() in ("none", "null") else text
-    if field.type is bool:
-        if isinstance(value, bool) or text.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value if isinstance(value, bool) else text.lower() in ("true", "yes", "1")
-        fail(f"{field.name} must be true or false, got {value!r}.")
-    if field.type is int:
-        if isinstance(value, bool) or not text.lstrip("+-").isdigit():
-            fail(f"{field.name} must be an integer, got {value!r}.")
+    optional = {Optional[str]: str, Optional[int]: int, Optional[float]: float}.get(kind)
+    if optional is not None:
+        return None if value is None or text.lower() in ("none", "null") else decode(name, optional, value)
+    if kind is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return text.lower() in ("true", "yes", "1")
+    if kind is int and not isinstance(value, (bool, float)) and text.lstrip("+-").isdigit():
         return int(text)
-    if field.type is float:
+    if kind is float and not isinstance(value, bool) and text.lower() not in ("nan", "inf", "+inf", "-inf"):
         try:
-            number = float(text) if not isinstance(value, bool) else math.nan
+            return float(text)
         except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            fail(f"{field.name} must be a finite number, got {value!r}.")
-        return number
-    return text
+            pass
+    if kind is str:
+        return text
+    if kind == list[float]:
+        import yaml
+
+        try:
+            items = yaml.safe_load(text) if isinstance(value, str) else value
+        except yaml.YAMLError:
+            items = None
+        if isinstance(items, list):
+            return [decode(name, float, item) for item in items]
+    what = {bool: "true or false", int: "an integer", float: "a finite number"}.get(kind, "a list of numbers")
+    fail(f"{name} must be {what}, got {value!r}.")
 
 
-def command_line_values(argv: list[str], fields: dict) -> tuple[dict, list[str]]:
-    """--name value or --name=value pairs of the command line; the config files named by --config_path."""
-    values, paths, i = {}, [], 0
-    while i < len(argv):
-        name, _, value = argv[i].partition("=")
-        if not name.startswith("--") or name[2:] not in (*fields, "config_path"):
-            fail(f"unknown argument {argv[i]!r}; valid: --config_path and --{', --'.join(fields)}.")
-        if not _:
-            if i + 1 == len(argv):
-                fail(f"{name} needs a value.")
-            i, value = i + 1, argv[i + 1]
-        if name == "--config_path":
-            paths.append(value)
-        else:
-            values[name[2:]] = value
-        i += 1
-    return values, paths
+def parse_config(config_class):
+    """TrainConfig from the YAML file(s) of --config_path, then --name value pairs; bad input is one sentence."""
+    argv, fields = sys.argv[1:], {f.name: f for f in dataclasses.fields(config_class)}
+    if {"-h", "--help"} & set(argv):
+        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
+    given, values = [], {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            given.append(tuple(arg[2:].split("=", 1)))
+        elif arg.startswith("--"):
+            given.append((arg[2:], argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None))
+        elif i == 0 or not argv[i - 1].startswith("--") or "=" in argv[i - 1]:
+            fail(f"unexpected argument {arg!r}; use --<field> <value>.")
+    for name, value in given:
+        if name not in (*fields, "config_path"):
+            fail(f"unknown argument --{name}; valid: --config_path and --{', --'.join(fields)}.")
+        if value is None:
+            fail(f"--{name} needs a value.")
+    for path in [value for name, value in given if name == "config_path"]:
+        values.update(config_file_values(path, fields))
+    values.update((name, value) for name, value in given if name != "config_path")
+    config = config_class(**{name: decode(name, fields[name].type, value) for name, value in values.items()})
+    check_config(config)
+    return config
 
 
 def config_file_values(path: str, fields: dict) -> dict:
@@ -367,49 +384,29 @@ def config_file_values(path: str, fields: dict) -> dict:
 
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = yaml.safe_load(f) or {}  # an empty file: every default
     except OSError:
         fail(f"config file {path} does not exist or cannot be read.")
     except yaml.YAMLError as e:
         fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
-    if not isinstance(values, dict):
-        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        fail(f"config {path} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}.")
+    if not isinstance(values, dict) or set(values) - set(fields):
+        fail(f"config file {path} must map TrainConfig fields to values; unknown key(s): "
+             f"{', '.join(sorted(set(values) - set(fields)) if isinstance(values, dict) else [])}; valid keys: {', '.join(fields)}.")
     return values
 
 
-def parse_config(config_class):
-    """TrainConfig from the YAML file(s) of --config_path, then the command line; bad input is one sentence."""
-    if {"-h", "--help"} & set(sys.argv[1:]):
-        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    given, paths = command_line_values(sys.argv[1:], fields)
-    values = {}
-    for path in paths:
-        values.update(config_file_values(path, fields))
-    values.update(given)
-    config = config_class(**{name: decode(fields[name], value) for name, value in values.items()})
-    check_config(config)
-    return config
-
-
 def check_config(config) -> None:
-    """Ranges every script's fields share by name (one vocabulary), checked before anything is written."""
-    def need(name: str, ok: Callable[[float], bool], what: str) -> None:
+    """Ranges of the fields every script names alike (one vocabulary), checked before anything is written."""
+    rules = {"max_steps": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 1, "at least 1"),
+             "eval_every": (lambda v: v >= 1, "at least 1"), "eval_episodes": (lambda v: v >= 1, "at least 1"),
+             "hidden_dim": (lambda v: v >= 1, "at least 1"), "policy_freq": (lambda v: v >= 1, "at least 1"),
+             "seed": (lambda v: v >= 0, "0 or more"), "stop_after": (lambda v: v >= 0, "0 or more"),
+             "tau": (lambda v: 0 < v <= 1, "in (0, 1]"), "gamma": (lambda v: 0 <= v < 1, "in [0, 1)"),
+             "logging": (lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")}
+    rules.update({f.name: (lambda v: v > 0, "above 0") for f in dataclasses.fields(config) if f.name.endswith("_lr")})
+    for name, (ok, what) in rules.items():
         if hasattr(config, name) and not ok(getattr(config, name)):
             fail(f"{name} must be {what}, got {getattr(config, name)!r}.")
-
-    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes", "hidden_dim", "policy_freq"):
-        need(name, lambda v: v >= 1, "at least 1")
-    for name in ("seed", "stop_after"):
-        need(name, lambda v: v >= 0, "0 or more")
-    for name in [f.name for f in dataclasses.fields(config) if f.name.endswith("_lr")]:
-        need(name, lambda v: v > 0, "above 0")
-    need("tau", lambda v: 0 < v <= 1, "in (0, 1]")
-    need("gamma", lambda v: 0 <= v < 1, "in [0, 1)")
-    need("logging", lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")
     pick_device(config.device)
 
 
@@ -434,10 +431,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_dataset(dataset_id: str):
-    """Minari dataset from disk, else downloaded; a missing one is one clear sentence."""
+    """Minari dataset from disk, else downloaded; a missing one is one clear sentence.  From here on, MuJoCo's
+    warnings go to the run directory (MUJOCO_WARNINGS), not to the working directory."""
     import minari
     from minari.storage import get_dataset_path
 
+    MUJOCO_WARNINGS.install()
     try:
         return minari.load_dataset(dataset_id)
     except FileNotFoundError:
@@ -619,40 +618,47 @@ def learning_fields(config, fixed: tuple[str, ...]) -> dict:
 
 
 def open_run(config, algo: str, fixed: tuple[str, ...]) -> tuple[Path, object]:
-    """The locked run directory holding run.json, the record of the config it was started with: a resume
-    under other learning fields is refused; --resume false clears the directory's files first."""
+    """The locked run directory and its run.json, the record of the config the run started with: a resume
+    under other learning fields is refused; with --resume false an earlier run there is moved aside whole."""
     run_dir = run_directory(config, algo)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / "run.lock", "w")
-    except OSError as e:
-        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); "
-             f"pass another --checkpoints_path.")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    lock = lock_run(run_dir)
     record, learning = run_dir / "run.json", learning_fields(config, fixed)
-    if not config.resume:
-        for name in os.listdir(run_dir):
-            if name != "run.lock":
-                shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else os.remove(run_dir / name)
+    if not config.resume and (record.exists() or (run_dir / "checkpoint.pt").exists()):
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(run_dir, aside)
+        print(f"--resume false: the earlier run in {run_dir} was moved to {aside}.")
+        lock.close()
+        lock = lock_run(run_dir)
     elif record.exists():
         before = json.loads(record.read_text())["config"]
-        changed = sorted(k for k in learning if before.get(k, learning[k]) != learning[k])
+        changed = [f"{k}: {before[k]!r} there, {v!r} now" for k, v in learning.items() if before.get(k, v) != v]
         if changed:
-            fail(f"{run_dir} holds a run of another config ({', '.join(f'{k}: {before[k]!r} there, {learning[k]!r} now' for k in changed)}); "
-                 f"pass --resume false to start it over, or another --checkpoints_path.")
+            lock.close()
+            fail(f"{run_dir} holds a run of another config ({'; '.join(changed)}); pass --resume false to "
+                 f"start it over, or another --checkpoints_path.")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
                                 capture_output=True).stdout.strip() or None
     except OSError:
         commit = None
-    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit,
-                                     "command": [Path(sys.executable).name, *sys.argv],
-                                     "torch": torch.__version__}, indent=1))
+    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit, "torch": torch.__version__,
+                                     "command": [Path(sys.executable).name, *sys.argv]}, indent=1))
     print(f"run directory: {run_dir}", flush=True)
     return run_dir, lock
+
+
+def lock_run(run_dir: Path):
+    """An exclusive lock on run_dir/run.lock, held until the process ends (kill -9 releases it too)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / "run.lock", "w")
+    except OSError as e:
+        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    return lock
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -661,18 +667,34 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def redirect_mujoco_warnings(path: Path) -> None:
-    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; send them to the run's own file."""
-    try:
-        import mujoco
-    except ImportError:  # environments without MuJoCo (Pendulum) need no handler
-        return
+class MujocoWarnings:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory.  Once installed (by
+    load_dataset, before any environment is made) they come here instead: kept until fit() knows the run
+    directory, then written to its mujoco_warnings.txt."""
 
-    def write(message: str) -> None:
+    def __init__(self):
+        self.messages, self.path = [], None
+
+    def install(self) -> None:
+        try:
+            import mujoco
+        except ImportError:  # environments without MuJoCo (Pendulum) need no handler
+            return
+        mujoco.set_mju_user_warning(self)
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        if self.path is not None:
+            self.write_to(self.path)
+
+    def write_to(self, path: Path) -> None:
+        self.path = path
         with open(path, "a") as f:
-            f.write(message + "\n")
+            f.writelines(m + "\n" for m in self.messages)
+        self.messages = []
 
-    mujoco.set_mju_user_warning(write)
+
+MUJOCO_WARNINGS = MujocoWarnings()
 
 
 class RunLog:
@@ -682,8 +704,9 @@ class RunLog:
 
     def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
         path = run_dir / "log.jsonl"
-        rows = path.read_text().splitlines() if path.exists() else []
-        write_atomic(path, "".join(r + "\n" for r in rows if json.loads(r)["step"] <= start_step))
+        rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
+        write_atomic(path, "".join(r + "\n" for r in rows))
+        self.last = json.loads(rows[-1]) if rows else {}
         self.file = open(path, "a")
         self.start = time.time() - elapsed
         self.wandb = None
@@ -782,40 +805,43 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
     finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed)
-    redirect_mujoco_warnings(run_dir / "mujoco_warnings.txt")
-    checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
-    start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
-    if start >= config.max_steps and finished.exists():
-        print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
-        return json.loads(finished.read_text())
-    update = torch.compile(trainer.update) if config.compile else trainer.update
-    periodic = getattr(trainer, "periodic", None)
-    log = RunLog(config, algo, run_dir, start, elapsed, fixed)
-    log_every = max(1, min(1000, config.eval_every))
-    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
-    stop = StopRequest()
-    step, result = start, {}
-    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
-        if periodic is not None:
-            periodic(step)
-        metrics = update(sample(), step)
-        if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
-            values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
-            check_finite(values, step, run_dir, log)
-        elif step % config.eval_every == 0 or step == config.max_steps:
-            result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-        if stop.signal or (step == last < config.max_steps):
-            save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
-            log.close()
-            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
-            if stop.signal:
-                raise SystemExit(128 + stop.signal)
-            return result
-    if start >= config.max_steps:  # the last update was done, but the call stopped before it finished up
-        result = evaluate_and_save(step, {}, trainer, config, log, evaluate, export, extra or {}, run_dir)
-    log.close()
-    write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
-    return result
+    with lock:  # released when this call ends, however it ends
+        MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
+        checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
+        start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        if start >= config.max_steps and finished.exists():
+            print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+            return json.loads(finished.read_text())
+        update = torch.compile(trainer.update) if config.compile else trainer.update
+        periodic = getattr(trainer, "periodic", None)
+        log = RunLog(config, algo, run_dir, start, elapsed, fixed)
+        log_every = max(1, min(1000, config.eval_every))
+        last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+        stop = StopRequest()
+        step, result = start, {}
+        for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+            if periodic is not None:
+                periodic(step)
+            metrics = update(sample(), step)
+            if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+                values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
+                check_finite(values, step, run_dir, log)
+            elif step % config.eval_every == 0 or step == config.max_steps:
+                result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
+            if stop.signal or (step == last < config.max_steps):
+                save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
+                log.close()
+                print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+                if stop.signal:
+                    raise SystemExit(128 + stop.signal)
+                return result
+        if start >= config.max_steps:  # the last update and its evaluation were done; the call ended before this
+            result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
+            if export is not None:
+                export(run_dir / "policy.pt2")
+        log.close()
+        write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+        return result
 
 
 def check_finite(values: dict, step: int, run_dir: Path, log: RunLog) -> None:

@@ -2,15 +2,16 @@
 # for Offline Reinforcement Learning").  Chapter: 21.4 "Conservative Q-Learning (CQL)", the overview's
 # "CQL (Conservative Q-Learning)" section and the robotics notes' ConservativeQLearning sketch (their 3.1).
 #
-#   critic:  min_Q  alpha E_{s~D} [ log sum_a exp Q(s, a) - E_{a~D} Q(s, a) ]
+#   critic:  min_Q  alpha_cql E_{s~D} [ log sum_a exp Q(s, a) - E_{a~D} Q(s, a) ]   (alpha_cql: the chapter's alpha)
 #                   + E_{(s,a,r,s')~D} ( Q(s, a) - B^pi Q_hat(s, a) )^2
 #            log sum_a exp Q(s, a) ~ logsumexp_j [ Q(s, a_j) - log mu(a_j|s) ],   a_j from three proposals mu:
 #            Unif([-max_action, max_action]^d), pi(.|s) and pi(.|s')  (importance sampling, cql_penalty block)
 #            B^pi Q_hat(s, a) = r + gamma (1 - d) min_{i=1,2} Q_target_i(s', a'),  a' ~ pi(.|s')
-#   Lagrange (optional):  min_Q max_{alpha' >= 0}  alpha' ( alpha gap(Q) - tau ) + TD,  gap(Q) the bracket above
-#   actor (SAC):  max_pi E_{s~D, a~pi(.|s)} [ min_i Q_i(s, a) - alpha_H log pi(a|s) ]
-#                 the first bc_steps updates clone the data instead:  max_pi E_{(s,a)~D} [ log pi(a|s) ] + alpha_H H(pi)
-#   entropy temperature:  min_{alpha_H} E_{a~pi} [ -alpha_H ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
+#            (target_action "mean": a' = max_action tanh(mu(s')), the policy's mean action, as d3rlpy's CQL)
+#   Lagrange (optional):  min_Q max_{alpha' >= 0}  alpha' ( alpha_cql gap(Q) - tau ) + TD,  gap(Q) the bracket above
+#   actor (SAC):  max_pi E_{s~D, a~pi(.|s)} [ min_i Q_i(s, a) - alpha log pi(a|s) ]
+#                 updates before bc_steps clone the data instead:  max_pi E_{(s,a)~D} [ log pi(a|s) ] + alpha H(pi)
+#   entropy temperature:  min_alpha E_{a~pi} [ -alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
 #
 # The regularizer pushes Q down on actions the data does not vouch for (uniform ones and the policy's,
 # weighted towards the highest Q by the softmax of the logsumexp) and up on the dataset's actions, so
@@ -27,7 +28,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -63,18 +63,24 @@ class TrainConfig:
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
     normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
-    cql_alpha: float = 5.0  # alpha, weight of the conservative term (min_q_weight)
+    cql_alpha: float = 5.0  # alpha_cql (the chapter's alpha), weight of the conservative term (the code's min_q_weight)
     num_sampled_actions: int = 10  # actions drawn from each of Unif, pi(.|s), pi(.|s') for the logsumexp
-    cql_lagrange: bool = False  # learn alpha' by dual descent so that alpha * gap stays near tau (off for Gym)
+    cql_lagrange: bool = False  # learn alpha' by dual descent so that alpha_cql * gap stays near tau (off for Gym)
     target_action_gap: float = 10.0  # tau of the Lagrange version (official code: 10 for Gym, 5 for AntMaze)
-    backup_entropy: bool = False  # subtract alpha_H log pi(a'|s') in the target (off in the paper's eq. 3 and code)
-    bc_steps: int = 40_000  # first updates whose actor loss is behavior cloning (the code's policy_eval_start)
+    target_action: str = "sample"  # a' in the target: "sample" ~ pi(.|s') (the authors' code) or "mean" (d3rlpy's choice)
+    backup_entropy: bool = False  # subtract alpha log pi(a'|s') in a sampled target (off in the paper's eq. 3 and code)
+    bc_steps: int = 40_000  # updates 1 .. bc_steps - 1 clone the data (the code's policy_eval_start)
     gamma: float = 0.99  # gamma, discount
     tau: float = 0.005  # Polyak rate of the target critics
     hidden_dim: int = 256  # width of the hidden layers of the actor and the critics
     n_hidden: int = 3  # hidden layers of the actor and the critics (three of 256 for Gym in the official code)
+    actor_lr: float = 1e-4  # Adam learning rate of pi_phi and of alpha (official README for Gym; paper: 3e-5)
     critic_lr: float = 3e-4  # Adam learning rate of Q_theta (and of alpha')
-    actor_lr: float = 1e-4  # Adam learning rate of pi_phi and of alpha_H (official README for Gym; paper: 3e-5)
+
+
+# mlp, soft_update, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file;
+# EnsembleCritic, transition_buffer and reward_scale, the SAC pieces (TanhGaussianPolicy, soft_q_target, td_loss,
+# actor_loss, temperature_loss) and logsumexp_q (cql_penalty): the blocks right after train().
 
 
 def conservative_gap(logsumexp_q: torch.Tensor, q_data: torch.Tensor) -> torch.Tensor:
@@ -87,14 +93,158 @@ def conservative_gap(logsumexp_q: torch.Tensor, q_data: torch.Tensor) -> torch.T
 
 def lagrange_terms(alpha_prime: torch.Tensor, gap: torch.Tensor, cql_alpha: float,
                    target_action_gap: float) -> torch.Tensor:
-    """alpha' ( alpha gap_i - tau ), one per critic: the critic minimizes their sum, alpha' maximizes their mean."""
+    """alpha' ( alpha_cql gap_i - tau ), one per critic: the critic minimizes their sum, alpha' maximizes their mean."""
     return alpha_prime * (cql_alpha * gap - target_action_gap)
 
 
+def mean_action_target(critic_target: "EnsembleCritic", actor: "TanhGaussianPolicy",
+                       batch: dict[str, torch.Tensor], gamma: float) -> torch.Tensor:
+    """y = r + gamma (1 - d) min_i Q_target_i(s', a'),  a' = max_action tanh(mu(s')), the policy's mean next action,
+    and no entropy term: d3rlpy's CQL target (cql_impl.py, _compute_deterministic_target)."""
+    next_states = batch["next_observations"]
+    next_q = critic_target(next_states, actor(next_states)).min(0).values
+    return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
+
+
 def behavior_cloning_loss(log_pi: torch.Tensor, log_pi_data: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """E [ alpha_H log pi(a|s) - log pi(a_data|s) ],  a ~ pi(.|s): the warm start's actor loss (the authors'
+    """E [ alpha log pi(a|s) - log pi(a_data|s) ],  a ~ pi(.|s): the warm start's actor loss (the authors'
     rlkit/torch/sac/cql.py, while _current_epoch < policy_eval_start)."""
     return (alpha * log_pi - log_pi_data).mean()
+
+
+class CQLTrainer:
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
+        self.device = device
+        self.actor = TanhGaussianPolicy(state_dim, action_dim, config.hidden_dim, config.n_hidden, max_action).to(device)
+        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim, n_hidden=config.n_hidden).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.zeros((), device=device))  # log alpha, SAC's temperature
+        self.lagrange = config.cql_lagrange
+        if self.lagrange:
+            self.log_alpha_prime = nn.Parameter(torch.zeros((), device=device))  # log alpha'
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), config.actor_lr, foreach=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), config.critic_lr, foreach=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], config.actor_lr, foreach=True)
+        if self.lagrange:
+            self.alpha_prime_optimizer = torch.optim.Adam([self.log_alpha_prime], config.critic_lr, foreach=True)
+        self.target_entropy = -float(action_dim)
+        self.action_dim, self.n = action_dim, config.num_sampled_actions
+        self.cql_alpha, self.target_action_gap, self.bc_steps = config.cql_alpha, config.target_action_gap, config.bc_steps
+        self.target_action, self.backup_entropy = config.target_action, config.backup_entropy
+        self.gamma, self.tau = config.gamma, config.tau
+
+    def conservative_penalty(self, gap: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """alpha_cql sum_i gap_i, or with Lagrange sum_i alpha' (alpha_cql gap_i - tau), after a step of alpha' that
+        raises it when alpha_cql gap > tau and lowers it otherwise."""
+        if not self.lagrange:
+            return self.cql_alpha * gap.sum(), {}
+        alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
+        alpha_prime_loss = -lagrange_terms(alpha_prime, gap.detach(), self.cql_alpha, self.target_action_gap).mean()
+        self.alpha_prime_optimizer.zero_grad(set_to_none=True)
+        alpha_prime_loss.backward()
+        self.alpha_prime_optimizer.step()
+        penalty = lagrange_terms(alpha_prime.detach(), gap, self.cql_alpha, self.target_action_gap).sum()
+        return penalty, {"alpha_prime": alpha_prime.detach()}
+
+    def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        states, actions = batch["observations"], batch["actions"]
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            if self.target_action == "mean":
+                y = mean_action_target(self.critic_target, self.actor, batch, self.gamma)
+            else:
+                y = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, self.backup_entropy)
+        q_data = self.critic(states, actions)
+        logsumexp, q_random = logsumexp_q(self.critic, self.actor, states, batch["next_observations"], self.n,
+                                          self.action_dim)
+        gap = conservative_gap(logsumexp, q_data)
+        penalty, metrics = self.conservative_penalty(gap)
+        q_loss = td_loss(q_data, y)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        (q_loss + penalty).backward()
+        self.critic_optimizer.step()
+
+        policy_actions, log_pi = self.actor.sample(states)
+        # The warm start of the authors' code: its counter is 1 at the first update when it tests
+        # `_current_epoch < policy_eval_start`, so updates 1 .. bc_steps - 1 clone the data.
+        if step < self.bc_steps:
+            pi_loss = behavior_cloning_loss(log_pi, self.actor.log_prob(states, actions), alpha)
+        else:
+            pi_loss = actor_loss(self.critic(states, policy_actions).min(0).values, log_pi, alpha)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        self.actor_optimizer.step()
+        alpha_loss = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
+        soft_update(self.critic_target, self.critic, self.tau)
+        return {"critic_loss": q_loss.detach(), "q_target": y.mean(), "cql_gap": gap.detach().mean(),
+                "actor_loss": pi_loss.detach(), "alpha": alpha, "entropy": -log_pi.detach().mean(),
+                "q_data": q_data.detach().mean(), "q_random": q_random.detach().mean(), **metrics}
+
+    def state_dict(self) -> dict:
+        state = {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                 "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach()}
+        if self.lagrange:
+            state["log_alpha_prime"] = self.log_alpha_prime.detach()
+        state.update(actor_optimizer=self.actor_optimizer.state_dict(),
+                     critic_optimizer=self.critic_optimizer.state_dict(),
+                     alpha_optimizer=self.alpha_optimizer.state_dict())
+        if self.lagrange:
+            state["alpha_prime_optimizer"] = self.alpha_prime_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                with torch.no_grad():
+                    getattr(self, name).copy_(value)
+            else:
+                getattr(self, name).load_state_dict(value)
+
+    def policy(self) -> nn.Module:
+        """Normalized states -> deterministic actions: what evaluation runs and policy.pt2 exports."""
+        return self.actor
+
+
+@torch.no_grad()
+def initial_q_and_return(critic: "EnsembleCritic", policy: nn.Module, episodes: dict[str, np.ndarray],
+                         mean: np.ndarray, std: np.ndarray, reward_scale: float) -> dict[str, float]:
+    """min_i Q_i(s_0, pi(s_0)) at the initial states of the evaluation's episodes (normalized as in training, divided
+    by the reward scale), and its excess over their mean discounted return sum_t gamma^t r_t, which the evaluation
+    logs as discounted_return: CQL claims the first lower-bounds the second (the paper's Theorem 3.2), so the excess
+    should be negative.  The returns are discounted by EVAL_DISCOUNT, gamma's default, and cut at the time limit,
+    which matters only when gamma^T is not small (Pendulum: 0.99^200 = 0.13)."""
+    device = next(critic.parameters()).device
+    states = (torch.as_tensor(episodes["initial_states"], device=device) - torch.as_tensor(mean, device=device)) \
+        / torch.as_tensor(std, device=device)
+    q = float(critic(states, policy(states)).min(0).values.mean()) / reward_scale
+    return {"q_initial": q, "q_initial_minus_return": q - float(episodes["discounted_returns"].mean())}
+
+
+def train(config: TrainConfig) -> dict:
+    if config.target_action not in ("sample", "mean"):
+        fail(f"target_action must be sample or mean, got {config.target_action!r}.")
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    dataset = load_dataset(config.dataset_id)
+    check_continuous(dataset)
+    data = flatten_episodes(dataset)
+    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    trainer = CQLTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
+    policy = trainer.policy()
+    evaluate_returns = make_evaluator(config, dataset, policy, mean, std, device)
+    scale = reward_scale(data, config.normalize_reward)
+
+    def evaluate_policy() -> dict:  # one pass of episodes gives the score and the lower-bound check
+        measured = evaluate_returns()
+        return {**measured, **initial_q_and_return(trainer.critic, policy, measured["episodes"], mean, std, scale)}
+
+    return fit(config, algo="cql", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
+               evaluate=evaluate_policy, export=lambda path: export_policy(path, policy, mean, std),
+               extra={"state_mean": mean, "state_std": std})
 
 
 # --- critic: begin
@@ -128,6 +278,31 @@ class EnsembleCritic(nn.Module):
         x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
         return self.net(x).squeeze(-1)
 # --- critic: end
+
+
+# --- transitions: begin
+def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    if not enabled:
+        return 1.0
+    returns = data["episode_returns"][data["episode_ends"] > 0]
+    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+
+
+def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
+                      device: torch.device):
+    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
+    state statistics (mean, std) that the policy needs at evaluation time."""
+    mean, std = state_statistics(data["observations"], normalize_states)
+    transitions = {
+        "observations": (data["observations"] - mean) / std,
+        "actions": data["actions"],
+        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
+        "next_observations": (data["next_observations"] - mean) / std,
+        "terminals": data["terminals"],
+    }
+    return DeviceBuffer(transitions, device), mean, std
+# --- transitions: end
 
 
 # --- sac: begin
@@ -253,150 +428,6 @@ def logsumexp_q(critic: nn.Module, actor: TanhGaussianPolicy, states: torch.Tens
 # --- cql_penalty: end
 
 
-class CQLTrainer:
-    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
-        self.device = device
-        self.actor = TanhGaussianPolicy(state_dim, action_dim, config.hidden_dim, config.n_hidden, max_action).to(device)
-        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim, n_hidden=config.n_hidden).to(device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.zeros((), device=device))  # log alpha_H
-        self.actor_optimizer = Optimizer(self.actor.parameters(), config.actor_lr)
-        self.critic_optimizer = Optimizer(self.critic.parameters(), config.critic_lr)
-        self.alpha_optimizer = Optimizer([self.log_alpha], config.actor_lr)
-        self.lagrange = config.cql_lagrange
-        if self.lagrange:
-            self.log_alpha_prime = nn.Parameter(torch.zeros((), device=device))  # log alpha'
-            self.alpha_prime_optimizer = Optimizer([self.log_alpha_prime], config.critic_lr)
-        self.target_entropy = -float(action_dim)
-        self.action_dim, self.n = action_dim, config.num_sampled_actions
-        self.cql_alpha, self.target_action_gap, self.bc_steps = config.cql_alpha, config.target_action_gap, config.bc_steps
-        self.gamma, self.tau, self.backup_entropy = config.gamma, config.tau, config.backup_entropy
-
-    def conservative_penalty(self, gap: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """alpha sum_i gap_i, or with Lagrange sum_i alpha' (alpha gap_i - tau), after a step of alpha' that
-        raises it when alpha gap > tau and lowers it otherwise."""
-        if not self.lagrange:
-            return self.cql_alpha * gap.sum(), {}
-        alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
-        self.alpha_prime_optimizer.step(-lagrange_terms(alpha_prime, gap.detach(), self.cql_alpha,
-                                                        self.target_action_gap).mean())
-        penalty = lagrange_terms(alpha_prime.detach(), gap, self.cql_alpha, self.target_action_gap).sum()
-        return penalty, {"alpha_prime": alpha_prime.detach()}
-
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        states, actions = batch["observations"], batch["actions"]
-        alpha = self.log_alpha.exp().detach()
-        with torch.no_grad():
-            target = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, self.backup_entropy)
-        q_data = self.critic(states, actions)
-        logsumexp, q_random = logsumexp_q(self.critic, self.actor, states, batch["next_observations"], self.n,
-                                          self.action_dim)
-        gap = conservative_gap(logsumexp, q_data)
-        penalty, extra = self.conservative_penalty(gap)
-        q_loss = td_loss(q_data, target)
-        self.critic_optimizer.step(q_loss + penalty)
-
-        policy_actions, log_pi = self.actor.sample(states)
-        sac_loss = actor_loss(self.critic(states, policy_actions).min(0).values, log_pi, alpha)
-        # The warm start of the authors' code (rlkit/torch/sac/cql.py, policy_eval_start): while the actor has taken
-        # fewer than bc_steps steps it clones the data.  Selected on the device from its step count, not by a host
-        # branch, so that the update stays one graph; the unselected loss gets no gradient.
-        warm_start = self.actor_optimizer.steps < self.bc_steps
-        pi_loss = torch.where(warm_start, behavior_cloning_loss(log_pi, self.actor.log_prob(states, actions), alpha),
-                              sac_loss)
-        self.actor_optimizer.step(pi_loss)
-        self.alpha_optimizer.step(temperature_loss(self.log_alpha, log_pi, self.target_entropy))
-
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
-        return {"q_loss": q_loss.detach(), "cql_gap": gap.detach().mean(), "actor_loss": pi_loss.detach(),
-                "alpha": alpha, "entropy": -log_pi.detach().mean(), "q_data": q_data.detach().mean(),
-                "q_random": q_random.detach().mean(), **extra}
-
-    def state_dict(self) -> dict:
-        state = {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                 "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach(),
-                 "actor_optimizer": self.actor_optimizer.state_dict(),
-                 "critic_optimizer": self.critic_optimizer.state_dict(), "alpha_optimizer": self.alpha_optimizer.state_dict()}
-        if self.lagrange:
-            state.update(log_alpha_prime=self.log_alpha_prime.detach(),
-                         alpha_prime_optimizer=self.alpha_prime_optimizer.state_dict())
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, value in state.items():
-            if isinstance(value, torch.Tensor):
-                with torch.no_grad():
-                    getattr(self, name).copy_(value)
-            else:
-                getattr(self, name).load_state_dict(value)
-
-    def policy(self) -> nn.Module:
-        """Normalized states -> deterministic actions: what evaluation runs and policy.pt2 exports."""
-        return self.actor
-
-
-@torch.no_grad()
-def initial_q_and_return(critic: EnsembleCritic, policy: nn.Module, episodes: dict[str, np.ndarray], mean: np.ndarray,
-                         std: np.ndarray, reward_scale: float) -> dict[str, float]:
-    """min_i Q_i(s_0, pi(s_0)) at the initial states of the evaluation's episodes (normalized as in training, divided
-    by the reward scale), and its excess over their mean discounted return sum_t gamma^t r_t, which the evaluation
-    logs as discounted_return: CQL claims the first lower-bounds the second (the paper's Theorem 3.2), so the excess
-    should be negative.  The returns are discounted by EVAL_DISCOUNT, gamma's default, and cut at the time limit,
-    which matters only when gamma^T is not small (Pendulum: 0.99^200 = 0.13)."""
-    device = next(critic.parameters()).device
-    states = (torch.as_tensor(episodes["initial_states"], device=device) - torch.as_tensor(mean, device=device)) \
-        / torch.as_tensor(std, device=device)
-    q = float(critic(states, policy(states)).min(0).values.mean()) / reward_scale
-    return {"q_initial": q, "q_initial_minus_return": q - float(episodes["discounted_returns"].mean())}
-
-
-def train(config: TrainConfig) -> dict:
-    set_seed(config.seed)
-    device = pick_device(config.device)
-    dataset = load_dataset(config.dataset_id)
-    check_continuous(dataset)
-    data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
-    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = CQLTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
-    policy = trainer.policy()
-    evaluate_returns = make_evaluator(config, dataset, policy, mean, std, device)
-    scale = reward_scale(data, config.normalize_reward)
-
-    def evaluate_policy() -> dict:  # one pass of episodes gives the score and the lower-bound check
-        measured = evaluate_returns()
-        return {**measured, **initial_q_and_return(trainer.critic, policy, measured["episodes"], mean, std, scale)}
-
-    return fit(config, "cql", trainer, lambda: buffer.sample(config.batch_size), evaluate_policy,
-               lambda path: export_policy(path, policy, mean, std), {"state_mean": mean, "state_std": std})
-
-
-# --- transitions: begin
-def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
-    if not enabled:
-        return 1.0
-    returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
-
-
-def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
-                      device: torch.device):
-    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
-    state statistics (mean, std) that the policy needs at evaluation time."""
-    mean, std = state_statistics(data["observations"], normalize_states)
-    transitions = {
-        "observations": (data["observations"] - mean) / std,
-        "actions": data["actions"],
-        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
-        "next_observations": (data["next_observations"] - mean) / std,
-        "terminals": data["terminals"],
-    }
-    return DeviceBuffer(transitions, device), mean, std
-# --- transitions: end
-
-
 # --- shared: begin
 # The plumbing every script shares, byte-identical in all of them: the command line, seeding and device,
 # Minari loading and checks, normalization, the device-resident buffer, mlp and soft_update, evaluation,
@@ -415,47 +446,60 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def decode(field: dataclasses.Field, value):
-    """The value of one TrainConfig field, from YAML (typed) or from the command line (text)."""
+def decode(name: str, kind, value):
+    """The value of one TrainConfig field of type `kind`, from YAML (typed) or from the command line (text)."""
     text = str(value).strip()
-    if field.type == Optional[str]:
-        return None if value is None or text.lower() in ("none", "null") else text
-    if field.type is bool:
-        if isinstance(value, bool) or text.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value if isinstance(value, bool) else text.lower() in ("true", "yes", "1")
-        fail(f"{field.name} must be true or false, got {value!r}.")
-    if field.type is int:
-        if isinstance(value, bool) or not text.lstrip("+-").isdigit():
-            fail(f"{field.name} must be an integer, got {value!r}.")
+    optional = {Optional[str]: str, Optional[int]: int, Optional[float]: float}.get(kind)
+    if optional is not None:
+        return None if value is None or text.lower() in ("none", "null") else decode(name, optional, value)
+    if kind is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return text.lower() in ("true", "yes", "1")
+    if kind is int and not isinstance(value, (bool, float)) and text.lstrip("+-").isdigit():
         return int(text)
-    if field.type is float:
+    if kind is float and not isinstance(value, bool) and text.lower() not in ("nan", "inf", "+inf", "-inf"):
         try:
-            number = float(text) if not isinstance(value, bool) else math.nan
+            return float(text)
         except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            fail(f"{field.name} must be a finite number, got {value!r}.")
-        return number
-    return text
+            pass
+    if kind is str:
+        return text
+    if kind == list[float]:
+        import yaml
+
+        try:
+            items = yaml.safe_load(text) if isinstance(value, str) else value
+        except yaml.YAMLError:
+            items = None
+        if isinstance(items, list):
+            return [decode(name, float, item) for item in items]
+    what = {bool: "true or false", int: "an integer", float: "a finite number"}.get(kind, "a list of numbers")
+    fail(f"{name} must be {what}, got {value!r}.")
 
 
-def command_line_values(argv: list[str], fields: dict) -> tuple[dict, list[str]]:
-    """--name value or --name=value pairs of the command line; the config files named by --config_path."""
-    values, paths, i = {}, [], 0
-    while i < len(argv):
-        name, _, value = argv[i].partition("=")
-        if not name.startswith("--") or name[2:] not in (*fields, "config_path"):
-            fail(f"unknown argument {argv[i]!r}; valid: --config_path and --{', --'.join(fields)}.")
-        if not _:
-            if i + 1 == len(argv):
-                fail(f"{name} needs a value.")
-            i, value = i + 1, argv[i + 1]
-        if name == "--config_path":
-            paths.append(value)
-        else:
-            values[name[2:]] = value
-        i += 1
-    return values, paths
+def parse_config(config_class):
+    """TrainConfig from the YAML file(s) of --config_path, then --name value pairs; bad input is one sentence."""
+    argv, fields = sys.argv[1:], {f.name: f for f in dataclasses.fields(config_class)}
+    if {"-h", "--help"} & set(argv):
+        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
+    given, values = [], {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            given.append(tuple(arg[2:].split("=", 1)))
+        elif arg.startswith("--"):
+            given.append((arg[2:], argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None))
+        elif i == 0 or not argv[i - 1].startswith("--") or "=" in argv[i - 1]:
+            fail(f"unexpected argument {arg!r}; use --<field> <value>.")
+    for name, value in given:
+        if name not in (*fields, "config_path"):
+            fail(f"unknown argument --{name}; valid: --config_path and --{', --'.join(fields)}.")
+        if value is None:
+            fail(f"--{name} needs a value.")
+    for path in [value for name, value in given if name == "config_path"]:
+        values.update(config_file_values(path, fields))
+    values.update((name, value) for name, value in given if name != "config_path")
+    config = config_class(**{name: decode(name, fields[name].type, value) for name, value in values.items()})
+    check_config(config)
+    return config
 
 
 def config_file_values(path: str, fields: dict) -> dict:
@@ -463,49 +507,29 @@ def config_file_values(path: str, fields: dict) -> dict:
 
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = yaml.safe_load(f) or {}  # an empty file: every default
     except OSError:
         fail(f"config file {path} does not exist or cannot be read.")
     except yaml.YAMLError as e:
         fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
-    if not isinstance(values, dict):
-        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        fail(f"config {path} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}.")
+    if not isinstance(values, dict) or set(values) - set(fields):
+        fail(f"config file {path} must map TrainConfig fields to values; unknown key(s): "
+             f"{', '.join(sorted(set(values) - set(fields)) if isinstance(values, dict) else [])}; valid keys: {', '.join(fields)}.")
     return values
 
 
-def parse_config(config_class):
-    """TrainConfig from the YAML file(s) of --config_path, then the command line; bad input is one sentence."""
-    if {"-h", "--help"} & set(sys.argv[1:]):
-        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    given, paths = command_line_values(sys.argv[1:], fields)
-    values = {}
-    for path in paths:
-        values.update(config_file_values(path, fields))
-    values.update(given)
-    config = config_class(**{name: decode(fields[name], value) for name, value in values.items()})
-    check_config(config)
-    return config
-
-
 def check_config(config) -> None:
-    """Ranges every script's fields share by name (one vocabulary), checked before anything is written."""
-    def need(name: str, ok: Callable[[float], bool], what: str) -> None:
+    """Ranges of the fields every script names alike (one vocabulary), checked before anything is written."""
+    rules = {"max_steps": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 1, "at least 1"),
+             "eval_every": (lambda v: v >= 1, "at least 1"), "eval_episodes": (lambda v: v >= 1, "at least 1"),
+             "hidden_dim": (lambda v: v >= 1, "at least 1"), "policy_freq": (lambda v: v >= 1, "at least 1"),
+             "seed": (lambda v: v >= 0, "0 or more"), "stop_after": (lambda v: v >= 0, "0 or more"),
+             "tau": (lambda v: 0 < v <= 1, "in (0, 1]"), "gamma": (lambda v: 0 <= v < 1, "in [0, 1)"),
+             "logging": (lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")}
+    rules.update({f.name: (lambda v: v > 0, "above 0") for f in dataclasses.fields(config) if f.name.endswith("_lr")})
+    for name, (ok, what) in rules.items():
         if hasattr(config, name) and not ok(getattr(config, name)):
             fail(f"{name} must be {what}, got {getattr(config, name)!r}.")
-
-    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes", "hidden_dim", "policy_freq"):
-        need(name, lambda v: v >= 1, "at least 1")
-    for name in ("seed", "stop_after"):
-        need(name, lambda v: v >= 0, "0 or more")
-    for name in [f.name for f in dataclasses.fields(config) if f.name.endswith("_lr")]:
-        need(name, lambda v: v > 0, "above 0")
-    need("tau", lambda v: 0 < v <= 1, "in (0, 1]")
-    need("gamma", lambda v: 0 <= v < 1, "in [0, 1)")
-    need("logging", lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")
     pick_device(config.device)
 
 
@@ -530,10 +554,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_dataset(dataset_id: str):
-    """Minari dataset from disk, else downloaded; a missing one is one clear sentence."""
+    """Minari dataset from disk, else downloaded; a missing one is one clear sentence.  From here on, MuJoCo's
+    warnings go to the run directory (MUJOCO_WARNINGS), not to the working directory."""
     import minari
     from minari.storage import get_dataset_path
 
+    MUJOCO_WARNINGS.install()
     try:
         return minari.load_dataset(dataset_id)
     except FileNotFoundError:
@@ -715,40 +741,47 @@ def learning_fields(config, fixed: tuple[str, ...]) -> dict:
 
 
 def open_run(config, algo: str, fixed: tuple[str, ...]) -> tuple[Path, object]:
-    """The locked run directory holding run.json, the record of the config it was started with: a resume
-    under other learning fields is refused; --resume false clears the directory's files first."""
+    """The locked run directory and its run.json, the record of the config the run started with: a resume
+    under other learning fields is refused; with --resume false an earlier run there is moved aside whole."""
     run_dir = run_directory(config, algo)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / "run.lock", "w")
-    except OSError as e:
-        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); "
-             f"pass another --checkpoints_path.")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    lock = lock_run(run_dir)
     record, learning = run_dir / "run.json", learning_fields(config, fixed)
-    if not config.resume:
-        for name in os.listdir(run_dir):
-            if name != "run.lock":
-                shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else os.remove(run_dir / name)
+    if not config.resume and (record.exists() or (run_dir / "checkpoint.pt").exists()):
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(run_dir, aside)
+        print(f"--resume false: the earlier run in {run_dir} was moved to {aside}.")
+        lock.close()
+        lock = lock_run(run_dir)
     elif record.exists():
         before = json.loads(record.read_text())["config"]
-        changed = sorted(k for k in learning if before.get(k, learning[k]) != learning[k])
+        changed = [f"{k}: {before[k]!r} there, {v!r} now" for k, v in learning.items() if before.get(k, v) != v]
         if changed:
-            fail(f"{run_dir} holds a run of another config ({', '.join(f'{k}: {before[k]!r} there, {learning[k]!r} now' for k in changed)}); "
-                 f"pass --resume false to start it over, or another --checkpoints_path.")
+            lock.close()
+            fail(f"{run_dir} holds a run of another config ({'; '.join(changed)}); pass --resume false to "
+                 f"start it over, or another --checkpoints_path.")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
                                 capture_output=True).stdout.strip() or None
     except OSError:
         commit = None
-    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit,
-                                     "command": [Path(sys.executable).name, *sys.argv],
-                                     "torch": torch.__version__}, indent=1))
+    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit, "torch": torch.__version__,
+                                     "command": [Path(sys.executable).name, *sys.argv]}, indent=1))
     print(f"run directory: {run_dir}", flush=True)
     return run_dir, lock
+
+
+def lock_run(run_dir: Path):
+    """An exclusive lock on run_dir/run.lock, held until the process ends (kill -9 releases it too)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / "run.lock", "w")
+    except OSError as e:
+        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    return lock
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -757,18 +790,34 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def redirect_mujoco_warnings(path: Path) -> None:
-    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; send them to the run's own file."""
-    try:
-        import mujoco
-    except ImportError:  # environments without MuJoCo (Pendulum) need no handler
-        return
+class MujocoWarnings:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory.  Once installed (by
+    load_dataset, before any environment is made) they come here instead: kept until fit() knows the run
+    directory, then written to its mujoco_warnings.txt."""
 
-    def write(message: str) -> None:
+    def __init__(self):
+        self.messages, self.path = [], None
+
+    def install(self) -> None:
+        try:
+            import mujoco
+        except ImportError:  # environments without MuJoCo (Pendulum) need no handler
+            return
+        mujoco.set_mju_user_warning(self)
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        if self.path is not None:
+            self.write_to(self.path)
+
+    def write_to(self, path: Path) -> None:
+        self.path = path
         with open(path, "a") as f:
-            f.write(message + "\n")
+            f.writelines(m + "\n" for m in self.messages)
+        self.messages = []
 
-    mujoco.set_mju_user_warning(write)
+
+MUJOCO_WARNINGS = MujocoWarnings()
 
 
 class RunLog:
@@ -778,8 +827,9 @@ class RunLog:
 
     def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
         path = run_dir / "log.jsonl"
-        rows = path.read_text().splitlines() if path.exists() else []
-        write_atomic(path, "".join(r + "\n" for r in rows if json.loads(r)["step"] <= start_step))
+        rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
+        write_atomic(path, "".join(r + "\n" for r in rows))
+        self.last = json.loads(rows[-1]) if rows else {}
         self.file = open(path, "a")
         self.start = time.time() - elapsed
         self.wandb = None
@@ -878,40 +928,43 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
     finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed)
-    redirect_mujoco_warnings(run_dir / "mujoco_warnings.txt")
-    checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
-    start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
-    if start >= config.max_steps and finished.exists():
-        print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
-        return json.loads(finished.read_text())
-    update = torch.compile(trainer.update) if config.compile else trainer.update
-    periodic = getattr(trainer, "periodic", None)
-    log = RunLog(config, algo, run_dir, start, elapsed, fixed)
-    log_every = max(1, min(1000, config.eval_every))
-    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
-    stop = StopRequest()
-    step, result = start, {}
-    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
-        if periodic is not None:
-            periodic(step)
-        metrics = update(sample(), step)
-        if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
-            values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
-            check_finite(values, step, run_dir, log)
-        elif step % config.eval_every == 0 or step == config.max_steps:
-            result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-        if stop.signal or (step == last < config.max_steps):
-            save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
-            log.close()
-            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
-            if stop.signal:
-                raise SystemExit(128 + stop.signal)
-            return result
-    if start >= config.max_steps:  # the last update was done, but the call stopped before it finished up
-        result = evaluate_and_save(step, {}, trainer, config, log, evaluate, export, extra or {}, run_dir)
-    log.close()
-    write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
-    return result
+    with lock:  # released when this call ends, however it ends
+        MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
+        checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
+        start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        if start >= config.max_steps and finished.exists():
+            print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+            return json.loads(finished.read_text())
+        update = torch.compile(trainer.update) if config.compile else trainer.update
+        periodic = getattr(trainer, "periodic", None)
+        log = RunLog(config, algo, run_dir, start, elapsed, fixed)
+        log_every = max(1, min(1000, config.eval_every))
+        last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+        stop = StopRequest()
+        step, result = start, {}
+        for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+            if periodic is not None:
+                periodic(step)
+            metrics = update(sample(), step)
+            if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+                values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
+                check_finite(values, step, run_dir, log)
+            elif step % config.eval_every == 0 or step == config.max_steps:
+                result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
+            if stop.signal or (step == last < config.max_steps):
+                save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
+                log.close()
+                print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+                if stop.signal:
+                    raise SystemExit(128 + stop.signal)
+                return result
+        if start >= config.max_steps:  # the last update and its evaluation were done; the call ended before this
+            result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
+            if export is not None:
+                export(run_dir / "policy.pt2")
+        log.close()
+        write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+        return result
 
 
 def check_finite(values: dict, step: int, run_dir: Path, log: RunLog) -> None:

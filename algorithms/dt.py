@@ -20,7 +20,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,9 +39,8 @@ from tqdm import trange
 
 @dataclass
 class TrainConfig:
-    """Common fields (the same in every script), then the method's: Decision Transformer, with the
-    OpenAI Gym hyperparameters of Chen et al. 2021 (appendix).  Here batch_size counts windows
-    (trajectory segments of context_len steps), not transitions."""
+    """Common fields (the same in every script), then the method's: Decision Transformer, with the OpenAI Gym
+    hyperparameters of Chen et al. 2021 (appendix).  batch_size counts windows of context_len steps here."""
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
@@ -57,21 +55,24 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
-    context_len: int = 20  # K, timesteps per window (3K tokens)
-    embed_dim: int = 128  # width of the token embeddings and of the transformer
     n_layers: int = 3  # transformer blocks
     n_heads: int = 1  # attention heads
-    dropout: float = 0.1  # dropout of the embeddings, attention weights and residual branches
-    learning_rate: float = 1e-4  # AdamW learning rate of theta
-    weight_decay: float = 1e-4  # AdamW's decoupled weight decay, on every parameter
-    warmup_steps: int = 10_000  # linear learning-rate warmup from 0 (the authors' Gym code)
-    grad_clip: float = 0.25  # max global gradient norm
-    rtg_scale: float = 1000.0  # the model sees R_hat / rtg_scale (the authors' `scale`)
-    max_ep_len: int = 1000  # T_max, rows of the learned timestep embedding (episode steps)
-    timestep_embedding_std: float = 0.02  # std of the timestep embedding's initial rows (GPT-2's; the authors': 1.0)
+    embed_dim: int = 128  # width of the token embeddings and of the transformer
+    context_len: int = 20  # K, timesteps per window (3K tokens)
     # R_hat_1 of the evaluation episodes, one evaluation per target; empty: derived from the dataset's
     # episode returns (its best, and the midpoint of its best and worst).  D4RL-scale Hopper: [3600, 1800].
     eval_targets: list[float] = dataclasses.field(default_factory=list)
+    dropout: float = 0.1  # dropout of the embeddings, attention weights and residual branches
+    grad_clip: float = 0.25  # max global gradient norm
+    weight_decay: float = 1e-4  # AdamW's decoupled weight decay, on every parameter
+    warmup_steps: int = 10_000  # linear learning-rate warm-up from 0 (the authors' Gym code)
+    rtg_scale: float = 1000.0  # the model sees R_hat / rtg_scale (the authors' `scale`)
+    max_ep_len: int = 1000  # T_max, rows of the learned timestep embedding (episode steps)
+    timestep_embedding_std: float = 0.02  # std of the timestep embedding's initial rows (GPT-2's; the authors': 1.0)
+    actor_lr: float = 1e-4  # AdamW learning rate of theta
+
+
+# fail, export_program, EVAL_DISCOUNT, fit and the rest of the plumbing: the appendix (# --- shared) at the end.
 
 
 def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
@@ -111,8 +112,7 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
         return self.residual_dropout(self.proj(y.transpose(1, 2).reshape(B, T, D)))
 
 
@@ -155,10 +155,9 @@ class DecisionTransformer(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        # The timestep embedding stands in for GPT-2's position embedding, so it starts as GPT-2's (std 0.02).
-        # The authors' code keeps nn.Embedding's N(0, 1): rows of timesteps that few trajectories reach stay
-        # large random codes, which cost dt most of its score on Hopper medium-replay at our budget (results/
-        # peer.md: dt against dt_init1, which is --timestep_embedding_std 1.0).  Scaling the draw keeps the seed.
+        # GPT-2's std 0.02, as the position embedding this one stands in for.  The authors' N(0, 1) leaves the rows
+        # of timesteps few trajectories reach as large random codes, which cost dt most of its Hopper medium-replay
+        # score (results/peer.md: dt against dt_init1, --timestep_embedding_std 1.0).  Scaling keeps the seed's draw.
         with torch.no_grad():
             self.embed_timestep.weight.mul_(timestep_embedding_std)
         self.max_action = max_action
@@ -180,53 +179,153 @@ class DecisionTransformer(nn.Module):
         return self.max_action * torch.tanh(self.predict_action(state_tokens))
 
 
-class ContextPolicy(nn.Module):
-    """trainer.policy(): a context of K steps -> a_hat of its last step [B, A].  The context is
-    R_hat / rtg_scale [B, K, 1], normalized s [B, K, S], a [B, K, A] (the last is not known yet: any
-    value, s_K cannot see it), t [B, K] (int64) and mask [B, K] (bool, False on the left padding)."""
-
-    def __init__(self, model: DecisionTransformer):
-        super().__init__()
-        self.model = model
-
-    def forward(self, returns_to_go: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
-                timesteps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model(returns_to_go, states, actions, timesteps, mask)[:, -1]
-
-
 class DTTrainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
         if config.embed_dim % config.n_heads:
             fail(f"embed_dim {config.embed_dim} is not divisible by n_heads {config.n_heads}.")
         self.device = device
-        self.model = DecisionTransformer(state_dim, action_dim, max_action, config.embed_dim, config.n_layers,
+        self.actor = DecisionTransformer(state_dim, action_dim, max_action, config.embed_dim, config.n_layers,
                                          config.n_heads, config.dropout, config.max_ep_len,
                                          config.timestep_embedding_std).to(device)
-        # One AdamW over every parameter, biases and LayerNorms included, with a linear warmup and a
-        # clipped gradient norm, as the authors' Gym code (gym/experiment.py, training/seq_trainer.py);
-        # their Atari code (minGPT's configure_optimizers) exempts biases and LayerNorms from the decay.
-        warmup_steps = config.warmup_steps
-        self.optimizer = Optimizer(self.model.parameters(), config.learning_rate, weight_decay=config.weight_decay,
-                                   max_grad_norm=config.grad_clip,
-                                   schedule=lambda t: ((t + 1) / warmup_steps).clamp(max=1.0))
+        # As the authors' Gym code (gym/experiment.py, training/seq_trainer.py): AdamW on every parameter (their Atari
+        # code, minGPT's, exempts biases and LayerNorms from the decay), a linear warm-up, a clipped gradient norm.
+        # The lr is a tensor that the scheduler changes in place (AdamW takes one fused, not foreach), so that a
+        # compiled update is not recompiled for every learning rate of the warm-up.
+        self.actor_optimizer = torch.optim.AdamW(self.actor.parameters(), torch.tensor(config.actor_lr),
+                                                 weight_decay=config.weight_decay, fused=True)
+        self.actor_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.actor_optimizer, lambda t: min((t + 1) / config.warmup_steps, 1.0))
+        self.grad_clip = config.grad_clip
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        predicted = self.model(batch["returns_to_go"], batch["states"], batch["actions"], batch["timesteps"],
+    def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        predicted = self.actor(batch["returns_to_go"], batch["states"], batch["actions"], batch["timesteps"],
                                batch["mask"])
-        loss = action_loss(predicted, batch["actions"], batch["mask"])
-        grad_norm = self.optimizer.step(loss)
-        return {"action_loss": loss.detach(), "grad_norm": grad_norm}
+        pi_loss = action_loss(predicted, batch["actions"], batch["mask"])
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.grad_clip)
+        self.actor_optimizer.step()
+        self.actor_scheduler.step()
+        return {"action_loss": pi_loss.detach(), "grad_norm": grad_norm}
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"actor": self.actor.state_dict(), "actor_optimizer": self.actor_optimizer.state_dict(),
+                "actor_scheduler": self.actor_scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():
             getattr(self, name).load_state_dict(value)
 
-    def policy(self) -> nn.Module:
-        """Contexts -> a_hat of their last step: what evaluation runs and policy.pt2 exports."""
-        return ContextPolicy(self.model)
+
+class SequenceBuffer:
+    """Whole trajectories as flat tensors on the device, sampled as windows of K steps with left
+    padding: row j of a window starting at flat index i holds step i + j - (K - n), where
+    n = min(K, steps from i to the end of its trajectory), and rows j < K - n are padding (zeros)."""
+
+    def __init__(self, data: dict, mean: np.ndarray, std: np.ndarray, config: TrainConfig, device: torch.device):
+        ends = np.flatnonzero(data["episode_ends"])
+        steps = np.arange(len(data["rewards"]))
+        episode = np.searchsorted(ends, steps)
+        timesteps = steps - np.r_[0, ends[:-1] + 1][episode]
+        if timesteps.max() >= config.max_ep_len:
+            fail(f"the dataset has a trajectory of {timesteps.max() + 1} steps, more than max_ep_len "
+                 f"{config.max_ep_len} (the rows of the timestep embedding); pass --max_ep_len {timesteps.max() + 1}.")
+        columns = {"returns_to_go": returns_to_go(data["rewards"], data["episode_ends"])[:, None] / config.rtg_scale,
+                   "states": (data["observations"] - mean) / std, "actions": data["actions"], "timesteps": timesteps}
+        # One all-zero row after the last step: the padding rows of a window read it.
+        self.data = {k: torch.as_tensor(np.concatenate([v, np.zeros_like(v[:1])]), device=device)
+                     for k, v in columns.items()}
+        self.last = torch.as_tensor(ends[episode], device=device)  # flat index of the trajectory's last step
+        self.size, self.context_len, self.device = len(steps), config.context_len, device
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        # The paper's sampling: a trajectory with probability proportional to its length, then a uniform start.
+        return self.windows(torch.randint(0, self.size, (batch_size,), device=self.device))
+
+    def windows(self, start: torch.Tensor) -> dict[str, torch.Tensor]:
+        K = self.context_len
+        padding = K - (self.last[start] - start + 1).clamp(max=K)
+        offset = torch.arange(K, device=start.device)
+        mask = offset >= padding[:, None]
+        index = torch.where(mask, start[:, None] + offset - padding[:, None], self.size)
+        return {**{k: v[index] for k, v in self.data.items()}, "mask": mask}
+
+
+class DeployableContextPolicy(nn.Module):
+    """A context of K steps in the environment's units -> a_hat of its last step [B, A]: R_hat [B, K, 1] (not
+    scaled), raw states [B, K, S], actions [B, K, A] (the last is not known yet: any value, s_K cannot see it),
+    episode timesteps t [B, K] (int64, clipped to T_max - 1) and mask [B, K] (bool, False on the left padding)."""
+
+    def __init__(self, actor: nn.Module, mean: np.ndarray, std: np.ndarray, rtg_scale: float, max_ep_len: int):
+        super().__init__()
+        self.actor = actor
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+        self.rtg_scale, self.max_ep_len = rtg_scale, max_ep_len
+
+    def forward(self, returns_to_go: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
+                timesteps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.actor(returns_to_go / self.rtg_scale, (states - self.mean) / self.std, actions,
+                          timesteps.clamp(max=self.max_ep_len - 1), mask)[:, -1]
+
+
+def export_dt_policy(path: Path, act: DeployableContextPolicy, K: int, action_dim: int) -> None:
+    """policy.pt2: act, on the CPU and without dropout, for contexts of K = context_len steps and any batch size."""
+    example = (torch.zeros(2, K, 1), torch.zeros(2, K, len(act.mean)), torch.zeros(2, K, action_dim),
+               torch.zeros(2, K, dtype=torch.long), torch.ones(2, K, dtype=torch.bool))
+    batch = torch.export.Dim("batch")
+    export_program(path, copy.deepcopy(act).cpu().eval(), example, tuple({0: batch} for _ in example))
+
+
+@torch.no_grad()
+def rollout(act: Callable, env: gym.Env, target: float, context_len: int, device: torch.device,
+            seed: int) -> tuple[float, float]:
+    """One episode conditioned on R_hat_1 = target, with the context bookkeeping policy.pt2 needs: act sees
+    the last K steps in the environment's units, left-padded, with a_t = 0 while a_t is predicted, and after
+    each step R_hat_{t+1} = R_hat_t - r_t.  Returns the return and the return discounted by EVAL_DISCOUNT."""
+    S, A, K = env.observation_space.shape[0], env.action_space.shape[0], context_len
+    states, actions, rtg = (torch.zeros(1, K, n, device=device) for n in (S, A, 1))
+    timesteps, mask = (torch.zeros(1, K, dtype=dtype, device=device) for dtype in (torch.long, torch.bool))
+    obs, _ = env.reset(seed=seed)
+    to_go, t, total, discounted, discount, done = target, 0, 0.0, 0.0, 1.0, False
+    while not done:
+        step_t = (torch.as_tensor(obs, dtype=torch.float32), 0.0, to_go, t, True)
+        for window, value in zip((states, actions, rtg, timesteps, mask), step_t):
+            window.copy_(window.roll(-1, dims=1))  # drop the oldest step; step t goes last
+            window[0, -1] = value
+        actions[0, -1] = act(rtg, states, actions, timesteps, mask)[0]
+        obs, reward, terminated, truncated, _ = env.step(actions[0, -1].cpu().numpy())
+        reward, done = float(reward), terminated or truncated
+        total, discounted, discount = total + reward, discounted + discount * reward, discount * EVAL_DISCOUNT
+        to_go, t = to_go - reward, t + 1
+    return total, discounted
+
+
+def dataset_targets(data: dict[str, np.ndarray]) -> list[float]:
+    """R_hat_1 targets within the dataset's reach: its best episode return (the chapter's example target) and the
+    midpoint of its best and worst, about half the best when the worst is near 0, as the paper's Hopper 3600 / 1800."""
+    returns = data["episode_returns"][data["episode_ends"] > 0]
+    return [float(returns.max()), float(returns.max() + returns.min()) / 2]
+
+
+def make_dt_evaluator(config: TrainConfig, dataset, act: DeployableContextPolicy, targets: list[float],
+                      device: torch.device) -> Callable[[], dict]:
+    """The same seeded episodes for each target R_hat_1: return_<target> and normalized_score_<target>;
+    return, discounted_return and normalized_score are those of the first target."""
+    env = dataset.recover_environment(eval_env=True)
+
+    def run() -> dict:
+        act.eval()  # no dropout while acting
+        measured = {target: np.array([rollout(act, env, target, config.context_len, device, config.seed + 10_000 + ep)
+                                      for ep in range(config.eval_episodes)]).T for target in targets}
+        act.train()
+        returns, discounted = measured[targets[0]]
+        return {"return": returns.mean(), "discounted_return": discounted.mean(),
+                "normalized_score": normalized_score(dataset, returns),
+                **{f"return_{target:g}": r.mean() for target, (r, _) in measured.items()},
+                **{f"normalized_score_{target:g}": normalized_score(dataset, r) for target, (r, _) in measured.items()}}
+
+    return run
 
 
 def train(config: TrainConfig) -> dict:
@@ -239,155 +338,12 @@ def train(config: TrainConfig) -> dict:
     buffer = SequenceBuffer(data, mean, std, config, device)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
     trainer = DTTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
-    policy = trainer.policy()
+    act = DeployableContextPolicy(trainer.actor, mean, std, config.rtg_scale, config.max_ep_len).to(device)
     targets = config.eval_targets or dataset_targets(data)
-    return fit(config, "dt", trainer, lambda: buffer.sample(config.batch_size),
-               make_dt_evaluator(config, dataset, policy, mean, std, targets, device),
-               lambda path: export_dt_policy(path, policy, mean, std, config, action_dim),
-               {"state_mean": mean, "state_std": std})
-
-
-def left_padded(values: torch.Tensor, index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """values[index] with the padded positions (mask False) set to zero."""
-    keep = mask.reshape(*mask.shape, *[1] * (values.dim() - 1))
-    return torch.where(keep, values[index], 0)
-
-
-class SequenceBuffer:
-    """Whole trajectories as flat tensors on the device, sampled as windows of K steps with left
-    padding: row j of a window starting at flat index i holds step i + j - (K - n), where
-    n = min(K, steps from i to the end of its trajectory), and rows j < K - n are padding."""
-
-    def __init__(self, data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, config: TrainConfig,
-                 device: torch.device):
-        ends = np.flatnonzero(data["episode_ends"])
-        steps = np.arange(len(data["rewards"]))
-        episode = np.searchsorted(ends, steps)
-        timesteps = steps - np.r_[0, ends[:-1] + 1][episode]
-        if timesteps.max() >= config.max_ep_len:
-            fail(f"the dataset has a trajectory of {timesteps.max() + 1} steps, more than max_ep_len "
-                 f"{config.max_ep_len} (the rows of the timestep embedding); pass --max_ep_len {timesteps.max() + 1}.")
-        self.states = torch.as_tensor((data["observations"] - mean) / std, dtype=torch.float32, device=device)
-        self.actions = torch.as_tensor(data["actions"], dtype=torch.float32, device=device)
-        rtg = returns_to_go(data["rewards"], data["episode_ends"])[:, None] / config.rtg_scale
-        self.returns_to_go = torch.as_tensor(rtg, dtype=torch.float32, device=device)
-        self.timesteps = torch.as_tensor(timesteps, dtype=torch.long, device=device)
-        self.last = torch.as_tensor(ends[episode], dtype=torch.long, device=device)  # flat index of the last step
-        self.size, self.context_len, self.device = len(steps), config.context_len, device
-
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        # A uniform flat start index is the paper's sampling: a trajectory with probability
-        # proportional to its length, then a uniform start step within it.
-        return self.windows(torch.randint(0, self.size, (batch_size,), device=self.device))
-
-    def windows(self, start: torch.Tensor) -> dict[str, torch.Tensor]:
-        K = self.context_len
-        padding = K - (self.last[start] - start + 1).clamp(max=K)
-        offset = torch.arange(K, device=start.device)
-        mask = offset >= padding[:, None]
-        index = torch.where(mask, start[:, None] + offset - padding[:, None], 0)
-        return {"returns_to_go": left_padded(self.returns_to_go, index, mask),
-                "states": left_padded(self.states, index, mask),
-                "actions": left_padded(self.actions, index, mask),
-                "timesteps": left_padded(self.timesteps, index, mask),
-                "mask": mask}
-
-
-class DeployableContextPolicy(nn.Module):
-    """The context in the environment's units -> a_hat of its last step: R_hat [B, K, 1] (not scaled),
-    raw states [B, K, S], actions [B, K, A], episode timesteps t [B, K] (int64, clipped to the
-    embedding's T_max - 1) and mask [B, K] (bool); R_hat's scale and the state normalization inside."""
-
-    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray, rtg_scale: float, max_ep_len: int):
-        super().__init__()
-        self.policy = policy
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
-        self.rtg_scale, self.max_ep_len = rtg_scale, max_ep_len
-
-    def forward(self, returns_to_go: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
-                timesteps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.policy(returns_to_go / self.rtg_scale, (states - self.mean) / self.std, actions,
-                           timesteps.clamp(max=self.max_ep_len - 1), mask)
-
-
-def export_dt_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray, config: TrainConfig,
-                     action_dim: int) -> None:
-    """policy.pt2: a batch of contexts of K = context_len steps in the environment's units ->
-    deterministic actions [B, action_dim] (DeployableContextPolicy's inputs; the batch size is free)."""
-    module = DeployableContextPolicy(copy.deepcopy(policy).cpu().eval(), mean, std, config.rtg_scale,
-                                     config.max_ep_len)
-    K = config.context_len
-    example = (torch.zeros(2, K, 1), torch.zeros(2, K, len(mean)), torch.zeros(2, K, action_dim),
-               torch.zeros(2, K, dtype=torch.long), torch.ones(2, K, dtype=torch.bool))
-    batch = torch.export.Dim("batch")
-    export_program(path, module, example, tuple({0: batch} for _ in example))
-
-
-@torch.no_grad()
-def rollout(act: Callable, env: gym.Env, target: float, context_len: int, device: torch.device,
-            seed: int) -> tuple[float, float]:
-    """One episode conditioned on R_hat_1 = target, with the context bookkeeping policy.pt2 needs:
-    act (a DeployableContextPolicy) sees the last K steps in the environment's units, left-padded,
-    with a_t = 0 while a_t is predicted, and after each step R_hat_{t+1} = R_hat_t - r_t.  Returns
-    the return and the return discounted by EVAL_DISCOUNT."""
-    K = context_len
-    states = torch.zeros(1, K, env.observation_space.shape[0], device=device)
-    actions = torch.zeros(1, K, env.action_space.shape[0], device=device)
-    rtg = torch.zeros(1, K, 1, device=device)
-    timesteps = torch.zeros(1, K, dtype=torch.long, device=device)
-    mask = torch.zeros(1, K, dtype=torch.bool, device=device)
-    obs, _ = env.reset(seed=seed)
-    to_go, t, total, discounted, discount, done = target, 0, 0.0, 0.0, 1.0, False
-    while not done:
-        for window in (states, actions, rtg, timesteps, mask):  # drop the oldest step, step t goes last
-            window.copy_(window.roll(-1, dims=1))
-        states[0, -1] = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        actions[0, -1] = 0.0
-        rtg[0, -1] = to_go
-        timesteps[0, -1] = t
-        mask[0, -1] = True
-        actions[0, -1] = act(rtg, states, actions, timesteps, mask)[0]
-        obs, reward, terminated, truncated, _ = env.step(actions[0, -1].cpu().numpy())
-        reward, done = float(reward), terminated or truncated
-        total, discounted, discount = total + reward, discounted + discount * reward, discount * EVAL_DISCOUNT
-        to_go, t = to_go - reward, t + 1
-    return total, discounted
-
-
-def dataset_targets(data: dict[str, np.ndarray]) -> list[float]:
-    """R_hat_1 targets within the dataset's reach: its best episode return (the chapter's example
-    target) and the midpoint of its best and worst, which is about half the best when the worst is
-    near 0, as the paper's Hopper pair 3600 / 1800 is for D4RL's data (Chen et al. 2021, Gym code)."""
-    returns = data["episode_returns"][data["episode_ends"] > 0]
-    return [float(returns.max()), float(returns.max() + returns.min()) / 2]
-
-
-def make_dt_evaluator(config: TrainConfig, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
-                      targets: list[float], device: torch.device) -> Callable[[], dict]:
-    """The same seeded episodes for each target R_hat_1: return_<target> and normalized_score_<target>;
-    return, discounted_return and normalized_score are those of the first target."""
-    env = dataset.recover_environment(eval_env=True)
-    act = DeployableContextPolicy(policy, mean, std, config.rtg_scale, config.max_ep_len).to(device)
-
-    def episodes(target: float) -> np.ndarray:
-        """[2, eval_episodes]: the returns, then the discounted returns, of the seeded episodes."""
-        return np.asarray([rollout(act, env, target, config.context_len, device, seed=config.seed + 10_000 + ep)
-                           for ep in range(config.eval_episodes)]).T
-
-    def run() -> dict:
-        act.eval()  # no dropout while acting
-        measured = {target: episodes(target) for target in targets}
-        act.train()
-        metrics = {}
-        for target, (returns, _) in measured.items():
-            metrics[f"return_{target:g}"] = returns.mean()
-            metrics[f"normalized_score_{target:g}"] = normalized_score(dataset, returns)
-        returns, discounted = measured[targets[0]]
-        return {"return": returns.mean(), "discounted_return": discounted.mean(),
-                "normalized_score": normalized_score(dataset, returns), **metrics}
-
-    return run
+    return fit(config, algo="dt", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
+               evaluate=make_dt_evaluator(config, dataset, act, targets, device),
+               export=lambda path: export_dt_policy(path, act, config.context_len, action_dim),
+               extra={"state_mean": mean, "state_std": std})
 
 
 # --- shared: begin
@@ -408,47 +364,60 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def decode(field: dataclasses.Field, value):
-    """The value of one TrainConfig field, from YAML (typed) or from the command line (text)."""
+def decode(name: str, kind, value):
+    """The value of one TrainConfig field of type `kind`, from YAML (typed) or from the command line (text)."""
     text = str(value).strip()
-    if field.type == Optional[str]:
-        return None if value is None or text.lower() in ("none", "null") else text
-    if field.type is bool:
-        if isinstance(value, bool) or text.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value if isinstance(value, bool) else text.lower() in ("true", "yes", "1")
-        fail(f"{field.name} must be true or false, got {value!r}.")
-    if field.type is int:
-        if isinstance(value, bool) or not text.lstrip("+-").isdigit():
-            fail(f"{field.name} must be an integer, got {value!r}.")
+    optional = {Optional[str]: str, Optional[int]: int, Optional[float]: float}.get(kind)
+    if optional is not None:
+        return None if value is None or text.lower() in ("none", "null") else decode(name, optional, value)
+    if kind is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return text.lower() in ("true", "yes", "1")
+    if kind is int and not isinstance(value, (bool, float)) and text.lstrip("+-").isdigit():
         return int(text)
-    if field.type is float:
+    if kind is float and not isinstance(value, bool) and text.lower() not in ("nan", "inf", "+inf", "-inf"):
         try:
-            number = float(text) if not isinstance(value, bool) else math.nan
+            return float(text)
         except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            fail(f"{field.name} must be a finite number, got {value!r}.")
-        return number
-    return text
+            pass
+    if kind is str:
+        return text
+    if kind == list[float]:
+        import yaml
+
+        try:
+            items = yaml.safe_load(text) if isinstance(value, str) else value
+        except yaml.YAMLError:
+            items = None
+        if isinstance(items, list):
+            return [decode(name, float, item) for item in items]
+    what = {bool: "true or false", int: "an integer", float: "a finite number"}.get(kind, "a list of numbers")
+    fail(f"{name} must be {what}, got {value!r}.")
 
 
-def command_line_values(argv: list[str], fields: dict) -> tuple[dict, list[str]]:
-    """--name value or --name=value pairs of the command line; the config files named by --config_path."""
-    values, paths, i = {}, [], 0
-    while i < len(argv):
-        name, _, value = argv[i].partition("=")
-        if not name.startswith("--") or name[2:] not in (*fields, "config_path"):
-            fail(f"unknown argument {argv[i]!r}; valid: --config_path and --{', --'.join(fields)}.")
-        if not _:
-            if i + 1 == len(argv):
-                fail(f"{name} needs a value.")
-            i, value = i + 1, argv[i + 1]
-        if name == "--config_path":
-            paths.append(value)
-        else:
-            values[name[2:]] = value
-        i += 1
-    return values, paths
+def parse_config(config_class):
+    """TrainConfig from the YAML file(s) of --config_path, then --name value pairs; bad input is one sentence."""
+    argv, fields = sys.argv[1:], {f.name: f for f in dataclasses.fields(config_class)}
+    if {"-h", "--help"} & set(argv):
+        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
+    given, values = [], {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            given.append(tuple(arg[2:].split("=", 1)))
+        elif arg.startswith("--"):
+            given.append((arg[2:], argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None))
+        elif i == 0 or not argv[i - 1].startswith("--") or "=" in argv[i - 1]:
+            fail(f"unexpected argument {arg!r}; use --<field> <value>.")
+    for name, value in given:
+        if name not in (*fields, "config_path"):
+            fail(f"unknown argument --{name}; valid: --config_path and --{', --'.join(fields)}.")
+        if value is None:
+            fail(f"--{name} needs a value.")
+    for path in [value for name, value in given if name == "config_path"]:
+        values.update(config_file_values(path, fields))
+    values.update((name, value) for name, value in given if name != "config_path")
+    config = config_class(**{name: decode(name, fields[name].type, value) for name, value in values.items()})
+    check_config(config)
+    return config
 
 
 def config_file_values(path: str, fields: dict) -> dict:
@@ -456,49 +425,29 @@ def config_file_values(path: str, fields: dict) -> dict:
 
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = yaml.safe_load(f) or {}  # an empty file: every default
     except OSError:
         fail(f"config file {path} does not exist or cannot be read.")
     except yaml.YAMLError as e:
         fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
-    if not isinstance(values, dict):
-        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        fail(f"config {path} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}.")
+    if not isinstance(values, dict) or set(values) - set(fields):
+        fail(f"config file {path} must map TrainConfig fields to values; unknown key(s): "
+             f"{', '.join(sorted(set(values) - set(fields)) if isinstance(values, dict) else [])}; valid keys: {', '.join(fields)}.")
     return values
 
 
-def parse_config(config_class):
-    """TrainConfig from the YAML file(s) of --config_path, then the command line; bad input is one sentence."""
-    if {"-h", "--help"} & set(sys.argv[1:]):
-        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    given, paths = command_line_values(sys.argv[1:], fields)
-    values = {}
-    for path in paths:
-        values.update(config_file_values(path, fields))
-    values.update(given)
-    config = config_class(**{name: decode(fields[name], value) for name, value in values.items()})
-    check_config(config)
-    return config
-
-
 def check_config(config) -> None:
-    """Ranges every script's fields share by name (one vocabulary), checked before anything is written."""
-    def need(name: str, ok: Callable[[float], bool], what: str) -> None:
+    """Ranges of the fields every script names alike (one vocabulary), checked before anything is written."""
+    rules = {"max_steps": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 1, "at least 1"),
+             "eval_every": (lambda v: v >= 1, "at least 1"), "eval_episodes": (lambda v: v >= 1, "at least 1"),
+             "hidden_dim": (lambda v: v >= 1, "at least 1"), "policy_freq": (lambda v: v >= 1, "at least 1"),
+             "seed": (lambda v: v >= 0, "0 or more"), "stop_after": (lambda v: v >= 0, "0 or more"),
+             "tau": (lambda v: 0 < v <= 1, "in (0, 1]"), "gamma": (lambda v: 0 <= v < 1, "in [0, 1)"),
+             "logging": (lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")}
+    rules.update({f.name: (lambda v: v > 0, "above 0") for f in dataclasses.fields(config) if f.name.endswith("_lr")})
+    for name, (ok, what) in rules.items():
         if hasattr(config, name) and not ok(getattr(config, name)):
             fail(f"{name} must be {what}, got {getattr(config, name)!r}.")
-
-    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes", "hidden_dim", "policy_freq"):
-        need(name, lambda v: v >= 1, "at least 1")
-    for name in ("seed", "stop_after"):
-        need(name, lambda v: v >= 0, "0 or more")
-    for name in [f.name for f in dataclasses.fields(config) if f.name.endswith("_lr")]:
-        need(name, lambda v: v > 0, "above 0")
-    need("tau", lambda v: 0 < v <= 1, "in (0, 1]")
-    need("gamma", lambda v: 0 <= v < 1, "in [0, 1)")
-    need("logging", lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")
     pick_device(config.device)
 
 
@@ -523,10 +472,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_dataset(dataset_id: str):
-    """Minari dataset from disk, else downloaded; a missing one is one clear sentence."""
+    """Minari dataset from disk, else downloaded; a missing one is one clear sentence.  From here on, MuJoCo's
+    warnings go to the run directory (MUJOCO_WARNINGS), not to the working directory."""
     import minari
     from minari.storage import get_dataset_path
 
+    MUJOCO_WARNINGS.install()
     try:
         return minari.load_dataset(dataset_id)
     except FileNotFoundError:
@@ -708,40 +659,47 @@ def learning_fields(config, fixed: tuple[str, ...]) -> dict:
 
 
 def open_run(config, algo: str, fixed: tuple[str, ...]) -> tuple[Path, object]:
-    """The locked run directory holding run.json, the record of the config it was started with: a resume
-    under other learning fields is refused; --resume false clears the directory's files first."""
+    """The locked run directory and its run.json, the record of the config the run started with: a resume
+    under other learning fields is refused; with --resume false an earlier run there is moved aside whole."""
     run_dir = run_directory(config, algo)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / "run.lock", "w")
-    except OSError as e:
-        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); "
-             f"pass another --checkpoints_path.")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    lock = lock_run(run_dir)
     record, learning = run_dir / "run.json", learning_fields(config, fixed)
-    if not config.resume:
-        for name in os.listdir(run_dir):
-            if name != "run.lock":
-                shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else os.remove(run_dir / name)
+    if not config.resume and (record.exists() or (run_dir / "checkpoint.pt").exists()):
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(run_dir, aside)
+        print(f"--resume false: the earlier run in {run_dir} was moved to {aside}.")
+        lock.close()
+        lock = lock_run(run_dir)
     elif record.exists():
         before = json.loads(record.read_text())["config"]
-        changed = sorted(k for k in learning if before.get(k, learning[k]) != learning[k])
+        changed = [f"{k}: {before[k]!r} there, {v!r} now" for k, v in learning.items() if before.get(k, v) != v]
         if changed:
-            fail(f"{run_dir} holds a run of another config ({', '.join(f'{k}: {before[k]!r} there, {learning[k]!r} now' for k in changed)}); "
-                 f"pass --resume false to start it over, or another --checkpoints_path.")
+            lock.close()
+            fail(f"{run_dir} holds a run of another config ({'; '.join(changed)}); pass --resume false to "
+                 f"start it over, or another --checkpoints_path.")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
                                 capture_output=True).stdout.strip() or None
     except OSError:
         commit = None
-    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit,
-                                     "command": [Path(sys.executable).name, *sys.argv],
-                                     "torch": torch.__version__}, indent=1))
+    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit, "torch": torch.__version__,
+                                     "command": [Path(sys.executable).name, *sys.argv]}, indent=1))
     print(f"run directory: {run_dir}", flush=True)
     return run_dir, lock
+
+
+def lock_run(run_dir: Path):
+    """An exclusive lock on run_dir/run.lock, held until the process ends (kill -9 releases it too)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / "run.lock", "w")
+    except OSError as e:
+        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    return lock
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -750,18 +708,34 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def redirect_mujoco_warnings(path: Path) -> None:
-    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; send them to the run's own file."""
-    try:
-        import mujoco
-    except ImportError:  # environments without MuJoCo (Pendulum) need no handler
-        return
+class MujocoWarnings:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory.  Once installed (by
+    load_dataset, before any environment is made) they come here instead: kept until fit() knows the run
+    directory, then written to its mujoco_warnings.txt."""
 
-    def write(message: str) -> None:
+    def __init__(self):
+        self.messages, self.path = [], None
+
+    def install(self) -> None:
+        try:
+            import mujoco
+        except ImportError:  # environments without MuJoCo (Pendulum) need no handler
+            return
+        mujoco.set_mju_user_warning(self)
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        if self.path is not None:
+            self.write_to(self.path)
+
+    def write_to(self, path: Path) -> None:
+        self.path = path
         with open(path, "a") as f:
-            f.write(message + "\n")
+            f.writelines(m + "\n" for m in self.messages)
+        self.messages = []
 
-    mujoco.set_mju_user_warning(write)
+
+MUJOCO_WARNINGS = MujocoWarnings()
 
 
 class RunLog:
@@ -771,8 +745,9 @@ class RunLog:
 
     def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
         path = run_dir / "log.jsonl"
-        rows = path.read_text().splitlines() if path.exists() else []
-        write_atomic(path, "".join(r + "\n" for r in rows if json.loads(r)["step"] <= start_step))
+        rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
+        write_atomic(path, "".join(r + "\n" for r in rows))
+        self.last = json.loads(rows[-1]) if rows else {}
         self.file = open(path, "a")
         self.start = time.time() - elapsed
         self.wandb = None
@@ -871,40 +846,43 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
     finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed)
-    redirect_mujoco_warnings(run_dir / "mujoco_warnings.txt")
-    checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
-    start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
-    if start >= config.max_steps and finished.exists():
-        print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
-        return json.loads(finished.read_text())
-    update = torch.compile(trainer.update) if config.compile else trainer.update
-    periodic = getattr(trainer, "periodic", None)
-    log = RunLog(config, algo, run_dir, start, elapsed, fixed)
-    log_every = max(1, min(1000, config.eval_every))
-    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
-    stop = StopRequest()
-    step, result = start, {}
-    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
-        if periodic is not None:
-            periodic(step)
-        metrics = update(sample(), step)
-        if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
-            values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
-            check_finite(values, step, run_dir, log)
-        elif step % config.eval_every == 0 or step == config.max_steps:
-            result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-        if stop.signal or (step == last < config.max_steps):
-            save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
-            log.close()
-            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
-            if stop.signal:
-                raise SystemExit(128 + stop.signal)
-            return result
-    if start >= config.max_steps:  # the last update was done, but the call stopped before it finished up
-        result = evaluate_and_save(step, {}, trainer, config, log, evaluate, export, extra or {}, run_dir)
-    log.close()
-    write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
-    return result
+    with lock:  # released when this call ends, however it ends
+        MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
+        checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
+        start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        if start >= config.max_steps and finished.exists():
+            print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+            return json.loads(finished.read_text())
+        update = torch.compile(trainer.update) if config.compile else trainer.update
+        periodic = getattr(trainer, "periodic", None)
+        log = RunLog(config, algo, run_dir, start, elapsed, fixed)
+        log_every = max(1, min(1000, config.eval_every))
+        last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+        stop = StopRequest()
+        step, result = start, {}
+        for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+            if periodic is not None:
+                periodic(step)
+            metrics = update(sample(), step)
+            if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+                values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
+                check_finite(values, step, run_dir, log)
+            elif step % config.eval_every == 0 or step == config.max_steps:
+                result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
+            if stop.signal or (step == last < config.max_steps):
+                save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
+                log.close()
+                print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+                if stop.signal:
+                    raise SystemExit(128 + stop.signal)
+                return result
+        if start >= config.max_steps:  # the last update and its evaluation were done; the call ended before this
+            result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
+            if export is not None:
+                export(run_dir / "policy.pt2")
+        log.close()
+        write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+        return result
 
 
 def check_finite(values: dict, step: int, run_dir: Path, log: RunLog) -> None:

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -45,8 +44,8 @@ from tqdm import tqdm, trange
 @dataclass
 class TrainConfig:
     """Common fields (the same in every script), then the method's: MOPO (defaults: the official code's
-    examples/config/d4rl, hopper-medium: h 5, lambda 5; 1000 epochs of 1000),
-    then the dynamics model's (n_models to dynamics_path, the same in combo.py)."""
+    examples/config/d4rl, hopper-medium: h 5, lambda 5; 1000 epochs of 1000), the rollouts' and the
+    dynamics model's (rollout_length to dynamics_path, the same in combo.py), then the SAC tail."""
     seed: int = 0  # seeds python, numpy, torch and the evaluation episodes
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     dataset_id: str = "local/pendulum/medium-replay-v0"  # Minari dataset id
@@ -66,14 +65,8 @@ class TrainConfig:
     rollout_length: int = 5  # h, model steps of each rollout
     rollout_batch_size: int = 50_000  # dataset states the rollouts start from
     rollout_every: int = 1_000  # updates between rollouts
-    retain_rollouts: int = 5  # the model buffer holds the last this-many rollouts (5 epochs in the paper)
+    retain_rollouts: int = 5  # the model buffer holds the last this-many rollouts (5 epochs in MOPO's paper)
     real_ratio: float = 0.05  # fraction of each batch from the dataset, the rest from the model buffer
-    gamma: float = 0.99  # gamma, discount
-    tau: float = 0.005  # Polyak rate of the target critics
-    hidden_dim: int = 256  # width of the hidden layers of the actor and the critics
-    n_hidden: int = 2  # hidden layers of the actor and the critics
-    actor_lr: float = 3e-4  # Adam learning rate of pi_phi and of alpha
-    critic_lr: float = 3e-4  # Adam learning rate of Q_theta
     n_models: int = 7  # N, Gaussian models in the ensemble
     n_elites: int = 5  # members used in rollouts: those with the lowest holdout error
     model_hidden_dim: int = 200  # width of the model's four hidden layers
@@ -85,6 +78,18 @@ class TrainConfig:
     model_max_epochs: Optional[int] = None  # cap on the model's training epochs; None: until early stopping
     termination_fn: str = "auto"  # d(s') of model transitions: "auto" (from the dataset's env), "none", "hopper", "walker2d"
     dynamics_path: Optional[str] = None  # a dynamics.pt saved by an earlier run, reused instead of training a model
+    gamma: float = 0.99  # gamma, discount
+    tau: float = 0.005  # Polyak rate of the target critics
+    hidden_dim: int = 256  # width of the hidden layers of the actor and the critics
+    n_hidden: int = 2  # hidden layers of the actor and the critics
+    actor_lr: float = 3e-4  # Adam learning rate of pi_phi and of alpha
+    critic_lr: float = 3e-4  # Adam learning rate of Q_theta
+
+
+# mlp, soft_update, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file;
+# the blocks right after train(): EnsembleCritic (critic), transition_buffer and reward_scale (transitions),
+# TanhGaussianPolicy, soft_q_target, td_loss, actor_loss, temperature_loss (sac), EnsembleDynamics, ModelBuffer,
+# ModelRollouts, mixed_batch, prepare_dynamics and termination_function (dynamics).
 
 
 def model_uncertainty(logvar: torch.Tensor) -> torch.Tensor:
@@ -96,6 +101,112 @@ def model_uncertainty(logvar: torch.Tensor) -> torch.Tensor:
 def penalized_reward(reward: torch.Tensor, uncertainty: torch.Tensor, penalty_coef: float) -> torch.Tensor:
     """r~(s, a) = r(s, a) - lambda u(s, a)."""
     return reward - penalty_coef * uncertainty
+
+
+class MOPOTrainer:
+    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
+                 rollouts: "ModelRollouts"):
+        self.device = device
+        self.actor = TanhGaussianPolicy(state_dim, action_dim, config.hidden_dim, config.n_hidden, max_action).to(device)
+        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim, n_hidden=config.n_hidden).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.zeros((), device=device))  # log alpha, SAC's temperature
+        self.dynamics = EnsembleDynamics(state_dim, action_dim, config.model_hidden_dim, config.n_models,
+                                         config.n_elites).to(device)
+        capacity = config.rollout_batch_size * config.rollout_length * config.retain_rollouts
+        self.model_buffer = ModelBuffer(capacity, state_dim, action_dim).to(device)
+        self.rollout_uncertainty = torch.zeros((), device=device)  # mean u(s, a) of the last rollouts
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), config.actor_lr, foreach=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), config.critic_lr, foreach=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], config.actor_lr, foreach=True)
+        self.target_entropy = -float(action_dim)
+        self.rollouts, self.rollout_every = rollouts, config.rollout_every
+        self.n_real = int(config.batch_size * config.real_ratio)  # the batch is n_real dataset rows, then model rows
+        self.penalty_coef = config.penalty_coef
+        self.gamma, self.tau = config.gamma, config.tau
+
+    def periodic(self, step: int) -> None:
+        """Before updates 1, 1 + rollout_every, ...: rollouts from dataset states, rewarded with r~, into D_model."""
+        if (step - 1) % self.rollout_every:
+            return
+        rollout, valid = self.rollouts(self.dynamics, self.actor, uncertainty=model_uncertainty)
+        uncertainty = rollout.pop("uncertainty")
+        rollout["rewards"] = penalized_reward(rollout["rewards"], uncertainty, self.penalty_coef)
+        self.model_buffer.add(self.rollouts.buffer_units(rollout), valid)
+        self.rollout_uncertainty.copy_((uncertainty * valid).sum() / valid.sum())
+
+    def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        states, actions = batch["observations"], batch["actions"]
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():  # MOPO's code trains softlearning's SAC, whose target keeps the entropy bonus
+            y = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, backup_entropy=True)
+        q = self.critic(states, actions)
+        q_loss = td_loss(q, y)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        q_loss.backward()
+        self.critic_optimizer.step()
+
+        policy_actions, log_pi = self.actor.sample(states)
+        pi_loss = actor_loss(self.critic(states, policy_actions).min(0).values, log_pi, alpha)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        self.actor_optimizer.step()
+        alpha_loss = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
+        self.alpha_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_optimizer.step()
+        soft_update(self.critic_target, self.critic, self.tau)
+        return {"critic_loss": q_loss.detach(), "q_target": y.mean(), "actor_loss": pi_loss.detach(), "alpha": alpha,
+                "entropy": -log_pi.detach().mean(), "q_batch": q.detach().mean(),
+                "model_reward": batch["rewards"][self.n_real:].mean(),
+                "rollout_uncertainty": self.rollout_uncertainty.clone(),
+                "rollout_length": self.model_buffer.added / self.rollouts.n_rollouts,
+                "model_holdout_mse": self.dynamics.elite_mse()}
+
+    def state_dict(self) -> dict:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "critic_target": self.critic_target.state_dict(), "log_alpha": self.log_alpha.detach(),
+                "dynamics": self.dynamics.state_dict(), "model_buffer": self.model_buffer.state_dict(),
+                "rollout_uncertainty": self.rollout_uncertainty,
+                "actor_optimizer": self.actor_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict(),
+                "alpha_optimizer": self.alpha_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                with torch.no_grad():
+                    getattr(self, name).copy_(value)
+            else:
+                getattr(self, name).load_state_dict(value)
+
+    def policy(self) -> nn.Module:
+        """Normalized states -> deterministic actions: what evaluation runs and policy.pt2 exports."""
+        return self.actor
+
+
+def train(config: TrainConfig) -> dict:
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    dataset = load_dataset(config.dataset_id)
+    check_continuous(dataset)
+    termination = termination_function(config.termination_fn, dataset)
+    data = flatten_episodes(dataset)
+    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    rollouts = ModelRollouts(buffer, mean, std, reward_scale(data, config.normalize_reward), termination,
+                             config.rollout_batch_size, config.rollout_length)
+    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
+    trainer = MOPOTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
+    prepare_dynamics(config, "mopo", trainer.dynamics, data)
+    policy = trainer.policy()
+
+    def sample() -> dict[str, torch.Tensor]:  # does not change the trainer: rollouts happen in trainer.periodic
+        return mixed_batch(buffer, trainer.model_buffer, config.batch_size, config.real_ratio)
+
+    return fit(config, algo="mopo", trainer=trainer, sample=sample,
+               evaluate=make_evaluator(config, dataset, policy, mean, std, device),
+               export=lambda path: export_policy(path, policy, mean, std),
+               extra={"state_mean": mean, "state_std": std})
 
 
 # --- critic: begin
@@ -129,6 +240,31 @@ class EnsembleCritic(nn.Module):
         x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
         return self.net(x).squeeze(-1)
 # --- critic: end
+
+
+# --- transitions: begin
+def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    if not enabled:
+        return 1.0
+    returns = data["episode_returns"][data["episode_ends"] > 0]
+    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+
+
+def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
+                      device: torch.device):
+    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
+    state statistics (mean, std) that the policy needs at evaluation time."""
+    mean, std = state_statistics(data["observations"], normalize_states)
+    transitions = {
+        "observations": (data["observations"] - mean) / std,
+        "actions": data["actions"],
+        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
+        "next_observations": (data["next_observations"] - mean) / std,
+        "terminals": data["terminals"],
+    }
+    return DeviceBuffer(transitions, device), mean, std
+# --- transitions: end
 
 
 # --- sac: begin
@@ -207,102 +343,6 @@ def soft_q_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: di
 # --- sac: end
 
 
-class MOPOTrainer:
-    def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
-                 rollouts: "ModelRollouts"):
-        self.device = device
-        self.dynamics = EnsembleDynamics(state_dim, action_dim, config.model_hidden_dim, config.n_models,
-                                         config.n_elites).to(device)
-        capacity = config.rollout_batch_size * config.rollout_length * config.retain_rollouts
-        self.model_buffer = ModelBuffer(capacity, state_dim, action_dim).to(device)
-        self.rollout_stats = torch.zeros(2, device=device)  # mean u(s, a) and mean length of the last rollouts
-        self.actor = TanhGaussianPolicy(state_dim, action_dim, config.hidden_dim, config.n_hidden, max_action).to(device)
-        self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim, n_hidden=config.n_hidden).to(device)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.zeros((), device=device))  # log alpha
-        self.actor_optimizer = Optimizer(self.actor.parameters(), config.actor_lr)
-        self.critic_optimizer = Optimizer(self.critic.parameters(), config.critic_lr)
-        self.alpha_optimizer = Optimizer([self.log_alpha], config.actor_lr)
-        self.target_entropy = -float(action_dim)
-        self.rollouts, self.rollout_every, self.penalty_coef = rollouts, config.rollout_every, config.penalty_coef
-        self.n_real = int(config.batch_size * config.real_ratio)  # the batch is n_real dataset rows, then model rows
-        self.gamma, self.tau = config.gamma, config.tau
-
-    def periodic(self, step: int) -> None:
-        """Before updates 1, 1 + rollout_every, ...: rollouts from dataset states, rewarded with r~, into D_model."""
-        if (step - 1) % self.rollout_every:
-            return
-        rollout, valid = self.rollouts(self.dynamics, self.actor, uncertainty=model_uncertainty)
-        uncertainty = rollout.pop("uncertainty")
-        rollout["rewards"] = penalized_reward(rollout["rewards"], uncertainty, self.penalty_coef)
-        self.model_buffer.add(self.rollouts.buffer_units(rollout), valid)
-        self.rollout_stats.copy_(torch.stack([(uncertainty * valid).sum() / valid.sum(),
-                                              valid.sum() / self.rollouts.n_rollouts]))
-
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        states = batch["observations"]
-        alpha = self.log_alpha.exp().detach()
-        with torch.no_grad():  # MOPO's code trains softlearning's SAC, whose target keeps the entropy bonus
-            target = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, backup_entropy=True)
-        q_data = self.critic(states, batch["actions"])
-        q_loss = td_loss(q_data, target)
-        self.critic_optimizer.step(q_loss)
-
-        policy_actions, log_pi = self.actor.sample(states)
-        pi_loss = actor_loss(self.critic(states, policy_actions).min(0).values, log_pi, alpha)
-        self.actor_optimizer.step(pi_loss)
-        self.alpha_optimizer.step(temperature_loss(self.log_alpha, log_pi, self.target_entropy))
-
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
-        return {"q_loss": q_loss.detach(), "actor_loss": pi_loss.detach(), "alpha": alpha,
-                "entropy": -log_pi.detach().mean(), "q_data": q_data.detach().mean(),
-                "model_reward": batch["rewards"][self.n_real:].mean(), "rollout_uncertainty": self.rollout_stats[0],
-                "rollout_length": self.rollout_stats[1],
-                "model_holdout_mse": self.dynamics.holdout_mse[self.dynamics.elites].mean()}
-
-    def state_dict(self) -> dict:
-        return {"dynamics": self.dynamics.state_dict(), "model_buffer": self.model_buffer.state_dict(),
-                "rollout_stats": self.rollout_stats, "actor": self.actor.state_dict(),
-                "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
-                "log_alpha": self.log_alpha.detach(), "actor_optimizer": self.actor_optimizer.state_dict(),
-                "critic_optimizer": self.critic_optimizer.state_dict(), "alpha_optimizer": self.alpha_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, value in state.items():
-            if isinstance(value, torch.Tensor):
-                with torch.no_grad():
-                    getattr(self, name).copy_(value)
-            else:
-                getattr(self, name).load_state_dict(value)
-
-    def policy(self) -> nn.Module:
-        """Normalized states -> deterministic actions: what evaluation runs and policy.pt2 exports."""
-        return self.actor
-
-
-def train(config: TrainConfig) -> dict:
-    set_seed(config.seed)
-    device = pick_device(config.device)
-    dataset = load_dataset(config.dataset_id)
-    check_continuous(dataset)
-    termination = termination_function(config.termination_fn, dataset)
-    data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
-    rollouts = ModelRollouts(buffer, mean, std, reward_scale(data, config.normalize_reward), termination,
-                             config.rollout_batch_size, config.rollout_length)
-    state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = MOPOTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
-    prepare_dynamics(config, "mopo", trainer.dynamics, data)
-    policy = trainer.policy()
-
-    def sample() -> dict[str, torch.Tensor]:  # does not change the trainer: rollouts happen in trainer.periodic
-        return mixed_batch(buffer, trainer.model_buffer, config.batch_size, config.real_ratio)
-
-    return fit(config, "mopo", trainer, sample, make_evaluator(config, dataset, policy, mean, std, device),
-               lambda path: export_policy(path, policy, mean, std), {"state_mean": mean, "state_std": std})
-
-
 # --- dynamics: begin
 # The probabilistic ensemble of PETS/MBPO (Chua et al. 2018; Janner et al. 2019) trained as MOPO's code trains
 # it, termination functions, model rollouts and the model buffer, the same in mopo.py and combo.py (source:
@@ -360,6 +400,10 @@ class EnsembleDynamics(nn.Module):
     def weight_decay(self) -> torch.Tensor:
         return sum(w * layer.weight.pow(2).sum() / 2 for w, layer in zip(MODEL_WEIGHT_DECAY, self.layers))
 
+    def elite_mse(self) -> torch.Tensor:
+        """The elites' mean holdout MSE: how well the members that roll out fit unseen transitions."""
+        return self.holdout_mse[self.elites].mean()
+
     @torch.no_grad()
     def step(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """s' and r sampled from the Gaussian of one random elite per row, and every member's log sigma^2 [N, B, k]."""
@@ -387,7 +431,7 @@ def choose_elites(model: EnsembleDynamics, inputs: torch.Tensor, targets: torch.
     """The n_elites members with the lowest holdout MSE become the elites; returns their mean holdout MSE."""
     model.holdout_mse.copy_(holdout_mse(model, inputs, targets))
     model.elites.copy_(torch.argsort(model.holdout_mse)[:len(model.elites)])
-    return float(model.holdout_mse[model.elites].mean())
+    return float(model.elite_mse())
 
 
 def model_data(data: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -396,11 +440,12 @@ def model_data(data: dict[str, np.ndarray], device: torch.device) -> tuple[torch
     return torch.as_tensor(inputs, device=device), torch.as_tensor(targets, device=device)
 
 
-def save_model_training(path: str, model: EnsembleDynamics, optimizer: "Optimizer", best_weights: list,
+def save_model_training(path: str, model: EnsembleDynamics, optimizer: torch.optim.Optimizer, best_weights: list,
                         best_mse: torch.Tensor, order: torch.Tensor, bootstrap: torch.Tensor, epoch: int,
                         stale: int) -> None:
-    """Everything train_dynamics needs to go on after `epoch`, the random state included, written through a
-    temporary file (an interrupted write leaves the previous state)."""
+    """Everything train_dynamics needs to go on after `epoch`, the random state included, as tensors and plain
+    values (loaded with weights_only=True), written through a temporary file (an interrupted write leaves the
+    previous state)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_weights": best_weights,
              "best_mse": best_mse, "order": order, "bootstrap": bootstrap, "epoch": epoch, "stale": stale,
              "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if order.is_cuda else None}
@@ -408,16 +453,17 @@ def save_model_training(path: str, model: EnsembleDynamics, optimizer: "Optimize
     os.replace(path + ".tmp", path)
 
 
-def load_model_training(path: str, model: EnsembleDynamics, optimizer: "Optimizer",
+def load_model_training(path: str, model: EnsembleDynamics, optimizer: torch.optim.Optimizer,
                         best_weights: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
     """Restores what save_model_training wrote; returns best_mse, order, bootstrap, epoch and stale."""
     try:
-        state = torch.load(path, map_location=model.input_mean.device)
+        state = torch.load(path, map_location=model.input_mean.device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         with torch.no_grad():
-            torch._foreach_copy_(best_weights, state["best_weights"])
-    except Exception as e:  # noqa: BLE001 - corrupt files and states of another model
+            for best, saved in zip(best_weights, state["best_weights"], strict=True):
+                best.copy_(saved)
+    except Exception as e:  # noqa: BLE001 - corrupt or unsafe files and states of another model
         fail(f"{path} is not the training state of this dynamics model ({type(e).__name__}); delete it to train "
              f"the model from the start.")
     torch.set_rng_state(state["rng"].cpu())
@@ -443,7 +489,7 @@ def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config,
     holdout, train = order[:n_holdout], order[n_holdout:]
     model.input_mean.copy_(inputs[train].mean(0))
     model.input_std.copy_(torch.where(inputs[train].std(0) < 1e-12, 1.0, inputs[train].std(0)))
-    optimizer = Optimizer(model.parameters(), config.model_lr)
+    optimizer = torch.optim.Adam(model.parameters(), config.model_lr, foreach=True)
     members = [p for layer in model.layers for p in layer.parameters()]  # every one has the member axis first
     best_weights = [p.detach().clone() for p in members]
     best_mse = torch.full((model.n_models,), 1e10, device=device)
@@ -460,7 +506,10 @@ def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config,
         shuffled = bootstrap.gather(1, torch.argsort(torch.rand(bootstrap.shape, device=device), 1))
         for start in range(0, len(train), config.model_batch_size):
             rows = shuffled[:, start:start + config.model_batch_size]
-            optimizer.step(dynamics_loss(model, inputs[rows], targets[rows]))
+            loss = dynamics_loss(model, inputs[rows], targets[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
             bar.update()
         epoch += 1
         mse = holdout_mse(model, inputs[holdout], targets[holdout])
@@ -542,9 +591,9 @@ def model_rollout(model: EnsembleDynamics, policy: Callable[[torch.Tensor], torc
 
 
 class ModelBuffer(nn.Module):
-    """D_model: a ring buffer of the last `capacity` model transitions on the device.  Its write position
-    and fill level are device tensors, so that adding and sampling never wait for the device: the
-    invalid rows of a write go to a scratch row past the end, never sampled."""
+    """D_model: a ring buffer of the last `capacity` model transitions on the device.  Its write position,
+    fill level and the rows of the last write are device tensors, so that adding, sampling and logging never
+    wait for the device: the invalid rows of a write go to a scratch row past the end, never sampled."""
 
     KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
@@ -556,6 +605,7 @@ class ModelBuffer(nn.Module):
             self.register_buffer(key, torch.zeros(capacity + 1, *shape))
         self.register_buffer("position", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("added", torch.zeros((), dtype=torch.long))  # / n_rollouts: the mean rollout length
         self.capacity = capacity
 
     def add(self, transitions: dict[str, torch.Tensor], valid: torch.Tensor) -> None:
@@ -565,9 +615,9 @@ class ModelBuffer(nn.Module):
             column = getattr(self, key)
             column[rows] = transitions[key]
             column[self.capacity] = 0.0
-        added = valid.sum()
-        self.position.copy_((self.position + added) % self.capacity)
-        self.filled.copy_((self.filled + added).clamp(max=self.capacity))
+        self.added.copy_(valid.sum())
+        self.position.copy_((self.position + self.added) % self.capacity)
+        self.filled.copy_((self.filled + self.added).clamp(max=self.capacity))
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         rows = torch.randint(0, 2**62, (batch_size,), device=self.filled.device) % self.filled
@@ -620,11 +670,10 @@ def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str,
         if not os.path.isfile(path):
             fail(f"dynamics_path {path} does not exist.")
         try:
-            model.load_state_dict(torch.load(path, map_location=model.input_mean.device))
-        except Exception as e:  # noqa: BLE001 - corrupt files and models of another shape
+            model.load_state_dict(torch.load(path, map_location=model.input_mean.device, weights_only=True))
+        except Exception as e:  # noqa: BLE001 - corrupt or unsafe files and models of another shape
             fail(f"{path} is not a dynamics model of this dataset and config ({type(e).__name__}).")
-        print(f"dynamics model loaded from {path}: elite holdout MSE "
-              f"{float(model.holdout_mse[model.elites].mean()):.5f}", flush=True)
+        print(f"dynamics model loaded from {path}: elite holdout MSE {float(model.elite_mse()):.5f}", flush=True)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "dynamics_training.pt"  # the model's own resume point: its training takes hours on a CPU
@@ -637,31 +686,6 @@ def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str,
     print(f"dynamics model trained for {epochs} epochs: elite holdout MSE {mse:.5f}, elites "
           f"{model.elites.tolist()}; saved to {saved}", flush=True)
 # --- dynamics: end
-
-
-# --- transitions: begin
-def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
-    if not enabled:
-        return 1.0
-    returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
-
-
-def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
-                      device: torch.device):
-    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
-    state statistics (mean, std) that the policy needs at evaluation time."""
-    mean, std = state_statistics(data["observations"], normalize_states)
-    transitions = {
-        "observations": (data["observations"] - mean) / std,
-        "actions": data["actions"],
-        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
-        "next_observations": (data["next_observations"] - mean) / std,
-        "terminals": data["terminals"],
-    }
-    return DeviceBuffer(transitions, device), mean, std
-# --- transitions: end
 
 
 # --- shared: begin
@@ -682,47 +706,60 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def decode(field: dataclasses.Field, value):
-    """The value of one TrainConfig field, from YAML (typed) or from the command line (text)."""
+def decode(name: str, kind, value):
+    """The value of one TrainConfig field of type `kind`, from YAML (typed) or from the command line (text)."""
     text = str(value).strip()
-    if field.type == Optional[str]:
-        return None if value is None or text.lower() in ("none", "null") else text
-    if field.type is bool:
-        if isinstance(value, bool) or text.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value if isinstance(value, bool) else text.lower() in ("true", "yes", "1")
-        fail(f"{field.name} must be true or false, got {value!r}.")
-    if field.type is int:
-        if isinstance(value, bool) or not text.lstrip("+-").isdigit():
-            fail(f"{field.name} must be an integer, got {value!r}.")
+    optional = {Optional[str]: str, Optional[int]: int, Optional[float]: float}.get(kind)
+    if optional is not None:
+        return None if value is None or text.lower() in ("none", "null") else decode(name, optional, value)
+    if kind is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return text.lower() in ("true", "yes", "1")
+    if kind is int and not isinstance(value, (bool, float)) and text.lstrip("+-").isdigit():
         return int(text)
-    if field.type is float:
+    if kind is float and not isinstance(value, bool) and text.lower() not in ("nan", "inf", "+inf", "-inf"):
         try:
-            number = float(text) if not isinstance(value, bool) else math.nan
+            return float(text)
         except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            fail(f"{field.name} must be a finite number, got {value!r}.")
-        return number
-    return text
+            pass
+    if kind is str:
+        return text
+    if kind == list[float]:
+        import yaml
+
+        try:
+            items = yaml.safe_load(text) if isinstance(value, str) else value
+        except yaml.YAMLError:
+            items = None
+        if isinstance(items, list):
+            return [decode(name, float, item) for item in items]
+    what = {bool: "true or false", int: "an integer", float: "a finite number"}.get(kind, "a list of numbers")
+    fail(f"{name} must be {what}, got {value!r}.")
 
 
-def command_line_values(argv: list[str], fields: dict) -> tuple[dict, list[str]]:
-    """--name value or --name=value pairs of the command line; the config files named by --config_path."""
-    values, paths, i = {}, [], 0
-    while i < len(argv):
-        name, _, value = argv[i].partition("=")
-        if not name.startswith("--") or name[2:] not in (*fields, "config_path"):
-            fail(f"unknown argument {argv[i]!r}; valid: --config_path and --{', --'.join(fields)}.")
-        if not _:
-            if i + 1 == len(argv):
-                fail(f"{name} needs a value.")
-            i, value = i + 1, argv[i + 1]
-        if name == "--config_path":
-            paths.append(value)
-        else:
-            values[name[2:]] = value
-        i += 1
-    return values, paths
+def parse_config(config_class):
+    """TrainConfig from the YAML file(s) of --config_path, then --name value pairs; bad input is one sentence."""
+    argv, fields = sys.argv[1:], {f.name: f for f in dataclasses.fields(config_class)}
+    if {"-h", "--help"} & set(argv):
+        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
+    given, values = [], {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            given.append(tuple(arg[2:].split("=", 1)))
+        elif arg.startswith("--"):
+            given.append((arg[2:], argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None))
+        elif i == 0 or not argv[i - 1].startswith("--") or "=" in argv[i - 1]:
+            fail(f"unexpected argument {arg!r}; use --<field> <value>.")
+    for name, value in given:
+        if name not in (*fields, "config_path"):
+            fail(f"unknown argument --{name}; valid: --config_path and --{', --'.join(fields)}.")
+        if value is None:
+            fail(f"--{name} needs a value.")
+    for path in [value for name, value in given if name == "config_path"]:
+        values.update(config_file_values(path, fields))
+    values.update((name, value) for name, value in given if name != "config_path")
+    config = config_class(**{name: decode(name, fields[name].type, value) for name, value in values.items()})
+    check_config(config)
+    return config
 
 
 def config_file_values(path: str, fields: dict) -> dict:
@@ -730,49 +767,29 @@ def config_file_values(path: str, fields: dict) -> dict:
 
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = yaml.safe_load(f) or {}  # an empty file: every default
     except OSError:
         fail(f"config file {path} does not exist or cannot be read.")
     except yaml.YAMLError as e:
         fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
-    if not isinstance(values, dict):
-        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        fail(f"config {path} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}.")
+    if not isinstance(values, dict) or set(values) - set(fields):
+        fail(f"config file {path} must map TrainConfig fields to values; unknown key(s): "
+             f"{', '.join(sorted(set(values) - set(fields)) if isinstance(values, dict) else [])}; valid keys: {', '.join(fields)}.")
     return values
 
 
-def parse_config(config_class):
-    """TrainConfig from the YAML file(s) of --config_path, then the command line; bad input is one sentence."""
-    if {"-h", "--help"} & set(sys.argv[1:]):
-        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    given, paths = command_line_values(sys.argv[1:], fields)
-    values = {}
-    for path in paths:
-        values.update(config_file_values(path, fields))
-    values.update(given)
-    config = config_class(**{name: decode(fields[name], value) for name, value in values.items()})
-    check_config(config)
-    return config
-
-
 def check_config(config) -> None:
-    """Ranges every script's fields share by name (one vocabulary), checked before anything is written."""
-    def need(name: str, ok: Callable[[float], bool], what: str) -> None:
+    """Ranges of the fields every script names alike (one vocabulary), checked before anything is written."""
+    rules = {"max_steps": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 1, "at least 1"),
+             "eval_every": (lambda v: v >= 1, "at least 1"), "eval_episodes": (lambda v: v >= 1, "at least 1"),
+             "hidden_dim": (lambda v: v >= 1, "at least 1"), "policy_freq": (lambda v: v >= 1, "at least 1"),
+             "seed": (lambda v: v >= 0, "0 or more"), "stop_after": (lambda v: v >= 0, "0 or more"),
+             "tau": (lambda v: 0 < v <= 1, "in (0, 1]"), "gamma": (lambda v: 0 <= v < 1, "in [0, 1)"),
+             "logging": (lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")}
+    rules.update({f.name: (lambda v: v > 0, "above 0") for f in dataclasses.fields(config) if f.name.endswith("_lr")})
+    for name, (ok, what) in rules.items():
         if hasattr(config, name) and not ok(getattr(config, name)):
             fail(f"{name} must be {what}, got {getattr(config, name)!r}.")
-
-    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes", "hidden_dim", "policy_freq"):
-        need(name, lambda v: v >= 1, "at least 1")
-    for name in ("seed", "stop_after"):
-        need(name, lambda v: v >= 0, "0 or more")
-    for name in [f.name for f in dataclasses.fields(config) if f.name.endswith("_lr")]:
-        need(name, lambda v: v > 0, "above 0")
-    need("tau", lambda v: 0 < v <= 1, "in (0, 1]")
-    need("gamma", lambda v: 0 <= v < 1, "in [0, 1)")
-    need("logging", lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")
     pick_device(config.device)
 
 
@@ -797,10 +814,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_dataset(dataset_id: str):
-    """Minari dataset from disk, else downloaded; a missing one is one clear sentence."""
+    """Minari dataset from disk, else downloaded; a missing one is one clear sentence.  From here on, MuJoCo's
+    warnings go to the run directory (MUJOCO_WARNINGS), not to the working directory."""
     import minari
     from minari.storage import get_dataset_path
 
+    MUJOCO_WARNINGS.install()
     try:
         return minari.load_dataset(dataset_id)
     except FileNotFoundError:
@@ -982,40 +1001,47 @@ def learning_fields(config, fixed: tuple[str, ...]) -> dict:
 
 
 def open_run(config, algo: str, fixed: tuple[str, ...]) -> tuple[Path, object]:
-    """The locked run directory holding run.json, the record of the config it was started with: a resume
-    under other learning fields is refused; --resume false clears the directory's files first."""
+    """The locked run directory and its run.json, the record of the config the run started with: a resume
+    under other learning fields is refused; with --resume false an earlier run there is moved aside whole."""
     run_dir = run_directory(config, algo)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / "run.lock", "w")
-    except OSError as e:
-        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); "
-             f"pass another --checkpoints_path.")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    lock = lock_run(run_dir)
     record, learning = run_dir / "run.json", learning_fields(config, fixed)
-    if not config.resume:
-        for name in os.listdir(run_dir):
-            if name != "run.lock":
-                shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else os.remove(run_dir / name)
+    if not config.resume and (record.exists() or (run_dir / "checkpoint.pt").exists()):
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(run_dir, aside)
+        print(f"--resume false: the earlier run in {run_dir} was moved to {aside}.")
+        lock.close()
+        lock = lock_run(run_dir)
     elif record.exists():
         before = json.loads(record.read_text())["config"]
-        changed = sorted(k for k in learning if before.get(k, learning[k]) != learning[k])
+        changed = [f"{k}: {before[k]!r} there, {v!r} now" for k, v in learning.items() if before.get(k, v) != v]
         if changed:
-            fail(f"{run_dir} holds a run of another config ({', '.join(f'{k}: {before[k]!r} there, {learning[k]!r} now' for k in changed)}); "
-                 f"pass --resume false to start it over, or another --checkpoints_path.")
+            lock.close()
+            fail(f"{run_dir} holds a run of another config ({'; '.join(changed)}); pass --resume false to "
+                 f"start it over, or another --checkpoints_path.")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
                                 capture_output=True).stdout.strip() or None
     except OSError:
         commit = None
-    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit,
-                                     "command": [Path(sys.executable).name, *sys.argv],
-                                     "torch": torch.__version__}, indent=1))
+    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit, "torch": torch.__version__,
+                                     "command": [Path(sys.executable).name, *sys.argv]}, indent=1))
     print(f"run directory: {run_dir}", flush=True)
     return run_dir, lock
+
+
+def lock_run(run_dir: Path):
+    """An exclusive lock on run_dir/run.lock, held until the process ends (kill -9 releases it too)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / "run.lock", "w")
+    except OSError as e:
+        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    return lock
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -1024,18 +1050,34 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def redirect_mujoco_warnings(path: Path) -> None:
-    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; send them to the run's own file."""
-    try:
-        import mujoco
-    except ImportError:  # environments without MuJoCo (Pendulum) need no handler
-        return
+class MujocoWarnings:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory.  Once installed (by
+    load_dataset, before any environment is made) they come here instead: kept until fit() knows the run
+    directory, then written to its mujoco_warnings.txt."""
 
-    def write(message: str) -> None:
+    def __init__(self):
+        self.messages, self.path = [], None
+
+    def install(self) -> None:
+        try:
+            import mujoco
+        except ImportError:  # environments without MuJoCo (Pendulum) need no handler
+            return
+        mujoco.set_mju_user_warning(self)
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        if self.path is not None:
+            self.write_to(self.path)
+
+    def write_to(self, path: Path) -> None:
+        self.path = path
         with open(path, "a") as f:
-            f.write(message + "\n")
+            f.writelines(m + "\n" for m in self.messages)
+        self.messages = []
 
-    mujoco.set_mju_user_warning(write)
+
+MUJOCO_WARNINGS = MujocoWarnings()
 
 
 class RunLog:
@@ -1045,8 +1087,9 @@ class RunLog:
 
     def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
         path = run_dir / "log.jsonl"
-        rows = path.read_text().splitlines() if path.exists() else []
-        write_atomic(path, "".join(r + "\n" for r in rows if json.loads(r)["step"] <= start_step))
+        rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
+        write_atomic(path, "".join(r + "\n" for r in rows))
+        self.last = json.loads(rows[-1]) if rows else {}
         self.file = open(path, "a")
         self.start = time.time() - elapsed
         self.wandb = None
@@ -1145,40 +1188,43 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
     finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed)
-    redirect_mujoco_warnings(run_dir / "mujoco_warnings.txt")
-    checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
-    start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
-    if start >= config.max_steps and finished.exists():
-        print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
-        return json.loads(finished.read_text())
-    update = torch.compile(trainer.update) if config.compile else trainer.update
-    periodic = getattr(trainer, "periodic", None)
-    log = RunLog(config, algo, run_dir, start, elapsed, fixed)
-    log_every = max(1, min(1000, config.eval_every))
-    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
-    stop = StopRequest()
-    step, result = start, {}
-    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
-        if periodic is not None:
-            periodic(step)
-        metrics = update(sample(), step)
-        if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
-            values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
-            check_finite(values, step, run_dir, log)
-        elif step % config.eval_every == 0 or step == config.max_steps:
-            result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-        if stop.signal or (step == last < config.max_steps):
-            save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
-            log.close()
-            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
-            if stop.signal:
-                raise SystemExit(128 + stop.signal)
-            return result
-    if start >= config.max_steps:  # the last update was done, but the call stopped before it finished up
-        result = evaluate_and_save(step, {}, trainer, config, log, evaluate, export, extra or {}, run_dir)
-    log.close()
-    write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
-    return result
+    with lock:  # released when this call ends, however it ends
+        MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
+        checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
+        start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        if start >= config.max_steps and finished.exists():
+            print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+            return json.loads(finished.read_text())
+        update = torch.compile(trainer.update) if config.compile else trainer.update
+        periodic = getattr(trainer, "periodic", None)
+        log = RunLog(config, algo, run_dir, start, elapsed, fixed)
+        log_every = max(1, min(1000, config.eval_every))
+        last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+        stop = StopRequest()
+        step, result = start, {}
+        for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+            if periodic is not None:
+                periodic(step)
+            metrics = update(sample(), step)
+            if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+                values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
+                check_finite(values, step, run_dir, log)
+            elif step % config.eval_every == 0 or step == config.max_steps:
+                result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
+            if stop.signal or (step == last < config.max_steps):
+                save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
+                log.close()
+                print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+                if stop.signal:
+                    raise SystemExit(128 + stop.signal)
+                return result
+        if start >= config.max_steps:  # the last update and its evaluation were done; the call ended before this
+            result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
+            if export is not None:
+                export(run_dir / "policy.pt2")
+        log.close()
+        write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+        return result
 
 
 def check_finite(values: dict, step: int, run_dir: Path, log: RunLog) -> None:

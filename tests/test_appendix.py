@@ -1,12 +1,16 @@
-"""The shared appendix's own pieces, tested on its canonical source (tools/shared/appendix.py): the
-Optimizer must compute what torch.optim computes, since every update now steps through it."""
+"""The shared appendix's own pieces, tested in-process on its canonical source (tools/shared/appendix.py):
+config decoding and ranges, soft_update, data checks, and the safe-run rules of fit() (the run's record,
+the lock, checkpoints that cannot run code, resume without repeated log rows, a stop before finishing up)."""
 
 import dataclasses
 import importlib.util
 import json
-import math
+import os
+import sys
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -17,113 +21,219 @@ appendix = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(appendix)
 
 
-def twin_networks():
-    torch.manual_seed(0)
-    ours = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    reference = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    reference.load_state_dict(ours.state_dict())
-    return ours, reference
+@dataclasses.dataclass
+class Config:
+    seed: int = 0
+    device: str = "cpu"
+    dataset_id: str = "local/pendulum/medium-replay-v0"
+    max_steps: int = 6
+    batch_size: int = 4
+    eval_every: int = 3
+    eval_episodes: int = 1
+    checkpoints_path: Optional[str] = None
+    resume: bool = True
+    stop_after: int = 0
+    logging: str = "disabled"
+    project: str = "test"
+    compile: bool = False
+    tau: float = 0.005
+    actor_lr: float = 1e-3
 
 
-def loss_of(net, step):
-    torch.manual_seed(step)
-    x, y = torch.randn(16, 4), torch.randn(16, 2)
-    return (net(x) - y).pow(2).mean() * 10
+class Trainer:
+    """The smallest trainer of the contract: one linear layer fitted to noise with Adam."""
+
+    def __init__(self, lr: float = 1e-3):
+        torch.manual_seed(0)
+        self.device = torch.device("cpu")
+        self.net = nn.Linear(3, 1)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr)
+
+    def update(self, batch: dict, step: int) -> dict:
+        loss = (self.net(batch["x"]).squeeze(-1) - batch["y"]).pow(2).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.detach()}
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
-def compare(ours_opt, ours, reference_opt, reference, schedule=None, clip=None, steps=6):
-    for step in range(steps):
-        ours_opt.step(loss_of(ours, step))
-        reference_opt.zero_grad()
-        loss_of(reference, step).backward()
-        if clip is not None:
-            nn.utils.clip_grad_norm_(reference.parameters(), clip)
-        reference_opt.step()
-        if schedule is not None:
-            schedule.step()
-        for p, q in zip(ours.parameters(), reference.parameters()):
-            assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), step  # float rounding of the two formulas
+def fit(config: Config, trainer: Optional[Trainer] = None) -> dict:
+    trainer = trainer or Trainer(config.actor_lr)
+    return appendix.fit(config, algo="test", trainer=trainer,
+                        sample=lambda: {"x": torch.randn(config.batch_size, 3), "y": torch.randn(config.batch_size)},
+                        evaluate=lambda: {"return": torch.tensor(1.0)}, extra={"state_mean": np.zeros(3, np.float32)})
 
 
-def test_adam_matches_torch():
-    ours, reference = twin_networks()
-    compare(appendix.Optimizer(ours.parameters(), 1e-2), ours, torch.optim.Adam(reference.parameters(), 1e-2), reference)
+def parse(monkeypatch, *argv: str):
+    monkeypatch.setattr(sys, "argv", ["script.py", *argv])
+    return appendix.parse_config(Config)
 
 
-def test_adamw_with_warmup_and_clipping_matches_torch():
-    ours, reference = twin_networks()
-    warmup = 3
-    opt = appendix.Optimizer(ours.parameters(), 1e-2, weight_decay=0.1, max_grad_norm=0.25,
-                             schedule=lambda t: torch.clamp((t + 1) / warmup, max=1.0))
-    reference_opt = torch.optim.AdamW(reference.parameters(), 1e-2, weight_decay=0.1)
-    schedule = torch.optim.lr_scheduler.LambdaLR(reference_opt, lambda t: min((t + 1) / warmup, 1.0))
-    compare(opt, ours, reference_opt, reference, schedule, clip=0.25)
+def fails_with(expected: str, call, *args):
+    with pytest.raises(SystemExit) as error:
+        call(*args)
+    assert str(error.value).startswith("error: ") and expected in str(error.value), error.value
 
 
-def test_cosine_schedule_matches_torch():
-    ours, reference = twin_networks()
-    total = 5
-    opt = appendix.Optimizer(ours.parameters(), 1e-2, schedule=lambda t: 0.5 * (1 + torch.cos(math.pi * t / total)))
-    reference_opt = torch.optim.Adam(reference.parameters(), 1e-2)
-    compare(opt, ours, reference_opt, reference, torch.optim.lr_scheduler.CosineAnnealingLR(reference_opt, total),
-            steps=total)
+def test_soft_update_moves_the_target_by_tau():
+    source, target = nn.Linear(2, 2), nn.Linear(2, 2)
+    expected = [0.1 * s + 0.9 * t for s, t in zip(source.parameters(), target.parameters())]
+    appendix.soft_update(target, source, 0.1)
+    assert all(torch.allclose(t, e) for t, e in zip(target.parameters(), expected))
 
 
-def test_sgd_with_momentum_matches_torch():
-    ours, reference = twin_networks()
-    compare(appendix.Optimizer(ours.parameters(), 1e-2, kind="sgd", momentum=0.9), ours,
-            torch.optim.SGD(reference.parameters(), 1e-2, momentum=0.9), reference)
+@pytest.mark.parametrize("text,value", [("true", True), ("yes", True), ("1", True), ("False", False), ("no", False),
+                                        ("0", False)])
+def test_booleans_take_only_true_and_false(monkeypatch, text, value):
+    assert parse(monkeypatch, "--resume", text).resume is value
 
 
-def test_step_touches_only_its_own_parameters():
-    """The actor's loss runs through the critic; stepping the actor must leave the critic alone."""
-    actor, critic = nn.Linear(3, 2), nn.Linear(5, 1)
-    before = [p.clone() for p in critic.parameters()]
-    opt = appendix.Optimizer(actor.parameters(), 1e-2)
-    states = torch.randn(8, 3)
-    opt.step(-critic(torch.cat([states, actor(states)], -1)).mean())
-    assert all(torch.equal(p, q) for p, q in zip(before, critic.parameters()))
-    assert all(p.grad is None for p in critic.parameters())
+@pytest.mark.parametrize("argv,expected", [
+    (["--resume", "flase"], "resume must be true or false, got 'flase'"),
+    (["--max_steps", "1.5"], "max_steps must be an integer, got '1.5'"),
+    (["--max_steps", "abc"], "max_steps must be an integer"),
+    (["--tau", "nan"], "tau must be a finite number"),
+    (["--actor_lr", "inf"], "actor_lr must be a finite number"),
+    (["--tau", "2"], "tau must be in (0, 1], got 2.0"),
+    (["--actor_lr", "-1"], "actor_lr must be above 0"),
+    (["--seed", "-1"], "seed must be 0 or more"),
+    (["--logging", "bogus"], "logging must be offline, online or disabled"),
+    (["--max_steps"], "--max_steps needs a value"),
+    (["--typo", "3"], "unknown argument --typo"),
+    (["stray"], "unexpected argument 'stray'"),
+])
+def test_bad_values_are_one_sentence(monkeypatch, argv, expected):
+    fails_with(expected, parse, monkeypatch, *argv)
 
 
-def test_state_round_trips():
-    ours, _ = twin_networks()
-    opt = appendix.Optimizer(ours.parameters(), 1e-2)
-    opt.step(loss_of(ours, 0))
-    other = appendix.Optimizer(ours.parameters(), 1e-2)
-    other.load_state_dict(opt.state_dict())
-    assert torch.equal(other.steps, opt.steps)
-    assert all(torch.equal(a, b) for a, b in zip(other.moments + other.second_moments, opt.moments + opt.second_moments))
+def test_yaml_then_command_line_and_an_empty_yaml_is_all_defaults(monkeypatch, tmp_path):
+    empty, some = tmp_path / "empty.yaml", tmp_path / "some.yaml"
+    empty.write_text("")
+    some.write_text("max_steps: 10\ntau: 0.5\n")
+    assert parse(monkeypatch, "--config_path", str(empty)) == Config()
+    config = parse(monkeypatch, f"--config_path={some}", "--tau", "0.25")
+    assert (config.max_steps, config.tau) == (10, 0.25)
+    (tmp_path / "typo.yaml").write_text("max_stepz: 3\n")
+    fails_with("unknown key(s): max_stepz", parse, monkeypatch, "--config_path", str(tmp_path / "typo.yaml"))
+
+
+class Episode:
+    def __init__(self, rewards, observations=None):
+        n = len(rewards)
+        self.rewards = np.asarray(rewards, np.float32)
+        self.observations = np.zeros((n + 1, 2), np.float32) if observations is None else observations
+        self.actions = np.zeros((n, 1), np.float32)
+        self.terminations = np.zeros(n, bool)
+
+
+class Dataset:
+    def __init__(self, episodes):
+        self.episodes = episodes
+        self.spec = type("Spec", (), {"dataset_id": "local/test/bad-v0"})()
+
+    def iterate_episodes(self):
+        return iter(self.episodes)
+
+
+def test_bad_data_is_one_sentence_naming_the_field_and_index():
+    fails_with("holds no transitions", appendix.flatten_episodes, Dataset([]))
+    fails_with("in rewards at transition 3", appendix.flatten_episodes,
+               Dataset([Episode([0.0, 1.0]), Episode([1.0, np.nan])]))
+    observations = np.zeros((3, 2), np.float32)
+    observations[1, 1] = 3e38
+    fails_with("in observations at transition 1", appendix.flatten_episodes, Dataset([Episode([0.0, 1.0], observations)]))
+
+
+def test_statistics_do_not_overflow():
+    observations = np.full((4, 2), 1e30, np.float32)
+    mean, std = appendix.state_statistics(observations, True)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+
+
+def test_checkpoint_holding_code_is_refused_and_nothing_runs(tmp_path):
+    """A pickle whose __reduce__ would run a command: torch.load(weights_only=True) refuses it."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"step": 3, "trainer": Payload()}, tmp_path / "checkpoint.pt")
+    fails_with("holds objects other than tensors", appendix.resume, tmp_path / "checkpoint.pt", Trainer(),
+               torch.device("cpu"))
+    assert not marker.exists()
+
+
+def test_checkpoint_round_trips_every_rng(tmp_path):
+    trainer = Trainer()
+    appendix.set_seed(3)
+    appendix.save_checkpoint(tmp_path / "checkpoint.pt", 40, trainer, Config(), {"state_mean": np.ones(2)}, 12.0)
+    expected = (np.random.rand(), torch.rand(1), __import__("random").random())
+    appendix.set_seed(99)
+    assert appendix.resume(tmp_path / "checkpoint.pt", Trainer(), torch.device("cpu")) == (40, 12.0)
+    assert (np.random.rand(), torch.rand(1), __import__("random").random()) == expected
+
+
+def test_a_resume_under_another_config_is_refused(tmp_path):
+    config = Config(checkpoints_path=str(tmp_path / "run"), stop_after=3)
+    fit(config)
+    fails_with("actor_lr: 0.001 there, 0.01 now", fit, dataclasses.replace(config, actor_lr=1e-2))
+    fit(dataclasses.replace(config, stop_after=0, eval_every=2, max_steps=8))  # run fields may change
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["algo"] == "test" and record["config"]["max_steps"] == 8
+
+
+def test_resume_false_moves_the_earlier_run_aside(tmp_path):
+    config = Config(checkpoints_path=str(tmp_path / "run"))
+    fit(config)
+    fit(dataclasses.replace(config, resume=False, actor_lr=1e-2))
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(moved) == 1 and (moved[0] / "finished.json").exists()
+    rows = [json.loads(r) for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]
+
+
+def test_the_log_never_repeats_a_step_after_a_resume(tmp_path):
+    config = Config(checkpoints_path=str(tmp_path / "run"), stop_after=3)
+    fit(config)
+    with open(tmp_path / "run" / "log.jsonl", "a") as log:  # a row written after the checkpoint, then a kill
+        log.write(json.dumps({"step": 4, "wall_time": 0.0}) + "\n")
+    fit(dataclasses.replace(config, stop_after=0))
+    steps = [json.loads(r)["step"] for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == [3, 6]
+
+
+def test_a_run_stopped_after_its_last_update_finishes_up_on_the_next_call(tmp_path):
+    config = Config(checkpoints_path=str(tmp_path / "run"))
+    fit(config)
+    (tmp_path / "run" / "finished.json").unlink()
+    assert fit(config) == {"eval/return": 1.0}
+    assert json.loads((tmp_path / "run" / "finished.json").read_text())["step"] == 6
+
+
+def test_a_second_run_into_a_locked_directory_is_refused(tmp_path):
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with open(run_dir / "run.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        fails_with("another run is writing", fit, Config(checkpoints_path=str(run_dir)))
+
+
+def test_an_unwritable_run_directory_is_one_sentence(tmp_path):
+    (tmp_path / "file").write_text("")
+    fails_with("cannot write the run directory", fit, Config(checkpoints_path=str(tmp_path / "file")))
+    fails_with("cannot write the run directory", fit, Config(checkpoints_path=str(tmp_path / "file" / "run")))
 
 
 @pytest.mark.parametrize("name,expected", [("cpu", "cpu"), ("auto", "cpu" if not torch.cuda.is_available() else "cuda")])
 def test_pick_device(name, expected):
     assert appendix.pick_device(name).type == expected
-
-
-def test_sgd_state_round_trips():
-    ours, _ = twin_networks()
-    opt = appendix.Optimizer(ours.parameters(), 1e-2, kind="sgd", momentum=0.9)
-    opt.step(loss_of(ours, 0))
-    other = appendix.Optimizer(ours.parameters(), 1e-2, kind="sgd", momentum=0.9)
-    other.load_state_dict(opt.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(other.moments, opt.moments))
-
-
-def test_resumed_clock_continues_from_the_checkpoint(tmp_path):
-    """A resumed run's wall_time counts on from the seconds its checkpoint carried, not from zero."""
-    @dataclasses.dataclass
-    class Config:
-        logging: str = "disabled"
-        project: str = "test"
-        dataset_id: str = "local/pendulum/medium-replay-v0"
-        seed: int = 0
-
-    ours, _ = twin_networks()
-    appendix.save_checkpoint(tmp_path / "checkpoint.pt", 40, ours, Config(), {}, 123.0)
-    step, elapsed = appendix.resume(tmp_path / "checkpoint.pt", ours, torch.device("cpu"))
-    assert (step, elapsed) == (40, 123.0)
-    log = appendix.RunLog(Config(), "test", tmp_path, elapsed)
-    log.write(41, {"train/loss": 1.0})
-    log.close()
-    assert 123.0 <= json.loads((tmp_path / "log.jsonl").read_text())["wall_time"] < 183.0

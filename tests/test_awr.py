@@ -1,7 +1,9 @@
 """AWR's math against hand computations: TD(lambda) and Monte Carlo returns with truncated and terminal
 endings, the advantage weights and their clip, the policy's log-likelihood and its initialization, the
-authors' iteration (value steps, refresh with the refit V, policy steps) and V of next states by shifting."""
+authors' iteration (value steps, refresh with the refit V, policy steps) with SGD and momentum, V of next states
+by shifting, and the trainer contract (compiled update, exported policy, checkpoint state)."""
 
+import copy
 import math
 
 import pytest
@@ -79,7 +81,7 @@ def test_weight_clip_at_omega_max():
     assert awr.TrainConfig.max_weight == 20.0 and awr.TrainConfig.beta == 1.0
 
 
-def test_policy_loss_is_weighted_gaussian_log_likelihood():
+def test_actor_loss_is_weighted_gaussian_log_likelihood():
     policy = awr.GaussianPolicy(3, 1, 8, max_action=2.0, action_std=0.4)
     for p in policy.parameters():
         torch.nn.init.zeros_(p)  # mean 0, std 0.4 * 2 = 0.8
@@ -87,7 +89,7 @@ def test_policy_loss_is_weighted_gaussian_log_likelihood():
     log_p = [-0.5 * x ** 2 - math.log(0.8) - 0.5 * math.log(2 * math.pi) for x in (1.0, 0.0)]
     weights = torch.tensor([2.0, 1.0])
     expected = -(2.0 * log_p[0] + 1.0 * log_p[1]) / 2
-    assert awr.policy_loss(policy, batch, weights).item() == pytest.approx(expected, rel=1e-6)
+    assert awr.actor_loss(policy, batch, weights).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_policy_output_layer_starts_near_zero():
@@ -115,26 +117,31 @@ def make_awr_trainer(trajectories=None, **overrides):
     return awr.AWRTrainer(3, 1, 1.0, config, torch.device("cpu"), trajectories)
 
 
-def expected_targets(trainer):
+def expected_targets(value, data, normalize=False):
     """R^lambda and w computed the long way: V_psi of every next state, not of the shifted states."""
-    data = trainer.trajectories
     with torch.no_grad():
-        values, next_values = trainer.value(data["observations"]), trainer.value(data["next_observations"])
+        values, next_values = value(data["observations"]), value(data["next_observations"])
     returns = awr.lambda_returns(data["rewards"], next_values, data["terminals"], data["episode_ends"], GAMMA, LAM)
-    return returns, awr.awr_weights(returns - values, 1.0, 20.0, normalize=False)
+    return returns, awr.awr_weights(returns - values, 1.0, 20.0, normalize=normalize)
 
 
 def test_next_state_values_come_from_the_shifted_states():
     trainer = make_awr_trainer(normalize_advantages=False)
     trainer.refresh_targets()
-    returns, weights = expected_targets(trainer)
+    returns, weights = expected_targets(trainer.value, trainer.trajectories)
     torch.testing.assert_close(trainer.returns, returns)
     torch.testing.assert_close(trainer.weights, weights)
 
 
-def test_periodic_follows_the_authors_iteration():
+def batch_of(trainer, batch_size=4):
+    index = torch.randint(0, len(trainer.returns), (batch_size,))
+    return {"index": index, **{k: v[index] for k, v in trainer.trajectories.items() if k != "episode_ends"}}
+
+
+def test_steps_follow_the_authors_iteration():
     # value_steps = 2, policy_steps = 3: steps 1-2 fit V_psi, 3-5 fit pi_phi, 6 starts the next iteration.
-    # The targets are refreshed before steps 1, 3 and 6 only, each time with the V_psi of that moment.
+    # periodic() refreshes the targets before steps 1, 3 and 6 only, each time with the V_psi of that moment;
+    # each update steps its phase's network alone, on the targets of its batch's rows.
     trainer = make_awr_trainer(normalize_advantages=False, value_steps=2, policy_steps=3)
     phases = []
     for step in range(1, 8):
@@ -144,31 +151,53 @@ def test_periodic_follows_the_authors_iteration():
         trainer.periodic(step)
         refreshed = not torch.equal(before, trainer.returns)
         if refreshed:
-            returns, weights = expected_targets(trainer)
+            returns, weights = expected_targets(trainer.value, trainer.trajectories)
             torch.testing.assert_close(trainer.returns, returns)
             torch.testing.assert_close(trainer.weights, weights)
-        phases.append((step, trainer.fitting_value, refreshed))
-    assert phases == [(1, True, True), (2, True, False), (3, False, True), (4, False, False), (5, False, False),
-                      (6, True, True), (7, True, False)]
-
-
-def batch_of(trainer, batch_size=4):
-    index = torch.randint(0, len(trainer.returns), (batch_size,))
-    return {"index": index, **{k: v[index] for k, v in trainer.trajectories.items() if k != "episode_ends"}}
-
-
-def test_each_phase_steps_its_own_network_on_the_looked_up_targets():
-    trainer = make_awr_trainer(value_steps=1, policy_steps=1)
-    for step, stepped, still in ((1, "value", "actor"), (2, "actor", "value")):
-        trainer.periodic(step)
-        before = {name: [p.clone() for p in getattr(trainer, name).parameters()] for name in ("value", "actor")}
+        params = {name: [p.clone() for p in getattr(trainer, name).parameters()] for name in ("value", "actor")}
         batch = batch_of(trainer)
-        metrics = trainer.update(batch)
-        assert any(not torch.equal(p, q) for p, q in zip(before[stepped], getattr(trainer, stepped).parameters()))
-        assert all(torch.equal(p, q) for p, q in zip(before[still], getattr(trainer, still).parameters()))
-        looked_up = trainer.returns[batch["index"]] if stepped == "value" else trainer.weights[batch["index"]]
-        key = "return" if stepped == "value" else "weight"
-        torch.testing.assert_close(metrics[key], looked_up.mean())
+        metrics = trainer.update(batch, step)
+        moved = [name for name in params
+                 if any(not torch.equal(p, q) for p, q in zip(params[name], getattr(trainer, name).parameters()))]
+        looked_up = trainer.returns if moved == ["value"] else trainer.weights
+        key = "return" if moved == ["value"] else "weight"
+        torch.testing.assert_close(metrics[key], looked_up[batch["index"]].mean())
+        phases.append((step, moved, refreshed))
+    assert phases == [(1, ["value"], True), (2, ["value"], False), (3, ["actor"], True), (4, ["actor"], False),
+                      (5, ["actor"], False), (6, ["value"], True), (7, ["value"], False)]
+
+
+def test_updates_are_the_authors_loop_with_sgd_momentum():
+    # Two iterations of learning/awr_agent.py's _update written out with torch.optim.SGD(momentum): targets with
+    # V_psi, value_steps steps of V_psi, targets with the refit V_psi, policy_steps steps of pi_phi.
+    torch.manual_seed(0)
+    trainer = make_awr_trainer(longer_trajectories(), value_steps=2, policy_steps=3, actor_lr=1e-2)
+    value, actor = copy.deepcopy(trainer.value), copy.deepcopy(trainer.actor)
+    value_optimizer = torch.optim.SGD(value.parameters(), lr=1e-2, momentum=0.9)
+    actor_optimizer = torch.optim.SGD(actor.parameters(), lr=1e-2, momentum=0.9)
+    initial = [p.clone() for p in (*value.parameters(), *actor.parameters())]
+    batches = [batch_of(trainer) for _ in range(10)]
+    for step, batch in enumerate(batches, start=1):
+        trainer.periodic(step)
+        trainer.update(batch, step)
+    batches = iter(batches)
+    for _ in range(2):
+        returns, _ = expected_targets(value, trainer.trajectories, normalize=True)
+        for _ in range(2):
+            batch = next(batches)
+            value_optimizer.zero_grad()
+            awr.value_loss(value, batch["observations"], returns[batch["index"]], GAMMA).backward()
+            value_optimizer.step()
+        _, weights = expected_targets(value, trainer.trajectories, normalize=True)
+        for _ in range(3):
+            batch = next(batches)
+            actor_optimizer.zero_grad()
+            awr.actor_loss(actor, batch, weights[batch["index"]]).backward()
+            actor_optimizer.step()
+    assert all(not torch.equal(p, q) for p, q in zip(initial, (*value.parameters(), *actor.parameters())))
+    for ours, reference in ((trainer.value, value), (trainer.actor, actor)):
+        for p, q in zip(ours.parameters(), reference.parameters()):
+            torch.testing.assert_close(p, q)
 
 
 def longer_trajectories():
@@ -181,13 +210,12 @@ def longer_trajectories():
 def test_compiled_update_matches_eager():
     from conftest import assert_compiled_matches_eager
 
-    for step in (1, 3):  # the value phase, then the policy phase (value_steps = 2)
-        def make_trainer():
-            trainer = make_awr_trainer(longer_trajectories(), value_steps=2, policy_steps=2)
-            trainer.periodic(step)
-            return trainer
+    def make_trainer():  # steps 1-2 fit V_psi, step 3 fits pi_phi
+        trainer = make_awr_trainer(longer_trajectories(), value_steps=2, policy_steps=2)
+        trainer.refresh_targets()
+        return trainer
 
-        assert_compiled_matches_eager(make_trainer, batch_of)
+    assert_compiled_matches_eager(make_trainer, batch_of, steps=3)
 
 
 def test_policy_export_matches_trainer(tmp_path):
@@ -196,13 +224,15 @@ def test_policy_export_matches_trainer(tmp_path):
     assert_export_matches_policy(awr, make_awr_trainer(), 3, tmp_path)
 
 
-def test_checkpoint_state_round_trips():
+def test_checkpoint_state_round_trips(tmp_path):
     from conftest import tensors_of
 
-    a, b = make_awr_trainer(), make_awr_trainer()
-    a.periodic(1)
-    a.update(batch_of(a))
-    b.load_state_dict(a.state_dict())
+    a, b = make_awr_trainer(value_steps=1, policy_steps=1), make_awr_trainer(value_steps=1, policy_steps=1)
+    for step in (1, 2):  # both optimizers hold a momentum buffer
+        a.periodic(step)
+        a.update(batch_of(a), step)
+    torch.save(a.state_dict(), tmp_path / "state.pt")
+    b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))  # as the appendix loads checkpoints
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):
         assert torch.equal(tensor, b_state[path]), path

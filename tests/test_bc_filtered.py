@@ -22,13 +22,13 @@ def test_top_fraction_rejects_a_bad_fraction():
         bc_filtered.top_trajectories(np.zeros(3), np.zeros(3), 0.0)
 
 
-def test_bc_loss_is_squared_error_summed_over_action_dims():
+def test_actor_loss_is_squared_error_summed_over_action_dims():
     actor = bc_filtered.Actor(1, 2, 4, max_action=1.0)
     states = torch.zeros(2, 1)
     actions = torch.tensor([[0.5, -0.5], [0.0, 1.0]])
     pred = actor(states)
     expected = ((pred - actions) ** 2).sum(-1).mean()
-    assert bc_filtered.bc_loss(actor, states, actions).item() == pytest.approx(expected.item())
+    assert bc_filtered.actor_loss(actor, states, actions).item() == pytest.approx(expected.item())
 
 
 def make_bc_trainer(**overrides):
@@ -42,16 +42,16 @@ def random_batch(batch_size=16, state_dim=3, action_dim=2):
             "terminals": (torch.rand(batch_size) < 0.1).float()}
 
 
-def test_update_is_adam_on_the_bc_loss():
+def test_update_is_adam_on_the_actor_loss():
     torch.manual_seed(0)
     trainer = make_bc_trainer()
     reference = copy.deepcopy(trainer.actor)
     optimizer = torch.optim.Adam(reference.parameters(), lr=3e-4)
-    for _ in range(3):
+    for step in range(1, 4):
         batch = random_batch()
-        trainer.update(batch)
+        trainer.update(batch, step)
         optimizer.zero_grad()
-        bc_filtered.bc_loss(reference, batch["observations"], batch["actions"]).backward()
+        bc_filtered.actor_loss(reference, batch["observations"], batch["actions"]).backward()
         optimizer.step()
     for p, q in zip(trainer.actor.parameters(), reference.parameters()):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-7)
@@ -71,7 +71,7 @@ def test_policy_export_matches_trainer(tmp_path):
 
 def test_checkpoint_state_round_trips():
     a, b = make_bc_trainer(), make_bc_trainer()
-    a.update(random_batch())
+    a.update(random_batch(), 1)
     b.load_state_dict(a.state_dict())
     from conftest import tensors_of
 

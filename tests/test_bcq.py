@@ -1,6 +1,7 @@
 """BCQ's math against hand computations: the soft clipped double-Q target, the VAE loss, the clipped latent
 when sampling, the bounded perturbation, action selection by Q_1 among 100 sampled actions (10 in the
-target), and the trainer's contract: compiled update, exported policy, checkpoint state."""
+target), the update against the authors' train(), and the trainer's contract: compiled update, exported
+policy, checkpoint state."""
 
 import math
 
@@ -127,7 +128,54 @@ def test_acting_samples_100_actions_and_the_target_10():
     trainer = make_bcq_trainer()
     assert decoded_batch_sizes(trainer, lambda: trainer.policy()(torch.randn(3, 3))) == [300]
     # the update decodes the batch (VAE loss), 10 samples per next state (target), the batch (actor loss)
-    assert decoded_batch_sizes(trainer, lambda: trainer.update(random_batch(8))) == [8, 80, 8]
+    assert decoded_batch_sizes(trainer, lambda: trainer.update(random_batch(8), 1)) == [8, 80, 8]
+
+
+def own_step(optimizer, loss):
+    """One step of `optimizer` down the gradient of `loss` with respect to its own parameters only."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p, grad in zip(params, torch.autograd.grad(loss, params)):
+        p.grad = grad
+    optimizer.step()
+
+
+def authors_update(trainer, batch, n=10, gamma=0.99, lmbda=0.75, tau=0.005):
+    """continuous_BCQ/BCQ.py train(): the VAE, then the critics on the new VAE's samples, then the actor, then
+    both targets; every gradient taken with respect to the network it updates."""
+    states, actions = batch["observations"], batch["actions"]
+    recon, mean, log_std = trainer.vae(states, actions)
+    own_step(trainer.vae_optimizer, bcq.vae_loss(recon, actions, mean, log_std, 0.5))
+    with torch.no_grad():
+        next_states, next_actions = bcq.sample_actions(trainer.vae, trainer.actor_target, batch["next_observations"], n)
+        next_q = trainer.critic_target(next_states, next_actions).view(2, -1, n)
+        y = bcq.soft_clipped_target(next_q, batch["rewards"], batch["terminals"], gamma, lmbda)
+    own_step(trainer.critic_optimizer, bcq.critic_loss(trainer.critic, batch, y))
+    with torch.no_grad():
+        sampled = trainer.vae.decode(states)
+    own_step(trainer.actor_optimizer, bcq.actor_loss(trainer.critic, trainer.actor, states, sampled))
+    with torch.no_grad():
+        for target, net in ((trainer.critic_target, trainer.critic), (trainer.actor_target, trainer.actor)):
+            for target_param, param in zip(target.parameters(), net.parameters()):
+                target_param.copy_(tau * param + (1 - tau) * target_param)
+
+
+def test_update_reproduces_the_authors_train():
+    # The actor's loss.backward() also fills the critic's gradients: they must not reach the critic's next step.
+    torch.manual_seed(0)
+    trainer = make_bcq_trainer()
+    torch.manual_seed(0)
+    reference = make_bcq_trainer()
+    for step in (1, 2, 3):
+        torch.manual_seed(100 + step)
+        batch = random_batch()
+        torch.manual_seed(200 + step)
+        trainer.update(batch, step)
+        torch.manual_seed(200 + step)
+        authors_update(reference, batch)
+    for name in ("actor", "actor_target", "critic", "critic_target", "vae"):
+        for (key, ours), theirs in zip(getattr(trainer, name).state_dict().items(),
+                                       getattr(reference, name).state_dict().values()):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=f"{name}.{key}")
 
 
 def test_compiled_update_matches_eager():
@@ -151,12 +199,17 @@ def test_policy_export_matches_trainer(tmp_path):
     assert not torch.equal(first, program(raw))
 
 
-def test_checkpoint_state_round_trips():
+def test_checkpoint_state_round_trips_and_resumes_bit_identically(tmp_path):
     from conftest import tensors_of
 
     a, b = make_bcq_trainer(), make_bcq_trainer()
-    a.update(random_batch())
-    b.load_state_dict(a.state_dict())
+    a.update(random_batch(), 1)
+    torch.save(a.state_dict(), tmp_path / "state.pt")
+    b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    batch = random_batch()
+    for trainer in (a, b):  # the next update from the restored state, Adam's moments included, is the same
+        torch.manual_seed(1)
+        trainer.update(batch, 2)
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):
         assert torch.equal(tensor, b_state[path]), path

@@ -1,7 +1,8 @@
 """CQL(H): the importance-sampled logsumexp, the sign of the conservative term, the tanh-Gaussian
-log-density, the SAC losses and targets on tiny tensors, the Lagrange multiplier's direction, the
-Q-versus-return check, the behavior-cloning warm start, a short training that must leave dataset actions
-above random ones, and the trainer contract (compiled = eager, exported policy, checkpoint state)."""
+log-density, the SAC losses and targets on tiny tensors, the mean-action target, the Lagrange multiplier's
+direction, the Q-versus-return check, the behavior-cloning warm start as the authors' loop counts it, a short
+training that must leave dataset actions above random ones, and the trainer contract (compiled = eager,
+exported policy, checkpoint state)."""
 
 import math
 
@@ -148,6 +149,54 @@ def test_soft_q_target_by_hand(backup_entropy):
     assert target.tolist() == pytest.approx([1.0 + GAMMA * next_v, -1.0])
 
 
+class MeanOnlyActor:
+    """A policy whose mean action is 0.25 everywhere; drawing from it is an error."""
+
+    def __call__(self, states):
+        return torch.full((states.shape[0], 1), 0.25)
+
+    def sample(self, states):
+        raise AssertionError("the mean target draws no action")
+
+
+def test_mean_action_target_by_hand():
+    batch = {"next_observations": torch.zeros(2, 3), "rewards": torch.tensor([1.0, -1.0]),
+             "terminals": torch.tensor([0.0, 1.0])}
+    scored = []
+
+    def critic_target(states, actions):
+        scored.append(actions)
+        return torch.tensor([[2.0, 5.0], [3.0, 4.0]])  # min over critics: [2, 4]
+
+    target = cql.mean_action_target(critic_target, MeanOnlyActor(), batch, GAMMA)
+    assert torch.equal(scored[0], torch.full((2, 1), 0.25))
+    assert target.tolist() == pytest.approx([1.0 + GAMMA * 2.0, -1.0])  # no entropy term
+
+
+@pytest.mark.parametrize("target_action", ["sample", "mean"])
+def test_trainer_target_uses_the_configured_next_action(target_action):
+    """"mean" scores s' at the actor's deterministic action max_action tanh(mu(s')): the same target whatever the
+    random numbers; "sample" draws a' ~ pi(.|s'), so two seeds give two targets."""
+    batch = random_batch()
+    targets = []
+    for seed in (1, 2):
+        torch.manual_seed(0)
+        trainer = make_cql_trainer(target_action=target_action)
+        with torch.no_grad():
+            mean_target = cql.mean_action_target(trainer.critic_target, trainer.actor, batch, trainer.gamma)
+        torch.manual_seed(seed)
+        targets.append(trainer.update(batch, 1)["q_target"].item())
+    if target_action == "mean":
+        assert targets[0] == targets[1] == pytest.approx(mean_target.mean().item())
+    else:
+        assert targets[0] != targets[1]
+
+
+def test_unknown_target_action_is_one_sentence():
+    with pytest.raises(SystemExit, match="target_action must be sample or mean, got 'median'"):
+        cql.train(cql.TrainConfig(target_action="median"))
+
+
 def test_sampled_actions_shapes_and_range():
     torch.manual_seed(0)
     actor = cql.TanhGaussianPolicy(3, 2, 16, 2, max_action=2.0)
@@ -190,8 +239,8 @@ def train_briefly(cql_alpha, updates=200):
     data = cql.flatten_episodes(cql.load_dataset(config.dataset_id))
     buffer, _, _ = cql.transition_buffer(data, config.normalize_states, config.normalize_reward, torch.device("cpu"))
     trainer = cql.CQLTrainer(3, 1, 2.0, config, torch.device("cpu"))
-    for _ in range(updates):
-        trainer.update(buffer.sample(config.batch_size))
+    for step in range(1, updates + 1):
+        trainer.update(buffer.sample(config.batch_size), step)
     states, actions = buffer.data["observations"], buffer.data["actions"]
     with torch.no_grad():
         q_data = trainer.critic(states, actions).mean().item()
@@ -208,22 +257,25 @@ def test_short_training_ranks_dataset_actions_above_random_ones(minari_root):
           f"dataset actions {'still' if q_data > q_random else 'no longer'} ranked higher")
 
 
-def actor_after_one_update(bc_steps, critic_scale):
-    """The actor after one update from the same seed and batch, with the critic's output layer scaled."""
+def actor_after_updates(updates, critic_scale, bc_steps=3):
+    """The actor after updates 1 .. `updates` from the same seed and batch, with the critic's output layer scaled."""
     torch.manual_seed(0)
     trainer = make_cql_trainer(bc_steps=bc_steps)
     with torch.no_grad():
         trainer.critic.net[-1].weight.mul_(critic_scale)
     batch = random_batch()
     torch.manual_seed(1)
-    trainer.update(batch)
+    for step in range(1, updates + 1):
+        trainer.update(batch, step)
     return [p.detach().clone() for p in trainer.actor.parameters()]
 
 
-def test_warm_start_actor_ignores_the_critic_then_follows_it():
-    during = [actor_after_one_update(bc_steps=1, critic_scale=s) for s in (1.0, 10.0)]
+def test_warm_start_counts_updates_as_the_authors_loop():
+    """The authors increment their counter before `if _current_epoch < policy_eval_start`: with bc_steps 3,
+    updates 1 and 2 clone the data whatever the critic says, and update 3 follows the critic."""
+    during = [actor_after_updates(2, critic_scale=s) for s in (1.0, 10.0)]
     assert all(torch.equal(a, b) for a, b in zip(*during))  # behavior cloning: the critic does not matter
-    after = [actor_after_one_update(bc_steps=0, critic_scale=s) for s in (1.0, 10.0)]
+    after = [actor_after_updates(3, critic_scale=s) for s in (1.0, 10.0)]
     assert not all(torch.equal(a, b) for a, b in zip(*after))
 
 
@@ -232,18 +284,20 @@ def test_warm_start_clones_the_dataset_actions():
     trainer = make_cql_trainer(bc_steps=10**6, actor_lr=1e-2)
     batch = random_batch()
     batch["actions"] = torch.full_like(batch["actions"], 0.5)
-    for _ in range(150):
-        trainer.update(batch)
+    for step in range(1, 151):
+        trainer.update(batch, step)
     with torch.no_grad():
         actions = trainer.policy()(batch["observations"])
     assert (actions - 0.5).abs().max() < 0.1
 
 
-def test_compiled_update_matches_eager():
+@pytest.mark.parametrize("target_action", ["sample", "mean"])
+def test_compiled_update_matches_eager(target_action):
     from conftest import assert_compiled_matches_eager
 
-    # bc_steps=2: the three compared updates cross the end of the warm start; Lagrange: alpha' steps too.
-    assert_compiled_matches_eager(lambda: make_cql_trainer(bc_steps=2, cql_lagrange=True), lambda trainer: random_batch())
+    # bc_steps=2: update 1 clones, updates 2 and 3 follow the critic; Lagrange: alpha' steps too.
+    assert_compiled_matches_eager(lambda: make_cql_trainer(bc_steps=2, cql_lagrange=True, target_action=target_action),
+                                  lambda trainer: random_batch())
 
 
 def test_policy_export_matches_trainer(tmp_path):
@@ -252,12 +306,26 @@ def test_policy_export_matches_trainer(tmp_path):
     assert_export_matches_policy(cql, make_cql_trainer(), 3, tmp_path)
 
 
-def test_checkpoint_state_round_trips():
+@pytest.mark.parametrize("lagrange", [False, True])
+def test_checkpoint_state_round_trips(lagrange, tmp_path):
+    """Networks, then alpha (and alpha'), then their optimizers in the same order, through torch.save and
+    torch.load(weights_only=True) as checkpoints are loaded; the next update is then the same on both."""
     from conftest import tensors_of
 
-    a, b = make_cql_trainer(cql_lagrange=True), make_cql_trainer(cql_lagrange=True)
-    a.update(random_batch())
-    b.load_state_dict(a.state_dict())
+    torch.manual_seed(0)
+    a, b = make_cql_trainer(cql_lagrange=lagrange, bc_steps=2), make_cql_trainer(cql_lagrange=lagrange, bc_steps=2)
+    a.update(random_batch(), 1)
+    names = ["actor", "critic", "critic_target", "log_alpha", "log_alpha_prime", "actor_optimizer",
+             "critic_optimizer", "alpha_optimizer", "alpha_prime_optimizer"]
+    assert list(a.state_dict()) == [n for n in names if lagrange or "prime" not in n]
+    torch.save(a.state_dict(), tmp_path / "state.pt")
+    b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    batch = random_batch()
+    torch.manual_seed(3)
+    metrics_a = a.update(batch, 2)
+    torch.manual_seed(3)
+    metrics_b = b.update(batch, 2)
+    assert all(torch.equal(metrics_a[k], metrics_b[k]) for k in metrics_a)
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):
         assert torch.equal(tensor, b_state[path]), path

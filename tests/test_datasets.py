@@ -1,6 +1,7 @@
 """tools/make_datasets.py and the shared block's flattening: the D4RL recipe, atomic writes, bad input."""
 
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -114,6 +115,20 @@ def test_interrupted_build_leaves_the_old_dataset_and_no_partial_one(minari_root
     assert minari.load_dataset("local/pendulum/medium-v0").total_steps == TINY  # the old one, intact
     assert not (minari_root / "local" / "pendulum" / "medium-expert-v0").exists()
     assert not [p for p in minari_root.iterdir() if p.name.startswith(".building-")]
+
+
+def test_a_kill_between_the_two_renames_is_repaired_by_the_next_call(minari_root, capsys):
+    """The old copy was moved aside and the process died before the new one was moved in: the next call
+    of the builder puts the old copy back before anything else."""
+    import minari
+
+    final = minari_root / "local" / "pendulum" / "medium-v0"
+    aside = minari_root / make_datasets.REPLACED / "local" / "pendulum" / "medium-v0"
+    aside.parent.mkdir(parents=True)
+    os.replace(final, aside)
+    assert make_datasets.main(["--envs", "pendulum", "--kinds", "medium", "--size", "100"]) == 0
+    assert "restored local/pendulum/medium-v0" in capsys.readouterr().out
+    assert minari.load_dataset("local/pendulum/medium-v0").total_steps == TINY and not aside.exists()
 
 
 @pytest.mark.parametrize("args, words", [

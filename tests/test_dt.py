@@ -1,9 +1,11 @@
 """Decision Transformer: returns-to-go, left-padded windows, causality of the transformer, the
-masked loss, the optimizer against the authors' AdamW + warmup + clipping, the return-to-go
-bookkeeping of the evaluation rollout, the trainer's contract (compiled update, checkpoint state)
-and the exported policy.pt2, on tiny hand-made data."""
+masked loss, the update against the authors' AdamW + warm-up + clipping loop, the return-to-go
+bookkeeping of the evaluation rollout, the trainer's contract (compiled update without a recompile
+per learning rate, checkpoint state and exact continuation) and the exported policy.pt2, on tiny
+hand-made data."""
 
 import copy
+import io
 
 import gymnasium as gym
 import numpy as np
@@ -197,30 +199,35 @@ def test_dataset_targets_are_the_best_return_and_the_midpoint():
 
 
 def make_dt_trainer(**kw):
-    config = small_config(warmup_steps=2, **kw)
+    config = small_config(**{"warmup_steps": 2, **kw})
     return dt.DTTrainer(2, 1, 1.0, config, torch.device("cpu"))
 
 
 def test_update_is_the_authors_adamw_with_warmup_and_clipping():
-    """Optimizer(weight_decay, max_grad_norm, schedule) equals the authors' torch.optim.AdamW over every
-    parameter, LambdaLR(min((t + 1) / warmup_steps, 1)) and clip_grad_norm_(0.25) (gym/experiment.py)."""
+    """update(batch, step) equals the authors' loop (gym/experiment.py, training/seq_trainer.py): torch.optim.AdamW
+    over every parameter, LambdaLR(min((t + 1) / warmup_steps, 1)) stepped after every update, and
+    clip_grad_norm_(0.25) between backward and step; grad_norm is the norm before clipping."""
     torch.manual_seed(0)
-    trainer = make_dt_trainer(dropout=0.0, weight_decay=0.1, learning_rate=1e-2)
-    model = copy.deepcopy(trainer.model)
+    trainer = make_dt_trainer(dropout=0.0, weight_decay=0.1, actor_lr=1e-2)
+    model = copy.deepcopy(trainer.actor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min((t + 1) / 2, 1))
     buffer = make_buffer([3, 7, 2])
-    for _ in range(4):
+    for step in range(1, 5):
         batch = buffer.sample(8)
-        trainer.update(batch)
+        metrics = trainer.update(batch, step)
         loss = dt.action_loss(model(batch["returns_to_go"], batch["states"], batch["actions"], batch["timesteps"],
                                     batch["mask"]), batch["actions"], batch["mask"])
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         optimizer.step()
         schedule.step()
-    for (name, p), q in zip(trainer.model.named_parameters(), model.parameters()):
+        assert metrics["action_loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+        assert metrics["grad_norm"].item() == pytest.approx(grad_norm.item(), rel=1e-4)
+        assert float(trainer.actor_optimizer.param_groups[0]["lr"]) == pytest.approx(optimizer.param_groups[0]["lr"])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2)  # the warm-up is over after two updates
+    for (name, p), q in zip(trainer.actor.named_parameters(), model.parameters()):
         assert torch.allclose(p, q, rtol=1e-4, atol=2e-5), name  # rounding drift; a step moves p by about 1e-2
 
 
@@ -231,20 +238,46 @@ def test_compiled_update_matches_eager():
     assert_compiled_matches_eager(make_dt_trainer, lambda trainer: buffer.sample(8))
 
 
-def test_checkpoint_state_round_trips():
+def test_compiled_update_is_not_recompiled_as_the_learning_rate_warms_up():
+    """The scheduler changes the optimizer's tensor lr in place: a float lr would be a constant of the
+    compiled graph, recompiled at every update of the warm-up (10k by default)."""
+    torch.compiler.reset()
+    buffer = make_buffer([3, 7, 2])
+    trainer = make_dt_trainer(warmup_steps=10)
+    update = torch.compile(trainer.update)
+    update(buffer.sample(8), 1)
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for step in range(2, 5):
+            update(buffer.sample(8), step)
+    assert float(trainer.actor_optimizer.param_groups[0]["lr"]) == pytest.approx(small_config().actor_lr * 5 / 10)
+
+
+def test_checkpoint_state_round_trips_and_continues_exactly():
+    """Through torch.save and torch.load(weights_only=True), as checkpoints go: the weights, AdamW's moments and
+    the scheduler's position, so that the loaded trainer's next update is the original's, bit for bit."""
     from conftest import tensors_of
 
     buffer = make_buffer([3, 7, 2])
     a, b = make_dt_trainer(), make_dt_trainer()
-    a.update(buffer.sample(8))
-    b.load_state_dict(a.state_dict())
+    a.update(buffer.sample(8), 1)
+    saved = io.BytesIO()
+    torch.save(a.state_dict(), saved)
+    saved.seek(0)
+    b.load_state_dict(torch.load(saved, weights_only=True))
+    b_state = dict(tensors_of(b.state_dict()))
+    for path, tensor in tensors_of(a.state_dict()):
+        assert torch.equal(tensor, b_state[path]), path
+    batch = buffer.sample(8)
+    for trainer in (a, b):  # the same dropout masks, the same scheduled learning rate
+        torch.manual_seed(1)
+        trainer.update(batch, 2)
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):
         assert torch.equal(tensor, b_state[path]), path
 
 
 def test_policy_export_matches_trainer(tmp_path):
-    """policy.pt2, loaded with torch alone, gives the trainer's policy's actions on contexts in the
+    """policy.pt2, loaded with torch alone, gives the trainer's actor's last action on contexts in the
     environment's units (raw states and returns-to-go, timesteps past T_max), for any batch size."""
     torch.manual_seed(0)
     config = small_config(rtg_scale=10.0)
@@ -252,16 +285,18 @@ def test_policy_export_matches_trainer(tmp_path):
     rng = np.random.default_rng(0)
     mean = rng.normal(size=3).astype(np.float32)
     std = rng.uniform(0.5, 2.0, size=3).astype(np.float32)
-    dt.export_dt_policy(tmp_path / "policy.pt2", trainer.policy(), mean, std, config, action_dim=2)
+    act = dt.DeployableContextPolicy(trainer.actor, mean, std, config.rtg_scale, config.max_ep_len)
+    dt.export_dt_policy(tmp_path / "policy.pt2", act, config.context_len, action_dim=2)
+    assert trainer.actor.training  # the export works on a copy
     program = torch.export.load(tmp_path / "policy.pt2").module()
     for batch in (1, 7):
         rtg, states, actions, timesteps, mask = random_inputs(batch, K=config.context_len)
         rtg, timesteps = rtg * 30.0, timesteps * 2  # timesteps up to 98, past max_ep_len 50
         mask[0, :2] = False
         with torch.no_grad():
-            trainer.model.eval()
-            own = trainer.policy()(rtg / 10.0, (states - torch.as_tensor(mean)) / torch.as_tensor(std), actions,
-                                   timesteps.clamp(max=49), mask)
+            trainer.actor.eval()
+            own = trainer.actor(rtg / 10.0, (states - torch.as_tensor(mean)) / torch.as_tensor(std), actions,
+                                timesteps.clamp(max=49), mask)[:, -1]
             exported = program(rtg, states, actions, timesteps, mask)
         assert exported.shape == own.shape == (batch, 2)
         assert torch.allclose(exported, own, rtol=1e-5, atol=1e-6)

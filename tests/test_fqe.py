@@ -1,5 +1,9 @@
 """FQE's targets and loss against hand computations, its estimate against the closed-form value of a
-small MDP, and its bad input (a policy of the wrong size, a file that is not a policy) through the CLI."""
+small MDP, TF-Addons' weight decay, the trainer's contract (compiled update, checkpoint state), and through
+the CLI: estimate.json only once max_steps is reached, and bad input (a policy of the wrong size, a file that
+is not a policy)."""
+
+import json
 
 import os
 import subprocess
@@ -37,7 +41,7 @@ def test_targets_and_loss_by_hand():
     assert targets.tolist() == [pytest.approx([5.5, 1.0, 7.0]), pytest.approx([-0.8, 1.0, 1.2])]
     # Online members Q = 1: per member the mean squared error, summed over the members.
     expected = ((1 - 5.5) ** 2 + 0 + (1 - 7) ** 2) / 3 + ((1 + 0.8) ** 2 + 0 + (1 - 1.2) ** 2) / 3
-    assert fqe.fqe_loss(constant_critic([1.0, 1.0], gamma), batch, targets, gamma).item() == pytest.approx(expected)
+    assert fqe.critic_loss(constant_critic([1.0, 1.0], gamma), batch, targets, gamma).item() == pytest.approx(expected)
 
 
 def test_estimate_is_the_mean_of_the_members_at_the_initial_states():
@@ -103,8 +107,8 @@ def test_fqe_recovers_the_closed_form_value_of_a_chain():
     batch = fqe.DeviceBuffer(chain_dataset(), torch.device("cpu")).data
     config = fqe.TrainConfig(device="cpu", gamma=GAMMA, tau=0.05, hidden_dim=64, critic_lr=1e-3)
     trainer = fqe.FQETrainer(N_STATES, 1, 1.0, config, torch.device("cpu"), fqe.value_bounds(batch["rewards"], GAMMA))
-    for _ in range(2000):
-        trainer.update(batch)
+    for step in range(1, 2001):
+        trainer.update(batch, step)
 
     q_true, v_true = closed_form_q()
     states = torch.eye(N_STATES)[:TERMINAL]
@@ -135,21 +139,36 @@ def test_compiled_update_matches_eager():
     assert_compiled_matches_eager(make_fqe_trainer, lambda trainer: random_batch())
 
 
-def test_checkpoint_state_round_trips():
+def test_weight_decay_multiplies_theta_by_one_minus_weight_decay_per_update():
+    # TF-Addons' AdamW, as Fu et al. 2021's code: theta <- (1 - weight_decay) theta, whatever the learning rate.
+    trainer = make_fqe_trainer()
+    before = [p.detach().clone() for p in trainer.critic.parameters()]
+    for p in trainer.critic.parameters():
+        p.grad = torch.zeros_like(p)  # Adam's own step is then zero: only the decay moves theta
+    trainer.critic_optimizer.step()
+    for p, p0 in zip(trainer.critic.parameters(), before):
+        torch.testing.assert_close(p.detach(), p0 * (1 - 1e-5))
+
+
+def test_checkpoint_state_round_trips_and_resumes_bit_identically(tmp_path):
     from conftest import tensors_of
 
     a, b = make_fqe_trainer(), make_fqe_trainer()
-    a.update(random_batch())
-    b.load_state_dict(a.state_dict())
+    a.update(random_batch(), 1)
+    torch.save(a.state_dict(), tmp_path / "state.pt")
+    b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    batch = random_batch()
+    a.update(batch, 2)  # the next update from the restored state, AdamW's moments included, is the same
+    b.update(batch, 2)
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):
         assert torch.equal(tensor, b_state[path]), path
 
 
-def run_fqe(policy_path, minari_root, tmp_path):
+def run_fqe(policy_path, minari_root, tmp_path, *args):
     command = [sys.executable, str(ROOT / "algorithms" / "fqe.py"), "--dataset_id", "local/pendulum/medium-replay-v0",
                "--policy_path", str(policy_path), "--logging", "disabled", "--device", "cpu", "--eval_episodes", "1",
-               "--max_steps", "10", "--checkpoints_path", str(tmp_path / "run")]
+               "--max_steps", "10", "--checkpoints_path", str(tmp_path / "run"), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
                           env={**os.environ, "MINARI_DATASETS_PATH": str(minari_root), "OMP_NUM_THREADS": "1"})
 
@@ -165,6 +184,18 @@ def export_linear(path, in_features, out_features):
     program = torch.export.export(nn.Linear(in_features, out_features), (torch.zeros(2, in_features),),
                                   dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
     torch.export.save(program, path)
+
+
+def test_estimate_is_written_once_max_steps_is_reached(minari_root, tmp_path):
+    export_linear(tmp_path / "policy.pt2", 3, 1)
+    stopped = run_fqe(tmp_path / "policy.pt2", minari_root, tmp_path, "--stop_after", "6", "--eval_every", "5")
+    assert stopped.returncode == 0, stopped.stderr
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "estimate.json").exists()
+    finished = run_fqe(tmp_path / "policy.pt2", minari_root, tmp_path, "--eval_every", "5")
+    assert finished.returncode == 0, finished.stderr
+    estimate = json.loads((tmp_path / "run" / "estimate.json").read_text())
+    last = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 10 and estimate["estimate"] == last["eval/estimate"]
 
 
 @pytest.mark.parametrize("sizes, expected", [((4, 1), "observations of size 4, but dataset"),

@@ -1,8 +1,10 @@
-"""IQL's losses against hand computations (Kostrikov et al. 2022, eqs. 5-7)."""
+"""IQL's losses against hand computations (Kostrikov et al. 2022, eqs. 5-7), its update against the paper's loop
+with the actor's cosine schedule, and the trainer contract (compiled update, exported policy, checkpoint state)."""
+
+import copy
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -37,29 +39,31 @@ def test_awr_weights_are_clipped():
     assert w.tolist() == pytest.approx([math.exp(-3), 1.0, math.exp(3), 100.0])
 
 
-def test_q_loss_bootstraps_from_v_and_stops_at_terminals():
-    critic = iql.EnsembleCritic(1, 1, 4)
+def test_critic_loss_bootstraps_from_v_and_stops_at_terminals():
+    critic, value = iql.EnsembleCritic(1, 1, 4), iql.mlp(1, 1, 4)
     with torch.no_grad():
-        for p in critic.parameters():
+        for p in [*critic.parameters(), *value.parameters()]:
             p.zero_()
-    batch = {"observations": torch.zeros(2, 1), "actions": torch.zeros(2, 1),
+        value[-1].bias.fill_(10.0)  # V(s') = 10
+    batch = {"observations": torch.zeros(2, 1), "actions": torch.zeros(2, 1), "next_observations": torch.zeros(2, 1),
              "rewards": torch.tensor([1.0, 1.0]), "terminals": torch.tensor([0.0, 1.0])}
-    next_v = torch.tensor([10.0, 10.0])
-    # Q = 0 for both critics; targets 1 + 0.9 * 10 = 10 and 1 -> per critic mean (100 + 1) / 2, summed over 2
-    assert iql.q_loss(critic, batch, next_v, gamma=0.9).item() == pytest.approx(2 * (100 + 1) / 2)
+    y = iql.iql_target(value, batch, gamma=0.9)
+    assert y.tolist() == pytest.approx([1 + 0.9 * 10, 1.0])
+    # Q = 0 for both critics; targets 10 and 1 -> per critic mean (100 + 1) / 2, summed over 2
+    assert iql.critic_loss(critic, batch, y).item() == pytest.approx(2 * (100 + 1) / 2)
 
 
-def test_policy_loss_is_weighted_negative_log_likelihood():
+def test_actor_loss_is_weighted_negative_log_likelihood():
     policy = iql.GaussianPolicy(2, 1, 8, max_action=1.0)
     batch = {"observations": torch.randn(3, 2), "actions": torch.rand(3, 1) * 2 - 1}
     weights = torch.tensor([1.0, 0.0, 2.0])
     log_prob = policy.log_prob(batch["observations"], batch["actions"])
     expected = -(weights * log_prob).mean()
-    assert iql.policy_loss(policy, batch, weights).item() == pytest.approx(expected.item())
+    assert iql.actor_loss(policy, batch, weights).item() == pytest.approx(expected.item())
 
 
 def make_iql_trainer(**overrides):
-    config = iql.TrainConfig(device="cpu", hidden_dim=32, batch_size=16, max_steps=100, **overrides)
+    config = iql.TrainConfig(**{"device": "cpu", "hidden_dim": 32, "batch_size": 16, "max_steps": 100, **overrides})
     return iql.IQLTrainer(3, 2, 1.0, config, torch.device("cpu"))
 
 
@@ -69,10 +73,50 @@ def random_batch(batch_size=16, state_dim=3, action_dim=2):
             "terminals": (torch.rand(batch_size) < 0.1).float()}
 
 
+def test_update_reproduces_the_papers_loop_with_a_cosine_actor_schedule():
+    """The update equals Algorithm 1 of Kostrikov et al. 2022 written out as a plain torch.optim loop, in this script's
+    order: V from the target critics, Q from V(s') before V's step, the AWR weights from V after it, the actor's lr
+    actor_lr * (1 + cos(pi t / max_steps)) / 2 at its t-th update (t = 0, 1, ...), then Polyak on the critics."""
+    torch.manual_seed(0)
+    max_steps, lr, tau, gamma = 6, 1e-2, 0.1, 0.99
+    trainer = make_iql_trainer(max_steps=max_steps, actor_lr=lr, critic_lr=lr, value_lr=lr, tau=tau)
+    actor, critic, value = copy.deepcopy(trainer.actor), copy.deepcopy(trainer.critic), copy.deepcopy(trainer.value)
+    critic_target = copy.deepcopy(critic)
+    actor_opt, critic_opt, value_opt = (torch.optim.Adam(net.parameters(), lr) for net in (actor, critic, value))
+    for t in range(max_steps):
+        batch = random_batch()
+        trainer.update(batch, t + 1)
+        states = batch["observations"]
+        with torch.no_grad():
+            next_v = value(batch["next_observations"]).squeeze(-1)
+            q = critic_target(states, batch["actions"]).min(0).values
+        value_opt.zero_grad()
+        iql.expectile_loss(q - value(states).squeeze(-1), 0.7).backward()
+        value_opt.step()
+        target = batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_v
+        critic_opt.zero_grad()
+        (critic(states, batch["actions"]) - target).pow(2).mean(1).sum().backward()
+        critic_opt.step()
+        with torch.no_grad():
+            weights = torch.exp(3.0 * (q - value(states).squeeze(-1))).clamp(max=100.0)
+        actor_opt.param_groups[0]["lr"] = lr * 0.5 * (1 + math.cos(math.pi * t / max_steps))
+        actor_opt.zero_grad()
+        (-(weights * actor.log_prob(states, batch["actions"])).mean()).backward()
+        actor_opt.step()
+        with torch.no_grad():
+            for p, p_target in zip(critic.parameters(), critic_target.parameters()):
+                p_target.copy_(tau * p + (1 - tau) * p_target)
+        for mine, reference in ((trainer.actor, actor), (trainer.critic, critic), (trainer.value, value),
+                                (trainer.critic_target, critic_target)):
+            for p, p_reference in zip(mine.parameters(), reference.parameters()):
+                assert torch.allclose(p, p_reference, rtol=1e-4, atol=1e-6), t
+    assert float(trainer.actor_optimizer.param_groups[0]["lr"]) == pytest.approx(0.0, abs=1e-9)  # cos(pi) at max_steps
+
+
 def test_compiled_update_matches_eager():
     from conftest import assert_compiled_matches_eager
 
-    assert_compiled_matches_eager(make_iql_trainer, lambda trainer: random_batch())
+    assert_compiled_matches_eager(make_iql_trainer, lambda trainer: random_batch(), steps=4)
 
 
 def test_policy_export_matches_trainer(tmp_path):
@@ -81,15 +125,26 @@ def test_policy_export_matches_trainer(tmp_path):
     assert_export_matches_policy(iql, make_iql_trainer(), 3, tmp_path)
 
 
-def test_checkpoint_state_round_trips():
+def test_checkpoint_state_round_trips_and_resumes_the_schedule(tmp_path):
+    """A state saved and loaded as checkpoints are (torch.load with weights_only=True) restores every tensor and the
+    actor's schedule: the next update of the copy equals the original's."""
     a, b = make_iql_trainer(), make_iql_trainer()
-    a.update(random_batch())
-    b.load_state_dict(a.state_dict())
+    a.update(random_batch(), 1)
+    a.update(random_batch(), 2)
+    torch.save(a.state_dict(), tmp_path / "state.pt")
+    b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     from conftest import tensors_of
 
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):
         assert torch.equal(tensor, b_state[path]), path
+    assert b.actor_scheduler.last_epoch == a.actor_scheduler.last_epoch == 2
+    batch = random_batch()
+    a.update(batch, 3)
+    b.update(batch, 3)
+    assert torch.equal(a.actor_optimizer.param_groups[0]["lr"], b.actor_optimizer.param_groups[0]["lr"])
+    for p, q in zip(a.actor.parameters(), b.actor.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_iql_never_queries_an_action_outside_the_dataset():
@@ -103,7 +158,7 @@ def test_iql_never_queries_an_action_outside_the_dataset():
         queried.append(args[1])
 
     hooks = [trainer.critic.register_forward_pre_hook(record), trainer.critic_target.register_forward_pre_hook(record)]
-    trainer.update(batch)
+    trainer.update(batch, 1)
     for hook in hooks:
         hook.remove()
     assert len(queried) == 2  # the target critic for L_V and the advantages, the online critic for L_Q

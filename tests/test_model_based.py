@@ -1,6 +1,7 @@
 """MOPO's and COMBO's dynamics model (the shared dynamics block, imported from mopo.py), the MOPO penalty
 and COMBO's conservative gap, against hand computations and toy systems; rollouts through the trainers'
-periodic hook; and the trainer contract of both (compiled = eager, exported policy, checkpoint state)."""
+periodic hook; and the trainer contract of both (update(batch, step) compiled = eager, exported policy,
+checkpoint state loadable with weights_only=True)."""
 
 import dataclasses
 import math
@@ -342,7 +343,8 @@ def test_rollouts_happen_every_rollout_every_updates_with_penalized_rewards():
     stored = trainer.model_buffer.rewards[:24]
     assert torch.allclose(stored, torch.full((24,), 2.0 * (1.0 - 100.0 * u)), atol=0.1)  # scale * (r - lambda u)
     assert torch.allclose(trainer.model_buffer.next_observations[:24], torch.ones(24, 2), atol=0.05)
-    assert trainer.rollout_stats.tolist() == pytest.approx([u, 2.0], rel=0.05)
+    assert trainer.rollout_uncertainty.item() == pytest.approx(u, rel=0.05)
+    assert trainer.model_buffer.added.item() == 8  # every rollout ran its h = 2 steps from its 4 start states
 
 
 def test_combo_rollouts_ask_for_no_uncertainty_and_keep_the_reward():
@@ -364,7 +366,7 @@ def test_combo_rollouts_ask_for_no_uncertainty_and_keep_the_reward():
     trainer.periodic(1)
     assert asked == [None]
     assert torch.allclose(trainer.model_buffer.rewards[:8], torch.ones(8), atol=0.05)  # r, no penalty
-    assert trainer.rollout_length.item() == 2.0
+    assert trainer.model_buffer.added.item() == 8  # h = 2 steps from 4 start states
 
 
 def test_combo_gap_pushes_down_model_states_and_up_dataset_pairs():
@@ -379,7 +381,7 @@ def test_combo_gap_pushes_down_model_states_and_up_dataset_pairs():
 
 
 def test_combo_update_pushes_q_down_on_model_rows_only():
-    config = combo.TrainConfig(batch_size=8, real_ratio=0.5, hidden_dim=16, n_hidden=2, cql_weight=1.0,
+    config = combo.TrainConfig(batch_size=8, real_ratio=0.5, hidden_dim=16, n_hidden=2, cql_alpha=1.0,
                                num_sampled_actions=2, critic_lr=1e-2, rollout_batch_size=4, n_models=3, n_elites=2,
                                model_hidden_dim=8)
     torch.manual_seed(0)
@@ -388,8 +390,8 @@ def test_combo_update_pushes_q_down_on_model_rows_only():
     batch = {"observations": torch.cat([data_states, model_states]), "actions": torch.zeros(8, 1),
              "rewards": torch.zeros(8), "next_observations": torch.cat([data_states, model_states]),
              "terminals": torch.ones(8)}  # terminal, zero reward: only the conservative term moves Q off 0
-    for _ in range(50):
-        trainer.update(batch)
+    for step in range(1, 51):
+        trainer.update(batch, step)
     with torch.no_grad():
         q_data = trainer.critic(data_states, torch.zeros(4, 1)).mean()
         q_model = trainer.critic(model_states, torch.zeros(4, 1)).mean()
@@ -424,13 +426,14 @@ def test_policy_export_matches_trainer(module, tmp_path):
 
 
 @pytest.mark.parametrize("module", [mopo, combo], ids=["mopo", "combo"])
-def test_checkpoint_state_round_trips_with_the_model_buffer(module):
+def test_checkpoint_state_round_trips_with_the_model_buffer(module, tmp_path):
     from conftest import tensors_of
 
     a, b = make_trainer(module), make_trainer(module)
     a.periodic(1)  # D_model filled: the checkpoint must carry it
-    a.update(random_batch())
-    b.load_state_dict(a.state_dict())
+    a.update(random_batch(), 1)
+    torch.save(a.state_dict(), tmp_path / "state.pt")  # tensors and plain values only: loadable with weights_only
+    b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     assert b.model_buffer.filled.item() == a.model_buffer.filled.item() > 0
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):

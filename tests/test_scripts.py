@@ -43,7 +43,7 @@ def read_log(run_dir):
 
 
 def final_weights(run_dir):
-    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     return state["step"], state["trainer"]
 
 
@@ -132,14 +132,22 @@ def test_corrupt_checkpoint_is_one_sentence_and_kept(minari_root, tmp_path):
 
 
 BAD_INPUT = {
-    "wrong type": (["--max_steps", "abc"], "max_steps must be of type int"),
+    "wrong type": (["--max_steps", "abc"], "max_steps must be an integer"),
     "unknown device": (["--device", "tpu"], "unknown device 'tpu'"),
     "absent device": (["--device", "cuda:7"], "not available"),
     "max_steps below 1": (["--max_steps", "-5"], "max_steps must be at least 1"),
     "batch_size below 1": (["--batch_size", "0"], "batch_size must be at least 1"),
     "eval_every below 1": (["--eval_every", "0"], "eval_every must be at least 1"),
     "eval_episodes below 1": (["--eval_episodes", "0"], "eval_episodes must be at least 1"),
-    "missing value": (["--max_steps"], "expected one argument"),
+    "missing value": (["--max_steps"], "--max_steps needs a value"),
+    "not a boolean": (["--resume", "maybe"], "resume must be true or false"),
+    "tau above 1": (["--tau", "2"], "tau must be in (0, 1]"),
+    "negative learning rate": (["--actor_lr", "-1"], "actor_lr must be above 0"),
+    "non-integer steps": (["--max_steps", "1.5"], "max_steps must be an integer"),
+    "hidden_dim 0": (["--hidden_dim", "0"], "hidden_dim must be at least 1"),
+    "negative seed": (["--seed", "-1"], "seed must be 0 or more"),
+    "bogus logging": (["--logging", "bogus"], "logging must be offline, online or disabled"),
+    "nan discount": (["--gamma", "nan"], "gamma must be a finite number"),
 }
 
 
@@ -189,7 +197,7 @@ def test_a_signal_stops_with_a_checkpoint_that_resumes(minari_root, tmp_path):
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM
-    step = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
     assert 100 <= step < 1_000_000 and f"stopped at update {step}" in stdout
     resumed = run("iql", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir),
                   "--max_steps", str(step + 50), "--eval_every", "100", "--resume", "true", cwd=tmp_path)
@@ -198,14 +206,15 @@ def test_a_signal_stops_with_a_checkpoint_that_resumes(minari_root, tmp_path):
 
 
 def test_mujoco_warnings_stay_in_the_run_directory(tmp_path, monkeypatch):
-    """MuJoCo writes MUJOCO_LOG.TXT into the working directory unless told otherwise: a script keeps its
-    warnings from import on (an evaluation env is made before the run directory is known) and writes
-    them into the run directory."""
+    """MuJoCo writes MUJOCO_LOG.TXT into the working directory unless told otherwise: from load_dataset on
+    (an evaluation env is made before the run directory is known) a script keeps its warnings and writes
+    them into the run directory; importing a script installs nothing."""
     import gymnasium as gym
     import throughput
 
     monkeypatch.chdir(tmp_path)
     module = throughput.load_script("iql")
+    module.MUJOCO_WARNINGS.install()  # what load_dataset does first
     gym.make("HalfCheetah-v5").reset(seed=0)  # its model triggers a deprecation warning in MuJoCo 3.4+
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
     run_dir = tmp_path / "run"
@@ -214,3 +223,19 @@ def test_mujoco_warnings_stay_in_the_run_directory(tmp_path, monkeypatch):
     gym.make("HalfCheetah-v5").reset(seed=0)
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
     assert (run_dir / "mujoco_warnings.txt").read_text().count("settotalmass") == 2
+
+
+def test_a_script_copied_alone_into_an_empty_directory_runs(minari_root, tmp_path):
+    """The promise of one self-contained file: a copy with nothing of the project around it trains, writes
+    its run record and resumes."""
+    import shutil
+
+    shutil.copy(ROOT / "algorithms" / "td3_bc.py", tmp_path / "td3_bc.py")
+    command = [sys.executable, "td3_bc.py", "--logging", "disabled", "--device", "cpu", "--eval_episodes", "1",
+               "--dataset_id", "local/pendulum/medium-replay-v0", "--max_steps", "20", "--eval_every", "10"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **ONE_THREAD}, cwd=tmp_path,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "td3_bc" / "local" / "pendulum" / "medium-replay-v0" / "seed0"
+    assert json.loads((run_dir / "run.json").read_text())["config"]["max_steps"] == 20
+    assert (run_dir / "finished.json").exists() and (run_dir / "policy.pt2").exists()

@@ -371,6 +371,20 @@ def test_variants_and_sets_become_flags(tmp_path):
     assert sweep.plan(["iql"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})[0].max_steps == 30_000
     with pytest.raises(SystemExit, match="no_such_algo"):
         sweep.plan(["no_such_algo"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    # CQL with the policy's mean next action in its target (the peer's choice), beside the authors' sampled a'.
+    mean_target, = sweep.plan(["cql_mean_target"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    assert mean_target.args[0] == "algorithms/cql.py" and mean_target.args[-2:] == ["--target_action", "mean"]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--set", "max_steps=abc"], "max_steps must be a positive integer, got 'abc'"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--seeds", "-1"], "--seeds must be 0 or more"),
+])
+def test_bad_sweep_flags_are_one_sentence(argv, expected, tmp_path):
+    with pytest.raises(SystemExit, match=expected):
+        sweep.main(["--variants", "iql", "--datasets", "local/pendulum/medium-v0", "--root", str(tmp_path),
+                    "--commit-dir", "none", "--dry-run", *argv])
 
 
 def test_commit_run_copies_the_small_files_of_a_finished_run(tmp_path):

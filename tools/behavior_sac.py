@@ -140,9 +140,10 @@ class Replay:
         state = {name: getattr(self, name)[: self.n].copy() for name in self.FIELDS if name != "next_obs"}
         kept = self.episode_cuts()
         state["next_obs_rows"], state["next_obs"] = kept, self.next_obs[kept].copy()
-        return state
+        return {name: torch.from_numpy(np.asarray(value)) for name, value in state.items()}  # tensors: weights_only
 
     def load_state_dict(self, state: dict) -> None:
+        state = {name: value.numpy() for name, value in state.items()}
         self.n = len(state["rew"])
         for name in self.FIELDS:
             if name != "next_obs":
@@ -260,7 +261,7 @@ def train_behavior(env_id: str, s: SACSettings, state_path: Path):
     replay = Replay(obs_dim, act_dim, s.total_steps)
     checkpoints, step, cpu_before = [], 0, 0.0
     if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         if run_identity(state["settings"]) != run_identity(asdict(s)) or state["env_id"] != env_id:
             raise ValueError(f"{state_path} was made with other settings; delete it to start over.")
         agent.load_state_dict(state["agent"])

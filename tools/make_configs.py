@@ -62,23 +62,23 @@ OVERRIDES: dict[tuple[str, str], dict] = {
     # COMBO: h and the conservative weight beta per dataset, the paper's appendix values as OfflineRL-Kit's
     # run_combo.py lists them (hopper-random from the paper's table).  Expert datasets (not in the paper) get the
     # medium values; Pendulum (not in the paper) gets h = 5, beta = 1, our choice.
-    ("combo", "pendulum"): {"rollout_length": 5, "cql_weight": 1.0},
+    ("combo", "pendulum"): {"rollout_length": 5, "cql_alpha": 1.0},
     ("combo", "local/pendulum/medium-replay-v0"): {"model_patience": 20},  # as mopo's
-    ("combo", "local/hopper/random-v0"): {"rollout_length": 5, "cql_weight": 1.0},
-    ("combo", "local/hopper/medium-v0"): {"rollout_length": 5, "cql_weight": 5.0},
-    ("combo", "local/hopper/expert-v0"): {"rollout_length": 5, "cql_weight": 5.0},
-    ("combo", "local/hopper/medium-replay-v0"): {"rollout_length": 5, "cql_weight": 0.5},
-    ("combo", "local/hopper/medium-expert-v0"): {"rollout_length": 5, "cql_weight": 5.0},
+    ("combo", "local/hopper/random-v0"): {"rollout_length": 5, "cql_alpha": 1.0},
+    ("combo", "local/hopper/medium-v0"): {"rollout_length": 5, "cql_alpha": 5.0},
+    ("combo", "local/hopper/expert-v0"): {"rollout_length": 5, "cql_alpha": 5.0},
+    ("combo", "local/hopper/medium-replay-v0"): {"rollout_length": 5, "cql_alpha": 0.5},
+    ("combo", "local/hopper/medium-expert-v0"): {"rollout_length": 5, "cql_alpha": 5.0},
     # Local HalfCheetah and Walker2d: the medium values below for every kind (the other kinds' values were not
     # checked against the paper's appendix here).
-    ("combo", "halfcheetah"): {"rollout_length": 5, "cql_weight": 0.5},
-    ("combo", "walker2d"): {"rollout_length": 1, "cql_weight": 5.0},
-    ("combo", "mujoco/hopper/medium-v0"): {"rollout_length": 5, "cql_weight": 5.0},
-    ("combo", "mujoco/hopper/expert-v0"): {"rollout_length": 5, "cql_weight": 5.0},
-    ("combo", "mujoco/halfcheetah/medium-v0"): {"rollout_length": 5, "cql_weight": 0.5},
-    ("combo", "mujoco/halfcheetah/expert-v0"): {"rollout_length": 5, "cql_weight": 0.5},
-    ("combo", "mujoco/walker2d/medium-v0"): {"rollout_length": 1, "cql_weight": 5.0},
-    ("combo", "mujoco/walker2d/expert-v0"): {"rollout_length": 1, "cql_weight": 5.0},
+    ("combo", "halfcheetah"): {"rollout_length": 5, "cql_alpha": 0.5},
+    ("combo", "walker2d"): {"rollout_length": 1, "cql_alpha": 5.0},
+    ("combo", "mujoco/hopper/medium-v0"): {"rollout_length": 5, "cql_alpha": 5.0},
+    ("combo", "mujoco/hopper/expert-v0"): {"rollout_length": 5, "cql_alpha": 5.0},
+    ("combo", "mujoco/halfcheetah/medium-v0"): {"rollout_length": 5, "cql_alpha": 0.5},
+    ("combo", "mujoco/halfcheetah/expert-v0"): {"rollout_length": 5, "cql_alpha": 0.5},
+    ("combo", "mujoco/walker2d/medium-v0"): {"rollout_length": 1, "cql_alpha": 5.0},
+    ("combo", "mujoco/walker2d/expert-v0"): {"rollout_length": 1, "cql_alpha": 5.0},
     # FQE: with Polyak averaging the fit contracts its error by about tau (1 - gamma) per update (a time constant of
     # 20k updates at tau = 0.005, gamma = 0.99; about 30k measured on pendulum/medium-replay): 30k updates stop
     # far from the fixed point, 100k leave a few percent.  Locomotion keeps the 1M of Fu et al. 2021's code.

@@ -41,6 +41,7 @@ BEHAVIOR_DIR = Path(__file__).resolve().parent / "behavior"
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 REF_EPISODES = 50  # episodes that estimate ref_min_score and ref_max_score
 COLLECTION_SEED = 0
+REPLACED = ".replaced"  # under the datasets root: a dataset being replaced, until its new copy is in place
 
 
 @dataclass
@@ -287,12 +288,29 @@ def write_dataset(dataset_id: str, episodes: list[dict], env_id: str, index: dic
                 os.environ.pop("MINARI_DATASETS_PATH", None)
             else:
                 os.environ["MINARI_DATASETS_PATH"] = saved
-        final = root / dataset_id
+        final, old = root / dataset_id, root / REPLACED / dataset_id
         final.parent.mkdir(parents=True, exist_ok=True)
-        old = Path(tmp) / "replaced"
-        if final.exists():
+        if final.exists():  # kept under REPLACED until the new copy is in place (restore_interrupted)
+            old.parent.mkdir(parents=True, exist_ok=True)
             os.replace(final, old)
         os.replace(Path(tmp) / dataset_id, final)
+        if old.exists():
+            shutil.rmtree(old)
+
+
+def restore_interrupted() -> None:
+    """A build killed between its two renames left the old dataset under REPLACED and none in its place:
+    put it back (a dataset that did get its new copy just drops the old one)."""
+    replaced = datasets_root() / REPLACED
+    for metadata in sorted(replaced.glob("**/data/metadata.json")):
+        old = metadata.parent.parent
+        final = datasets_root() / old.relative_to(replaced)
+        if final.exists():
+            shutil.rmtree(old)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old, final)
+            print(f"restored {final.relative_to(datasets_root())}, whose replacement was interrupted")
 
 
 def dataset_exists(dataset_id: str) -> bool:
@@ -337,7 +355,7 @@ def behavior_lines(env: str, expert_data_mean: float | None) -> list[str]:
 def unfinished_lines(env: str) -> list[str]:
     """A behavior run still in training: where it stands, from its resumable state."""
     state_path = BEHAVIOR_DIR / env / "train_state.pt"
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
     best = max(state["checkpoints"], key=lambda c: c["eval_return"])
     return [f"| {env} | SAC (tools/behavior_sac.py), IN TRAINING | {state['step']} | "
             f"{state['cpu_seconds'] / 3600:.1f} h | | best so far: step {best['step']} "
@@ -351,7 +369,7 @@ def learning_curves(env: str) -> tuple[list[dict], dict | None]:
         idx = load_behavior(env)
         return idx["checkpoints"], idx
     if state_path.exists():
-        return torch.load(state_path, map_location="cpu", weights_only=False)["checkpoints"], None
+        return torch.load(state_path, map_location="cpu", weights_only=True)["checkpoints"], None
     return [], None
 
 
@@ -447,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="write the table of all local datasets there (results/datasets.md)")
     args = parser.parse_args(argv)
     try:
+        restore_interrupted()
         check_choice("env", args.envs, ENVS)
         check_choice("kind", args.kinds, KINDS)
         if args.size is not None and args.size < 1:
@@ -484,7 +503,7 @@ def unfinished(env: str) -> str:
     state_path = BEHAVIOR_DIR / env / "train_state.pt"
     where = ""
     if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         where = f" (its training stopped at step {state['step']}; the same command continues it)"
     return (f"{env} has no behavior agent yet{where}: train it with python tools/make_datasets.py --envs {env} "
             f"--train-behavior; its datasets were not built.")

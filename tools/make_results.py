@@ -210,7 +210,7 @@ def read_run(run_dir: Path, root: Path) -> Optional[RunRecord]:
 
         try:
             run.config = {**run.config, **torch.load(run_dir / "checkpoint.pt", map_location="cpu",
-                                                     weights_only=False)["config"]}
+                                                     weights_only=True)["config"]}
         except Exception:  # noqa: BLE001 - a corrupt checkpoint still has its log
             pass
     if (run_dir / "machine.txt").exists():

@@ -8,7 +8,8 @@
 A variant is a name for (script, extra flags): "bc" is bc_filtered with --frac 1.0, "bc_10" is
 bc_filtered with --frac 0.1, "mopo_nopen" is mopo with its uncertainty penalty off (--penalty_coef 0.0),
 "td3_nobc" is td3_bc without its BC term (--bc_coef 0.0, plain TD3), "dt_init1" is dt with the
-authors' N(0, 1) timestep embedding (--timestep_embedding_std 1.0), "d3rlpy_<algo>" is the peer
+authors' N(0, 1) timestep embedding (--timestep_embedding_std 1.0), "cql_mean_target" is cql with the
+policy's mean next action in its target (--target_action mean, as the peer library d3rlpy does), "d3rlpy_<algo>" is the peer
 library (tools/peer_d3rlpy.py, in its own environment), and every script in algorithms/ is a variant
 of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
 
@@ -71,6 +72,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "mopo_nopen": ("mopo", ["--penalty_coef", "0.0"]),  # lambda = 0 in r~ = r - lambda u: no uncertainty penalty
     "td3_nobc": ("td3_bc", ["--bc_coef", "0.0"]),  # no BC term: plain TD3 on the dataset (extrapolation error)
     "dt_init1": ("dt", ["--timestep_embedding_std", "1.0"]),  # the authors' N(0, 1) timestep embedding
+    "cql_mean_target": ("cql", ["--target_action", "mean"]),  # a' = the policy's mean in the target (as d3rlpy)
 }
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
 COMMITTED_FILES = ("log.jsonl", "command.txt", "machine.txt", "dataset.txt", "finished.json")
@@ -198,6 +200,8 @@ def plan(variants: list[str], datasets: list[str], seeds: list[int], root: Path,
                 run_dir = (root / variant / dataset / f"seed{seed}").resolve()
                 flags = [*variant_flags, *sets]
                 max_steps = flag_value(flags, "max_steps") or defaults.get("max_steps")
+                if max_steps is not None and not str(max_steps).isdigit():
+                    raise SystemExit(f"error: max_steps must be a positive integer, got {max_steps!r}.")
                 args = [f"algorithms/{script}.py", *config_flags, "--dataset_id", dataset, "--seed", str(seed),
                         "--checkpoints_path", str(run_dir), *flags]
                 runs.append(Run(variant, dataset, seed, str(run_dir), args,
@@ -463,6 +467,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="Ray: each run asks for this many GPUs (1 when given without a value)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
     args = parser.parse_args(argv)
+    for name in ("workers", "threads_per_run"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    if any(seed < 0 for seed in args.seeds):
+        raise SystemExit(f"error: --seeds must be 0 or more, got {' '.join(map(str, args.seeds))}.")
     defines = dict(parse_define(d) for d in args.define)
     if args.dry_run:
         runs = plan(args.variants, args.datasets, args.seeds, Path(args.root).resolve(), parse_sets(args.set), defines)

@@ -13,6 +13,7 @@ machine and the date.
 import argparse
 import datetime
 import importlib.util
+import itertools
 import platform
 import resource
 import statistics
@@ -90,8 +91,12 @@ def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool):
         if algo == "fqe":  # pi(s') is computed once before training; any actions time the same
             buffer.data["next_actions"] = torch.rand(buffer.size, ACTION_DIM, device=device) * 2 - 1
     sample = lambda: buffer.sample(config.batch_size)  # noqa: E731
-    update = module.compile_update(trainer.update) if compiled else trainer.update
-    return lambda: update(sample()), config.batch_size
+    if algo == "awr":  # the policy phase, AWR's most frequent update
+        steps = itertools.repeat(config.value_steps + 1)
+    else:  # counted from past any warm start (cql's bc_steps), as in a long run
+        steps = itertools.count(getattr(config, "bc_steps", 0) + 1)
+    update = torch.compile(trainer.update) if compiled else trainer.update  # as fit() compiles it
+    return lambda: update(sample(), next(steps)), config.batch_size
 
 
 def synchronize(device: torch.device) -> None:

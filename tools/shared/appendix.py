@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -48,47 +47,60 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def decode(field: dataclasses.Field, value):
-    """The value of one TrainConfig field, from YAML (typed) or from the command line (text)."""
+def decode(name: str, kind, value):
+    """The value of one TrainConfig field of type `kind`, from YAML (typed) or from the command line (text)."""
     text = str(value).strip()
-    if field.type == Optional[str]:
-        return None if value is None or text.lower() in ("none", "null") else text
-    if field.type is bool:
-        if isinstance(value, bool) or text.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value if isinstance(value, bool) else text.lower() in ("true", "yes", "1")
-        fail(f"{field.name} must be true or false, got {value!r}.")
-    if field.type is int:
-        if isinstance(value, bool) or not text.lstrip("+-").isdigit():
-            fail(f"{field.name} must be an integer, got {value!r}.")
+    optional = {Optional[str]: str, Optional[int]: int, Optional[float]: float}.get(kind)
+    if optional is not None:
+        return None if value is None or text.lower() in ("none", "null") else decode(name, optional, value)
+    if kind is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return text.lower() in ("true", "yes", "1")
+    if kind is int and not isinstance(value, (bool, float)) and text.lstrip("+-").isdigit():
         return int(text)
-    if field.type is float:
+    if kind is float and not isinstance(value, bool) and text.lower() not in ("nan", "inf", "+inf", "-inf"):
         try:
-            number = float(text) if not isinstance(value, bool) else math.nan
+            return float(text)
         except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            fail(f"{field.name} must be a finite number, got {value!r}.")
-        return number
-    return text
+            pass
+    if kind is str:
+        return text
+    if kind == list[float]:
+        import yaml
+
+        try:
+            items = yaml.safe_load(text) if isinstance(value, str) else value
+        except yaml.YAMLError:
+            items = None
+        if isinstance(items, list):
+            return [decode(name, float, item) for item in items]
+    what = {bool: "true or false", int: "an integer", float: "a finite number"}.get(kind, "a list of numbers")
+    fail(f"{name} must be {what}, got {value!r}.")
 
 
-def command_line_values(argv: list[str], fields: dict) -> tuple[dict, list[str]]:
-    """--name value or --name=value pairs of the command line; the config files named by --config_path."""
-    values, paths, i = {}, [], 0
-    while i < len(argv):
-        name, _, value = argv[i].partition("=")
-        if not name.startswith("--") or name[2:] not in (*fields, "config_path"):
-            fail(f"unknown argument {argv[i]!r}; valid: --config_path and --{', --'.join(fields)}.")
-        if not _:
-            if i + 1 == len(argv):
-                fail(f"{name} needs a value.")
-            i, value = i + 1, argv[i + 1]
-        if name == "--config_path":
-            paths.append(value)
-        else:
-            values[name[2:]] = value
-        i += 1
-    return values, paths
+def parse_config(config_class):
+    """TrainConfig from the YAML file(s) of --config_path, then --name value pairs; bad input is one sentence."""
+    argv, fields = sys.argv[1:], {f.name: f for f in dataclasses.fields(config_class)}
+    if {"-h", "--help"} & set(argv):
+        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
+    given, values = [], {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            given.append(tuple(arg[2:].split("=", 1)))
+        elif arg.startswith("--"):
+            given.append((arg[2:], argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None))
+        elif i == 0 or not argv[i - 1].startswith("--") or "=" in argv[i - 1]:
+            fail(f"unexpected argument {arg!r}; use --<field> <value>.")
+    for name, value in given:
+        if name not in (*fields, "config_path"):
+            fail(f"unknown argument --{name}; valid: --config_path and --{', --'.join(fields)}.")
+        if value is None:
+            fail(f"--{name} needs a value.")
+    for path in [value for name, value in given if name == "config_path"]:
+        values.update(config_file_values(path, fields))
+    values.update((name, value) for name, value in given if name != "config_path")
+    config = config_class(**{name: decode(name, fields[name].type, value) for name, value in values.items()})
+    check_config(config)
+    return config
 
 
 def config_file_values(path: str, fields: dict) -> dict:
@@ -96,49 +108,29 @@ def config_file_values(path: str, fields: dict) -> dict:
 
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = yaml.safe_load(f) or {}  # an empty file: every default
     except OSError:
         fail(f"config file {path} does not exist or cannot be read.")
     except yaml.YAMLError as e:
         fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
-    if not isinstance(values, dict):
-        fail(f"config file {path} must be a mapping of TrainConfig fields to values.")
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        fail(f"config {path} has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}.")
+    if not isinstance(values, dict) or set(values) - set(fields):
+        fail(f"config file {path} must map TrainConfig fields to values; unknown key(s): "
+             f"{', '.join(sorted(set(values) - set(fields)) if isinstance(values, dict) else [])}; valid keys: {', '.join(fields)}.")
     return values
 
 
-def parse_config(config_class):
-    """TrainConfig from the YAML file(s) of --config_path, then the command line; bad input is one sentence."""
-    if {"-h", "--help"} & set(sys.argv[1:]):
-        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    given, paths = command_line_values(sys.argv[1:], fields)
-    values = {}
-    for path in paths:
-        values.update(config_file_values(path, fields))
-    values.update(given)
-    config = config_class(**{name: decode(fields[name], value) for name, value in values.items()})
-    check_config(config)
-    return config
-
-
 def check_config(config) -> None:
-    """Ranges every script's fields share by name (one vocabulary), checked before anything is written."""
-    def need(name: str, ok: Callable[[float], bool], what: str) -> None:
+    """Ranges of the fields every script names alike (one vocabulary), checked before anything is written."""
+    rules = {"max_steps": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 1, "at least 1"),
+             "eval_every": (lambda v: v >= 1, "at least 1"), "eval_episodes": (lambda v: v >= 1, "at least 1"),
+             "hidden_dim": (lambda v: v >= 1, "at least 1"), "policy_freq": (lambda v: v >= 1, "at least 1"),
+             "seed": (lambda v: v >= 0, "0 or more"), "stop_after": (lambda v: v >= 0, "0 or more"),
+             "tau": (lambda v: 0 < v <= 1, "in (0, 1]"), "gamma": (lambda v: 0 <= v < 1, "in [0, 1)"),
+             "logging": (lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")}
+    rules.update({f.name: (lambda v: v > 0, "above 0") for f in dataclasses.fields(config) if f.name.endswith("_lr")})
+    for name, (ok, what) in rules.items():
         if hasattr(config, name) and not ok(getattr(config, name)):
             fail(f"{name} must be {what}, got {getattr(config, name)!r}.")
-
-    for name in ("max_steps", "batch_size", "eval_every", "eval_episodes", "hidden_dim", "policy_freq"):
-        need(name, lambda v: v >= 1, "at least 1")
-    for name in ("seed", "stop_after"):
-        need(name, lambda v: v >= 0, "0 or more")
-    for name in [f.name for f in dataclasses.fields(config) if f.name.endswith("_lr")]:
-        need(name, lambda v: v > 0, "above 0")
-    need("tau", lambda v: 0 < v <= 1, "in (0, 1]")
-    need("gamma", lambda v: 0 <= v < 1, "in [0, 1)")
-    need("logging", lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")
     pick_device(config.device)
 
 
@@ -163,10 +155,12 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_dataset(dataset_id: str):
-    """Minari dataset from disk, else downloaded; a missing one is one clear sentence."""
+    """Minari dataset from disk, else downloaded; a missing one is one clear sentence.  From here on, MuJoCo's
+    warnings go to the run directory (MUJOCO_WARNINGS), not to the working directory."""
     import minari
     from minari.storage import get_dataset_path
 
+    MUJOCO_WARNINGS.install()
     try:
         return minari.load_dataset(dataset_id)
     except FileNotFoundError:
@@ -348,40 +342,47 @@ def learning_fields(config, fixed: tuple[str, ...]) -> dict:
 
 
 def open_run(config, algo: str, fixed: tuple[str, ...]) -> tuple[Path, object]:
-    """The locked run directory holding run.json, the record of the config it was started with: a resume
-    under other learning fields is refused; --resume false clears the directory's files first."""
+    """The locked run directory and its run.json, the record of the config the run started with: a resume
+    under other learning fields is refused; with --resume false an earlier run there is moved aside whole."""
     run_dir = run_directory(config, algo)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / "run.lock", "w")
-    except OSError as e:
-        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); "
-             f"pass another --checkpoints_path.")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    lock = lock_run(run_dir)
     record, learning = run_dir / "run.json", learning_fields(config, fixed)
-    if not config.resume:
-        for name in os.listdir(run_dir):
-            if name != "run.lock":
-                shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else os.remove(run_dir / name)
+    if not config.resume and (record.exists() or (run_dir / "checkpoint.pt").exists()):
+        aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(run_dir, aside)
+        print(f"--resume false: the earlier run in {run_dir} was moved to {aside}.")
+        lock.close()
+        lock = lock_run(run_dir)
     elif record.exists():
         before = json.loads(record.read_text())["config"]
-        changed = sorted(k for k in learning if before.get(k, learning[k]) != learning[k])
+        changed = [f"{k}: {before[k]!r} there, {v!r} now" for k, v in learning.items() if before.get(k, v) != v]
         if changed:
-            fail(f"{run_dir} holds a run of another config ({', '.join(f'{k}: {before[k]!r} there, {learning[k]!r} now' for k in changed)}); "
-                 f"pass --resume false to start it over, or another --checkpoints_path.")
+            lock.close()
+            fail(f"{run_dir} holds a run of another config ({'; '.join(changed)}); pass --resume false to "
+                 f"start it over, or another --checkpoints_path.")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
                                 capture_output=True).stdout.strip() or None
     except OSError:
         commit = None
-    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit,
-                                     "command": [Path(sys.executable).name, *sys.argv],
-                                     "torch": torch.__version__}, indent=1))
+    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit, "torch": torch.__version__,
+                                     "command": [Path(sys.executable).name, *sys.argv]}, indent=1))
     print(f"run directory: {run_dir}", flush=True)
     return run_dir, lock
+
+
+def lock_run(run_dir: Path):
+    """An exclusive lock on run_dir/run.lock, held until the process ends (kill -9 releases it too)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / "run.lock", "w")
+    except OSError as e:
+        fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
+    return lock
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -390,18 +391,34 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def redirect_mujoco_warnings(path: Path) -> None:
-    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory; send them to the run's own file."""
-    try:
-        import mujoco
-    except ImportError:  # environments without MuJoCo (Pendulum) need no handler
-        return
+class MujocoWarnings:
+    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory.  Once installed (by
+    load_dataset, before any environment is made) they come here instead: kept until fit() knows the run
+    directory, then written to its mujoco_warnings.txt."""
 
-    def write(message: str) -> None:
+    def __init__(self):
+        self.messages, self.path = [], None
+
+    def install(self) -> None:
+        try:
+            import mujoco
+        except ImportError:  # environments without MuJoCo (Pendulum) need no handler
+            return
+        mujoco.set_mju_user_warning(self)
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+        if self.path is not None:
+            self.write_to(self.path)
+
+    def write_to(self, path: Path) -> None:
+        self.path = path
         with open(path, "a") as f:
-            f.write(message + "\n")
+            f.writelines(m + "\n" for m in self.messages)
+        self.messages = []
 
-    mujoco.set_mju_user_warning(write)
+
+MUJOCO_WARNINGS = MujocoWarnings()
 
 
 class RunLog:
@@ -411,8 +428,9 @@ class RunLog:
 
     def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
         path = run_dir / "log.jsonl"
-        rows = path.read_text().splitlines() if path.exists() else []
-        write_atomic(path, "".join(r + "\n" for r in rows if json.loads(r)["step"] <= start_step))
+        rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
+        write_atomic(path, "".join(r + "\n" for r in rows))
+        self.last = json.loads(rows[-1]) if rows else {}
         self.file = open(path, "a")
         self.start = time.time() - elapsed
         self.wandb = None
@@ -511,40 +529,43 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
     finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed)
-    redirect_mujoco_warnings(run_dir / "mujoco_warnings.txt")
-    checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
-    start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
-    if start >= config.max_steps and finished.exists():
-        print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
-        return json.loads(finished.read_text())
-    update = torch.compile(trainer.update) if config.compile else trainer.update
-    periodic = getattr(trainer, "periodic", None)
-    log = RunLog(config, algo, run_dir, start, elapsed, fixed)
-    log_every = max(1, min(1000, config.eval_every))
-    last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
-    stop = StopRequest()
-    step, result = start, {}
-    for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
-        if periodic is not None:
-            periodic(step)
-        metrics = update(sample(), step)
-        if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
-            values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
-            check_finite(values, step, run_dir, log)
-        elif step % config.eval_every == 0 or step == config.max_steps:
-            result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-        if stop.signal or (step == last < config.max_steps):
-            save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
-            log.close()
-            print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
-            if stop.signal:
-                raise SystemExit(128 + stop.signal)
-            return result
-    if start >= config.max_steps:  # the last update was done, but the call stopped before it finished up
-        result = evaluate_and_save(step, {}, trainer, config, log, evaluate, export, extra or {}, run_dir)
-    log.close()
-    write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
-    return result
+    with lock:  # released when this call ends, however it ends
+        MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
+        checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
+        start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        if start >= config.max_steps and finished.exists():
+            print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+            return json.loads(finished.read_text())
+        update = torch.compile(trainer.update) if config.compile else trainer.update
+        periodic = getattr(trainer, "periodic", None)
+        log = RunLog(config, algo, run_dir, start, elapsed, fixed)
+        log_every = max(1, min(1000, config.eval_every))
+        last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+        stop = StopRequest()
+        step, result = start, {}
+        for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
+            if periodic is not None:
+                periodic(step)
+            metrics = update(sample(), step)
+            if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+                values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
+                check_finite(values, step, run_dir, log)
+            elif step % config.eval_every == 0 or step == config.max_steps:
+                result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
+            if stop.signal or (step == last < config.max_steps):
+                save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
+                log.close()
+                print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+                if stop.signal:
+                    raise SystemExit(128 + stop.signal)
+                return result
+        if start >= config.max_steps:  # the last update and its evaluation were done; the call ended before this
+            result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
+            if export is not None:
+                export(run_dir / "policy.pt2")
+        log.close()
+        write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+        return result
 
 
 def check_finite(values: dict, step: int, run_dir: Path, log: RunLog) -> None:

@@ -1,8 +1,8 @@
 """Canonical source of the `dynamics` block: the probabilistic dynamics ensemble, its training, the
 termination functions, model rollouts and the model buffer D_model, carried by mopo.py and combo.py
-(tools/sync_shared.py lists them). It uses VectorizedLinear of the `critic` block and fail, run_directory,
-DeviceBuffer and Optimizer of the shared appendix. What a method does with the rollouts (MOPO's penalized
-reward) stays in its script. Edit here, then run `python tools/sync_shared.py dynamics`."""
+(tools/sync_shared.py lists them). It uses VectorizedLinear of the `critic` block and fail, run_directory
+and DeviceBuffer of the shared appendix. What a method does with the rollouts (MOPO's penalized reward) stays
+in its script. Edit here, then run `python tools/sync_shared.py dynamics`."""
 
 import math
 import os
@@ -72,6 +72,10 @@ class EnsembleDynamics(nn.Module):
     def weight_decay(self) -> torch.Tensor:
         return sum(w * layer.weight.pow(2).sum() / 2 for w, layer in zip(MODEL_WEIGHT_DECAY, self.layers))
 
+    def elite_mse(self) -> torch.Tensor:
+        """The elites' mean holdout MSE: how well the members that roll out fit unseen transitions."""
+        return self.holdout_mse[self.elites].mean()
+
     @torch.no_grad()
     def step(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """s' and r sampled from the Gaussian of one random elite per row, and every member's log sigma^2 [N, B, k]."""
@@ -99,7 +103,7 @@ def choose_elites(model: EnsembleDynamics, inputs: torch.Tensor, targets: torch.
     """The n_elites members with the lowest holdout MSE become the elites; returns their mean holdout MSE."""
     model.holdout_mse.copy_(holdout_mse(model, inputs, targets))
     model.elites.copy_(torch.argsort(model.holdout_mse)[:len(model.elites)])
-    return float(model.holdout_mse[model.elites].mean())
+    return float(model.elite_mse())
 
 
 def model_data(data: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,11 +112,12 @@ def model_data(data: dict[str, np.ndarray], device: torch.device) -> tuple[torch
     return torch.as_tensor(inputs, device=device), torch.as_tensor(targets, device=device)
 
 
-def save_model_training(path: str, model: EnsembleDynamics, optimizer: "Optimizer", best_weights: list,
+def save_model_training(path: str, model: EnsembleDynamics, optimizer: torch.optim.Optimizer, best_weights: list,
                         best_mse: torch.Tensor, order: torch.Tensor, bootstrap: torch.Tensor, epoch: int,
                         stale: int) -> None:
-    """Everything train_dynamics needs to go on after `epoch`, the random state included, written through a
-    temporary file (an interrupted write leaves the previous state)."""
+    """Everything train_dynamics needs to go on after `epoch`, the random state included, as tensors and plain
+    values (loaded with weights_only=True), written through a temporary file (an interrupted write leaves the
+    previous state)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_weights": best_weights,
              "best_mse": best_mse, "order": order, "bootstrap": bootstrap, "epoch": epoch, "stale": stale,
              "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if order.is_cuda else None}
@@ -120,16 +125,17 @@ def save_model_training(path: str, model: EnsembleDynamics, optimizer: "Optimize
     os.replace(path + ".tmp", path)
 
 
-def load_model_training(path: str, model: EnsembleDynamics, optimizer: "Optimizer",
+def load_model_training(path: str, model: EnsembleDynamics, optimizer: torch.optim.Optimizer,
                         best_weights: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
     """Restores what save_model_training wrote; returns best_mse, order, bootstrap, epoch and stale."""
     try:
-        state = torch.load(path, map_location=model.input_mean.device)
+        state = torch.load(path, map_location=model.input_mean.device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         with torch.no_grad():
-            torch._foreach_copy_(best_weights, state["best_weights"])
-    except Exception as e:  # noqa: BLE001 - corrupt files and states of another model
+            for best, saved in zip(best_weights, state["best_weights"], strict=True):
+                best.copy_(saved)
+    except Exception as e:  # noqa: BLE001 - corrupt or unsafe files and states of another model
         fail(f"{path} is not the training state of this dynamics model ({type(e).__name__}); delete it to train "
              f"the model from the start.")
     torch.set_rng_state(state["rng"].cpu())
@@ -155,7 +161,7 @@ def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config,
     holdout, train = order[:n_holdout], order[n_holdout:]
     model.input_mean.copy_(inputs[train].mean(0))
     model.input_std.copy_(torch.where(inputs[train].std(0) < 1e-12, 1.0, inputs[train].std(0)))
-    optimizer = Optimizer(model.parameters(), config.model_lr)
+    optimizer = torch.optim.Adam(model.parameters(), config.model_lr, foreach=True)
     members = [p for layer in model.layers for p in layer.parameters()]  # every one has the member axis first
     best_weights = [p.detach().clone() for p in members]
     best_mse = torch.full((model.n_models,), 1e10, device=device)
@@ -172,7 +178,10 @@ def train_dynamics(model: EnsembleDynamics, data: dict[str, np.ndarray], config,
         shuffled = bootstrap.gather(1, torch.argsort(torch.rand(bootstrap.shape, device=device), 1))
         for start in range(0, len(train), config.model_batch_size):
             rows = shuffled[:, start:start + config.model_batch_size]
-            optimizer.step(dynamics_loss(model, inputs[rows], targets[rows]))
+            loss = dynamics_loss(model, inputs[rows], targets[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
             bar.update()
         epoch += 1
         mse = holdout_mse(model, inputs[holdout], targets[holdout])
@@ -254,9 +263,9 @@ def model_rollout(model: EnsembleDynamics, policy: Callable[[torch.Tensor], torc
 
 
 class ModelBuffer(nn.Module):
-    """D_model: a ring buffer of the last `capacity` model transitions on the device.  Its write position
-    and fill level are device tensors, so that adding and sampling never wait for the device: the
-    invalid rows of a write go to a scratch row past the end, never sampled."""
+    """D_model: a ring buffer of the last `capacity` model transitions on the device.  Its write position,
+    fill level and the rows of the last write are device tensors, so that adding, sampling and logging never
+    wait for the device: the invalid rows of a write go to a scratch row past the end, never sampled."""
 
     KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
@@ -268,6 +277,7 @@ class ModelBuffer(nn.Module):
             self.register_buffer(key, torch.zeros(capacity + 1, *shape))
         self.register_buffer("position", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("added", torch.zeros((), dtype=torch.long))  # / n_rollouts: the mean rollout length
         self.capacity = capacity
 
     def add(self, transitions: dict[str, torch.Tensor], valid: torch.Tensor) -> None:
@@ -277,9 +287,9 @@ class ModelBuffer(nn.Module):
             column = getattr(self, key)
             column[rows] = transitions[key]
             column[self.capacity] = 0.0
-        added = valid.sum()
-        self.position.copy_((self.position + added) % self.capacity)
-        self.filled.copy_((self.filled + added).clamp(max=self.capacity))
+        self.added.copy_(valid.sum())
+        self.position.copy_((self.position + self.added) % self.capacity)
+        self.filled.copy_((self.filled + self.added).clamp(max=self.capacity))
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         rows = torch.randint(0, 2**62, (batch_size,), device=self.filled.device) % self.filled
@@ -332,11 +342,10 @@ def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str,
         if not os.path.isfile(path):
             fail(f"dynamics_path {path} does not exist.")
         try:
-            model.load_state_dict(torch.load(path, map_location=model.input_mean.device))
-        except Exception as e:  # noqa: BLE001 - corrupt files and models of another shape
+            model.load_state_dict(torch.load(path, map_location=model.input_mean.device, weights_only=True))
+        except Exception as e:  # noqa: BLE001 - corrupt or unsafe files and models of another shape
             fail(f"{path} is not a dynamics model of this dataset and config ({type(e).__name__}).")
-        print(f"dynamics model loaded from {path}: elite holdout MSE "
-              f"{float(model.holdout_mse[model.elites].mean()):.5f}", flush=True)
+        print(f"dynamics model loaded from {path}: elite holdout MSE {float(model.elite_mse()):.5f}", flush=True)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "dynamics_training.pt"  # the model's own resume point: its training takes hours on a CPU
