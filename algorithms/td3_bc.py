@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 from tqdm import trange
 
+
 @dataclass
 class TrainConfig:
     """Common fields (the same in every script), then the method's: TD3+BC."""
@@ -60,7 +61,7 @@ class TrainConfig:
     policy_freq: int = 2  # policy delay: the actor and the targets are updated once per this many critic updates
     gamma: float = 0.99  # gamma, discount
     tau: float = 0.005  # Polyak rate of the target networks
-    hidden_dim: int = 256  # width of the two hidden layers of the actor and the critics
+    hidden_dim: int = 256  # width of the two hidden layers of every network
     actor_lr: float = 3e-4  # Adam learning rate of pi_phi
     critic_lr: float = 3e-4  # Adam learning rate of Q_theta
 
