@@ -7,6 +7,8 @@
 #
 # frac = 1.0 is plain behavior cloning.  No critic, no bootstrapping: the policy can only be as
 # good as the best trajectories it imitates, which is the baseline every offline RL method must beat.
+#
+# License: MIT (the project's LICENSE file); copy this file anywhere, keeping this line.
 
 import copy
 import dataclasses
@@ -242,18 +244,30 @@ def config_file_values(path: str, fields: dict) -> dict:
     return values
 
 
+# Ranges of fields that several scripts name alike (one vocabulary); other integers are sizes or counts (>= 1)
+# and other floats weights, scales or rates (>= 0).  Checked before anything is written.
+UNIT = {"tau": ("in (0, 1]", lambda v: 0 < v <= 1), "gamma": ("in [0, 1)", lambda v: 0 <= v < 1),
+        "expectile": ("in (0, 1)", lambda v: 0 < v < 1), "frac": ("in (0, 1]", lambda v: 0 < v <= 1),
+        "dropout": ("in [0, 1)", lambda v: 0 <= v < 1), "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
+        "holdout_ratio": ("in [0, 1)", lambda v: 0 <= v < 1), "real_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
+        "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1)}
+COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps")
+
+
 def check_config(config) -> None:
-    """Ranges of the fields every script names alike (one vocabulary), checked before anything is written."""
-    rules = {"max_steps": (lambda v: v >= 1, "at least 1"), "batch_size": (lambda v: v >= 1, "at least 1"),
-             "eval_every": (lambda v: v >= 1, "at least 1"), "eval_episodes": (lambda v: v >= 1, "at least 1"),
-             "hidden_dim": (lambda v: v >= 1, "at least 1"), "policy_freq": (lambda v: v >= 1, "at least 1"),
-             "seed": (lambda v: v >= 0, "0 or more"), "stop_after": (lambda v: v >= 0, "0 or more"),
-             "tau": (lambda v: 0 < v <= 1, "in (0, 1]"), "gamma": (lambda v: 0 <= v < 1, "in [0, 1)"),
-             "logging": (lambda v: v in ("offline", "online", "disabled"), "offline, online or disabled")}
-    rules.update({f.name: (lambda v: v > 0, "above 0") for f in dataclasses.fields(config) if f.name.endswith("_lr")})
-    for name, (ok, what) in rules.items():
-        if hasattr(config, name) and not ok(getattr(config, name)):
-            fail(f"{name} must be {what}, got {getattr(config, name)!r}.")
+    for field in dataclasses.fields(config):
+        name, value = field.name, getattr(config, field.name)
+        what, ok = UNIT.get(name, (None, None))
+        if what is None and field.type is int:
+            what, ok = ("0 or more", lambda v: v >= 0) if name in COUNTS_FROM_ZERO else ("at least 1", lambda v: v >= 1)
+        elif what is None and field.type is float:
+            what, ok = ("above 0", lambda v: v > 0) if name.endswith("_lr") else ("0 or more", lambda v: v >= 0)
+        if ok is not None and not ok(value):
+            fail(f"{name} must be {what}, got {value!r}.")
+    if config.logging not in ("offline", "online", "disabled"):
+        fail(f"logging must be offline, online or disabled, got {config.logging!r}.")
+    if getattr(config, "bc_steps", 0) >= config.max_steps:
+        fail(f"bc_steps ({config.bc_steps}) must be below max_steps ({config.max_steps}): the run would be pure BC.")
     pick_device(config.device)
 
 

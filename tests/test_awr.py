@@ -207,23 +207,6 @@ def longer_trajectories():
     return synthetic_trajectories(torch.randn(len(ends), generator=torch.Generator().manual_seed(1)), terminals, ends)
 
 
-def test_compiled_update_matches_eager():
-    from conftest import assert_compiled_matches_eager
-
-    def make_trainer():  # steps 1-2 fit V_psi, step 3 fits pi_phi
-        trainer = make_awr_trainer(longer_trajectories(), value_steps=2, policy_steps=2)
-        trainer.refresh_targets()
-        return trainer
-
-    assert_compiled_matches_eager(make_trainer, batch_of, steps=3)
-
-
-def test_policy_export_matches_trainer(tmp_path):
-    from conftest import assert_export_matches_policy
-
-    assert_export_matches_policy(awr, make_awr_trainer(), 3, tmp_path)
-
-
 def test_checkpoint_state_round_trips(tmp_path):
     from conftest import tensors_of
 

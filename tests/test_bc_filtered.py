@@ -55,26 +55,3 @@ def test_update_is_adam_on_the_actor_loss():
         optimizer.step()
     for p, q in zip(trainer.actor.parameters(), reference.parameters()):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-7)
-
-
-def test_compiled_update_matches_eager():
-    from conftest import assert_compiled_matches_eager
-
-    assert_compiled_matches_eager(make_bc_trainer, lambda trainer: random_batch())
-
-
-def test_policy_export_matches_trainer(tmp_path):
-    from conftest import assert_export_matches_policy
-
-    assert_export_matches_policy(bc_filtered, make_bc_trainer(), 3, tmp_path)
-
-
-def test_checkpoint_state_round_trips():
-    a, b = make_bc_trainer(), make_bc_trainer()
-    a.update(random_batch(), 1)
-    b.load_state_dict(a.state_dict())
-    from conftest import tensors_of
-
-    b_state = dict(tensors_of(b.state_dict()))
-    for path, tensor in tensors_of(a.state_dict()):
-        assert torch.equal(tensor, b_state[path]), path

@@ -291,21 +291,6 @@ def test_warm_start_clones_the_dataset_actions():
     assert (actions - 0.5).abs().max() < 0.1
 
 
-@pytest.mark.parametrize("target_action", ["sample", "mean"])
-def test_compiled_update_matches_eager(target_action):
-    from conftest import assert_compiled_matches_eager
-
-    # bc_steps=2: update 1 clones, updates 2 and 3 follow the critic; Lagrange: alpha' steps too.
-    assert_compiled_matches_eager(lambda: make_cql_trainer(bc_steps=2, cql_lagrange=True, target_action=target_action),
-                                  lambda trainer: random_batch())
-
-
-def test_policy_export_matches_trainer(tmp_path):
-    from conftest import assert_export_matches_policy
-
-    assert_export_matches_policy(cql, make_cql_trainer(), 3, tmp_path)
-
-
 @pytest.mark.parametrize("lagrange", [False, True])
 def test_checkpoint_state_round_trips(lagrange, tmp_path):
     """Networks, then alpha (and alpha'), then their optimizers in the same order, through torch.save and

@@ -113,18 +113,6 @@ def test_update_reproduces_the_papers_loop_with_a_cosine_actor_schedule():
     assert float(trainer.actor_optimizer.param_groups[0]["lr"]) == pytest.approx(0.0, abs=1e-9)  # cos(pi) at max_steps
 
 
-def test_compiled_update_matches_eager():
-    from conftest import assert_compiled_matches_eager
-
-    assert_compiled_matches_eager(make_iql_trainer, lambda trainer: random_batch(), steps=4)
-
-
-def test_policy_export_matches_trainer(tmp_path):
-    from conftest import assert_export_matches_policy
-
-    assert_export_matches_policy(iql, make_iql_trainer(), 3, tmp_path)
-
-
 def test_checkpoint_state_round_trips_and_resumes_the_schedule(tmp_path):
     """A state saved and loaded as checkpoints are (torch.load with weights_only=True) restores every tensor and the
     actor's schedule: the next update of the copy equals the original's."""

@@ -412,20 +412,6 @@ def random_batch(batch_size=16, state_dim=2, action_dim=1):
 
 
 @pytest.mark.parametrize("module", [mopo, combo], ids=["mopo", "combo"])
-def test_compiled_update_matches_eager(module):
-    from conftest import assert_compiled_matches_eager
-
-    assert_compiled_matches_eager(lambda: make_trainer(module), lambda trainer: random_batch())
-
-
-@pytest.mark.parametrize("module", [mopo, combo], ids=["mopo", "combo"])
-def test_policy_export_matches_trainer(module, tmp_path):
-    from conftest import assert_export_matches_policy
-
-    assert_export_matches_policy(module, make_trainer(module), 2, tmp_path)
-
-
-@pytest.mark.parametrize("module", [mopo, combo], ids=["mopo", "combo"])
 def test_checkpoint_state_round_trips_with_the_model_buffer(module, tmp_path):
     from conftest import tensors_of
 

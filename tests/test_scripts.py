@@ -17,7 +17,7 @@ LEARNERS = [a for a in ALGOS if a != "fqe"]  # fqe evaluates a given policy: tes
 SMALL = {
     "dt": ["--context_len", "5", "--embed_dim", "32", "--n_layers", "1", "--eval_targets", "[-150.0]"],
     "bcq": ["--vae_hidden_dim", "64", "--hidden_dim", "64"],
-    "cql": ["--hidden_dim", "64", "--n_hidden", "2", "--num_sampled_actions", "4"],
+    "cql": ["--hidden_dim", "64", "--n_hidden", "2", "--num_sampled_actions", "4", "--bc_steps", "20"],
     "mopo": ["--model_max_epochs", "3", "--rollout_batch_size", "100", "--hidden_dim", "64", "--model_hidden_dim", "32"],
     "combo": ["--model_max_epochs", "3", "--rollout_batch_size", "100", "--hidden_dim", "64", "--model_hidden_dim", "32"],
 }
@@ -166,6 +166,33 @@ def test_bad_command_line_is_one_sentence_and_writes_nothing(case, minari_root, 
                  check=False, cwd=tmp_path)
     assert_one_sentence(result, expected)
     assert list(tmp_path.iterdir()) == []
+
+
+METHOD_BAD_INPUT = [
+    ("iql", ["--expectile", "1.5"], "expectile must be in (0, 1)"),
+    ("iql", ["--beta", "inf"], "beta must be a finite number"),
+    ("td3_bc", ["--policy_freq", "0"], "policy_freq must be at least 1"),
+    ("cql", ["--num_sampled_actions", "0"], "num_sampled_actions must be at least 1"),
+    ("cql", ["--bc_steps", "100", "--max_steps", "50"], "bc_steps (100) must be below max_steps (50)"),
+    ("dt", ["--context_len", "0"], "context_len must be at least 1"),
+    ("dt", ["--dropout", "1.5"], "dropout must be in [0, 1)"),
+    ("dt", ["--n_heads", "0"], "n_heads must be at least 1"),
+    ("mopo", ["--real_ratio", "2"], "real_ratio must be in [0, 1]"),
+]
+
+
+@pytest.mark.parametrize("algo,args,expected", METHOD_BAD_INPUT, ids=lambda x: x if isinstance(x, str) else None)
+def test_bad_method_values_are_one_sentence_and_write_nothing(algo, args, expected, tmp_path):
+    assert_one_sentence(run(algo, "--checkpoints_path", str(tmp_path / "run"), *args, check=False, cwd=tmp_path),
+                        expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_yaml_means_every_default(tmp_path):
+    config = tmp_path / "empty.yaml"
+    config.write_text("")
+    result = run("iql", "--config_path", str(config), "--max_steps", "-1", check=False, cwd=tmp_path)
+    assert_one_sentence(result, "max_steps must be at least 1")  # the YAML itself was read without complaint
 
 
 def test_broken_yaml_is_one_sentence(tmp_path):

@@ -121,37 +121,6 @@ def test_delayed_actor_update_reproduces_the_authors_loop():
     assert trainer.critic_optimizer.state_dict()["state"][0]["step"].item() == 5
 
 
-def test_compiled_update_matches_eager():
-    from conftest import assert_compiled_matches_eager
-
-    assert_compiled_matches_eager(make_td3_bc_trainer, lambda trainer: random_batch(), steps=4)
-
-
-def test_policy_export_matches_trainer(tmp_path):
-    from conftest import assert_export_matches_policy
-
-    assert_export_matches_policy(td3_bc, make_td3_bc_trainer(), 3, tmp_path)
-
-
-def test_checkpoint_state_round_trips(tmp_path):
-    """Saved and loaded as a checkpoint is (weights_only): the next update is bit-identical."""
-    a, b = make_td3_bc_trainer(), make_td3_bc_trainer()
-    a.update(random_batch(), 1)
-    a.update(random_batch(), 2)
-    torch.save(a.state_dict(), tmp_path / "state.pt")
-    b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
-    batch = random_batch()
-    torch.manual_seed(0)
-    a.update(batch, 4)
-    torch.manual_seed(0)
-    b.update(batch, 4)
-    from conftest import tensors_of
-
-    b_state = dict(tensors_of(b.state_dict()))
-    for path, tensor in tensors_of(a.state_dict()):
-        assert torch.equal(tensor, b_state[path]), path
-
-
 def test_without_the_bc_term_the_actor_loss_is_td3s():
     """bc_coef = 0 (the extrapolation-error ablation): only -lambda Q remains, whatever the data actions."""
     q, pi = torch.tensor([1.0, 3.0]), torch.tensor([[0.5], [-0.5]])
