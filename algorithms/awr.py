@@ -385,6 +385,8 @@ def check_config(config) -> None:
             fail(f"{name} must be {what}, got {value!r}.")
     if config.logging not in ("offline", "online", "disabled"):
         fail(f"logging must be offline, online or disabled, got {config.logging!r}.")
+    if getattr(config, "embed_dim", 0) % getattr(config, "n_heads", 1):
+        fail(f"embed_dim ({config.embed_dim}) must be a multiple of n_heads ({config.n_heads}).")
     if getattr(config, "bc_steps", 0) >= config.max_steps:
         fail(f"bc_steps ({config.bc_steps}) must be below max_steps ({config.max_steps}): the run would be pure BC.")
     pick_device(config.device)

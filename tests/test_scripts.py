@@ -177,8 +177,25 @@ METHOD_BAD_INPUT = [
     ("dt", ["--context_len", "0"], "context_len must be at least 1"),
     ("dt", ["--dropout", "1.5"], "dropout must be in [0, 1)"),
     ("dt", ["--n_heads", "0"], "n_heads must be at least 1"),
+    ("dt", ["--n_heads", "3"], "embed_dim (128) must be a multiple of n_heads (3)"),
     ("mopo", ["--real_ratio", "2"], "real_ratio must be in [0, 1]"),
 ]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_corrupt_dataset_file_is_one_sentence(damage, minari_root, tmp_path):
+    """main_data.hdf5 cut short or overwritten: one sentence naming the dataset, and no run directory."""
+    import shutil
+
+    root = tmp_path / "minari"
+    shutil.copytree(minari_root / "local" / "pendulum" / "medium-v0", root / "local" / "pendulum" / "medium-v0")
+    shutil.copy(minari_root / "local" / "namespace_metadata.json", root / "local" / "namespace_metadata.json")
+    data = root / "local" / "pendulum" / "medium-v0" / "data" / "main_data.hdf5"
+    data.write_bytes(data.read_bytes()[:len(data.read_bytes()) // 3] if damage == "truncated" else b"x" * 4096)
+    result = run("iql", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(tmp_path / "run"),
+                 "--max_steps", "10", env={"MINARI_DATASETS_PATH": str(root)}, check=False, cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "local/pendulum/medium-v0" in result.stderr and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("algo,args,expected", METHOD_BAD_INPUT, ids=lambda x: x if isinstance(x, str) else None)
