@@ -47,7 +47,7 @@ class TrainConfig:
     normalize_states: bool = True  # standardize observations with the dataset's mean and std
     max_steps: int = 1_000_000  # gradient updates
     batch_size: int = 256  # transitions per update
-    eval_every: int = 5_000  # updates between evaluations (and checkpoints, and policy.pt)
+    eval_every: int = 5_000  # updates between evaluations (and checkpoints, and policy.pt2)
     eval_episodes: int = 10  # episodes per evaluation
     checkpoints_path: Optional[str] = None  # run directory; default runs/<algo>/<dataset_id>/seed<seed>
     resume: bool = True  # continue from <run directory>/checkpoint.pt when it exists

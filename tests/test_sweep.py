@@ -1,6 +1,6 @@
-"""tools/sweep.py and tools/make_results.py: tables, intervals, the peer table and every claim (PASS and
-FAIL) from hand-written logs (numbers checked by hand), the commit directory, then a real tiny grid run
-locally (skip on rerun, a failing run beside a good one, commits) and on a local Ray instance."""
+"""tools/sweep.py: variants and --set items as flags, the commit directory, then a real tiny grid run locally
+(skip on rerun, a failing run beside a good one, commits, and the tables from the committed files alone) and
+on a local Ray instance.  The tables themselves: tests/test_results.py."""
 
 import csv
 import json
@@ -14,52 +14,24 @@ from pathlib import Path
 
 import pytest
 
-import make_results
 import sweep
+from results import make_results
+from results.runs import CORE
 from conftest import TINY as TINY_SIZE
 
-MEDIUM_REPLAY = "local/pendulum/medium-replay-v0"
-CORE_MR, CORE_HC, CORE_ME = make_results.CORE
+CORE_MR = CORE[0]
 TINY = ["max_steps=20", "eval_every=10", "eval_episodes=1", "logging=disabled", "device=cpu"]
 
 
-def write_run(root: Path, variant: str, dataset: str, seed: int, scores: dict, extra: dict | None = None,
-              lines: tuple = (), budget: str = "--max_steps 20 --eval_every 10 --eval_episodes 5") -> Path:
-    """A run directory with one evaluation record per (step: score), a training-only record between them."""
+def write_run(root: Path, variant: str, dataset: str, seed: int) -> Path:
+    """A run directory with one evaluation in its log, as a script leaves it before it finishes."""
     run_dir = root / variant / dataset / f"seed{seed}"
     run_dir.mkdir(parents=True)
-    records = []
-    for step, score in scores.items():
-        records.append({"step": step - 5, "wall_time": 0.0, "train/loss": 1.0})
-        records.append({"step": step, "wall_time": 0.0, "eval/return": -200.0, "eval/normalized_score": score,
-                        **(extra or {})})
-    text = "".join(json.dumps(r) + "\n" for r in records) + "".join(lines)
-    (run_dir / "log.jsonl").write_text(text)
-    script, flags = sweep.VARIANTS.get(variant, (variant, []))
-    (run_dir / "command.txt").write_text(
-        f"cd /x && OMP_NUM_THREADS=1 python algorithms/{script}.py --config_path configs/{script}/x.yaml "
-        f"--dataset_id {dataset} --seed {seed} --checkpoints_path /x/runs/bench/{variant}/{dataset}/seed{seed} "
-        f"{' '.join(flags)} {budget}\n")
+    (run_dir / "log.jsonl").write_text(json.dumps({"step": 20, "eval/normalized_score": 1.0}) + "\n")
+    (run_dir / "run.json").write_text(json.dumps({"algo": variant, "config": {}, "commit": None, "torch": None,
+                                                  "command": []}))
+    (run_dir / "command.txt").write_text("cd /x && python algorithms/x.py\n")
     return run_dir
-
-
-@pytest.fixture
-def fast_bootstrap(monkeypatch):
-    monkeypatch.setattr(make_results, "REPS", 300)
-
-
-@pytest.fixture
-def fake_root(tmp_path, fast_bootstrap):
-    root = tmp_path / "runs"
-    write_run(root, "bc", MEDIUM_REPLAY, 0, {10: 20.0, 20: 30.0})
-    # seed 1 was resumed: step 20 is logged twice and the last record wins; a line cut by a crash is ignored.
-    write_run(root, "bc", MEDIUM_REPLAY, 1, {10: 50.0, 20: 99.0},
-              lines=(json.dumps({"step": 20, "eval/normalized_score": 40.0}) + "\n", '{"step": 3'))
-    write_run(root, "td3_bc", MEDIUM_REPLAY, 0, {10: 60.0, 20: 70.0})
-    write_run(root, "td3_bc", MEDIUM_REPLAY, 1, {10: 90.0, 20: 80.0})
-    write_run(root, "bc_10", MEDIUM_REPLAY, 0, {10: 10.0, 20: 12.0})
-    write_run(root, "bc_10", MEDIUM_REPLAY, 1, {10: 10.0, 20: 14.0})
-    return root
 
 
 def read_csv(path: Path) -> dict:
@@ -70,286 +42,6 @@ def assert_records_the_dataset_build(run_dir: Path) -> None:
     """The run's dataset.txt names the build it read: episodes and steps of Minari's local copy."""
     assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
                         (run_dir / "dataset.txt").read_text())
-
-
-def test_scores_from_hand_written_logs(fake_root, tmp_path):
-    out = tmp_path / "results"
-    make_results.make_results(fake_root, out, command="python tools/sweep.py --fake")
-    rows = read_csv(out / "scores.csv")
-    # bc: final 30 and 40 -> 35 +- 5 (population std); best 30 and 50 -> 40 +- 10.
-    bc = rows["bc", MEDIUM_REPLAY]
-    assert (bc["n_seeds"], float(bc["final_mean"]), float(bc["final_std"]), bc["updates"]) == ("2", 35.0, 5.0, "20")
-    assert (float(bc["best_mean"]), float(bc["best_std"]), bc["suite"]) == (40.0, 10.0, "Pendulum")
-    # td3_bc: final 70 and 80 -> 75 +- 5; best 70 and 90 -> 80 +- 10.
-    td3 = rows["td3_bc", MEDIUM_REPLAY]
-    assert (float(td3["final_mean"]), float(td3["final_std"]), float(td3["best_mean"])) == (75.0, 5.0, 80.0)
-    # The MuJoCo grid has no run: every planned core cell is there, as not run.
-    assert rows["iql", CORE_MR]["updates"] == "not run" and rows["iql", CORE_MR]["n_seeds"] == "0"
-    md = (out / "scores.md").read_text()
-    assert "| bc | 35.0 ± 5.0 (n=2, 20) |" in md and "| td3_bc | 75.0 ± 5.0 (n=2, 20) |" in md
-    assert "python tools/sweep.py --fake" in md and "20 updates per run" in md
-    assert (out / "curves-pendulum.png").stat().st_size > 0 and (out / "profiles.png").stat().st_size > 0
-    claims = (out / "claims.md").read_text()
-    assert claims.count("NOT RUN") >= 8  # no MuJoCo run: every claim names what is missing
-    assert "missing: bc_10 not run on local/hopper/medium-replay-v0; bc not run on" in claims
-
-
-def test_iqm_and_intervals_on_known_cases(fast_bootstrap):
-    # IQM of 0..7: the middle half 2, 3, 4, 5 -> 3.5, inside its interval.
-    point, low, high = make_results.iqm_interval([[0, 1, 2, 3], [4, 5, 6, 7]])
-    assert point == 3.5 and low < 3.5 < high
-    # Stratified: every dataset's seeds agree, so every resample is the same (an unstratified bootstrap
-    # over the pooled 10, 10, 20, 20 would vary).
-    assert make_results.iqm_interval([[10, 10], [20, 20]]) == (15.0, 15.0, 15.0)
-    # The difference of means resamples each side on its own: constant sides give a point.
-    assert make_results.difference_interval([3, 3, 3], [1, 1]) == (2.0, 2.0, 2.0)
-    diff, low, high = make_results.difference_interval([1, 2, 3], [0, 0, 0])
-    assert diff == 2.0 and 1.0 <= low < 2.0 < high <= 3.0
-    # The same logs give the same intervals.
-    assert make_results.difference_interval([1, 5, 9], [2, 3]) == make_results.difference_interval([1, 5, 9], [2, 3])
-
-
-def test_partial_grid_is_shown_as_partial(tmp_path, fast_bootstrap):
-    root = tmp_path / "runs"
-    for seed, score in enumerate([40.0, 50.0]):
-        write_run(root, "iql", CORE_MR, seed, {2500: score - 10, 5000: score})
-    write_run(root, "iql", CORE_ME, 0, {1000: 70.0})
-    out = tmp_path / "results"
-    make_results.make_results(root, out, command="x")
-    md = (out / "scores.md").read_text()
-    final = md[md.index("## MuJoCo: final score"):md.index("## MuJoCo: best score")]
-    assert f"| variant | {CORE_MR} | {CORE_HC} | {CORE_ME} |" in final
-    assert "| iql | 45.0 ± 5.0 (n=2, 5k) | not run | 70.0 ± 0.0 (n=1, 1k) |" in final
-    assert "| bc | not run | not run | not run |" in final
-    assert f"| iql | partial: not run on {CORE_HC} | - | - |" in md
-    agg = list(csv.DictReader((out / "aggregate.csv").open()))
-    assert {r["variant"]: r["note"] for r in agg}["bc"] == "not run"
-
-
-def test_aggregate_iqm_over_the_core_datasets(tmp_path, fast_bootstrap):
-    root = tmp_path / "runs"
-    for dataset, scores in zip(make_results.CORE, ([0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11])):
-        for seed, score in enumerate(scores):
-            write_run(root, "td3_bc", dataset, seed, {10: float(score)})
-    out = tmp_path / "results"
-    make_results.make_results(root, out, command="x")
-    row = {r["variant"]: r for r in csv.DictReader((out / "aggregate.csv").open())}["td3_bc"]
-    # 0..11: the middle half 3..8 -> 5.5.
-    assert float(row["iqm"]) == 5.5 and float(row["ci_low"]) < 5.5 < float(row["ci_high"])
-    assert row["seeds_per_core_dataset"] == "4 + 4 + 4" and row["note"] == ""
-    assert "| td3_bc | 5.5 [" in (out / "scores.md").read_text()
-
-
-def test_peer_table_side_by_side(tmp_path, fast_bootstrap):
-    root = tmp_path / "runs"
-    for seed, (ours, peer) in enumerate([(60.0, 50.0), (62.0, 52.0), (64.0, 54.0)]):
-        write_run(root, "iql", CORE_MR, seed, {10: ours})
-        write_run(root, "d3rlpy_iql", CORE_MR, seed, {10: peer})
-    write_run(root, "bc", CORE_MR, 0, {10: 30.0})
-    write_run(root, "d3rlpy_bc", CORE_MR, 0, {10: 20.0})
-    out = tmp_path / "results"
-    make_results.make_results(root, out, command="x")
-    peer = (out / "peer.md").read_text()
-    line = next(l for l in peer.splitlines() if l.startswith(f"| iql | {CORE_MR} |"))
-    assert "| 62.0 ± 1.6 (n=3, 10) | 52.0 ± 1.6 (n=3, 10) | +10.0 [" in line
-    low, high = map(float, line.rsplit("[", 1)[1].rstrip(" |]").split(", "))
-    assert 6.0 <= low < 10.0 < high <= 14.0  # each mean resampled within [60, 64] and [50, 54]
-    assert "+10.0 (no interval: 2 seeds a side needed)" in peer  # bc: one seed a side
-    assert f"| cql | {CORE_MR} | not run | not run | - |" in peer
-    rows = {(r["algorithm"], r["dataset"]): r for r in csv.DictReader((out / "peer.csv").open())}
-    assert (rows["iql", CORE_MR]["ours_n"], float(rows["iql", CORE_MR]["difference"])) == ("3", 10.0)
-
-
-# A grid on which every claim holds, and its mirror on which every claim fails.
-TARGETS_UP = {"eval/target_3000/normalized_score": 90.0, "eval/target_1500/normalized_score": 45.0}
-TARGETS_DOWN = {"eval/normalized_score_3000": 40.0, "eval/normalized_score_1500": 45.0}  # the older key format
-
-
-def claim_grid(root: Path, holds: bool) -> None:
-    def runs(variant, dataset, scores, extra=None):
-        for seed, score in enumerate(scores):
-            write_run(root, variant, dataset, seed, {10: score - 1.0, 20: score},
-                      extra(seed) if callable(extra) else extra)
-
-    up = [0.0, 2.0, 4.0]
-    for dataset in (CORE_MR, CORE_HC):
-        runs("bc", dataset, [20 + x for x in up])
-        runs("bc_10", dataset, [(40 if holds else 10) + x for x in up])
-        runs("td3_bc", dataset, [(60 if holds else 5) + x for x in up], {"eval/q_initial": 100.0,
-                                                                         "eval/discounted_return": 100.0})
-        runs("td3_nobc", dataset, [(5 if holds else 70) + x for x in up],
-             {"eval/q_initial": 1000.0 if holds else 110.0, "eval/discounted_return": 100.0})
-        runs("iql", dataset, [(70 if holds else 25) + x for x in up])
-        runs("awr", dataset, [30 + x for x in up])
-        runs("dt", dataset, [(30 if holds else 80) + x for x in up], TARGETS_UP)
-    runs("bc_10", CORE_ME, [90.0, 92.0, 94.0])
-    runs("dt", CORE_ME, [91.0, 93.0, 95.0] if holds else [50.0, 52.0, 54.0], TARGETS_UP if holds else TARGETS_DOWN)
-    runs("cql", CORE_MR, [55.0, 56.0, 57.0],
-         lambda seed: {"eval/q_initial": 50.0 if holds or seed < 2 else 150.0, "eval/discounted_return": 100.0})
-    runs("mopo", CORE_MR, [(50 if holds else 10) + x for x in up])
-    runs("mopo_nopen", CORE_MR, [12.0, 13.0, 14.0])
-
-
-@pytest.mark.parametrize("holds", [True, False])
-def test_every_claim_passes_and_fails_on_its_intervals(tmp_path, fast_bootstrap, holds):
-    root = tmp_path / "runs"
-    claim_grid(root, holds)
-    claims = make_results.make_results(root, tmp_path / "results", command="x")
-    verdicts = [result for _, result, _ in claims]
-    assert len(verdicts) == 8
-    assert verdicts == ["PASS" if holds else "FAIL"] * 8, [(v, lines) for (_, v, lines) in claims]
-    details = {i: "\n".join(lines) for i, (_, _, lines) in enumerate(claims, 1)}
-    text = (tmp_path / "results" / "claims.md").read_text()
-    if holds:
-        assert f"{CORE_MR}: iql 72.0 ± 1.6 (n=3, 20) - bc 22.0 ± 1.6 (n=3, 20) = +50.0, 95% CI [" in details[1]
-        assert f"{CORE_HC}: not run (decided without them): cql, bcq, mopo, combo." in details[1]
-        assert "R_hat_1 = 1500: 45.0, R_hat_1 = 3000: 90.0" in details[4]
-        assert "seed 2: Q = 50.0, G = 100.0 (update 20)" in details[5]
-        assert "mean Q - G = +900.0, 95% CI [900.0, 900.0], far above means above 0.5 abs(G) = 50.0: supports" \
-            in details[8] and "td3_bc for reference: mean Q - G = +0.0" in details[8]
-        assert "best TD method iql" in details[3] and "inside ±10" in details[3]
-    else:
-        assert "not above 0, does not support bc_10 > bc" in details[2]
-        assert "not inside ±10" in details[3]
-        assert "seed 2: Q = 150.0, G = 100.0" in details[5] and "not every seed below" in details[5]
-        assert "does not support the overestimation" in details[8]
-    assert "| 8 | Extrapolation error" in text
-
-
-def test_one_seed_is_shown_not_decided(tmp_path, fast_bootstrap):
-    root = tmp_path / "runs"
-    claim_grid(root, holds=True)
-    write_run(root, "bcq", CORE_MR, 0, {10: 1.0})  # one seed below bc: shown, cannot fail claim 1
-    write_run(root, "cql", CORE_HC, 0, {10: 40.0}, {"eval/q_initial": 30.0, "eval/discounted_return": 80.0})
-    for dataset in make_results.CORE:
-        write_run(root, "combo", dataset, 0, {10: 50.0})
-    claims = make_results.make_results(root, tmp_path / "results", command="x")
-    assert [claims[0][1], claims[4][1]] == ["PASS", "PASS"]
-    details = {i: "\n".join(lines) for i, (_, _, lines) in enumerate(claims, 1)}
-    assert f"{CORE_MR}: bcq 1.0 ± 0.0 (n=1, 10) - bc 22.0 ± 1.6 (n=3, 20) = -21.0: 1 seed, shown, not decided " \
-           "(an interval needs 2)." in details[1]
-    assert f"{CORE_HC}: Q(s0, pi(s0)) - G per seed at the final evaluation: seed 0: Q = 30.0, G = 80.0 (update 10): " \
-           f"below G; cql has 1 seed on {CORE_HC} (an interval needs 2): shown, not decided." in details[5]
-    combo = {r["variant"]: r for r in csv.DictReader((tmp_path / "results" / "aggregate.csv").open())}["combo"]
-    assert (float(combo["iqm"]), combo["ci_low"], combo["seeds_per_core_dataset"]) == (50.0, "", "1 + 1 + 1")
-    assert combo["note"] == f"no CI: fewer than 2 seeds on {', '.join(make_results.CORE)}"
-    # With only one-seed runs the claim names what is missing instead of passing.
-    alone = tmp_path / "alone"
-    write_run(alone, "cql", CORE_HC, 0, {10: 40.0}, {"eval/q_initial": 30.0, "eval/discounted_return": 80.0})
-    assert make_results.make_results(alone, tmp_path / "r2", command="x")[4][1] == "NOT RUN"
-
-
-def test_a_critic_still_rising_is_said_beside_the_lower_bound(tmp_path, fast_bootstrap):
-    root = tmp_path / "runs"
-    for seed in (0, 1):
-        write_run(root, "cql", CORE_MR, seed, {10: 30.0, 20: 31.0, 30: 32.0}, lines=tuple(
-            json.dumps({"step": step, "eval/normalized_score": 30.0, "eval/q_initial": q,
-                        "eval/discounted_return": 100.0}) + "\n" for step, q in ((10, 5.0), (20, 9.0), (30, 12.0 + seed))))
-    claims = make_results.make_results(root, tmp_path / "results", command="x")
-    verdict, details = claims[4][1], "\n".join(claims[4][2])
-    assert verdict == "PASS"
-    assert "still rising at the final evaluation on every seed (first, last two: 5.0 -> 9.0 -> 12.0; " \
-           "5.0 -> 9.0 -> 13.0)" in details
-
-
-def test_claims_not_run_name_what_is_missing(tmp_path, fast_bootstrap):
-    root = tmp_path / "runs"
-    write_run(root, "bc", CORE_MR, 0, {10: 20.0})
-    write_run(root, "bc_10", CORE_MR, 0, {10: 30.0})
-    write_run(root, "cql", CORE_MR, 0, {10: 30.0})  # no Q at the initial states in its log
-    write_run(root, "cql", CORE_MR, 1, {10: 30.0})
-    claims = make_results.make_results(root, tmp_path / "results", command="x")
-    assert [result for _, result, _ in claims] == ["NOT RUN"] * 8
-    details = {i: "\n".join(lines) for i, (_, _, lines) in enumerate(claims, 1)}
-    assert f"bc_10 has 1 seed on {CORE_MR} (an interval needs 2)" in details[2]
-    assert f"bc_10 not run on {CORE_HC}" in details[2]
-    assert "2 of 2 cql seeds on local/hopper/medium-replay-v0 logged no eval/q_initial and eval/discounted_return" \
-        in details[5]
-    assert "mopo_nopen not run on local/hopper/medium-replay-v0" in details[6]
-
-
-def test_sanity_table(tmp_path, fast_bootstrap):
-    root = tmp_path / "runs"
-    write_run(root, "bc", "local/hopper/expert-v0", 0, {10: 98.0})
-    write_run(root, "bc", "local/hopper/random-v0", 0, {10: 25.0})
-    write_run(root, "bc", "local/pendulum/expert-v0", 0, {10: 101.0})
-    make_results.make_results(root, tmp_path / "results", command="x")
-    text = (tmp_path / "results" / "sanity.md").read_text()
-    assert "| hopper | 98.0 ± 0.0 (n=1, 10) | 2.0 points from 100 (within 10) | 25.0 ± 0.0 (n=1, 10) | " \
-           "25.0 points from 0 (MORE than 10) |" in text
-    assert "| pendulum | 101.0 ± 0.0 (n=1, 10) | 1.0 points from 100 (within 10) | not run | - |" in text
-
-
-def test_readme_section_headlines_mujoco_and_keeps_pendulum(fake_root, tmp_path, fast_bootstrap):
-    for seed in (0, 1):
-        write_run(fake_root, "iql", CORE_MR, seed, {5000: 60.0 + seed},
-                  budget="--max_steps 50000 --eval_every 5000 --eval_episodes 10")
-    readme = tmp_path / "README.md"
-    readme.write_text("# title\n\nbefore\n<!-- results: begin -->\nstale table\n<!-- results: end -->\nafter\n")
-    make_results.make_results(fake_root, tmp_path / "results", readme=readme)
-    text = readme.read_text()
-    assert text.startswith("# title\n\nbefore\n<!-- results: begin -->")
-    assert text.endswith("<!-- results: end -->\nafter\n")
-    assert "stale table" not in text
-    mujoco, pendulum = text.split("### Pendulum")
-    assert "### MuJoCo locomotion" in mujoco and "| iql | 60.5 ± 0.5 (n=2, 5k) | not run | not run |" in mujoco
-    cpu = (f"python tools/sweep.py --variants iql --datasets {CORE_MR} --seeds 0 1 --workers 2 --root runs/bench "
-           "--set max_steps=50000 eval_every=5000 eval_episodes=10")
-    assert f"Runs: 2 runs, made by `{cpu}`" in mujoco and f"```bash\n{cpu}\npython tools/make_results.py\n```" in mujoco
-    assert "IQM [95% CI]" in mujoco and "| 1 | TD methods beat BC on medium-replay | NOT RUN |" in mujoco
-    assert (f"python tools/sweep.py --variants iql --datasets {CORE_MR} --seeds 0 1 --workers N --root runs/d4rl "
-            "--commit-dir results/runs-d4rl --set eval_episodes=10 max_steps=1000000 eval_every=5000 device=cuda"
-            ) in mujoco
-    assert MEDIUM_REPLAY not in mujoco  # the Pendulum runs go with the Pendulum section
-    assert "| bc | 35.0 ± 5.0 (n=2, 20) |" in pendulum
-    pendulum_sweep = (f"python tools/sweep.py --variants bc bc_10 td3_bc --datasets {MEDIUM_REPLAY} --seeds 0 1 "
-                      "--workers 2 --root runs/bench --set max_steps=20 eval_every=10 eval_episodes=5")
-    assert f"Runs: 6 runs, made by `{pendulum_sweep}`" in pendulum
-    reproduce = (tmp_path / "results" / "reproduce.md").read_text()
-    assert cpu in reproduce and pendulum_sweep in reproduce
-
-
-def test_few_sweeps_make_exactly_the_runs(tmp_path):
-    root = tmp_path / "runs"
-    fifty = "--max_steps 50000 --eval_every 5000"
-    for variant in ("bc_10", "iql", "d3rlpy_iql"):
-        for seed in (0, 1, 2):
-            write_run(root, variant, CORE_MR, seed, {5000: 1.0}, budget=fifty)
-    write_run(root, "iql", CORE_HC, 0, {5000: 1.0}, budget=fifty)  # one seed on a second dataset: its own sweep
-    write_run(root, "bc_10", CORE_HC, 0, {5000: 1.0}, budget=fifty + " --compile true")  # other settings
-    write_run(root, "bc_25", CORE_HC, 0, {5000: 1.0}, budget="--frac 0.25 " + fifty)  # a --define variant
-    (root / "bc_25" / CORE_HC / "seed0" / "command.txt").write_text(
-        (root / "bc_25" / CORE_HC / "seed0" / "command.txt").read_text().replace("bc_25.py", "bc_filtered.py"))
-    runs = make_results.load_runs([root])
-    assert [s.command() for s in make_results.reproduce_sweeps(runs)] == [
-        f"python tools/sweep.py --variants bc_10 iql d3rlpy_iql --datasets {CORE_MR} --seeds 0 1 2 --workers 2 "
-        "--root runs/bench --set max_steps=50000 eval_every=5000",
-        f"python tools/sweep.py --variants bc_10 --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
-        "--set max_steps=50000 eval_every=5000 compile=true",
-        f"python tools/sweep.py --variants iql --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
-        "--set max_steps=50000 eval_every=5000",
-        f"python tools/sweep.py --variants bc_25 --define bc_25=bc_filtered --datasets {CORE_HC} --seeds 0 "
-        "--workers 2 --root runs/bench --set frac=0.25 max_steps=50000 eval_every=5000"]
-    # The sweep is what tools/sweep.py would run: its plan writes the same commands as the runs'.
-    planned = sweep.plan(["bc_10"], [CORE_MR], [0], tmp_path / "runs" / "bench", sweep.parse_sets(
-        ["max_steps=50000", "eval_every=5000"]), {})
-    assert planned[0].args[-6:] == ["--frac", "0.1", "--max_steps", "50000", "--eval_every", "5000"]
-
-
-def test_gpu_sweeps_take_each_methods_full_budget():
-    cpu = make_results.Sweep(["dt", "mopo_nopen", "d3rlpy_dt", "d3rlpy_bc"], [CORE_MR], [0], "runs/bench",
-                             ["max_steps=8000", "warmup_steps=800", "bc_steps=400", "model_max_epochs=50",
-                              "compile=true", "dynamics_path=runs/bench/mopo/local/hopper/medium-replay-v0/seed0/"
-                              "dynamics.pt", "device=cpu"])
-    gpu = make_results.gpu_sweeps([cpu])
-    assert [(s.variants, s.sets) for s in gpu] == [
-        (["dt", "d3rlpy_dt"], ["compile=true", "dynamics_path=runs/d4rl/mopo/local/hopper/medium-replay-v0/seed0/"
-                               "dynamics.pt", "max_steps=100000", "eval_every=5000", "device=cuda"]),
-        (["mopo_nopen", "d3rlpy_bc"], ["compile=true", "dynamics_path=runs/d4rl/mopo/local/hopper/medium-replay-v0/"
-                                       "seed0/dynamics.pt", "max_steps=1000000", "eval_every=5000", "device=cuda"])]
-    assert gpu[0].command("N", "results/runs-d4rl").startswith(
-        f"python tools/sweep.py --variants dt d3rlpy_dt --datasets {CORE_MR} --seeds 0 --workers N --root runs/d4rl "
-        "--commit-dir results/runs-d4rl --set compile=true")
 
 
 def test_variants_and_sets_become_flags(tmp_path):
@@ -388,7 +80,7 @@ def test_bad_sweep_flags_are_one_sentence(argv, expected, tmp_path):
 
 
 def test_commit_run_copies_the_small_files_of_a_finished_run(tmp_path):
-    run_dir = write_run(tmp_path / "bench", "bc", CORE_MR, 0, {10: 1.0})
+    run_dir = write_run(tmp_path / "bench", "bc", CORE_MR, 0)
     (run_dir / "checkpoint.pt").write_bytes(b"big")
     (run_dir / "policy.pt2").write_bytes(b"big")
     (run_dir / "machine.txt").write_text("cpu\n")
@@ -396,7 +88,8 @@ def test_commit_run_copies_the_small_files_of_a_finished_run(tmp_path):
     assert not sweep.commit_run(run_dir, committed)  # unfinished: nothing to commit
     (run_dir / "finished.json").write_text('{"step": 20}')
     assert sweep.commit_run(run_dir, committed)
-    assert sorted(p.name for p in committed.iterdir()) == ["command.txt", "finished.json", "log.jsonl", "machine.txt"]
+    assert sorted(p.name for p in committed.iterdir()) == ["command.txt", "finished.json", "log.jsonl", "machine.txt",
+                                                           "run.json"]
     assert not sweep.commit_run(run_dir, committed)  # the same run is committed already
 
 
@@ -445,7 +138,9 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     assert [bool(r.get("committed")) for r in first] == [False, False, True, True]
     assert not (committed / "bc" / "local/pendulum/nonexistent-v0").exists()
     assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
-        ["command.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt"]
+        ["command.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt", "run.json"]
+    record = json.loads((committed / "bc" / "local/pendulum/medium-v0" / "seed1" / "run.json").read_text())
+    assert (record["algo"], record["config"]["frac"], record["config"]["max_steps"]) == ("bc_filtered", 1.0, 20)
     assert "nonexistent" in first[0]["error"]
     assert "nonexistent" in (root / "bc" / "local/pendulum/nonexistent-v0" / "seed1" / "error.txt").read_text()
     assert "2 done, 0 skipped, 2 failed" in sweep.summary(first)
@@ -459,14 +154,14 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], root, **grid)
     assert [r["status"] for r in again] == ["skipped", "skipped"]
 
-    make_results.make_results(root, tmp_path / "results", command="tiny")
+    make_results(root, tmp_path / "results", command="tiny")
     row = read_csv(tmp_path / "results" / "scores.csv")["bc", "local/pendulum/medium-v0"]
     assert row["n_seeds"] == "2"
     assert re.search(rf"- local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps: 2 runs\n",
                      (tmp_path / "results" / "scores.md").read_text())
     assert "nonexistent-v0/seed1: failed" in (tmp_path / "results" / "scores.md").read_text()
     # The committed logs alone (no checkpoint, no run directory) give the same table.
-    make_results.make_results(committed, tmp_path / "from_commit", command="tiny")
+    make_results(committed, tmp_path / "from_commit", command="tiny")
     assert read_csv(tmp_path / "from_commit" / "scores.csv")["bc", "local/pendulum/medium-v0"] == row
 
 

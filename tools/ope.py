@@ -6,7 +6,7 @@
 For every finished run under ROOT (ROOT/<variant>/<dataset_id>/seed<S>/ with finished.json and
 policy.pt2), algorithms/fqe.py estimates J = E_{s0}[Q(s0, pi(s0))] from the run's own dataset in
 ROOT/fqe/<variant>/<dataset_id>/seed<S>/ (compiled update, no wandb; --set overrides any field), two at a
-time, one thread each. Each finished estimate's small files (estimate.json, log.jsonl, command.txt) are
+time, one thread each. Each finished estimate's small files (estimate.json, log.jsonl, run.json, command.txt) are
 committed to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ (default results/fqe), and a policy whose estimate
 is committed is not estimated again, so the work spans sessions.
 
@@ -40,12 +40,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_configs import config_name  # noqa: E402
-from sweep import copy_in_order, run_child, stop_runs  # noqa: E402
+from processes import copy_in_order, run_child, stop_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = 2000
 MIN_POLICIES = 3  # a ranking needs at least three policies
-COMMITTED_FILES = ("command.txt", "log.jsonl", "estimate.json")  # estimate.json last: it marks a finished copy
+COMMITTED_FILES = ("command.txt", "run.json", "log.jsonl", "estimate.json")  # estimate.json last: it marks a finished copy
 FQE_DEFAULTS = ["--compile", "true", "--logging", "disabled"]  # the compiled update is ~2x faster on a CPU
 
 

@@ -9,7 +9,8 @@ Runs inside the peer environment (d3rlpy 2.8.1 pins gymnasium 1.0.0, so it canno
 tools/sweep.py runs it for the variants d3rlpy_bc, d3rlpy_td3_bc, d3rlpy_iql, d3rlpy_cql, d3rlpy_bcq and
 d3rlpy_dt. The same dataset (converted in memory), the same budget of updates, the same seeds of the
 evaluation episodes (seed + 10000 + episode), the deterministic policy, the same normalization
-(minari.get_normalized_score) and the same log format (log.jsonl, finished.json) as algorithms/, so
+(minari.get_normalized_score) and the same files (log.jsonl, finished.json, and run.json: the algorithm, the
+library and its version, the resolved arguments, the git commit, the command) as algorithms/, so
 tools/make_results.py reads both alike. Hyperparameters: d3rlpy's own D4RL reproductions
 (reproductions/offline/<algo>.py in takuseno/d3rlpy), except the step budget; for BC (which has no
 reproduction script), batch 256 and learning rate 3e-4 as our bc_filtered; and for BCQ, the sampled actions
@@ -35,6 +36,20 @@ PEER_PYTHON = PEER_VENV / "bin" / "python"
 ALGOS = ("bc", "td3_bc", "iql", "cql", "bcq", "dt")
 BCQ_TARGET_SAMPLES, BCQ_ACTING_SAMPLES = 10, 100  # n in the BCQ target and in pi(s), as algorithms/bcq.py
 EVAL_DISCOUNT = 0.99  # as the appendix of algorithms/
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True, capture_output=True).stdout.strip() or None
+    except OSError:
+        return None
+
+
+def run_record(args, library: str, torch_version: str | None, commit: str | None, command: list[str]) -> dict:
+    """run.json of a peer run, the shape algorithms/ write ({"algo", "config", "commit", "torch", "command"}) and the
+    library that ran it: config is the resolved arguments."""
+    return {"algo": args.algo, "library": library, "config": {k: v for k, v in vars(args).items() if k != "setup"},
+            "commit": commit, "torch": torch_version, "command": command}
 
 
 def setup() -> int:
@@ -176,6 +191,11 @@ def train(args) -> int:
         print(f"{run_dir}: finished already; nothing to do.")
         return 0
     run_dir.mkdir(parents=True, exist_ok=True)
+    record = run_record(args, f"d3rlpy {d3rlpy.__version__}", torch.__version__, git_commit(),
+                        [Path(sys.executable).name, *sys.argv])
+    tmp = run_dir / "run.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(run_dir / "run.json")
     try:
         dataset = minari.load_dataset(args.dataset_id)
     except Exception as e:  # noqa: BLE001 - a missing dataset is one sentence, as in the scripts
@@ -207,7 +227,7 @@ def train(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setup", action="store_true", help="create .venv-peer/ and exit")
     parser.add_argument("--algo", choices=ALGOS)
@@ -218,6 +238,11 @@ def main(argv=None) -> int:
     parser.add_argument("--eval_episodes", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--checkpoints_path", default=None)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
     args = parser.parse_args(argv)
     if args.setup:
         return setup()

@@ -16,7 +16,8 @@ of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.2
   python algorithms/<script>.py --config_path configs/<script>/<env>-<kind>.yaml --seed S
          --checkpoints_path ROOT/<variant>/<dataset_id>/seed<S> <variant flags> <--set flags>
 
-in ROOT/<variant>/<dataset_id>/seed<S>/, which also gets command.txt (the exact command),
+in ROOT/<variant>/<dataset_id>/seed<S>/, where the script writes run.json (what the run is, as data: its
+algorithm, resolved config, git commit and command) and the sweep adds command.txt (the exact shell command),
 machine.txt, dataset.txt (the size of the local dataset the run read: builds of a collected dataset on
 two machines can differ), stdout.log, stderr.log and, when the run fails, error.txt (the end of its stderr).
 A run that wrote finished.json (all its updates done) is skipped; an interrupted run resumes from its
@@ -25,12 +26,11 @@ SIGTERM to the sweep stops it: its running runs get the signal too (they checkpo
 run starts, and the same command resumes.
 
 Runs outlive a session with --commit-dir (default results/runs; "none" turns it off): each finished
-run's small files (log.jsonl, command.txt, machine.txt, dataset.txt, finished.json; never checkpoints or
-policies)
-are copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose
+run's small files (log.jsonl, run.json, command.txt, machine.txt, dataset.txt, finished.json; never
+checkpoints or policies) are copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose
 finished.json is already there (committed by an earlier session) is skipped without being rerun, and
 the sweep command is appended to COMMIT_DIR/sweeps.txt (the history of the sweeps; make_results derives
-the commands that reproduce the tables from each run's command.txt).  Benchmark grids use it;
+the commands that reproduce the tables from each run's run.json).  Benchmark grids use it;
 tools/make_results.py --root results/runs rebuilds every table and plot from those files alone.
 
 Locally, --workers runs go at a time, each with OMP_NUM_THREADS=--threads-per-run (1), so N
@@ -45,13 +45,10 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -63,6 +60,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_configs import config_name  # noqa: E402
+from processes import copy_in_order, last_lines, machine_description, run_child, stop_runs  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 # name -> (script in algorithms/, extra flags); every script is also a variant of its own name.
@@ -75,7 +73,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "cql_mean_target": ("cql", ["--target_action", "mean"]),  # a' = the policy's mean in the target (as d3rlpy)
 }
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
-COMMITTED_FILES = ("log.jsonl", "command.txt", "machine.txt", "dataset.txt", "finished.json")
+COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "machine.txt", "dataset.txt", "finished.json")
 DEFAULT_COMMIT_DIR = "results/runs"
 # Environment variables a Ray task takes from the driver (a local run inherits the whole environment).
 FORWARDED = ("MINARI_DATASETS_PATH", "WANDB_MODE")
@@ -93,25 +91,6 @@ class Run:
     max_steps: Optional[int]  # None when neither --set nor the config names it (the script's default)
     python: str = sys.executable  # the peer library's variants run in its own environment
     commit_dir: Optional[str] = None  # absolute: where the finished run's small files are committed, if anywhere
-
-
-def machine_description() -> str:
-    """CPU model and count, and the GPU this process sees, e.g. 'AMD EPYC 7B13 (2 CPUs), no GPU'."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = "no GPU"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = f"GPU {torch.cuda.get_device_name(0)}"
-    except Exception:  # noqa: BLE001 - a broken CUDA install still gets a description
-        pass
-    return f"{cpu} ({os.cpu_count()} CPUs), {gpu}"
 
 
 def dataset_description(dataset_id: str) -> str:
@@ -236,64 +215,6 @@ def commit_run(run_dir: Path, commit_dir: Path) -> bool:
     committed.unlink(missing_ok=True)  # uncommitted until the copy is complete
     copy_in_order(run_dir, commit_dir, COMMITTED_FILES)
     return True
-
-
-def copy_in_order(source: Path, target: Path, names: tuple[str, ...]) -> None:
-    """Copies the named files that exist, in order, each through a temporary file: with the marker file
-    last, an interrupted copy never looks complete."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if (source / name).exists():
-            tmp = target / f".{name}.partial"
-            shutil.copyfile(source / name, tmp)
-            os.replace(tmp, target / name)
-
-
-def last_lines(text: str, n: int) -> str:
-    """The last n lines as a terminal shows them (a progress bar's carriage returns keep only its last state)."""
-    lines = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
-    return "\n".join([line for line in lines if line.strip()][-n:])
-
-
-class RunningRuns:
-    """The processes of this sweep's runs, for stop_runs.  Pickles as a new empty registry (a Ray worker,
-    which gets this module by value, keeps its own)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.children: set[subprocess.Popen] = set()
-        self.stopping = False
-
-    def __reduce__(self):
-        return RunningRuns, ()
-
-
-RUNNING = RunningRuns()
-
-
-def run_child(args: list[str], **popen) -> int:
-    """subprocess.run, but the process is known to stop_runs while it runs; a run is not started once the
-    sweep is stopping."""
-    with RUNNING.lock:
-        if RUNNING.stopping:
-            return 128 + signal.SIGTERM
-        child = subprocess.Popen(args, **popen)
-        RUNNING.children.add(child)
-    try:
-        return child.wait()
-    finally:
-        with RUNNING.lock:
-            RUNNING.children.discard(child)
-
-
-def stop_runs(signum, frame) -> None:
-    """SIGTERM handler of the sweep: the running runs get SIGTERM (each checkpoints and exits), none starts,
-    and the sweep unwinds as on Ctrl-C."""
-    with RUNNING.lock:
-        RUNNING.stopping = True
-        for child in RUNNING.children:
-            child.send_signal(signal.SIGTERM)
-    raise KeyboardInterrupt
 
 
 def run_one(run: Run, env: dict[str, str], project: str) -> dict:

@@ -1,0 +1,111 @@
+"""Tables, plots and the chapter's claims from the run directories of tools/sweep.py (the entry point is
+tools/make_results.py).
+
+Reads ROOT/<variant>/<dataset_id>/seed<S>/: log.jsonl (the evaluations), run.json (what the run is: algorithm,
+resolved config, commit, command), machine.txt, dataset.txt and finished.json; nothing else.  Writes in --out
+(results/):
+  scores.md, scores.csv  normalized score per (variant, dataset), on the local scale and on D4RL's (D4RL's
+                         reference returns, results/d4rl_reference.csv): final (last evaluation) and best (max over
+                         evaluations), mean ± std over seeds with n and the budget (updates) of every cell, "not
+                         run" for the cells of the planned grid that have no run; and the aggregate: interquartile
+                         mean over (core dataset, seed) with a stratified bootstrap 95% CI (rliable), grouped by
+                         budget, also in aggregate.csv
+  published.md           the papers' and libraries' published D4RL numbers (results/published.csv) beside ours
+  profiles.png           performance profiles on the core datasets, ours and the peer in separate panels
+  curves.png             learning curves on the core datasets (curves-pendulum.png: Pendulum), at most 8 a panel
+  peer.md, peer.csv      ours beside the peer library (d3rlpy_<algo>): the difference of means with a 95%
+                         bootstrap CI (seeds resampled within each side)
+  claims.md              the chapter's claims on MuJoCo, each PASS / FAIL on 95% intervals (NOT RUN, naming the
+                         missing runs, when runs are absent or too few), each with a one-sentence reading
+  sanity.md              bc on each environment's expert data (about 100) and random data (about 0)
+  reproduce.md           the sweep commands that make the runs again, derived from each run's run.json, and the
+                         same sweeps at each method's full budget on a GPU
+and, when --out is the project's results/, the README's results section (between its markers).
+Every file names the runs, the budget, the device and the date.
+
+Modules: runs (loading), stats (intervals, IQM), tables, reproduce, claims, plots, published, readme.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: sweep, processes, make_configs
+
+from . import stats  # noqa: E402
+from .claims import CLAIMS, Claim, check_claims, write_claims  # noqa: E402
+from .plots import curve_datasets, plot_curves, plot_profiles  # noqa: E402
+from .published import write_published  # noqa: E402
+from .readme import readme_section, update_readme  # noqa: E402
+from .reproduce import gpu_commands, reproduce_sweeps, write_reproduce  # noqa: E402
+from .runs import DEFAULT_ROOT, HEADLINE, PENDULUM, PROJECT, load_runs, suite  # noqa: E402
+from .stats import score_table  # noqa: E402
+from .tables import (aggregate, dataset_builds, display, grid, header, peer_rows, problems, write_peer,  # noqa: E402
+                     write_sanity, write_scores)
+
+__all__ = ["make_results", "main", "CLAIMS", "Claim"]
+
+
+def make_results(root: str | Path | list, out: str | Path = PROJECT / "results", command: Optional[str] = None,
+                 readme: Optional[Path] = None) -> list[Claim]:
+    """Writes every table and plot (see the module docstring); returns the claims.
+    readme: the README whose results section to rewrite (default: the project's, when out is its results/)."""
+    roots = [Path(r) for r in (root if isinstance(root, (list, tuple)) else [root])]
+    out = Path(out)
+    runs = load_runs(roots)
+    if not any(r.evaluations for r in runs):
+        raise SystemExit(f"error: no run with an evaluation under {', '.join(map(str, roots))} "
+                         f"(looked for */<dataset_id>/seed*/log.jsonl).")
+    out.mkdir(parents=True, exist_ok=True)
+    by_suite = {s: [r for r in runs if suite(r.dataset) == s] for s in (HEADLINE, PENDULUM)}
+    sweeps = {s: reproduce_sweeps(by_suite[s]) for s in by_suite}
+    commands = {s: [command] if command else [w.command() for w in sweeps[s]] for s in by_suite}
+    gpu = {s: gpu_commands(sweeps[s]) for s in by_suite}
+    reproduce = display(out / "reproduce.md")
+    head = header(by_suite[HEADLINE], commands[HEADLINE], roots, reproduce)
+    pendulum_head = header(by_suite[PENDULUM], commands[PENDULUM], roots, reproduce) if by_suite[PENDULUM] else []
+    write_reproduce({HEADLINE: (head if by_suite[HEADLINE] else [], commands[HEADLINE], gpu[HEADLINE]),
+                     PENDULUM: (pendulum_head, commands[PENDULUM], gpu[PENDULUM])}, out / "reproduce.md")
+    table = score_table(runs)
+    variants, _ = grid(table, HEADLINE)
+    agg = aggregate(table, variants)
+    write_scores(table, head, pendulum_head, agg, problems(runs, roots), dataset_builds(runs), out)
+    peer = peer_rows(table)
+    write_peer(peer, head, out)
+    write_sanity(table, head, out)
+    write_published(table, head, out)
+    caption = "\n".join(head).replace("`", "")
+    plot_profiles(table, variants, out / "profiles.png", caption)
+    for which, name, suite_head in ((HEADLINE, "curves.png", head), (PENDULUM, "curves-pendulum.png", pendulum_head)):
+        datasets = curve_datasets(by_suite[which], which == HEADLINE)
+        if datasets:
+            plot_curves(by_suite[which], out / name, "\n".join(suite_head).replace("`", ""), datasets)
+    claims = check_claims(table, runs)
+    write_claims(claims, head, out / "claims.md")
+    if readme is None and out.resolve() == (PROJECT / "results").resolve():
+        readme = PROJECT / "README.md"
+    if readme is not None:
+        update_readme(readme, readme_section(head, agg, table, peer, claims, commands[HEADLINE], pendulum_head))
+    return claims
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="make_results.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", nargs="+", default=[str(PROJECT / DEFAULT_ROOT)],
+                        help=f"run roots: the --commit-dir of tools/sweep.py (default {DEFAULT_ROOT}) or its --root")
+    parser.add_argument("--out", default=str(PROJECT / "results"), help="where the tables and the plots go")
+    parser.add_argument("--command", default=None,
+                        help="the sweep command that made the runs (default: derived from each run's run.json)")
+    parser.add_argument("--reps", type=int, default=stats.REPS, help="bootstrap resamples")
+    args = parser.parse_args(argv)
+    stats.REPS = args.reps
+    claims = make_results(args.root, args.out, args.command)
+    for c in claims:
+        print(f"claim {c.label:>2}: {c.verdict:7s} {c.short}")
+    print(f"wrote {Path(args.out) / 'scores.md'}, scores.csv, aggregate.csv, published.md, profiles.png, curves.png, "
+          f"peer.md, peer.csv, claims.md, sanity.md, reproduce.md")
+    return 0

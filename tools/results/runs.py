@@ -1,0 +1,226 @@
+"""Loading runs: ROOT/<variant>/<dataset_id>/seed<S>/ (log.jsonl, run.json, machine.txt, dataset.txt,
+finished.json) into RunRecords, the benchmark grid's names, and D4RL's reference returns."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+PROJECT = Path(__file__).resolve().parents[2]
+DEFAULT_ROOT = "results/runs"  # where tools/sweep.py --commit-dir puts the committed runs
+D4RL_REFERENCE = PROJECT / "results" / "d4rl_reference.csv"
+SCORE = "eval/normalized_score"
+RETURN = "eval/return"
+Q_INITIAL = "eval/q_initial"  # Q(s0, pi(s0)) averaged over the evaluation's initial states
+DISCOUNTED_RETURN = "eval/discounted_return"  # the same episodes' discounted Monte Carlo return
+LEGACY_DISCOUNTED_RETURN = "eval/mc_return_initial"  # older cql logs
+# DT's score per conditioning target R_hat_1, e.g. eval/target_3600/normalized_score (the older
+# eval/normalized_score_3600 is read too).
+TARGET_KEYS = (re.compile(r"^eval/target_(?P<target>[^/]+)/normalized_score$"),
+               re.compile(r"^eval/normalized_score_(?P<target>[-+.0-9eE]+)$"))
+
+# The benchmark grid (issue: the MuJoCo benchmark): cells of it without a run say "not run".
+CORE = ["local/hopper/medium-replay-v0", "local/halfcheetah/medium-replay-v0", "local/hopper/medium-expert-v0"]
+CORE_MEDIUM_REPLAY = [d for d in CORE if d.endswith("/medium-replay-v0")]
+HOPPER_MEDIUM_REPLAY, HOPPER_MEDIUM_EXPERT = "local/hopper/medium-replay-v0", "local/hopper/medium-expert-v0"
+PLANNED = ["bc", "bc_10", "awr", "bcq", "td3_bc", "cql", "iql", "dt", "mopo", "combo"]
+# Ours, algorithm -> the peer library's variant of the same algorithm.
+PEERS = {"bc": "d3rlpy_bc", "td3_bc": "d3rlpy_td3_bc", "iql": "d3rlpy_iql", "cql": "d3rlpy_cql",
+         "bcq": "d3rlpy_bcq", "dt": "d3rlpy_dt"}
+# Variants in the chapter's order, then the ablations, the longer budgets and the peer; any other variant
+# follows, alphabetically.
+ORDER = ["bc", "bc_10", "bc_filtered", "awr", "bcq", "td3_bc", "cql", "iql", "dt", "mopo", "combo",
+         "td3_nobc", "mopo_nopen", "dt_init1", "cql_mean_target", "bc_10_500k", "awr_500k", "td3_bc_500k",
+         "iql_500k", *PEERS.values()]
+KIND_ORDER = ["random", "medium", "medium-replay", "medium-expert", "expert"]
+HEADLINE, PENDULUM = "MuJoCo", "Pendulum"
+ENV_NAMES = {"hopper": "Hopper", "halfcheetah": "HalfCheetah", "walker2d": "Walker2d", "pendulum": "Pendulum"}
+
+
+@dataclass
+class RunRecord:
+    variant: str
+    dataset: str
+    seed: int
+    evaluations: list[dict]  # log records with an evaluation, by step (a resumed run's repeats: the last wins)
+    record: dict = field(default_factory=dict)  # run.json: {"algo", "config", "commit", "torch", "command", ...}
+    machine: str = ""
+    dataset_build: str = ""  # dataset.txt: the size of the local dataset the run read ("" before it was recorded)
+    finished_step: Optional[int] = None  # finished.json's step: all the run's updates are done
+
+    @property
+    def config(self) -> dict:
+        """The resolved config of run.json (TrainConfig; the peer's arguments)."""
+        return self.record.get("config") or {}
+
+    @property
+    def command(self) -> list[str]:
+        """run.json's command: the interpreter's name, the script and its arguments."""
+        return list(self.record.get("command") or [])
+
+    @property
+    def algo(self) -> str:
+        """The script that ran (algorithms/<algo>.py), or the peer's algorithm."""
+        return self.record.get("algo", self.variant)
+
+    @property
+    def flags(self) -> dict[str, str]:
+        """The --field value pairs the command gave (the last of each wins, as in the scripts)."""
+        words, flags = self.command, {}
+        for i, word in enumerate(words):
+            if word.startswith("--") and "=" in word:
+                flags[word[2:].split("=", 1)[0]] = word.split("=", 1)[1]
+            elif word.startswith("--") and i + 1 < len(words) and not words[i + 1].startswith("--"):
+                flags[word[2:]] = words[i + 1]
+        return flags
+
+    @property
+    def steps(self) -> list[int]:
+        return [r["step"] for r in self.evaluations]
+
+    @property
+    def scores(self) -> list[float]:
+        return [r[SCORE] for r in self.evaluations]
+
+    @property
+    def d4rl_scores(self) -> Optional[list[float]]:
+        """The same evaluations on D4RL's scale (None: no D4RL reference for the environment, or no return)."""
+        if d4rl_reference().get(env_of(self.dataset)) is None or any(RETURN not in r for r in self.evaluations):
+            return None
+        return [d4rl_score(env_of(self.dataset), r[RETURN]) for r in self.evaluations]
+
+    @property
+    def final(self) -> dict:
+        return self.evaluations[-1]
+
+    @property
+    def budget(self) -> int:
+        """The updates behind the final score (the last evaluation's step)."""
+        return self.steps[-1]
+
+
+@lru_cache(maxsize=None)
+def _reference(path: Path) -> dict[str, tuple[float, float, str]]:
+    if not path.is_file():
+        return {}
+    return {row["env"]: (float(row["ref_min_score"]), float(row["ref_max_score"]), row["source"])
+            for row in csv.DictReader(path.open())}
+
+
+def d4rl_reference() -> dict[str, tuple[float, float, str]]:
+    """env -> (REF_MIN_SCORE, REF_MAX_SCORE, source) of results/d4rl_reference.csv: D4RL's published random and
+    expert returns (d4rl/infos.py) for Hopper, HalfCheetah and Walker2d."""
+    return _reference(D4RL_REFERENCE)
+
+
+def d4rl_score(env: str, episode_return: float) -> float:
+    """100 (R - REF_MIN) / (REF_MAX - REF_MIN), as d4rl's get_normalized_score."""
+    low, high, _ = d4rl_reference()[env]
+    return 100.0 * (episode_return - low) / (high - low)
+
+
+def d4rl_citation() -> str:
+    """One line naming D4RL's reference returns and where they come from (the file and lines of d4rl/infos.py)."""
+    if not D4RL_REFERENCE.is_file():
+        return "D4RL reference returns: results/d4rl_reference.csv is missing."
+    rows = list(csv.DictReader(D4RL_REFERENCE.open()))
+    values = "; ".join(f"{ENV_NAMES.get(r['env'], r['env'])} {r['ref_min_score']} / {r['ref_max_score']}" for r in rows)
+    line_numbers = {r["env"]: " and ".join(re.findall(r"[(]line (\d+)[)]", r["source"])) for r in rows}
+    where = ", ".join(f"{ENV_NAMES.get(env, env)} lines {found}" for env, found in line_numbers.items())
+    repo = rows[0]["source"].split(", file ")[0]
+    loop = re.search(r"the loop at lines ([0-9-]+)", rows[0]["source"])
+    return (f"D4RL reference returns REF_MIN_SCORE / REF_MAX_SCORE: {values} ({repo}, d4rl/infos.py, {where}"
+            f"{f'; lines {loop[1]} apply them to every -v2 dataset' if loop else ''}; results/d4rl_reference.csv).")
+
+
+def steps_text(steps: int) -> str:
+    """50000 -> '50k', 1000000 -> '1M', 2500 -> '2.5k', 20 -> '20'."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if steps >= size:
+            return f"{steps / size:g}{unit}"
+    return str(steps)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def kind(dataset: str) -> str:
+    """'local/pendulum/medium-replay-v0' -> 'medium-replay'."""
+    return dataset.rsplit("/", 1)[-1].rsplit("-v", 1)[0]
+
+
+def env_of(dataset: str) -> str:
+    """'local/hopper/medium-v0' -> 'hopper'."""
+    parts = dataset.split("/")
+    return parts[-2] if len(parts) >= 2 else dataset
+
+
+def dataset_name(dataset: str) -> str:
+    """'local/halfcheetah/medium-replay-v0' -> 'HalfCheetah medium-replay'."""
+    return f"{ENV_NAMES.get(env_of(dataset), env_of(dataset))} {kind(dataset)}"
+
+
+def suite(dataset: str) -> str:
+    return PENDULUM if env_of(dataset) == "pendulum" else HEADLINE
+
+
+def variant_key(variant: str) -> tuple:
+    return (ORDER.index(variant), "") if variant in ORDER else (len(ORDER), variant)
+
+
+def dataset_key(dataset: str) -> tuple:
+    k = kind(dataset)
+    core = CORE.index(dataset) if dataset in CORE else len(CORE)
+    return (core, dataset.rsplit("/", 1)[0], KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k)
+
+
+def read_run(run_dir: Path, root: Path) -> Optional[RunRecord]:
+    parts = run_dir.relative_to(root).parts
+    if len(parts) < 3 or not parts[-1].startswith("seed") or not parts[-1][4:].isdigit():
+        return None
+    by_step = {}
+    for line in (run_dir / "log.jsonl").read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a crash
+            continue
+        if isinstance(record, dict) and SCORE in record and "step" in record:
+            by_step[record["step"]] = record
+    run = RunRecord(parts[0], "/".join(parts[1:-1]), int(parts[-1][4:]), [by_step[s] for s in sorted(by_step)])
+    if (run_dir / "run.json").exists():
+        try:
+            run.record = json.loads((run_dir / "run.json").read_text())
+        except json.JSONDecodeError:  # cut by a crash while written: the run still has its log
+            pass
+    if (run_dir / "machine.txt").exists():
+        run.machine = (run_dir / "machine.txt").read_text().strip()
+    if (run_dir / "dataset.txt").exists():
+        run.dataset_build = (run_dir / "dataset.txt").read_text().strip().removeprefix(f"{run.dataset}: ")
+    if (run_dir / "finished.json").exists():
+        try:
+            run.finished_step = int(json.loads((run_dir / "finished.json").read_text())["step"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return run
+
+
+def load_runs(roots: list[Path]) -> list[RunRecord]:
+    """Every run under the roots; a run found under two roots (a committed copy and its run directory):
+    the finished one, then the one with more updates, then the first root's."""
+    chosen: dict[tuple, RunRecord] = {}
+    for root in roots:
+        for path in sorted(root.rglob("log.jsonl")):
+            run = read_run(path.parent, root)
+            if run is None:
+                continue
+            key = (run.variant, run.dataset, run.seed)
+            rank = lambda r: (r.finished_step is not None, r.steps[-1] if r.evaluations else -1)  # noqa: E731
+            if key not in chosen or rank(run) > rank(chosen[key]):
+                chosen[key] = run
+    return sorted(chosen.values(), key=lambda r: (variant_key(r.variant), dataset_key(r.dataset), r.seed))
