@@ -225,12 +225,12 @@ def test_every_script_parses_through_the_checks(algo, tmp_path):
 
 def test_a_signal_stops_with_a_checkpoint_that_resumes(minari_root, tmp_path):
     """SIGTERM during training: the run checkpoints the update it reached and exits; the same command
-    continues from there to the end."""
+    continues from there to the end (td3_bc: no schedule depends on max_steps, so it may change)."""
     import signal
     import time
 
     run_dir = tmp_path / "run"
-    command = [sys.executable, str(ROOT / "algorithms" / "iql.py"), "--logging", "disabled", "--device", "cpu",
+    command = [sys.executable, str(ROOT / "algorithms" / "td3_bc.py"), "--logging", "disabled", "--device", "cpu",
                "--eval_episodes", "1", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir),
                "--max_steps", "1000000", "--eval_every", "100"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
@@ -243,7 +243,7 @@ def test_a_signal_stops_with_a_checkpoint_that_resumes(minari_root, tmp_path):
     assert process.returncode == 128 + signal.SIGTERM
     step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
     assert 100 <= step < 1_000_000 and f"stopped at update {step}" in stdout
-    resumed = run("iql", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir),
+    resumed = run("td3_bc", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir),
                   "--max_steps", str(step + 50), "--eval_every", "100", "--resume", "true", cwd=tmp_path)
     assert f"step {step + 50}:" in resumed.stdout
     assert json.loads((run_dir / "finished.json").read_text())["step"] == step + 50
