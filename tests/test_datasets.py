@@ -124,7 +124,7 @@ def test_a_kill_between_the_two_renames_is_repaired_by_the_next_call(minari_root
 
     final = minari_root / "local" / "pendulum" / "medium-v0"
     aside = minari_root / make_datasets.REPLACED / "local" / "pendulum" / "medium-v0"
-    aside.parent.mkdir(parents=True)
+    aside.parent.mkdir(parents=True, exist_ok=True)
     os.replace(final, aside)
     assert make_datasets.main(["--envs", "pendulum", "--kinds", "medium", "--size", "100"]) == 0
     assert "restored local/pendulum/medium-v0" in capsys.readouterr().out
