@@ -402,6 +402,20 @@ def plot_behavior(path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+BUILD_HISTORY = (
+    "A build is reproducible on one machine: the same command gives the same episodes (each collection seeds the "
+    "environment, the random actions and the policy's samples). On another machine a collected dataset can differ: "
+    "Hopper medium-expert had 4354 episodes when built for the runs of the first 2026-12-01 session and 4323 when "
+    "rebuilt on an AMD EPYC for the next (same checkpoints and recipe; the replay-based medium-replay datasets are "
+    "the same everywhere). Each run records the size of the dataset it read (dataset.txt and run.json, listed per "
+    "dataset at the end of results/scores.md). Builds before 2026-12-01 did not seed the policy's samples; the "
+    "runs committed before then were trained on such a build, from the same checkpoints and recipe (its table: "
+    "`git show 2e57b07:results/datasets.md`). Sizes against D4RL's: random, medium and expert have D4RL's 1M "
+    "transitions and medium-expert its 2M; medium-replay is every transition the SAC run saw up to the medium "
+    "checkpoint, so its size follows this project's SAC (Hopper 150k, HalfCheetah 40k, Walker2d 260k) where "
+    "D4RL's are about 402k, 202k and 302k.")
+
+
 def write_table(path: Path, command: str) -> None:
     rows = []
     for env in ENVS:
@@ -436,6 +450,7 @@ def write_table(path: Path, command: str) -> None:
             lines += behavior_lines(env, means.get(f"local/{env}/expert-v0"))
         elif (BEHAVIOR_DIR / env / "train_state.pt").exists():
             lines += unfinished_lines(env)
+    lines += ["", "## Builds and their history", "", BUILD_HISTORY]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     plot_behavior(path.parent / "behavior.png")

@@ -88,7 +88,7 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
     if readme is None and out.resolve() == (PROJECT / "results").resolve():
         readme = PROJECT / "README.md"
     if readme is not None:
-        update_readme(readme, readme_section(head, agg, table, peer, claims, commands[HEADLINE], pendulum_head))
+        update_readme(readme, readme_section(head, agg, claims, commands[HEADLINE], pendulum_head))
     return claims
 
 
