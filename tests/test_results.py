@@ -541,3 +541,15 @@ def test_migration_rebuilds_the_committed_run_json():
         "    targets: list[float] = dataclasses.field(default_factory=list)\n")
     assert fields == {"seed": ("int", 0), "name": ("Optional[str]", None), "targets": ("list[float]", [])}
     assert migrate_run_json.decode("Optional[int]", "none") is None and migrate_run_json.decode("bool", "false") is False
+
+
+def test_a_rerun_on_newer_code_is_compared_with_the_older_seeds(fake_root, tmp_path):
+    out = tmp_path / "results"
+    write_run(out / "rerun", "td3_bc", MEDIUM_REPLAY, 0, {10: 61.0, 20: 72.0})  # older seeds end at 70 and 80
+    write_run(out / "rerun", "bc_10", MEDIUM_REPLAY, 1, {10: 10.0, 20: 40.0})  # older seeds end at 12 and 14
+    write_run(out / "rerun", "bc", MEDIUM_REPLAY, 0, {10: 20.0})  # another budget than the older runs': left out
+    make_results(fake_root, out)
+    text = (out / "rerun.md").read_text()
+    assert f"| td3_bc | {MEDIUM_REPLAY} | 0 | 20 | 70.0 (not recorded) | 72.0 (not recorded) | 75.0 ± 5.0 (n=2) | yes |" in text
+    assert f"| bc_10 | {MEDIUM_REPLAY} | 1 | 20 | 14.0 (not recorded) | 40.0 (not recorded) | 13.0 ± 1.0 (n=2) | NO |" in text
+    assert "| bc |" not in text and (out / "rerun.png").stat().st_size > 0

@@ -20,10 +20,11 @@ resolved config, commit, command), machine.txt, dataset.txt and finished.json; n
   sanity.md              bc on each environment's expert data (about 100) and random data (about 0)
   reproduce.md           the sweep commands that make the runs again, derived from each run's run.json, and the
                          same sweeps at each method's full budget on a GPU
+  rerun.md, rerun.png    when --out holds rerun/ (runs made again on newer code): each beside its older seeds
 and, when --out is the project's results/, the README's results section (between its markers).
 Every file names the runs, the budget, the device and the date.
 
-Modules: runs (loading), stats (intervals, IQM), tables, reproduce, claims, plots, published, readme.
+Modules: runs (loading), stats (intervals, IQM), tables, reproduce, claims, plots, published, rerun, readme.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .plots import curve_datasets, plot_curves, plot_profiles  # noqa: E402
 from .published import write_published  # noqa: E402
 from .readme import readme_section, update_readme  # noqa: E402
 from .reproduce import gpu_commands, reproduce_sweeps, write_reproduce  # noqa: E402
+from .rerun import RERUN_DIR, write_rerun  # noqa: E402
 from .runs import DEFAULT_ROOT, HEADLINE, PENDULUM, PROJECT, load_runs, suite  # noqa: E402
 from .stats import score_table  # noqa: E402
 from .tables import (aggregate, dataset_builds, display, grid, header, peer_rows, problems, write_peer,  # noqa: E402
@@ -85,6 +87,8 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
             plot_curves(by_suite[which], out / name, "\n".join(suite_head).replace("`", ""), datasets)
     claims = check_claims(table, runs)
     write_claims(claims, head, out / "claims.md")
+    if (out / RERUN_DIR).is_dir():
+        write_rerun(out / RERUN_DIR, runs, out, head)
     if readme is None and out.resolve() == (PROJECT / "results").resolve():
         readme = PROJECT / "README.md"
     if readme is not None:

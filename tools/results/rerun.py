@@ -1,0 +1,79 @@
+"""Reruns: a benchmark run made again on newer code (results/rerun/<variant>/<dataset>/seed<S>/, written by
+tools/sweep.py --commit-dir results/rerun with the same settings), beside the committed run of the same
+variant, dataset and seed: does the newer code learn as the older did?  rerun.md and rerun.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .runs import SCORE, RunRecord, load_runs, steps_text
+from .tables import markdown_table
+
+RERUN_DIR = "rerun"  # beside the committed runs: results/rerun
+NOISE = 2.0  # a rerun agrees when its final score is within NOISE standard deviations of the older seeds' mean
+
+
+def commit_of(run: RunRecord) -> str:
+    commit = run.record.get("commit") or (run.record.get("migrated") or {}).get("code_and_configs_at")
+    return commit[:7] if commit else "not recorded"
+
+
+def agreement(new: RunRecord, old: list[RunRecord]) -> list[str]:
+    """One table row: the rerun's final score against the same seed's and against all older seeds'."""
+    finals = np.array([r.final[SCORE] for r in old])
+    same = next((r for r in old if r.seed == new.seed), None)
+    mean, std = float(finals.mean()), float(finals.std())
+    final = new.final[SCORE]
+    within = abs(final - mean) <= NOISE * std
+    same_text = f"{same.final[SCORE]:.1f} ({commit_of(same)})" if same else "no run"
+    return [new.variant, new.dataset, str(new.seed), steps_text(new.steps[-1]), same_text,
+            f"{final:.1f} ({commit_of(new)})", f"{mean:.1f} ± {std:.1f} (n={len(finals)})",
+            "yes" if within else "NO"]
+
+
+def write_rerun(rerun_root: Path, committed: list[RunRecord], out: Path, head: list[str]) -> bool:
+    """rerun.md and rerun.png from the reruns under rerun_root; False when there is none."""
+    pairs = []
+    for new in [r for r in load_runs([rerun_root]) if r.evaluations]:
+        old = [r for r in committed if (r.variant, r.dataset) == (new.variant, new.dataset)
+               and r.evaluations and r.steps[-1] == new.steps[-1]]  # the same budget
+        if old:
+            pairs.append((new, old))
+    if not pairs:
+        return False
+    rows = [agreement(new, old) for new, old in pairs]
+    lines = ["# Reruns on newer code", "", *[f"{line}  " for line in head], "",
+             "A committed benchmark run made again, same command, on newer code (the sweep command is in "
+             f"results/{RERUN_DIR}/sweeps.txt, the logs beside it). It agrees when its final normalized score is "
+             f"within {NOISE:g} standard deviations of the older seeds' mean (the older code's seed noise at the "
+             "same budget); the curves are in [rerun.png](rerun.png).", "",
+             *markdown_table(["variant", "dataset", "seed", "updates", "older run, same seed (commit)",
+                              "rerun (commit)", "older seeds: mean ± std", "within seed noise"], rows)]
+    (out / "rerun.md").write_text("\n".join(lines) + "\n")
+    plot_rerun(pairs, out / "rerun.png")
+    return True
+
+
+def plot_rerun(pairs: list[tuple[RunRecord, list[RunRecord]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 3.8), squeeze=False)
+    for ax, (new, old) in zip(axes[0], pairs):
+        for run in old:
+            label = f"older code, seed {run.seed}" + (" (same seed)" if run.seed == new.seed else "")
+            ax.plot(run.steps, [e[SCORE] for e in run.evaluations], color="0.6" if run.seed != new.seed else "0.2",
+                    linestyle="--", linewidth=1.2, label=label)
+        ax.plot(new.steps, [e[SCORE] for e in new.evaluations], color="tab:red", linewidth=2,
+                label=f"rerun, seed {new.seed}")
+        ax.set_title(f"{new.variant} on {new.dataset}", fontsize=9)
+        ax.set_xlabel("updates")
+        ax.set_ylabel("normalized score (local)")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
