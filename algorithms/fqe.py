@@ -325,9 +325,10 @@ def decode(name: str, kind, value):
         return text.lower() in ("true", "yes", "1")
     if kind is int and not isinstance(value, (bool, float)) and text.lstrip("+-").isdigit():
         return int(text)
-    if kind is float and not isinstance(value, bool) and text.lower() not in ("nan", "inf", "+inf", "-inf"):
+    if kind is float and not isinstance(value, bool):
         try:
-            return float(text)
+            if math.isfinite(float(text)):  # also refuses 1e999, which float() reads as inf
+                return float(text)
         except ValueError:
             pass
     if kind is str:

@@ -101,6 +101,7 @@ def test_booleans_take_only_true_and_false(monkeypatch, text, value):
     (["--max_steps", "abc"], "max_steps must be an integer"),
     (["--tau", "nan"], "tau must be a finite number"),
     (["--actor_lr", "inf"], "actor_lr must be a finite number"),
+    (["--actor_lr", "1e999"], "actor_lr must be a finite number"),
     (["--tau", "2"], "tau must be in (0, 1], got 2.0"),
     (["--actor_lr", "-1"], "actor_lr must be above 0"),
     (["--seed", "-1"], "seed must be 0 or more"),
