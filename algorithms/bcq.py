@@ -290,19 +290,37 @@ def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
     return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
 
 
+def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = r_t + gamma (1 - end_t) G_{t+1}: the discounted Monte Carlo return from each transition to the end of
+    its episode.  An episode cut by a time limit counts nothing after the cut, like one that terminated, as Cal-QL's
+    code does (nakamotoo/Cal-QL, JaxCQL/replay_buffer.py, calc_return_to_go with its dones, no bootstrap)."""
+    r, end = rewards.tolist(), episode_ends.tolist()
+    values, following = np.zeros(len(r), np.float64), 0.0
+    for t in reversed(range(len(r))):
+        following = r[t] + gamma * (1.0 - end[t]) * following
+        values[t] = following
+    return values.astype(np.float32)
+
+
+def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, scale: float,
+                gamma: Optional[float] = None) -> dict[str, np.ndarray]:
+    """(s, a, r, s', done) with normalized states and rewards scaled by `scale`; with gamma, also the discounted
+    return-to-go G of each transition, from its scaled rewards (what Cal-QL bounds Q with)."""
+    out = {"observations": (data["observations"] - mean) / std, "actions": data["actions"],
+           "rewards": data["rewards"] * scale, "next_observations": (data["next_observations"] - mean) / std,
+           "terminals": data["terminals"]}
+    if gamma is not None:
+        out["returns_to_go"] = returns_to_go(out["rewards"], data["episode_ends"], gamma)
+    return out
+
+
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
-                      device: torch.device):
-    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
-    state statistics (mean, std) that the policy needs at evaluation time."""
+                      device: torch.device, gamma: Optional[float] = None):
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
+    (mean, std) that the policy needs at evaluation time."""
     mean, std = state_statistics(data["observations"], normalize_states)
-    transitions = {
-        "observations": (data["observations"] - mean) / std,
-        "actions": data["actions"],
-        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
-        "next_observations": (data["next_observations"] - mean) / std,
-        "terminals": data["terminals"],
-    }
-    return DeviceBuffer(transitions, device), mean, std
+    scale = reward_scale(data, normalize_reward)
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
 # --- transitions: end
 
 
@@ -403,16 +421,18 @@ UNIT = {"tau": ("in (0, 1]", lambda v: 0 < v <= 1), "gamma": ("in [0, 1)", lambd
         "expectile": ("in (0, 1)", lambda v: 0 < v < 1), "frac": ("in (0, 1]", lambda v: 0 < v <= 1),
         "dropout": ("in [0, 1)", lambda v: 0 <= v < 1), "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
         "holdout_ratio": ("in [0, 1)", lambda v: 0 <= v < 1), "real_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
-        "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1)}
-COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps")
+        "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1),
+        "online_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1)}
+COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps", "online_steps")
 
 
 def check_config(config) -> None:
     for field in dataclasses.fields(config):
         name, value = field.name, getattr(config, field.name)
         what, ok = UNIT.get(name, (None, None))
+        from_zero = name in COUNTS_FROM_ZERO or (name == "max_steps" and getattr(config, "online_steps", 0) > 0)
         if what is None and field.type is int:
-            what, ok = ("0 or more", lambda v: v >= 0) if name in COUNTS_FROM_ZERO else ("at least 1", lambda v: v >= 1)
+            what, ok = ("0 or more", lambda v: v >= 0) if from_zero else ("at least 1", lambda v: v >= 1)
         elif what is None and field.type is float:
             what, ok = ("above 0", lambda v: v > 0) if name.endswith("_lr") else ("0 or more", lambda v: v >= 0)
         if ok is not None and not ok(value):
@@ -421,7 +441,7 @@ def check_config(config) -> None:
         fail(f"logging must be offline, online or disabled, got {config.logging!r}.")
     if getattr(config, "embed_dim", 0) % getattr(config, "n_heads", 1):
         fail(f"embed_dim ({config.embed_dim}) must be a multiple of n_heads ({config.n_heads}).")
-    if getattr(config, "bc_steps", 0) >= config.max_steps:
+    if getattr(config, "bc_steps", 0) >= max(config.max_steps, 1):
         fail(f"bc_steps ({config.bc_steps}) must be below max_steps ({config.max_steps}): the run would be pure BC.")
     pick_device(config.device)
 
@@ -718,13 +738,14 @@ class RunLog:
     the seconds of the whole run: a resumed run starts its clock at the `elapsed` its checkpoint carried,
     and the rows written after that checkpoint (by an interrupted call) are dropped."""
 
-    def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
+    def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...],
+                 counters: Callable[[], dict] = dict):
         path = run_dir / "log.jsonl"
         rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
         write_atomic(path, "".join(r + "\n" for r in rows))
         self.last = json.loads(rows[-1]) if rows else {}
         self.file = open(path, "a")
-        self.start = time.time() - elapsed
+        self.start, self.counters = time.time() - elapsed, counters
         self.wandb = None
         if config.logging != "disabled":
             import wandb
@@ -736,11 +757,11 @@ class RunLog:
                                     id=f"{name}-{identity[:8]}".replace("/", "-"), settings=wandb.Settings(silent=True))
 
     def write(self, step: int, metrics: dict) -> dict:
-        values = {k: float(v) for k, v in metrics.items()}  # the only host sync: at log time
-        self.file.write(json.dumps({"step": step, "wall_time": self.elapsed(), **values}) + "\n")
+        values, counters = {k: float(v) for k, v in metrics.items()}, self.counters()  # the only host sync: log time
+        self.file.write(json.dumps({"step": step, **counters, "wall_time": self.elapsed(), **values}) + "\n")
         self.file.flush()
         if self.wandb is not None:
-            self.wandb.log(values, step=step)
+            self.wandb.log({**counters, **values}, step=step)
         return values
 
     def elapsed(self) -> float:
@@ -811,11 +832,13 @@ class StopRequest:
 
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
         export: Optional[Callable[[Path], None]] = None, extra: Optional[dict] = None,
-        fixed: tuple[str, ...] = ()) -> dict:
+        fixed: tuple[str, ...] = (), steps: Optional[int] = None) -> dict:
     """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
     tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
     (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
-    every update for work outside it (refreshing returns, model rollouts).  Every eval_every updates:
+    every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
+    numbers written in every log row beside step (env_steps).  `steps`: the run's updates, max_steps unless an
+    online phase adds its own.  Every eval_every updates, at max_steps and at the end:
     evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
     ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
@@ -825,38 +848,39 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
         MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
-        if start >= config.max_steps and finished.exists():
-            print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+        total = config.max_steps if steps is None else steps
+        if start >= total and finished.exists():
+            print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")
             return json.loads(finished.read_text())
         update = torch.compile(trainer.update) if config.compile else trainer.update
         periodic = getattr(trainer, "periodic", None)
-        log = RunLog(config, algo, run_dir, start, elapsed, fixed)
+        log = RunLog(config, algo, run_dir, start, elapsed, fixed, getattr(trainer, "counters", dict))
         log_every = max(1, min(1000, config.eval_every))
-        last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+        last = min(total, start + config.stop_after) if config.stop_after else total
         stop = StopRequest()
         step, result = start, {}
         for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
             if periodic is not None:
                 periodic(step)
             metrics = update(sample(), step)
-            if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+            if step % log_every == 0 and step % config.eval_every != 0 and step not in (config.max_steps, total):
                 values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
                 check_finite(values, step, run_dir, log)
-            elif step % config.eval_every == 0 or step == config.max_steps:
+            elif step % config.eval_every == 0 or step in (config.max_steps, total):
                 result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-            if stop.signal or (step == last < config.max_steps):
+            if stop.signal or (step == last < total):
                 save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
                 log.close()
-                print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+                print(f"stopped at update {step} of {total}; the same command resumes from {checkpoint}.")
                 if stop.signal:
                     raise SystemExit(128 + stop.signal)
                 return result
-        if start >= config.max_steps:  # the last update and its evaluation were done; the call ended before this
+        if start >= total:  # the last update and its evaluation were done; the call ended before this
             result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
             if export is not None:
                 export(run_dir / "policy.pt2")
         log.close()
-        write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+        write_atomic(finished, json.dumps({"step": total, **result}))
         return result
 
 

@@ -12,6 +12,10 @@
 #   actor (SAC):  max_pi E_{s~D, a~pi(.|s)} [ min_i Q_i(s, a) - alpha log pi(a|s) ]
 #                 updates before bc_steps clone the data instead:  max_pi E_{(s,a)~D} [ log pi(a|s) ] + alpha H(pi)
 #   entropy temperature:  min_alpha E_{a~pi} [ -alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
+#   Cal-QL (--calibrated; Nakamoto et al. 2023, "Cal-QL: Calibrated Offline RL Pre-Training for Efficient Online
+#   Fine-Tuning", Sec. 5 and Algorithm 1; the chapter's "Offline-to-Online Fine-tuning"):  in the logsumexp,
+#   Q(s, a ~ pi) -> max(Q(s, a), G(s)),  G(s) the discounted return-to-go from s of its episode (the dataset's or an
+#   online one): Q of the learned policy is pushed down only as far as the value of the reference (behavior) policy
 #
 # The regularizer pushes Q down on actions the data does not vouch for (uniform ones and the policy's,
 # weighted towards the highest Q by the softmax of the logsumexp) and up on the dataset's actions, so
@@ -19,6 +23,7 @@
 # Defaults: the authors' code (aviralkumar2907/CQL, d4rl/examples/cql_mujoco_new.py) as its README runs Gym
 # MuJoCo (min_q_weight 5, policy_lr 1e-4, no Lagrange), with the code's own values for what that command does
 # not set: three hidden layers of 256, qf_lr 3e-4, 10 sampled actions, no entropy backup, 40k BC steps.
+# Online fine-tuning (--online_steps) keeps them and explores with a ~ pi(.|s), as Cal-QL's code does.
 #
 # License: MIT (the project's LICENSE file); copy this file anywhere, keeping this line.
 
@@ -64,9 +69,13 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
+    online_steps: int = 0  # environment steps of fine-tuning after max_steps offline updates (0 = offline only)
+    online_ratio: float = 0.5  # share of each online batch drawn from the online episodes, the rest from the dataset
+    utd: int = 1  # updates per environment step of the online phase
     normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     cql_alpha: float = 5.0  # alpha_cql (the chapter's alpha), weight of the conservative term (the code's min_q_weight)
     num_sampled_actions: int = 10  # actions drawn from each of Unif, pi(.|s), pi(.|s') for the logsumexp
+    calibrated: bool = False  # Cal-QL: lower-bound Q(s, a~pi) in the regularizer by the reference policy's return-to-go
     cql_lagrange: bool = False  # learn alpha' by dual descent so that alpha_cql * gap stays near tau (off for Gym)
     target_action_gap: float = 10.0  # tau of the Lagrange version (official code: 10 for Gym, 5 for AntMaze)
     target_action: str = "sample"  # a' in the target: "sample" ~ pi(.|s') (the authors' code) or "mean" (d3rlpy's choice)
@@ -82,7 +91,7 @@ class TrainConfig:
 
 # mlp, soft_update, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file;
 # EnsembleCritic, transition_buffer and reward_scale, the SAC pieces (TanhGaussianPolicy, soft_q_target, td_loss,
-# actor_loss, temperature_loss) and logsumexp_q (cql_penalty): the blocks right after train().
+# actor_loss, temperature_loss), logsumexp_q (cql_penalty) and FineTuning (online): the blocks right after train().
 
 
 def conservative_gap(logsumexp_q: torch.Tensor, q_data: torch.Tensor) -> torch.Tensor:
@@ -132,6 +141,7 @@ class CQLTrainer:
         self.target_entropy = -float(action_dim)
         self.action_dim, self.n = action_dim, config.num_sampled_actions
         self.cql_alpha, self.target_action_gap, self.bc_steps = config.cql_alpha, config.target_action_gap, config.bc_steps
+        self.calibrated = config.calibrated
         self.target_action, self.backup_entropy = config.target_action, config.backup_entropy
         self.gamma, self.tau = config.gamma, config.tau
 
@@ -157,8 +167,9 @@ class CQLTrainer:
             else:
                 y = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, self.backup_entropy)
         q_data = self.critic(states, actions)
+        returns_to_go = batch["returns_to_go"] if self.calibrated else None
         logsumexp, q_random = logsumexp_q(self.critic, self.actor, states, batch["next_observations"], self.n,
-                                          self.action_dim)
+                                          self.action_dim, returns_to_go)
         gap = conservative_gap(logsumexp, q_data)
         penalty, metrics = self.conservative_penalty(gap)
         q_loss = td_loss(q_data, y)
@@ -233,7 +244,8 @@ def train(config: TrainConfig) -> dict:
     dataset = load_dataset(config.dataset_id)
     check_continuous(dataset)
     data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device,
+                                          config.gamma if config.calibrated else None)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
     trainer = CQLTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
@@ -244,9 +256,13 @@ def train(config: TrainConfig) -> dict:
         measured = evaluate_returns()
         return {**measured, **initial_q_and_return(trainer.critic, policy, measured["episodes"], mean, std, scale)}
 
-    return fit(config, algo="cql", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
-               evaluate=evaluate_policy, export=lambda path: export_policy(path, policy, mean, std),
-               extra={"state_mean": mean, "state_std": std})
+    def explore(state: torch.Tensor) -> torch.Tensor:  # a ~ pi(.|s), without its log-probability
+        return trainer.actor.sample(state)[0]
+
+    tuning = FineTuning(config, dataset, trainer, buffer, explore, mean, std, scale)
+    return fit(config, algo="cql", trainer=tuning, sample=tuning.sample, evaluate=evaluate_policy,
+               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std},
+               fixed=("max_steps",) if config.online_steps else (), steps=tuning.steps)
 
 
 # --- critic: begin
@@ -291,19 +307,37 @@ def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
     return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
 
 
+def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = r_t + gamma (1 - end_t) G_{t+1}: the discounted Monte Carlo return from each transition to the end of
+    its episode.  An episode cut by a time limit counts nothing after the cut, like one that terminated, as Cal-QL's
+    code does (nakamotoo/Cal-QL, JaxCQL/replay_buffer.py, calc_return_to_go with its dones, no bootstrap)."""
+    r, end = rewards.tolist(), episode_ends.tolist()
+    values, following = np.zeros(len(r), np.float64), 0.0
+    for t in reversed(range(len(r))):
+        following = r[t] + gamma * (1.0 - end[t]) * following
+        values[t] = following
+    return values.astype(np.float32)
+
+
+def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, scale: float,
+                gamma: Optional[float] = None) -> dict[str, np.ndarray]:
+    """(s, a, r, s', done) with normalized states and rewards scaled by `scale`; with gamma, also the discounted
+    return-to-go G of each transition, from its scaled rewards (what Cal-QL bounds Q with)."""
+    out = {"observations": (data["observations"] - mean) / std, "actions": data["actions"],
+           "rewards": data["rewards"] * scale, "next_observations": (data["next_observations"] - mean) / std,
+           "terminals": data["terminals"]}
+    if gamma is not None:
+        out["returns_to_go"] = returns_to_go(out["rewards"], data["episode_ends"], gamma)
+    return out
+
+
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
-                      device: torch.device):
-    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
-    state statistics (mean, std) that the policy needs at evaluation time."""
+                      device: torch.device, gamma: Optional[float] = None):
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
+    (mean, std) that the policy needs at evaluation time."""
     mean, std = state_statistics(data["observations"], normalize_states)
-    transitions = {
-        "observations": (data["observations"] - mean) / std,
-        "actions": data["actions"],
-        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
-        "next_observations": (data["next_observations"] - mean) / std,
-        "terminals": data["terminals"],
-    }
-    return DeviceBuffer(transitions, device), mean, std
+    scale = reward_scale(data, normalize_reward)
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
 # --- transitions: end
 
 
@@ -387,6 +421,8 @@ def soft_q_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: di
 # CQL(H)'s soft maximum over actions, the same in cql.py and combo.py (source: tools/shared/cql_penalty.py).
 #   log sum_a exp Q(s, a) ~ logsumexp_j [ Q(s, a_j) - log mu(a_j|s) ],  a_j from three proposals mu:
 #   Unif([-max_action, max_action]^d), pi(.|s) and pi(.|s'), N of each (importance sampling, temperature 1)
+#   Cal-QL (cql.py --calibrated; combo never): Q(s, a ~ pi) enters as max(Q(s, a), G(s)), G the reference policy's
+#   Monte Carlo return-to-go (Nakamoto et al. 2023, Sec. 5 and Algorithm 1)
 
 
 def uniform_log_density(action_dim: int, max_action: float) -> float:
@@ -404,6 +440,13 @@ def importance_sampled_logsumexp(q_random: torch.Tensor, q_policy: torch.Tensor,
                                       q_next_policy - log_pi_next], -1), -1)
 
 
+def calibrated(q: torch.Tensor, returns_to_go: torch.Tensor) -> torch.Tensor:
+    """max(Q_i(s, a_j), G(s)) for Q [n critics, B, N] and G [B]: Cal-QL's bound on the policy's actions (the authors'
+    JaxCQL/conservative_sac.py applies it to the actions of pi(.|s) and of pi(.|s'), both scored at s, not the uniform
+    ones), so the regularizer stops pushing Q(s, a ~ pi) down once it is at the reference policy's value."""
+    return torch.maximum(q, returns_to_go[:, None])
+
+
 def sampled_actions(actor: TanhGaussianPolicy, states: torch.Tensor, next_states: torch.Tensor, n: int,
                     d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """[B, 3n, d] actions (n uniform, n from pi(.|s), n from pi(.|s')) and the log-probs [B, n] of the policy's."""
@@ -416,18 +459,137 @@ def sampled_actions(actor: TanhGaussianPolicy, states: torch.Tensor, next_states
 
 
 def logsumexp_q(critic: nn.Module, actor: TanhGaussianPolicy, states: torch.Tensor, next_states: torch.Tensor,
-                n: int, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+                n: int, action_dim: int,
+                returns_to_go: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """log sum_a exp Q_i(s, a) [n critics, B] at the states s, and Q_i(s, a_unif) [n critics, B, n] (a diagnostic).
     Every sampled action is scored at s, the policy's actions at s' included (as CQL's code); gradients reach
-    the critic only, through Q."""
+    the critic only, through Q.  Given returns_to_go G [B], the policy's Q-values are calibrated (Cal-QL)."""
     with torch.no_grad():
         actions, log_pi, log_pi_next = sampled_actions(actor, states, next_states, n, action_dim)
     q = critic(states.repeat_interleave(3 * n, 0), actions.flatten(0, 1)).view(-1, states.shape[0], 3 * n)
     q_random, q_policy, q_next_policy = q.split(n, -1)
+    if returns_to_go is not None:
+        q_policy, q_next_policy = calibrated(q_policy, returns_to_go), calibrated(q_next_policy, returns_to_go)
     log_density_random = uniform_log_density(action_dim, actor.max_action)
     return importance_sampled_logsumexp(q_random, q_policy, q_next_policy, log_density_random, log_pi,
                                         log_pi_next), q_random
 # --- cql_penalty: end
+
+
+# --- online: begin
+# Offline-to-online fine-tuning (the chapter's "Offline-to-Online Fine-tuning"), the same in iql.py and cql.py
+# (source: tools/shared/online.py).  After max_steps offline updates come online_steps environment steps with utd
+# updates per step, episode by episode as in Cal-QL's code (nakamotoo/Cal-QL, JaxCQL/conservative_sac_main.py: one
+# trajectory of the stochastic policy, then len(trajectory) * online_utd_ratio updates).  An episode enters the online
+# buffer when it ends, with its returns-to-go; a checkpoint, taken between updates, therefore always falls between
+# episodes, and a resume never restarts one midway.  Batches: online_ratio of them from the online buffer, the rest
+# from the dataset, each drawn uniformly: the fixed-ratio "symmetric sampling" of RLPD (Ball et al. 2023) that Cal-QL
+# fine-tunes with (its scripts pass --mixing_ratio=0.5), not the prioritized balanced replay of Lee et al. 2021.
+# Evaluations stay every eval_every updates (and at max_steps): eval_every <= online_steps * utd / 15 puts at least
+# three of them in the first fifth of the online phase.
+
+ONLINE_SEEDS = 20_000  # online episode i starts from env.reset(seed=seed + ONLINE_SEEDS + i); evaluations: seed + 10_000
+
+
+class OnlineBuffer:
+    """Room for online_steps transitions with the keys of the dataset's DeviceBuffer, on its device, sampled like it;
+    filled episode by episode."""
+
+    def __init__(self, like: "DeviceBuffer", capacity: int):
+        self.data = {k: torch.zeros((capacity, *v.shape[1:]), device=like.device) for k, v in like.data.items()}
+        self.size, self.device = 0, like.device
+
+    def add(self, episode: dict) -> None:
+        n = len(episode["rewards"])
+        for k, v in self.data.items():
+            v[self.size:self.size + n] = torch.as_tensor(episode[k], device=self.device)
+        self.size += n
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+
+def training_environment(dataset) -> gym.Env:
+    try:
+        return dataset.recover_environment()
+    except Exception as e:  # noqa: BLE001 - a dataset without an environment spec, or one gymnasium cannot make
+        fail(f"online_steps needs the environment of dataset {dataset.spec.dataset_id!r}, which cannot be recovered "
+             f"({' '.join(str(e).split()) or type(e).__name__}).")
+
+
+@torch.no_grad()
+def collect_episode(env: gym.Env, explore: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor,
+                    std: torch.Tensor, seed: int, max_length: int) -> dict[str, np.ndarray]:
+    """One episode of `explore` (normalized states -> sampled actions) from env.reset(seed=seed), cut after max_length
+    steps (the end of the online budget), in flatten_episodes' columns: terminals from terminations only."""
+    columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals")}
+    obs, _ = env.reset(seed=seed)
+    for _ in range(max_length):
+        state = (torch.as_tensor(obs, dtype=torch.float32, device=mean.device) - mean) / std
+        action = explore(state[None])[0].cpu().numpy()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for column, value in zip(columns.values(), (obs, action, reward, next_obs, terminated)):
+            column.append(value)
+        obs = next_obs
+        if terminated or truncated:
+            break
+    episode = {k: np.asarray(v, np.float32) for k, v in columns.items()}
+    episode["episode_ends"] = (np.arange(len(episode["rewards"])) == len(episode["rewards"]) - 1).astype(np.float32)
+    return episode
+
+
+class FineTuning:
+    """What fit() drives when online_steps > 0, around the method's trainer (whose update it runs unchanged):
+    periodic(step) collects the next episode once the online updates have used up the collected steps, sample()
+    draws the mixed batch, counters() gives env_steps, and the checkpoint adds the online episodes.  With
+    online_steps 0 it only passes the dataset's batches and the trainer's state through."""
+
+    def __init__(self, config, dataset, trainer, buffer: "DeviceBuffer",
+                 explore: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray, std: np.ndarray, scale: float):
+        self.trainer, self.update, self.device = trainer, trainer.update, trainer.device
+        self.buffer, self.online_buffer = buffer, OnlineBuffer(buffer, config.online_steps)
+        self.offline_steps, self.online_steps, self.utd = config.max_steps, config.online_steps, config.utd
+        self.steps = config.max_steps + config.online_steps * config.utd  # the run's updates
+        self.batch_size, self.online_batch = config.batch_size, round(config.online_ratio * config.batch_size)
+        self.explore, self.mean, self.std, self.scale, self.gamma = explore, mean, std, scale, config.gamma
+        self.seed, self.episodes, self.online = config.seed + ONLINE_SEEDS, 0, False
+        self.env = training_environment(dataset) if config.online_steps else None
+
+    def periodic(self, step: int) -> None:
+        self.online = step > self.offline_steps
+        if self.online and step - self.offline_steps > self.online_buffer.size * self.utd:
+            mean, std = (torch.as_tensor(x, device=self.device) for x in (self.mean, self.std))
+            episode = collect_episode(self.env, self.explore, mean, std, self.seed + self.episodes,
+                                      self.online_steps - self.online_buffer.size)
+            self.online_buffer.add(transitions(episode, self.mean, self.std, self.scale, self.gamma))
+            self.episodes += 1
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        if not self.online:
+            return self.buffer.sample(self.batch_size)
+        offline = self.buffer.sample(self.batch_size - self.online_batch)
+        online = self.online_buffer.sample(self.online_batch)
+        return {k: torch.cat([offline[k], online[k]]) for k in offline}
+
+    def counters(self) -> dict:
+        return {"env_steps": self.online_buffer.size} if self.online_steps else {}
+
+    def state_dict(self) -> dict:
+        state = self.trainer.state_dict()
+        if self.online_steps:  # clone(): a slice alone would save the whole preallocated tensor
+            buffer = {k: v[:self.online_buffer.size].clone() for k, v in self.online_buffer.data.items()}
+            state["online"] = {"episodes": self.episodes, "buffer": buffer}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        online = state.pop("online", None)
+        self.trainer.load_state_dict(state)
+        if online is not None:
+            self.episodes, self.online_buffer.size = online["episodes"], 0
+            self.online_buffer.add(online["buffer"])
+# --- online: end
 
 
 # --- shared: begin
@@ -527,16 +689,18 @@ UNIT = {"tau": ("in (0, 1]", lambda v: 0 < v <= 1), "gamma": ("in [0, 1)", lambd
         "expectile": ("in (0, 1)", lambda v: 0 < v < 1), "frac": ("in (0, 1]", lambda v: 0 < v <= 1),
         "dropout": ("in [0, 1)", lambda v: 0 <= v < 1), "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
         "holdout_ratio": ("in [0, 1)", lambda v: 0 <= v < 1), "real_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
-        "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1)}
-COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps")
+        "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1),
+        "online_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1)}
+COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps", "online_steps")
 
 
 def check_config(config) -> None:
     for field in dataclasses.fields(config):
         name, value = field.name, getattr(config, field.name)
         what, ok = UNIT.get(name, (None, None))
+        from_zero = name in COUNTS_FROM_ZERO or (name == "max_steps" and getattr(config, "online_steps", 0) > 0)
         if what is None and field.type is int:
-            what, ok = ("0 or more", lambda v: v >= 0) if name in COUNTS_FROM_ZERO else ("at least 1", lambda v: v >= 1)
+            what, ok = ("0 or more", lambda v: v >= 0) if from_zero else ("at least 1", lambda v: v >= 1)
         elif what is None and field.type is float:
             what, ok = ("above 0", lambda v: v > 0) if name.endswith("_lr") else ("0 or more", lambda v: v >= 0)
         if ok is not None and not ok(value):
@@ -545,7 +709,7 @@ def check_config(config) -> None:
         fail(f"logging must be offline, online or disabled, got {config.logging!r}.")
     if getattr(config, "embed_dim", 0) % getattr(config, "n_heads", 1):
         fail(f"embed_dim ({config.embed_dim}) must be a multiple of n_heads ({config.n_heads}).")
-    if getattr(config, "bc_steps", 0) >= config.max_steps:
+    if getattr(config, "bc_steps", 0) >= max(config.max_steps, 1):
         fail(f"bc_steps ({config.bc_steps}) must be below max_steps ({config.max_steps}): the run would be pure BC.")
     pick_device(config.device)
 
@@ -842,13 +1006,14 @@ class RunLog:
     the seconds of the whole run: a resumed run starts its clock at the `elapsed` its checkpoint carried,
     and the rows written after that checkpoint (by an interrupted call) are dropped."""
 
-    def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
+    def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...],
+                 counters: Callable[[], dict] = dict):
         path = run_dir / "log.jsonl"
         rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
         write_atomic(path, "".join(r + "\n" for r in rows))
         self.last = json.loads(rows[-1]) if rows else {}
         self.file = open(path, "a")
-        self.start = time.time() - elapsed
+        self.start, self.counters = time.time() - elapsed, counters
         self.wandb = None
         if config.logging != "disabled":
             import wandb
@@ -860,11 +1025,11 @@ class RunLog:
                                     id=f"{name}-{identity[:8]}".replace("/", "-"), settings=wandb.Settings(silent=True))
 
     def write(self, step: int, metrics: dict) -> dict:
-        values = {k: float(v) for k, v in metrics.items()}  # the only host sync: at log time
-        self.file.write(json.dumps({"step": step, "wall_time": self.elapsed(), **values}) + "\n")
+        values, counters = {k: float(v) for k, v in metrics.items()}, self.counters()  # the only host sync: log time
+        self.file.write(json.dumps({"step": step, **counters, "wall_time": self.elapsed(), **values}) + "\n")
         self.file.flush()
         if self.wandb is not None:
-            self.wandb.log(values, step=step)
+            self.wandb.log({**counters, **values}, step=step)
         return values
 
     def elapsed(self) -> float:
@@ -935,11 +1100,13 @@ class StopRequest:
 
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
         export: Optional[Callable[[Path], None]] = None, extra: Optional[dict] = None,
-        fixed: tuple[str, ...] = ()) -> dict:
+        fixed: tuple[str, ...] = (), steps: Optional[int] = None) -> dict:
     """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
     tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
     (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
-    every update for work outside it (refreshing returns, model rollouts).  Every eval_every updates:
+    every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
+    numbers written in every log row beside step (env_steps).  `steps`: the run's updates, max_steps unless an
+    online phase adds its own.  Every eval_every updates, at max_steps and at the end:
     evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
     ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
@@ -949,38 +1116,39 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
         MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
-        if start >= config.max_steps and finished.exists():
-            print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+        total = config.max_steps if steps is None else steps
+        if start >= total and finished.exists():
+            print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")
             return json.loads(finished.read_text())
         update = torch.compile(trainer.update) if config.compile else trainer.update
         periodic = getattr(trainer, "periodic", None)
-        log = RunLog(config, algo, run_dir, start, elapsed, fixed)
+        log = RunLog(config, algo, run_dir, start, elapsed, fixed, getattr(trainer, "counters", dict))
         log_every = max(1, min(1000, config.eval_every))
-        last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+        last = min(total, start + config.stop_after) if config.stop_after else total
         stop = StopRequest()
         step, result = start, {}
         for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
             if periodic is not None:
                 periodic(step)
             metrics = update(sample(), step)
-            if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+            if step % log_every == 0 and step % config.eval_every != 0 and step not in (config.max_steps, total):
                 values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
                 check_finite(values, step, run_dir, log)
-            elif step % config.eval_every == 0 or step == config.max_steps:
+            elif step % config.eval_every == 0 or step in (config.max_steps, total):
                 result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-            if stop.signal or (step == last < config.max_steps):
+            if stop.signal or (step == last < total):
                 save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
                 log.close()
-                print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+                print(f"stopped at update {step} of {total}; the same command resumes from {checkpoint}.")
                 if stop.signal:
                     raise SystemExit(128 + stop.signal)
                 return result
-        if start >= config.max_steps:  # the last update and its evaluation were done; the call ended before this
+        if start >= total:  # the last update and its evaluation were done; the call ended before this
             result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
             if export is not None:
                 export(run_dir / "policy.pt2")
         log.close()
-        write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+        write_atomic(finished, json.dumps({"step": total, **result}))
         return result
 
 

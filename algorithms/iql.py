@@ -6,6 +6,10 @@
 #   L_pi(phi)  = -E_{(s,a)~D} [ exp( beta (Q_theta_hat(s, a) - V_psi(s)) ) log pi_phi(a|s) ]   (AWR, weight clipped)
 #
 # Q_theta_hat = min of the two target critics.  No max_a Q(s', a'): no loss queries an action outside the dataset.
+# Online fine-tuning (--online_steps; the chapter's "Offline-to-Online Fine-tuning", IQL-to-Online): the same losses
+# on mixed batches, exploring with a ~ pi_phi(.|s), with the offline settings (the paper publishes no fine-tuning
+# settings for locomotion) except the actor's cosine schedule: the authors' fine-tuning config keeps every lr
+# constant (ikostrikov/implicit_q_learning, configs/antmaze_finetune_config.py).
 #
 # License: MIT (the project's LICENSE file); copy this file anywhere, keeping this line.
 
@@ -50,6 +54,9 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
+    online_steps: int = 0  # environment steps of fine-tuning after max_steps offline updates (0 = offline only)
+    online_ratio: float = 0.5  # share of each online batch drawn from the online episodes, the rest from the dataset
+    utd: int = 1  # updates per environment step of the online phase
     normalize_reward: bool = True  # scale rewards by 1000 / (max return - min return), as IQL does
     expectile: float = 0.7  # tau in L_2^tau
     beta: float = 3.0  # beta, inverse temperature of the AWR weights exp(beta * A)
@@ -57,13 +64,13 @@ class TrainConfig:
     gamma: float = 0.99  # gamma, discount
     tau: float = 0.005  # Polyak rate of the target networks
     hidden_dim: int = 256  # width of the two hidden layers of every network
-    actor_lr: float = 3e-4  # Adam learning rate of pi_phi (cosine-annealed over max_steps)
+    actor_lr: float = 3e-4  # Adam learning rate of pi_phi (cosine-annealed over max_steps when online_steps is 0)
     critic_lr: float = 3e-4  # Adam learning rate of Q_theta
     value_lr: float = 3e-4  # Adam learning rate of V_psi
 
 
 # mlp, soft_update, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file;
-# EnsembleCritic and transition_buffer: the blocks right after train().
+# EnsembleCritic, transition_buffer and reward_scale, FineTuning (the online phase): the blocks right after train().
 
 
 class GaussianPolicy(nn.Module):
@@ -79,9 +86,15 @@ class GaussianPolicy(nn.Module):
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.max_action * torch.tanh(self.net(state))
 
+    def distribution(self, state: torch.Tensor) -> torch.distributions.Normal:
+        return torch.distributions.Normal(self(state), self.log_std.clamp(-5.0, 2.0).exp())
+
     def log_prob(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        std = self.log_std.clamp(-5.0, 2.0).exp()
-        return torch.distributions.Normal(self(state), std).log_prob(action).sum(-1)
+        return self.distribution(state).log_prob(action).sum(-1)
+
+    def sample(self, state: torch.Tensor) -> torch.Tensor:
+        """a ~ pi_phi(.|s) clipped to the action bounds: the online phase's exploration (IQL's learner.py clips too)."""
+        return self.distribution(state).sample().clamp(-self.max_action, self.max_action)
 
 
 def iql_target(value: nn.Module, batch: dict, gamma: float) -> torch.Tensor:
@@ -126,6 +139,7 @@ class IQLTrainer:
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), config.critic_lr, foreach=True)
         self.value_optimizer = torch.optim.Adam(self.value.parameters(), config.value_lr, foreach=True)
         self.actor_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer, config.max_steps)
+        self.decay_actor_lr = config.online_steps == 0  # fine-tuning keeps the lr constant (see the header)
         self.expectile, self.beta, self.max_weight = config.expectile, config.beta, config.max_weight
         self.gamma, self.tau = config.gamma, config.tau
 
@@ -153,7 +167,8 @@ class IQLTrainer:
         self.actor_optimizer.zero_grad(set_to_none=True)
         pi_loss.backward()
         self.actor_optimizer.step()
-        self.actor_scheduler.step()
+        if self.decay_actor_lr:
+            self.actor_scheduler.step()
         soft_update(self.critic_target, self.critic, self.tau)
         metrics.update(value_loss=v_loss.detach(), actor_loss=pi_loss.detach(), q=q.mean(), advantage=advantage.mean())
         return metrics
@@ -187,9 +202,11 @@ def train(config: TrainConfig) -> dict:
     trainer = IQLTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
     evaluate_policy = make_evaluator(config, dataset, policy, mean, std, device)
-    return fit(config, algo="iql", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
-               evaluate=evaluate_policy, export=lambda path: export_policy(path, policy, mean, std),
-               extra={"state_mean": mean, "state_std": std}, fixed=("max_steps",))
+    scale = reward_scale(data, config.normalize_reward)
+    tuning = FineTuning(config, dataset, trainer, buffer, trainer.actor.sample, mean, std, scale)
+    return fit(config, algo="iql", trainer=tuning, sample=tuning.sample, evaluate=evaluate_policy,
+               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std},
+               fixed=("max_steps",), steps=tuning.steps)
 
 
 # --- critic: begin
@@ -234,20 +251,154 @@ def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
     return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
 
 
+def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float) -> np.ndarray:
+    """G_t = r_t + gamma (1 - end_t) G_{t+1}: the discounted Monte Carlo return from each transition to the end of
+    its episode.  An episode cut by a time limit counts nothing after the cut, like one that terminated, as Cal-QL's
+    code does (nakamotoo/Cal-QL, JaxCQL/replay_buffer.py, calc_return_to_go with its dones, no bootstrap)."""
+    r, end = rewards.tolist(), episode_ends.tolist()
+    values, following = np.zeros(len(r), np.float64), 0.0
+    for t in reversed(range(len(r))):
+        following = r[t] + gamma * (1.0 - end[t]) * following
+        values[t] = following
+    return values.astype(np.float32)
+
+
+def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, scale: float,
+                gamma: Optional[float] = None) -> dict[str, np.ndarray]:
+    """(s, a, r, s', done) with normalized states and rewards scaled by `scale`; with gamma, also the discounted
+    return-to-go G of each transition, from its scaled rewards (what Cal-QL bounds Q with)."""
+    out = {"observations": (data["observations"] - mean) / std, "actions": data["actions"],
+           "rewards": data["rewards"] * scale, "next_observations": (data["next_observations"] - mean) / std,
+           "terminals": data["terminals"]}
+    if gamma is not None:
+        out["returns_to_go"] = returns_to_go(out["rewards"], data["episode_ends"], gamma)
+    return out
+
+
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
-                      device: torch.device):
-    """DeviceBuffer of (s, a, r, s', done) with normalized states and scaled rewards, and the
-    state statistics (mean, std) that the policy needs at evaluation time."""
+                      device: torch.device, gamma: Optional[float] = None):
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
+    (mean, std) that the policy needs at evaluation time."""
     mean, std = state_statistics(data["observations"], normalize_states)
-    transitions = {
-        "observations": (data["observations"] - mean) / std,
-        "actions": data["actions"],
-        "rewards": data["rewards"] * reward_scale(data, normalize_reward),
-        "next_observations": (data["next_observations"] - mean) / std,
-        "terminals": data["terminals"],
-    }
-    return DeviceBuffer(transitions, device), mean, std
+    scale = reward_scale(data, normalize_reward)
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
 # --- transitions: end
+
+
+# --- online: begin
+# Offline-to-online fine-tuning (the chapter's "Offline-to-Online Fine-tuning"), the same in iql.py and cql.py
+# (source: tools/shared/online.py).  After max_steps offline updates come online_steps environment steps with utd
+# updates per step, episode by episode as in Cal-QL's code (nakamotoo/Cal-QL, JaxCQL/conservative_sac_main.py: one
+# trajectory of the stochastic policy, then len(trajectory) * online_utd_ratio updates).  An episode enters the online
+# buffer when it ends, with its returns-to-go; a checkpoint, taken between updates, therefore always falls between
+# episodes, and a resume never restarts one midway.  Batches: online_ratio of them from the online buffer, the rest
+# from the dataset, each drawn uniformly: the fixed-ratio "symmetric sampling" of RLPD (Ball et al. 2023) that Cal-QL
+# fine-tunes with (its scripts pass --mixing_ratio=0.5), not the prioritized balanced replay of Lee et al. 2021.
+# Evaluations stay every eval_every updates (and at max_steps): eval_every <= online_steps * utd / 15 puts at least
+# three of them in the first fifth of the online phase.
+
+ONLINE_SEEDS = 20_000  # online episode i starts from env.reset(seed=seed + ONLINE_SEEDS + i); evaluations: seed + 10_000
+
+
+class OnlineBuffer:
+    """Room for online_steps transitions with the keys of the dataset's DeviceBuffer, on its device, sampled like it;
+    filled episode by episode."""
+
+    def __init__(self, like: "DeviceBuffer", capacity: int):
+        self.data = {k: torch.zeros((capacity, *v.shape[1:]), device=like.device) for k, v in like.data.items()}
+        self.size, self.device = 0, like.device
+
+    def add(self, episode: dict) -> None:
+        n = len(episode["rewards"])
+        for k, v in self.data.items():
+            v[self.size:self.size + n] = torch.as_tensor(episode[k], device=self.device)
+        self.size += n
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+
+def training_environment(dataset) -> gym.Env:
+    try:
+        return dataset.recover_environment()
+    except Exception as e:  # noqa: BLE001 - a dataset without an environment spec, or one gymnasium cannot make
+        fail(f"online_steps needs the environment of dataset {dataset.spec.dataset_id!r}, which cannot be recovered "
+             f"({' '.join(str(e).split()) or type(e).__name__}).")
+
+
+@torch.no_grad()
+def collect_episode(env: gym.Env, explore: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor,
+                    std: torch.Tensor, seed: int, max_length: int) -> dict[str, np.ndarray]:
+    """One episode of `explore` (normalized states -> sampled actions) from env.reset(seed=seed), cut after max_length
+    steps (the end of the online budget), in flatten_episodes' columns: terminals from terminations only."""
+    columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals")}
+    obs, _ = env.reset(seed=seed)
+    for _ in range(max_length):
+        state = (torch.as_tensor(obs, dtype=torch.float32, device=mean.device) - mean) / std
+        action = explore(state[None])[0].cpu().numpy()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for column, value in zip(columns.values(), (obs, action, reward, next_obs, terminated)):
+            column.append(value)
+        obs = next_obs
+        if terminated or truncated:
+            break
+    episode = {k: np.asarray(v, np.float32) for k, v in columns.items()}
+    episode["episode_ends"] = (np.arange(len(episode["rewards"])) == len(episode["rewards"]) - 1).astype(np.float32)
+    return episode
+
+
+class FineTuning:
+    """What fit() drives when online_steps > 0, around the method's trainer (whose update it runs unchanged):
+    periodic(step) collects the next episode once the online updates have used up the collected steps, sample()
+    draws the mixed batch, counters() gives env_steps, and the checkpoint adds the online episodes.  With
+    online_steps 0 it only passes the dataset's batches and the trainer's state through."""
+
+    def __init__(self, config, dataset, trainer, buffer: "DeviceBuffer",
+                 explore: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray, std: np.ndarray, scale: float):
+        self.trainer, self.update, self.device = trainer, trainer.update, trainer.device
+        self.buffer, self.online_buffer = buffer, OnlineBuffer(buffer, config.online_steps)
+        self.offline_steps, self.online_steps, self.utd = config.max_steps, config.online_steps, config.utd
+        self.steps = config.max_steps + config.online_steps * config.utd  # the run's updates
+        self.batch_size, self.online_batch = config.batch_size, round(config.online_ratio * config.batch_size)
+        self.explore, self.mean, self.std, self.scale, self.gamma = explore, mean, std, scale, config.gamma
+        self.seed, self.episodes, self.online = config.seed + ONLINE_SEEDS, 0, False
+        self.env = training_environment(dataset) if config.online_steps else None
+
+    def periodic(self, step: int) -> None:
+        self.online = step > self.offline_steps
+        if self.online and step - self.offline_steps > self.online_buffer.size * self.utd:
+            mean, std = (torch.as_tensor(x, device=self.device) for x in (self.mean, self.std))
+            episode = collect_episode(self.env, self.explore, mean, std, self.seed + self.episodes,
+                                      self.online_steps - self.online_buffer.size)
+            self.online_buffer.add(transitions(episode, self.mean, self.std, self.scale, self.gamma))
+            self.episodes += 1
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        if not self.online:
+            return self.buffer.sample(self.batch_size)
+        offline = self.buffer.sample(self.batch_size - self.online_batch)
+        online = self.online_buffer.sample(self.online_batch)
+        return {k: torch.cat([offline[k], online[k]]) for k in offline}
+
+    def counters(self) -> dict:
+        return {"env_steps": self.online_buffer.size} if self.online_steps else {}
+
+    def state_dict(self) -> dict:
+        state = self.trainer.state_dict()
+        if self.online_steps:  # clone(): a slice alone would save the whole preallocated tensor
+            buffer = {k: v[:self.online_buffer.size].clone() for k, v in self.online_buffer.data.items()}
+            state["online"] = {"episodes": self.episodes, "buffer": buffer}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        online = state.pop("online", None)
+        self.trainer.load_state_dict(state)
+        if online is not None:
+            self.episodes, self.online_buffer.size = online["episodes"], 0
+            self.online_buffer.add(online["buffer"])
+# --- online: end
 
 
 # --- shared: begin
@@ -347,16 +498,18 @@ UNIT = {"tau": ("in (0, 1]", lambda v: 0 < v <= 1), "gamma": ("in [0, 1)", lambd
         "expectile": ("in (0, 1)", lambda v: 0 < v < 1), "frac": ("in (0, 1]", lambda v: 0 < v <= 1),
         "dropout": ("in [0, 1)", lambda v: 0 <= v < 1), "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
         "holdout_ratio": ("in [0, 1)", lambda v: 0 <= v < 1), "real_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
-        "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1)}
-COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps")
+        "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1),
+        "online_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1)}
+COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps", "online_steps")
 
 
 def check_config(config) -> None:
     for field in dataclasses.fields(config):
         name, value = field.name, getattr(config, field.name)
         what, ok = UNIT.get(name, (None, None))
+        from_zero = name in COUNTS_FROM_ZERO or (name == "max_steps" and getattr(config, "online_steps", 0) > 0)
         if what is None and field.type is int:
-            what, ok = ("0 or more", lambda v: v >= 0) if name in COUNTS_FROM_ZERO else ("at least 1", lambda v: v >= 1)
+            what, ok = ("0 or more", lambda v: v >= 0) if from_zero else ("at least 1", lambda v: v >= 1)
         elif what is None and field.type is float:
             what, ok = ("above 0", lambda v: v > 0) if name.endswith("_lr") else ("0 or more", lambda v: v >= 0)
         if ok is not None and not ok(value):
@@ -365,7 +518,7 @@ def check_config(config) -> None:
         fail(f"logging must be offline, online or disabled, got {config.logging!r}.")
     if getattr(config, "embed_dim", 0) % getattr(config, "n_heads", 1):
         fail(f"embed_dim ({config.embed_dim}) must be a multiple of n_heads ({config.n_heads}).")
-    if getattr(config, "bc_steps", 0) >= config.max_steps:
+    if getattr(config, "bc_steps", 0) >= max(config.max_steps, 1):
         fail(f"bc_steps ({config.bc_steps}) must be below max_steps ({config.max_steps}): the run would be pure BC.")
     pick_device(config.device)
 
@@ -662,13 +815,14 @@ class RunLog:
     the seconds of the whole run: a resumed run starts its clock at the `elapsed` its checkpoint carried,
     and the rows written after that checkpoint (by an interrupted call) are dropped."""
 
-    def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...]):
+    def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...],
+                 counters: Callable[[], dict] = dict):
         path = run_dir / "log.jsonl"
         rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
         write_atomic(path, "".join(r + "\n" for r in rows))
         self.last = json.loads(rows[-1]) if rows else {}
         self.file = open(path, "a")
-        self.start = time.time() - elapsed
+        self.start, self.counters = time.time() - elapsed, counters
         self.wandb = None
         if config.logging != "disabled":
             import wandb
@@ -680,11 +834,11 @@ class RunLog:
                                     id=f"{name}-{identity[:8]}".replace("/", "-"), settings=wandb.Settings(silent=True))
 
     def write(self, step: int, metrics: dict) -> dict:
-        values = {k: float(v) for k, v in metrics.items()}  # the only host sync: at log time
-        self.file.write(json.dumps({"step": step, "wall_time": self.elapsed(), **values}) + "\n")
+        values, counters = {k: float(v) for k, v in metrics.items()}, self.counters()  # the only host sync: log time
+        self.file.write(json.dumps({"step": step, **counters, "wall_time": self.elapsed(), **values}) + "\n")
         self.file.flush()
         if self.wandb is not None:
-            self.wandb.log(values, step=step)
+            self.wandb.log({**counters, **values}, step=step)
         return values
 
     def elapsed(self) -> float:
@@ -755,11 +909,13 @@ class StopRequest:
 
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
         export: Optional[Callable[[Path], None]] = None, extra: Optional[dict] = None,
-        fixed: tuple[str, ...] = ()) -> dict:
+        fixed: tuple[str, ...] = (), steps: Optional[int] = None) -> dict:
     """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
     tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
     (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
-    every update for work outside it (refreshing returns, model rollouts).  Every eval_every updates:
+    every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
+    numbers written in every log row beside step (env_steps).  `steps`: the run's updates, max_steps unless an
+    online phase adds its own.  Every eval_every updates, at max_steps and at the end:
     evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
     ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
@@ -769,38 +925,39 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
         MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
-        if start >= config.max_steps and finished.exists():
-            print(f"{run_dir}: already trained for {start} updates (max_steps {config.max_steps}); nothing to do.")
+        total = config.max_steps if steps is None else steps
+        if start >= total and finished.exists():
+            print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")
             return json.loads(finished.read_text())
         update = torch.compile(trainer.update) if config.compile else trainer.update
         periodic = getattr(trainer, "periodic", None)
-        log = RunLog(config, algo, run_dir, start, elapsed, fixed)
+        log = RunLog(config, algo, run_dir, start, elapsed, fixed, getattr(trainer, "counters", dict))
         log_every = max(1, min(1000, config.eval_every))
-        last = min(config.max_steps, start + config.stop_after) if config.stop_after else config.max_steps
+        last = min(total, start + config.stop_after) if config.stop_after else total
         stop = StopRequest()
         step, result = start, {}
         for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
             if periodic is not None:
                 periodic(step)
             metrics = update(sample(), step)
-            if step % log_every == 0 and step % config.eval_every != 0 and step != config.max_steps:
+            if step % log_every == 0 and step % config.eval_every != 0 and step not in (config.max_steps, total):
                 values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
                 check_finite(values, step, run_dir, log)
-            elif step % config.eval_every == 0 or step == config.max_steps:
+            elif step % config.eval_every == 0 or step in (config.max_steps, total):
                 result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-            if stop.signal or (step == last < config.max_steps):
+            if stop.signal or (step == last < total):
                 save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
                 log.close()
-                print(f"stopped at update {step} of {config.max_steps}; the same command resumes from {checkpoint}.")
+                print(f"stopped at update {step} of {total}; the same command resumes from {checkpoint}.")
                 if stop.signal:
                     raise SystemExit(128 + stop.signal)
                 return result
-        if start >= config.max_steps:  # the last update and its evaluation were done; the call ended before this
+        if start >= total:  # the last update and its evaluation were done; the call ended before this
             result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
             if export is not None:
                 export(run_dir / "policy.pt2")
         log.close()
-        write_atomic(finished, json.dumps({"step": config.max_steps, **result}))
+        write_atomic(finished, json.dumps({"step": total, **result}))
         return result
 
 

@@ -114,6 +114,47 @@ def test_bad_values_are_one_sentence(monkeypatch, argv, expected):
     fails_with(expected, parse, monkeypatch, *argv)
 
 
+@dataclasses.dataclass
+class OnlineConfig(Config):
+    bc_steps: int = 0
+    online_steps: int = 0
+    online_ratio: float = 0.5
+    utd: int = 1
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--online_ratio", "1.5"], "online_ratio must be in [0, 1], got 1.5"),
+    (["--online_steps", "-1"], "online_steps must be 0 or more"),
+    (["--utd", "0"], "utd must be at least 1"),
+    (["--max_steps", "0"], "max_steps must be at least 1, got 0"),  # an offline run needs updates
+    (["--max_steps", "0", "--online_steps", "5", "--bc_steps", "3"], "bc_steps (3) must be below max_steps (0)"),
+])
+def test_bad_online_values_are_one_sentence(monkeypatch, argv, expected):
+    monkeypatch.setattr(sys, "argv", ["script.py", *argv])
+    fails_with(expected, appendix.parse_config, OnlineConfig)
+
+
+def test_a_run_from_scratch_has_no_offline_updates(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["script.py", "--max_steps", "0", "--online_steps", "5"])
+    assert appendix.parse_config(OnlineConfig).max_steps == 0
+
+
+class CountingTrainer(Trainer):
+    def counters(self) -> dict:
+        return {"env_steps": 7}
+
+
+def test_steps_beyond_max_steps_evaluate_at_the_switch_and_log_counters(tmp_path):
+    """`steps` (an online phase's total) runs past max_steps; evaluations at eval_every, at max_steps and at the end;
+    every row carries the trainer's counters beside step."""
+    config = Config(checkpoints_path=str(tmp_path / "run"), max_steps=4, eval_every=3)
+    appendix.fit(config, algo="test", trainer=CountingTrainer(), steps=8,
+                 sample=lambda: {"x": torch.randn(4, 3), "y": torch.randn(4)}, evaluate=lambda: {"return": 1.0})
+    rows = [json.loads(r) for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["env_steps"]) for r in rows if "eval/return" in r] == [(3, 7), (4, 7), (6, 7), (8, 7)]
+    assert json.loads((tmp_path / "run" / "finished.json").read_text())["step"] == 8
+
+
 def test_yaml_then_command_line_and_an_empty_yaml_is_all_defaults(monkeypatch, tmp_path):
     empty, some = tmp_path / "empty.yaml", tmp_path / "some.yaml"
     empty.write_text("")

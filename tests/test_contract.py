@@ -39,6 +39,8 @@ CASES = {
             lambda t: test_cql.random_batch(), 3),
     "cql_mean_target": (test_cql.cql, lambda: test_cql.make_cql_trainer(bc_steps=2, target_action="mean"),
                         lambda t: test_cql.random_batch(), 3),
+    "cql_calibrated": (test_cql.cql, lambda: test_cql.make_cql_trainer(bc_steps=2, calibrated=True),
+                       lambda t: test_cql.calibrated_batch(), 3),
     "fqe": (test_fqe.fqe, test_fqe.make_fqe_trainer, lambda t: test_fqe.random_batch(), 3),
     "dt": (test_dt.dt, test_dt.make_dt_trainer, lambda t: DT_BUFFER.sample(8), 3),
     "mopo": (test_model_based.mopo, lambda: test_model_based.make_trainer(test_model_based.mopo),
@@ -47,7 +49,7 @@ CASES = {
               lambda t: test_model_based.random_batch(), 2),
 }
 # fqe evaluates a given policy and exports none; dt's policy.pt2 takes its context (tests/test_dt.py).
-EXPORTED = [name for name in CASES if name not in ("fqe", "dt", "cql_mean_target")]
+EXPORTED = [name for name in CASES if name not in ("fqe", "dt", "cql_mean_target", "cql_calibrated")]
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -26,6 +26,11 @@ def random_batch(batch_size=16, state_dim=3, action_dim=2):
             "terminals": (torch.rand(batch_size) < 0.1).float()}
 
 
+def calibrated_batch(batch_size=16):
+    """A batch with returns-to-go near the initial Q-values, so that the Cal-QL bound binds for some samples."""
+    return {**random_batch(batch_size), "returns_to_go": 0.3 * torch.randn(batch_size)}
+
+
 def test_importance_sampled_logsumexp_matches_hand_computation():
     q_random, q_policy, q_next = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, -1.0]]), torch.tensor([[3.0, 0.0]])
     log_pi, log_pi_next = torch.tensor([[-0.2, 0.3]]), torch.tensor([[1.5, -0.7]])
@@ -314,3 +319,59 @@ def test_checkpoint_state_round_trips(lagrange, tmp_path):
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):
         assert torch.equal(tensor, b_state[path]), path
+
+
+def test_calibrated_is_max_of_q_and_the_states_return_to_go():
+    q = torch.tensor([[[-2.0, 1.0], [0.5, -0.5]], [[3.0, -4.0], [-1.0, 2.0]]], requires_grad=True)  # [critics, B, N]
+    returns_to_go = torch.tensor([0.0, 1.0])  # one per state, for every critic and sample
+    bounded = cql.calibrated(q, returns_to_go)
+    assert bounded.tolist() == [[[0.0, 1.0], [1.0, 1.0]], [[3.0, 0.0], [1.0, 2.0]]]
+    bounded.sum().backward()
+    assert q.grad.tolist() == [[[0.0, 1.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]  # no push below G
+
+
+class ScriptedActor:
+    max_action = 2.0
+
+    def sample(self, states):
+        return torch.zeros(states.shape[0], 1), torch.tensor([-0.1, 0.3]).repeat(states.shape[0] // 2)
+
+
+def test_cal_ql_bounds_the_policys_actions_not_the_uniform_ones():
+    """One state, n = 2: Q of [unif, unif, pi(s), pi(s), pi(s'), pi(s')] at s, G(s) = 0.  Cal-QL (the authors'
+    conservative_sac.py) replaces Q by max(Q, G) for the four policy actions before the importance weights."""
+    q = torch.tensor([[0.5, -1.0, -2.0, 1.0, -3.0, 0.2]])  # [1 critic, B * 3n]
+    states = torch.zeros(1, 3)
+    log_density = -math.log(4.0)  # Unif([-2, 2])
+    log_pi = [-0.1, 0.3, -0.1, 0.3]
+
+    def expected(policy_q):
+        terms = [0.5 - log_density, -1.0 - log_density] + [v - lp for v, lp in zip(policy_q, log_pi)]
+        return math.log(sum(math.exp(term) for term in terms))
+
+    for returns_to_go, policy_q in ((None, [-2.0, 1.0, -3.0, 0.2]), (torch.zeros(1), [0.0, 1.0, 0.0, 0.2])):
+        got, q_random = cql.logsumexp_q(lambda s, a: q, ScriptedActor(), states, states, 2, 1, returns_to_go)
+        assert got.item() == pytest.approx(expected(policy_q), rel=1e-6)
+        assert q_random.tolist() == [[[0.5, -1.0]]]
+
+
+@pytest.mark.parametrize("lagrange", [False, True])
+def test_calibration_off_is_cql_exactly(lagrange):
+    """--calibrated false ignores a batch's returns-to-go, and a bound that never binds (G = -inf) changes nothing:
+    the same metrics and weights, bit for bit, as plain CQL (whose code path is the one before Cal-QL was added).
+    A bound that binds changes the gap."""
+    batch = random_batch()
+    cases = [({}, batch), ({}, {**batch, "returns_to_go": torch.full((16,), 1e3)}),
+             ({"calibrated": True}, {**batch, "returns_to_go": torch.full((16,), -math.inf)}),
+             ({"calibrated": True}, {**batch, "returns_to_go": torch.full((16,), 1e3)})]
+    results = []
+    for overrides, b in cases:
+        torch.manual_seed(0)
+        trainer = make_cql_trainer(cql_lagrange=lagrange, bc_steps=2, **overrides)
+        torch.manual_seed(1)
+        results.append(([trainer.update(b, step) for step in (1, 2, 3)], list(trainer.critic.parameters())))
+    plain_metrics, plain_weights = results[0]
+    for metrics, weights in results[1:3]:
+        assert all(torch.equal(m[k], p[k]) for m, p in zip(metrics, plain_metrics) for k in p)
+        assert all(torch.equal(w, p) for w, p in zip(weights, plain_weights))
+    assert results[3][0][0]["cql_gap"] > plain_metrics[0]["cql_gap"] + 100  # the bound at 1e3 lifts logsumexp

@@ -113,6 +113,14 @@ def test_update_reproduces_the_papers_loop_with_a_cosine_actor_schedule():
     assert float(trainer.actor_optimizer.param_groups[0]["lr"]) == pytest.approx(0.0, abs=1e-9)  # cos(pi) at max_steps
 
 
+def test_fine_tuning_keeps_the_actor_lr_constant():
+    """With an online phase the actor's lr is not annealed, in either phase (the authors' fine-tuning config)."""
+    trainer = make_iql_trainer(max_steps=3, online_steps=10)
+    for step in range(1, 7):
+        trainer.update(random_batch(), step)
+    assert float(trainer.actor_optimizer.param_groups[0]["lr"]) == pytest.approx(3e-4, rel=1e-6)
+
+
 def test_checkpoint_state_round_trips_and_resumes_the_schedule(tmp_path):
     """A state saved and loaded as checkpoints are (torch.load with weights_only=True) restores every tensor and the
     actor's schedule: the next update of the copy equals the original's."""

@@ -1,0 +1,224 @@
+"""The online block (offline-to-online fine-tuning) and the transitions block's return-to-go: G by hand on a
+terminated and a truncated episode, one collected episode, the episode-by-episode schedule of utd updates per
+environment step, the mixed batch, the checkpoint of the online episodes, bad input, and runs of iql.py and cql.py
+(--calibrated) through the command line whose resume from a stop in the online phase is bit-identical."""
+
+import io
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import iql
+from conftest import tensors_of
+from test_scripts import final_weights, read_log, run
+
+GAMMA = 0.9
+
+
+def two_episodes():
+    """A 3-step episode that terminates and a 2-step one cut by a time limit (terminal 0 at its end)."""
+    return {"rewards": np.array([1.0, 2.0, 3.0, 10.0, -1.0], np.float32),
+            "terminals": np.array([0, 0, 1, 0, 0], np.float32),
+            "episode_ends": np.array([0, 0, 1, 0, 1], np.float32)}
+
+
+def test_returns_to_go_by_hand():
+    data = two_episodes()
+    expected = [1 + GAMMA * (2 + GAMMA * 3), 2 + GAMMA * 3, 3, 10 + GAMMA * -1, -1]  # nothing after either end
+    assert iql.returns_to_go(data["rewards"], data["episode_ends"], GAMMA).tolist() == pytest.approx(expected)
+
+
+def test_transitions_carry_the_return_to_go_of_the_scaled_rewards_only_when_asked():
+    data = {**two_episodes(), "observations": np.ones((5, 2), np.float32), "actions": np.zeros((5, 1), np.float32),
+            "next_observations": np.full((5, 2), 3.0, np.float32)}
+    plain = iql.transitions(data, np.ones(2, np.float32), np.full(2, 2.0, np.float32), 0.5)
+    assert "returns_to_go" not in plain and plain["next_observations"].tolist() == [[1.0, 1.0]] * 5
+    scaled = iql.transitions(data, np.ones(2, np.float32), np.full(2, 2.0, np.float32), 0.5, GAMMA)
+    unscaled = iql.returns_to_go(data["rewards"], data["episode_ends"], GAMMA)
+    assert scaled["returns_to_go"] == pytest.approx(0.5 * unscaled)
+
+
+def test_dataset_returns_to_go_follow_its_episodes(minari_root):
+    """On a Minari dataset, through flatten_episodes: G = r at each episode's last transition (Pendulum's episodes
+    end by the time limit), G_t = r_t + gamma G_{t+1} inside episodes."""
+    data = iql.flatten_episodes(iql.load_dataset("local/pendulum/medium-replay-v0"))
+    buffer, _, _ = iql.transition_buffer(data, True, True, torch.device("cpu"), gamma=GAMMA)
+    g, r, ends = (buffer.data[k].double() for k in ("returns_to_go", "rewards", "terminals"))
+    last = torch.as_tensor(data["episode_ends"]) > 0
+    assert torch.allclose(g[last], r[last]) and not ends.any()
+    inside = ~last[:-1]
+    assert torch.allclose(g[:-1][inside], (r[:-1] + GAMMA * g[1:])[inside], rtol=1e-5, atol=1e-4)
+
+
+def constant_explore(state):
+    return torch.full((state.shape[0], 1), 0.5)
+
+
+class NoTrainer:
+    """The trainer contract's smallest case: nothing to learn, a state to pass through."""
+
+    device = torch.device("cpu")
+
+    def update(self, batch, step):
+        return {}
+
+    def state_dict(self):
+        return {"weights": torch.arange(3.0)}
+
+    def load_state_dict(self, state):
+        assert torch.equal(state["weights"], torch.arange(3.0))
+
+
+def fine_tuning(minari_root, **fields):
+    config = SimpleNamespace(**{"max_steps": 10, "online_steps": 250, "online_ratio": 0.25, "utd": 2, "batch_size": 8,
+                                "gamma": GAMMA, "seed": 0, **fields})
+    dataset = iql.load_dataset("local/pendulum/medium-replay-v0")
+    data = iql.flatten_episodes(dataset)
+    buffer, mean, std = iql.transition_buffer(data, True, False, torch.device("cpu"), gamma=GAMMA)
+    return iql.FineTuning(config, dataset, NoTrainer(), buffer, constant_explore, mean, std, 0.5)
+
+
+def test_one_episode_as_the_dataset_holds_them():
+    import gymnasium as gym
+
+    env = gym.make("Pendulum-v1")
+    mean, std = torch.zeros(3), torch.ones(3)
+    episode = iql.collect_episode(env, constant_explore, mean, std, seed=3, max_length=500)
+    assert len(episode["rewards"]) == 200 and episode["episode_ends"].tolist() == [0.0] * 199 + [1.0]
+    assert not episode["terminals"].any() and (episode["actions"] == 0.5).all()  # a time limit is no terminal
+    assert np.array_equal(episode["observations"][1:], episode["next_observations"][:-1])
+    again = iql.collect_episode(env, constant_explore, mean, std, seed=3, max_length=50)  # the budget's cut
+    assert len(again["rewards"]) == 50 and again["episode_ends"][-1] == 1.0
+    assert np.array_equal(again["observations"], episode["observations"][:50])  # the seed fixes the episode
+
+
+def test_episodes_arrive_as_the_updates_use_up_their_steps(minari_root):
+    """utd 2 and a budget of 250 steps: the 200-step episode comes before online update 1, the remaining 50 (cut by the
+    budget) before update 401; 500 online updates in all, then nothing more is collected."""
+    tuning = fine_tuning(minari_root)
+    assert tuning.steps == 10 + 250 * 2
+    arrivals = []
+    for step in range(1, tuning.steps + 1):
+        before = tuning.online_buffer.size
+        tuning.periodic(step)
+        if tuning.online_buffer.size != before:
+            arrivals.append((step - 10, tuning.online_buffer.size))
+        assert tuning.counters() == {"env_steps": tuning.online_buffer.size}
+        assert tuning.online == (step > 10)
+    assert arrivals == [(1, 200), (401, 250)] and tuning.episodes == 2
+    ends = tuning.online_buffer.data["returns_to_go"][[199, 249]]
+    assert torch.equal(ends, tuning.online_buffer.data["rewards"][[199, 249]])  # G = r where an episode ends
+    assert torch.allclose(tuning.online_buffer.data["rewards"][:200], 0.5 * torch.as_tensor(
+        iql.collect_episode(tuning.env, constant_explore, torch.as_tensor(tuning.mean), torch.as_tensor(tuning.std),
+                            tuning.seed, 200)["rewards"]))  # the dataset's reward scale
+
+
+def test_mixed_batch_takes_online_ratio_from_the_online_episodes(minari_root):
+    tuning = fine_tuning(minari_root)
+    tuning.periodic(5)
+    assert tuning.sample()["rewards"].shape == (8,) and tuning.online_buffer.size == 0  # offline: the dataset only
+    tuning.periodic(11)
+    batch = tuning.sample()
+    assert set(batch) == set(tuning.buffer.data) and all(len(v) == 8 for v in batch.values())
+    online_actions = batch["actions"][-2:]  # round(0.25 * 8) = 2 rows, after the dataset's 6
+    assert (online_actions == 0.5).all() and not (batch["actions"][:6] == 0.5).all()
+
+
+def test_checkpoint_holds_the_online_episodes_and_resumes_the_schedule(minari_root):
+    tuning = fine_tuning(minari_root, online_steps=5000)
+    for step in range(1, 12):
+        tuning.periodic(step)
+    saved = io.BytesIO()
+    torch.save(tuning.state_dict(), saved)
+    assert len(saved.getvalue()) < 40_000  # the 200 transitions (8 kB), not the room for 5000 (200 kB)
+    saved.seek(0)
+    resumed = fine_tuning(minari_root, online_steps=5000)
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
+    assert resumed.episodes == 1 and resumed.online_buffer.size == 200
+    for k, v in tuning.online_buffer.data.items():
+        assert torch.equal(v, resumed.online_buffer.data[k]), k
+    resumed.periodic(12)
+    torch.manual_seed(0)
+    expected = tuning.sample()
+    torch.manual_seed(0)
+    got = resumed.sample()
+    assert all(torch.equal(v, got[k]) for k, v in expected.items())
+
+
+def test_offline_only_changes_nothing(minari_root):
+    tuning = fine_tuning(minari_root, online_steps=0)
+    assert tuning.env is None and tuning.steps == 10 and tuning.counters() == {}
+    assert list(tuning.state_dict()) == ["weights"]
+
+
+def test_an_environment_that_cannot_be_recovered_is_one_sentence():
+    class NoEnvironment:
+        spec = SimpleNamespace(dataset_id="local/none/medium-v0")
+
+        def recover_environment(self):
+            raise ValueError("the dataset has no environment spec")
+
+    with pytest.raises(SystemExit, match="^error: online_steps needs the environment of dataset 'local/none/medium-v0', "
+                                         "which cannot be recovered \\(the dataset has no environment spec\\)"):
+        iql.training_environment(NoEnvironment())
+
+
+def test_iql_explores_with_its_gaussian_clipped_to_the_bounds():
+    torch.manual_seed(0)
+    actor = iql.GaussianPolicy(3, 2, 8, max_action=1.0)
+    with torch.no_grad():
+        actor.log_std.fill_(1.0)
+    states = torch.zeros(4000, 3)
+    actions = actor.sample(states)
+    assert actions.abs().max() <= 1.0 and (actions.abs() == 1.0).any()  # std e: many draws are clipped
+    assert not torch.equal(actions[0], actions[1])
+
+
+# The same tiny budgets as tests/test_scripts.py; cql with its small networks and a short warm start.
+SMALL = {"iql": ["--hidden_dim", "64"],
+         "cql": ["--hidden_dim", "64", "--n_hidden", "2", "--num_sampled_actions", "4", "--bc_steps", "20",
+                 "--calibrated", "true"]}
+ONLINE = ["--dataset_id", "local/pendulum/medium-replay-v0", "--max_steps", "60", "--online_steps", "250",
+          "--eval_every", "100"]
+
+
+@pytest.mark.parametrize("algo", ["iql", "cql"])
+def test_online_run_evaluates_logs_env_steps_and_resumes_bit_identically(algo, minari_root, tmp_path):
+    """60 offline updates, then 250 environment steps (a 200-step episode and 50 cut by the budget); the split run
+    stops at update 150, in the middle of the first online episode's updates, and the same command resumes it."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(algo, *ONLINE, *SMALL[algo], "--checkpoints_path", str(straight), cwd=tmp_path)
+    stopped = run(algo, *ONLINE, *SMALL[algo], "--checkpoints_path", str(split), "--stop_after", "150", cwd=tmp_path)
+    assert "stopped at update 150 of 310" in stopped.stdout
+    run(algo, *ONLINE, *SMALL[algo], "--checkpoints_path", str(split), cwd=tmp_path)
+
+    log = read_log(straight)
+    evaluations = [(r["step"], r["env_steps"]) for r in log if "eval/return" in r]
+    assert evaluations == [(60, 0), (100, 200), (200, 200), (300, 250), (310, 250)]  # the switch, eval_every, the end
+    assert all("env_steps" in r for r in log)
+    drop = ("wall_time",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in read_log(split)] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in log]
+    (step_a, state_a), (step_b, state_b) = final_weights(straight), final_weights(split)
+    assert step_a == step_b == 310 and state_a["online"]["episodes"] == 2
+    b_tensors = dict(tensors_of(state_b))
+    for path, tensor in tensors_of(state_a):
+        assert torch.equal(tensor, b_tensors[path]), path
+    assert ("returns_to_go" in state_a["online"]["buffer"]) == (algo == "cql")
+    assert json.loads((straight / "finished.json").read_text())["step"] == 310
+
+
+def test_a_resume_under_other_online_fields_is_refused_and_scratch_runs(minari_root, tmp_path):
+    run_dir = tmp_path / "run"
+    run("iql", *ONLINE, *SMALL["iql"], "--checkpoints_path", str(run_dir), "--stop_after", "70", cwd=tmp_path)
+    refused = run("iql", *ONLINE, *SMALL["iql"], "--checkpoints_path", str(run_dir), "--online_ratio", "1.0",
+                  check=False, cwd=tmp_path)
+    assert refused.returncode != 0 and "online_ratio: 0.5 there, 1.0 now" in refused.stderr
+    scratch = tmp_path / "scratch"  # no offline phase, no offline batch: the online learner from scratch
+    run("cql", "--dataset_id", "local/pendulum/medium-replay-v0", "--max_steps", "0", "--online_steps", "200",
+        "--online_ratio", "1", "--cql_alpha", "0", "--bc_steps", "0", "--eval_every", "100", *SMALL["cql"][:6],
+        "--checkpoints_path", str(scratch), cwd=tmp_path)
+    assert [(r["step"], r["env_steps"]) for r in read_log(scratch) if "eval/return" in r] == [(100, 200), (200, 200)]
