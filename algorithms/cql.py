@@ -158,6 +158,16 @@ class CQLTrainer:
         penalty = lagrange_terms(alpha_prime.detach(), gap, self.cql_alpha, self.target_action_gap).sum()
         return penalty, {"alpha_prime": alpha_prime.detach()}
 
+    def regularizer(self, batch: dict[str, torch.Tensor], q_data: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The conservative penalty on the critic and its diagnostics.  update() skips it when alpha_cql = 0 without
+        Lagrange: the script is then SAC, the from-scratch learner of the fine-tuning comparison."""
+        returns_to_go = batch["returns_to_go"] if self.calibrated else None
+        logsumexp, q_random = logsumexp_q(self.critic, self.actor, batch["observations"], batch["next_observations"],
+                                          self.n, self.action_dim, returns_to_go)
+        gap = conservative_gap(logsumexp, q_data)
+        penalty, metrics = self.conservative_penalty(gap)
+        return penalty, {"cql_gap": gap.detach().mean(), "q_random": q_random.detach().mean(), **metrics}
+
     def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         states, actions = batch["observations"], batch["actions"]
         alpha = self.log_alpha.exp().detach()
@@ -167,11 +177,7 @@ class CQLTrainer:
             else:
                 y = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, self.backup_entropy)
         q_data = self.critic(states, actions)
-        returns_to_go = batch["returns_to_go"] if self.calibrated else None
-        logsumexp, q_random = logsumexp_q(self.critic, self.actor, states, batch["next_observations"], self.n,
-                                          self.action_dim, returns_to_go)
-        gap = conservative_gap(logsumexp, q_data)
-        penalty, metrics = self.conservative_penalty(gap)
+        penalty, metrics = self.regularizer(batch, q_data) if self.cql_alpha > 0 or self.lagrange else (0.0, {})
         q_loss = td_loss(q_data, y)
         self.critic_optimizer.zero_grad(set_to_none=True)
         (q_loss + penalty).backward()
@@ -192,9 +198,8 @@ class CQLTrainer:
         alpha_loss.backward()
         self.alpha_optimizer.step()
         soft_update(self.critic_target, self.critic, self.tau)
-        return {"critic_loss": q_loss.detach(), "q_target": y.mean(), "cql_gap": gap.detach().mean(),
-                "actor_loss": pi_loss.detach(), "alpha": alpha, "entropy": -log_pi.detach().mean(),
-                "q_data": q_data.detach().mean(), "q_random": q_random.detach().mean(), **metrics}
+        return {"critic_loss": q_loss.detach(), "q_target": y.mean(), "actor_loss": pi_loss.detach(), "alpha": alpha,
+                "entropy": -log_pi.detach().mean(), "q_data": q_data.detach().mean(), **metrics}
 
     def state_dict(self) -> dict:
         state = {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),

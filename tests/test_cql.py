@@ -4,6 +4,7 @@ direction, the Q-versus-return check, the behavior-cloning warm start as the aut
 training that must leave dataset actions above random ones, and the trainer contract (compiled = eager,
 exported policy, checkpoint state)."""
 
+import copy
 import math
 
 import numpy as np
@@ -375,3 +376,25 @@ def test_calibration_off_is_cql_exactly(lagrange):
         assert all(torch.equal(m[k], p[k]) for m, p in zip(metrics, plain_metrics) for k in p)
         assert all(torch.equal(w, p) for w, p in zip(weights, plain_weights))
     assert results[3][0][0]["cql_gap"] > plain_metrics[0]["cql_gap"] + 100  # the bound at 1e3 lifts logsumexp
+
+
+def test_zero_cql_alpha_without_lagrange_is_sac(monkeypatch):
+    """alpha_cql = 0 without Lagrange skips the regularizer (the from-scratch SAC learner of the fine-tuning
+    comparison): the critic takes the plain SAC step, and the penalty's sampling never runs."""
+    torch.manual_seed(0)
+    sac, batch = make_cql_trainer(cql_alpha=0.0, bc_steps=0), random_batch()
+    reference = copy.deepcopy(sac)
+    monkeypatch.setattr(cql, "logsumexp_q", lambda *args: pytest.fail("the regularizer ran"))
+    torch.manual_seed(1)
+    metrics = sac.update(batch, 1)
+    assert "cql_gap" not in metrics and "q_random" not in metrics
+    torch.manual_seed(1)  # the same a' ~ pi(.|s') in the target
+    with torch.no_grad():
+        y = cql.soft_q_target(reference.critic_target, reference.actor, batch, reference.log_alpha.exp(), GAMMA,
+                              reference.backup_entropy)
+    q_loss = cql.td_loss(reference.critic(batch["observations"], batch["actions"]), y)
+    reference.critic_optimizer.zero_grad()
+    q_loss.backward()
+    reference.critic_optimizer.step()
+    for mine, theirs in zip(sac.critic.parameters(), reference.critic.parameters()):
+        torch.testing.assert_close(mine, theirs)

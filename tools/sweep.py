@@ -9,7 +9,9 @@ A variant is a name for (script, extra flags): "bc" is bc_filtered with --frac 1
 bc_filtered with --frac 0.1, "mopo_nopen" is mopo with its uncertainty penalty off (--penalty_coef 0.0),
 "td3_nobc" is td3_bc without its BC term (--bc_coef 0.0, plain TD3), "dt_init1" is dt with the
 authors' N(0, 1) timestep embedding (--timestep_embedding_std 1.0), "cql_mean_target" is cql with the
-policy's mean next action in its target (--target_action mean, as the peer library d3rlpy does), "d3rlpy_<algo>" is the peer
+policy's mean next action in its target (--target_action mean, as the peer library d3rlpy does), "iql_o2o",
+"cql_o2o" and "calql_o2o" (Cal-QL) are fine-tuned online after their offline updates and "sac_scratch" learns
+online from nothing (each with --set online_steps=N), "d3rlpy_<algo>" is the peer
 library (tools/peer_d3rlpy.py, in its own environment), and every script in algorithms/ is a variant
 of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
 
@@ -71,6 +73,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "td3_nobc": ("td3_bc", ["--bc_coef", "0.0"]),  # no BC term: plain TD3 on the dataset (extrapolation error)
     "dt_init1": ("dt", ["--timestep_embedding_std", "1.0"]),  # the authors' N(0, 1) timestep embedding
     "cql_mean_target": ("cql", ["--target_action", "mean"]),  # a' = the policy's mean in the target (as d3rlpy)
+    # Offline-to-online fine-tuning (results/o2o.md): the online budget comes with --set online_steps=N.
+    "iql_o2o": ("iql", []),  # IQL offline, then online with its offline settings
+    "cql_o2o": ("cql", []),  # CQL offline, then online
+    "calql_o2o": ("cql", ["--calibrated", "true"]),  # Cal-QL: CQL with the return-to-go bound, offline then online
+    # SAC from scratch, the online baseline: cql.py with no offline phase, no regularizer, no dataset batch or
+    # state statistics, and the entropy term in its target (textbook SAC); no --set max_steps with it.
+    "sac_scratch": ("cql", ["--max_steps", "0", "--bc_steps", "0", "--cql_alpha", "0", "--online_ratio", "1",
+                            "--normalize_states", "false", "--backup_entropy", "true"]),
 }
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
 COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "machine.txt", "dataset.txt", "finished.json")
