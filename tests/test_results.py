@@ -262,8 +262,9 @@ def test_every_claim_passes_and_fails_on_its_intervals(tmp_path, fast_bootstrap,
     root = tmp_path / "runs"
     claim_grid(root, holds)
     found = make_results(root, tmp_path / "results", command="x")
-    assert [c.label for c in found] == ["1", "2", "3", "4", "5", "6", "7", "8", "8b"]
-    assert verdicts(found) == ["PASS" if holds else "FAIL"] * 9, [(c.verdict, c.lines) for c in found]
+    assert [c.label for c in found] == ["1", "2", "3", "4", "5", "6", "7", "8", "8b", "9", "10"]
+    offline = found[:9]  # claims 9 and 10 need fine-tuning runs: test_offline_to_online_runs_...
+    assert verdicts(offline) == ["PASS" if holds else "FAIL"] * 9, [(c.verdict, c.lines) for c in offline]
     lines = details(found)
     text = (tmp_path / "results" / "claims.md").read_text()
     if holds:
@@ -288,7 +289,7 @@ def test_every_claim_passes_and_fails_on_its_intervals(tmp_path, fast_bootstrap,
     assert all(c.reading and c.reading.endswith(".") for c in found)
     assert "| 8 | Extrapolation error" in text and "| 8b | On narrow data" in text
     # Every claim has its Reading under its heading, and the verdict is the last column of the table.
-    assert text.count("\nReading: ") == 9 and "| # | claim | reading | verdict |" in text
+    assert text.count("\nReading: ") == 11 and "| # | claim | reading | verdict |" in text
 
 
 def test_one_seed_is_shown_not_decided(tmp_path, fast_bootstrap):
@@ -336,7 +337,7 @@ def test_claims_not_run_name_what_is_missing(tmp_path, fast_bootstrap):
     write_run(root, "cql", CORE_MR, 0, {10: 30.0})  # no Q at the initial states in its log
     write_run(root, "cql", CORE_MR, 1, {10: 30.0})
     found = make_results(root, tmp_path / "results", command="x")
-    assert verdicts(found) == ["NOT RUN"] * 9
+    assert verdicts(found) == ["NOT RUN"] * 11
     lines = details(found)
     assert f"bc_10 has 1 seed on {CORE_MR} (an interval needs 2)" in lines["2"]
     assert f"bc_10 not run on {CORE_HC}" in lines["2"]
@@ -395,7 +396,7 @@ def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_
     assert f"Runs: 2 runs, made by `{cpu}`" in section and f"Reproduce: `{cpu}`" in section
     assert "IQM [95% CI], local" in section and "| # | claim | reading | verdict |" in section
     assert "| 1 | TD methods beat BC on medium-replay | Not decided yet: " in section
-    assert section.rstrip().count("| NOT RUN |") == 9  # the verdict is the last column
+    assert section.rstrip().count("| NOT RUN |") == 11  # the verdict is the last column
     assert "| 8b | TD3 without BC collapses on narrow data |" in section
     for page in ("results/scores.md", "results/peer.md", "results/published.md", "results/claims.md"):
         assert f"]({page})" in section
@@ -553,3 +554,53 @@ def test_a_rerun_on_newer_code_is_compared_with_the_older_seeds(fake_root, tmp_p
     assert f"| td3_bc | {MEDIUM_REPLAY} | 0 | 20 | 70.0 (not recorded) | 72.0 (not recorded) | 75.0 ± 5.0 (n=2) | yes |" in text
     assert f"| bc_10 | {MEDIUM_REPLAY} | 1 | 20 | 14.0 (not recorded) | 40.0 (not recorded) | 13.0 ± 1.0 (n=2) | NO |" in text
     assert "| bc |" not in text and (out / "rerun.png").stat().st_size > 0
+
+
+def write_online_run(root: Path, variant: str, dataset: str, seed: int, switch: float, online: dict,
+                     offline: int = 50, online_steps: int = 100) -> None:
+    """An offline -> online run as the scripts log it: evaluations every 10 updates, env_steps in every row, the
+    switch at max_steps (env_steps 0), finished.json at max_steps + online_steps updates (utd 1)."""
+    run_dir = root / variant / dataset / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    rows = [{"step": offline, "env_steps": 0, "eval/normalized_score": switch}] if offline else []
+    rows += [{"step": offline + env, "env_steps": env, "eval/normalized_score": score} for env, score in online.items()]
+    (run_dir / "log.jsonl").write_text("".join(json.dumps({**r, "wall_time": 0.0, "eval/return": RETURN}) + "\n"
+                                               for r in rows))
+    algo = "iql" if variant == "iql_o2o" else "cql"
+    config = {"dataset_id": dataset, "seed": seed, "max_steps": offline, "online_steps": online_steps, "utd": 1}
+    command = ["python", f"algorithms/{algo}.py", "--dataset_id", dataset, "--seed", str(seed), "--checkpoints_path",
+               f"/x/runs/bench/{variant}/{dataset}/seed{seed}", *sweep.VARIANTS[variant][1],
+               "--online_steps", str(online_steps)]
+    (run_dir / "run.json").write_text(json.dumps({"algo": algo, "config": config, "command": command}))
+    (run_dir / "finished.json").write_text(json.dumps({"step": offline + online_steps}))
+
+
+def test_offline_to_online_runs_have_their_own_page_and_decide_claims_9_and_10(fake_root, tmp_path):
+    hc = "local/halfcheetah/medium-replay-v0"
+    for dataset in (CORE_MR, hc):
+        for seed, end in ((0, 80.0), (1, 84.0)):
+            write_online_run(fake_root, "iql_o2o", dataset, seed, 70.0, {10: 65.0, 20: 68.0, 60: 75.0, 100: end})
+        for seed, end in ((0, 20.0), (1, 24.0)):
+            write_online_run(fake_root, "sac_scratch", dataset, seed, 0.0, {10: 1.0, 50: 10.0, 100: end}, offline=0)
+    for seed, worst in ((0, 30.0), (1, 32.0)):  # cql collapses by 30 and 28 points in the first fifth (20 steps)
+        write_online_run(fake_root, "cql_o2o", CORE_MR, seed, 60.0, {10: worst, 20: 50.0, 40: 10.0, 100: 70.0})
+    for seed, worst in ((0, 55.0), (1, 56.0)):  # Cal-QL by 5 and 4; the dip at 40 is past the first fifth
+        write_online_run(fake_root, "calql_o2o", CORE_MR, seed, 60.0, {10: worst, 20: 58.0, 40: 10.0, 100: 72.0})
+    out = tmp_path / "results"
+    claims = {c.label: c for c in make_results(fake_root, out)}
+    assert claims["9"].verdict == "PASS" and "+60.0" in claims["9"].reading
+    assert claims["10"].verdict == "PASS" and "+24.5" in claims["10"].reading
+    text = (out / "o2o.md").read_text()
+    assert f"| iql_o2o | {CORE_MR} | 50 | 100 | 70.0 ± 0.0 (n=2) | 82.0 ± 2.0 (n=2) | 5.0 ± 0.0 (n=2) | 0, 1 |" in text
+    assert f"| sac_scratch | {CORE_MR} | none | 100 | - | 22.0 ± 2.0 (n=2) | - | 0, 1 |" in text
+    assert f"| cql_o2o | {CORE_MR} | 50 | 100 | 60.0 ± 0.0 (n=2) | 70.0 ± 0.0 (n=2) | 29.0 ± 1.0 (n=2) | 0, 1 |" in text
+    assert (out / "o2o.png").stat().st_size > 0
+    assert "o2o" not in (out / "scores.md").read_text() and "sac_scratch" not in (out / "scores.md").read_text()
+
+
+def test_claims_9_and_10_wait_for_two_seeds_a_side(fake_root, tmp_path):
+    write_online_run(fake_root, "iql_o2o", CORE_MR, 0, 70.0, {10: 65.0, 100: 80.0})
+    claims = {c.label: c for c in make_results(fake_root, tmp_path / "results")}
+    assert claims["9"].verdict == claims["10"].verdict == "NOT RUN"
+    assert f"1 finished iql_o2o run and 0 sac_scratch runs on {CORE_MR}" in claims["9"].reading
+    assert f"0 finished cql_o2o runs and 0 calql_o2o runs on {CORE_MR}" in claims["10"].reading

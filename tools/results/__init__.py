@@ -21,10 +21,13 @@ resolved config, commit, command), machine.txt, dataset.txt and finished.json; n
   reproduce.md           the sweep commands that make the runs again, derived from each run's run.json, and the
                          same sweeps at each method's full budget on a GPU
   rerun.md, rerun.png    when --out holds rerun/ (runs made again on newer code): each beside its older seeds
+  o2o.md, o2o.png        offline-to-online fine-tuning (variants iql_o2o, cql_o2o, calql_o2o, sac_scratch): the score
+                         at the switch, through the online phase and at its end, and the initial collapse
 and, when --out is the project's results/, the README's results section (between its markers).
 Every file names the runs, the budget, the device and the date.
 
-Modules: runs (loading), stats (intervals, IQM), tables, reproduce, claims, plots, published, rerun, readme.
+Modules: runs (loading), stats (intervals, IQM), tables, reproduce, claims, plots, published, rerun, o2o,
+readme.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: sweep, p
 
 from . import stats  # noqa: E402
 from .claims import CLAIMS, Claim, check_claims, write_claims  # noqa: E402
+from .o2o import O2O, write_o2o  # noqa: E402
 from .plots import curve_datasets, plot_curves, plot_profiles  # noqa: E402
 from .published import write_published  # noqa: E402
 from .readme import readme_section, update_readme  # noqa: E402
@@ -57,12 +61,13 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
     readme: the README whose results section to rewrite (default: the project's, when out is its results/)."""
     roots = [Path(r) for r in (root if isinstance(root, (list, tuple)) else [root])]
     out = Path(out)
-    runs = load_runs(roots)
-    if not any(r.evaluations for r in runs):
+    every_run = load_runs(roots)
+    runs = [r for r in every_run if r.variant not in O2O]  # offline runs; fine-tuning has its own page, o2o.md
+    if not any(r.evaluations for r in every_run):
         raise SystemExit(f"error: no run with an evaluation under {', '.join(map(str, roots))} "
                          f"(looked for */<dataset_id>/seed*/log.jsonl).")
     out.mkdir(parents=True, exist_ok=True)
-    by_suite = {s: [r for r in runs if suite(r.dataset) == s] for s in (HEADLINE, PENDULUM)}
+    by_suite = {s: [r for r in every_run if suite(r.dataset) == s] for s in (HEADLINE, PENDULUM)}
     sweeps = {s: reproduce_sweeps(by_suite[s]) for s in by_suite}
     commands = {s: [command] if command else [w.command() for w in sweeps[s]] for s in by_suite}
     gpu = {s: gpu_commands(sweeps[s]) for s in by_suite}
@@ -82,10 +87,12 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
     caption = "\n".join(head).replace("`", "")
     plot_profiles(table, variants, out / "profiles.png", caption)
     for which, name, suite_head in ((HEADLINE, "curves.png", head), (PENDULUM, "curves-pendulum.png", pendulum_head)):
-        datasets = curve_datasets(by_suite[which], which == HEADLINE)
+        datasets = curve_datasets([r for r in by_suite[which] if r.variant not in O2O], which == HEADLINE)
         if datasets:
-            plot_curves(by_suite[which], out / name, "\n".join(suite_head).replace("`", ""), datasets)
-    claims = check_claims(table, runs)
+            plot_curves([r for r in by_suite[which] if r.variant not in O2O], out / name,
+                        "\n".join(suite_head).replace("`", ""), datasets)
+    write_o2o(every_run, head, out)
+    claims = check_claims(table, every_run)
     write_claims(claims, head, out / "claims.md")
     if (out / RERUN_DIR).is_dir():
         write_rerun(out / RERUN_DIR, runs, out, head)

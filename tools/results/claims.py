@@ -15,6 +15,7 @@ from .runs import (CORE, CORE_MEDIUM_REPLAY, HOPPER_MEDIUM_EXPERT, HOPPER_MEDIUM
                    LEGACY_DISCOUNTED_RETURN, PEERS, Q_INITIAL, TARGET_KEYS, RunRecord, dataset_name, plural,
                    steps_text)
 from .stats import MIN_SEEDS, Stat, cell, difference_interval, interval_text, mean_interval, score_table
+from .o2o import EARLY, O2O_DATASETS, claim_calibration, claim_pretraining_pays
 from .tables import CLOSE, markdown_table
 
 TD_METHODS = ["td3_bc", "iql", "cql", "bcq", "mopo", "combo"]
@@ -598,6 +599,16 @@ CLAIMS: list[tuple[str, str, str, Callable]] = [
      f"Q(s0, pi(s0)) - G has a 95% CI above {FAR:g} |G| and td3_bc - td3_nobc has a 95% CI above 0, on each; "
      f"{PREREGISTERED_SEEDS} seeds of td3_bc and td3_nobc at {steps_text(PREREGISTERED_BUDGET)} updates (stated "
      "before its runs; only runs at that budget count).", claim_narrow_extrapolation),
+    ("9", "offline pretraining pays online",
+     "Offline pretraining pays online: at the end of the online budget, iql fine-tuned from its offline policy "
+     "(iql_o2o) scores above the learner from scratch (sac_scratch) after the same online environment steps (the "
+     f"dataset's own not counted): iql_o2o - sac_scratch has a 95% CI above 0 on each of {' and '.join(O2O_DATASETS)} "
+     "(stated before its runs, issue 32).", lambda table, runs: claim_pretraining_pays(runs)),
+    ("10", "calibration reduces the initial collapse",
+     "Calibration reduces the initial collapse: the drop from the last offline evaluation to the worst evaluation in "
+     f"the first {EARLY:.0%} of the online budget is larger for cql (cql_o2o) than for Cal-QL (calql_o2o): the drop "
+     f"difference has a 95% CI above 0 on {HOPPER_MEDIUM_REPLAY} (stated before its runs, issue 32).",
+     lambda table, runs: claim_calibration(runs)),
 ]
 
 
