@@ -6,10 +6,9 @@
 #   L_pi(phi)  = -E_{(s,a)~D} [ exp( beta (Q_theta_hat(s, a) - V_psi(s)) ) log pi_phi(a|s) ]   (AWR, weight clipped)
 #
 # Q_theta_hat = min of the two target critics.  No max_a Q(s', a'): no loss queries an action outside the dataset.
-# Online fine-tuning (--online_steps; the chapter's "Offline-to-Online Fine-tuning", IQL-to-Online): the same losses
-# on mixed batches, exploring with a ~ pi_phi(.|s), with the offline settings (the paper publishes no fine-tuning
-# settings for locomotion) except the actor's cosine schedule: the authors' fine-tuning config keeps every lr
-# constant (ikostrikov/implicit_q_learning, configs/antmaze_finetune_config.py).
+# Online fine-tuning (--online_steps; the chapter's "Offline-to-Online Fine-tuning"): the same losses on mixed
+# batches, exploring with a ~ pi_phi(.|s); the offline settings (the paper gives none for locomotion fine-tuning)
+# but a constant actor lr, as the authors' fine-tuning config (implicit_q_learning, configs/antmaze_finetune_config.py).
 #
 # License: MIT (the project's LICENSE file); copy this file anywhere, keeping this line.
 
@@ -286,7 +285,7 @@ def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, norma
 
 
 # --- online: begin
-# Offline-to-online fine-tuning (the chapter's "Offline-to-Online Fine-tuning"), the same in iql.py and cql.py
+# Offline-to-online fine-tuning (the chapter's "Offline-to-Online Fine-tuning"), the same in iql, cql and td3_bc
 # (source: tools/shared/online.py).  After max_steps offline updates come online_steps environment steps with utd
 # updates per step, episode by episode as in Cal-QL's code (nakamotoo/Cal-QL, JaxCQL/conservative_sac_main.py: one
 # trajectory of the stochastic policy, then len(trajectory) * online_utd_ratio updates).  An episode enters the online

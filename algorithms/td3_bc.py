@@ -11,6 +11,8 @@
 #
 # TD3 (twin critics, target policy smoothing, delayed actor and target updates) plus one BC term,
 # and states standardized with the dataset's mean and std: the whole algorithm.
+# Online fine-tuning (--online_steps; the chapter's "Offline-to-Online Fine-tuning"): the same losses on mixed
+# batches, exploring with a = pi_phi(s) + N(0, (expl_noise max_action)^2) as TD3 does (Fujimoto et al. 2018).
 #
 # License: MIT (the project's LICENSE file); copy this file anywhere, keeping this line.
 
@@ -55,11 +57,15 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
+    online_steps: int = 0  # environment steps of fine-tuning after max_steps offline updates (0 = offline only)
+    online_ratio: float = 0.5  # share of each online batch drawn from the online episodes, the rest from the dataset
+    utd: int = 1  # updates per environment step of the online phase
     normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     alpha: float = 2.5  # alpha in lambda = alpha / mean |Q|
     bc_coef: float = 1.0  # w, weight of the BC term (the paper: 1; 0: plain TD3, the extrapolation-error ablation)
     policy_noise: float = 0.2  # sigma of the target policy smoothing noise, in units of max_action
     noise_clip: float = 0.5  # c, clip of that noise, in units of max_action
+    expl_noise: float = 0.1  # sigma of the online phase's exploration noise, in units of max_action (TD3's 0.1)
     policy_freq: int = 2  # policy delay: the actor and the targets are updated once per this many critic updates
     gamma: float = 0.99  # gamma, discount
     tau: float = 0.005  # Polyak rate of the target networks
@@ -69,7 +75,7 @@ class TrainConfig:
 
 
 # mlp, soft_update, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file;
-# EnsembleCritic and transition_buffer: the blocks right after train().
+# EnsembleCritic, transition_buffer and reward_scale, FineTuning (the online phase): the blocks right after train().
 
 
 class Actor(nn.Module):
@@ -82,6 +88,11 @@ class Actor(nn.Module):
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.max_action * torch.tanh(self.net(state))
+
+    def sample(self, state: torch.Tensor, sigma: float) -> torch.Tensor:
+        """a = pi_phi(s) + N(0, (sigma max_action)^2), clipped to the action bounds: the online phase's exploration."""
+        action = self(state)
+        return (action + sigma * self.max_action * torch.randn_like(action)).clamp(-self.max_action, self.max_action)
 
 
 def td3_target(critic_target: "EnsembleCritic", actor_target: Actor, batch: dict, gamma: float, sigma: float,
@@ -192,9 +203,12 @@ def train(config: TrainConfig) -> dict:
     trainer = TD3BCTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
     evaluate_policy = with_initial_value(make_evaluator(config, dataset, policy, mean, std, device), trainer, mean, std)
-    return fit(config, algo="td3_bc", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
-               evaluate=evaluate_policy, export=lambda path: export_policy(path, policy, mean, std),
-               extra={"state_mean": mean, "state_std": std})
+    scale = reward_scale(data, config.normalize_reward)
+    explore = lambda state: trainer.actor.sample(state, config.expl_noise)  # noqa: E731
+    tuning = FineTuning(config, dataset, trainer, buffer, explore, mean, std, scale)
+    return fit(config, algo="td3_bc", trainer=tuning, sample=tuning.sample, evaluate=evaluate_policy,
+               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std},
+               fixed=("max_steps",) if config.online_steps else (), steps=tuning.steps)
 
 
 # --- critic: begin
@@ -271,6 +285,122 @@ def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, norma
     scale = reward_scale(data, normalize_reward)
     return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
 # --- transitions: end
+
+
+# --- online: begin
+# Offline-to-online fine-tuning (the chapter's "Offline-to-Online Fine-tuning"), the same in iql, cql and td3_bc
+# (source: tools/shared/online.py).  After max_steps offline updates come online_steps environment steps with utd
+# updates per step, episode by episode as in Cal-QL's code (nakamotoo/Cal-QL, JaxCQL/conservative_sac_main.py: one
+# trajectory of the stochastic policy, then len(trajectory) * online_utd_ratio updates).  An episode enters the online
+# buffer when it ends, with its returns-to-go; a checkpoint, taken between updates, therefore always falls between
+# episodes, and a resume never restarts one midway.  Batches: online_ratio of them from the online buffer, the rest
+# from the dataset, each drawn uniformly: the fixed-ratio "symmetric sampling" of RLPD (Ball et al. 2023) that Cal-QL
+# fine-tunes with (its scripts pass --mixing_ratio=0.5), not the prioritized balanced replay of Lee et al. 2021.
+# Evaluations stay every eval_every updates (and at max_steps): eval_every <= online_steps * utd / 15 puts at least
+# three of them in the first fifth of the online phase.
+
+ONLINE_SEEDS = 20_000  # online episode i starts from env.reset(seed=seed + ONLINE_SEEDS + i); evaluations: seed + 10_000
+
+
+class OnlineBuffer:
+    """Room for online_steps transitions with the keys of the dataset's DeviceBuffer, on its device, sampled like it;
+    filled episode by episode."""
+
+    def __init__(self, like: "DeviceBuffer", capacity: int):
+        self.data = {k: torch.zeros((capacity, *v.shape[1:]), device=like.device) for k, v in like.data.items()}
+        self.size, self.device = 0, like.device
+
+    def add(self, episode: dict) -> None:
+        n = len(episode["rewards"])
+        for k, v in self.data.items():
+            v[self.size:self.size + n] = torch.as_tensor(episode[k], device=self.device)
+        self.size += n
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+
+def training_environment(dataset) -> gym.Env:
+    try:
+        return dataset.recover_environment()
+    except Exception as e:  # noqa: BLE001 - a dataset without an environment spec, or one gymnasium cannot make
+        fail(f"online_steps needs the environment of dataset {dataset.spec.dataset_id!r}, which cannot be recovered "
+             f"({' '.join(str(e).split()) or type(e).__name__}).")
+
+
+@torch.no_grad()
+def collect_episode(env: gym.Env, explore: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor,
+                    std: torch.Tensor, seed: int, max_length: int) -> dict[str, np.ndarray]:
+    """One episode of `explore` (normalized states -> sampled actions) from env.reset(seed=seed), cut after max_length
+    steps (the end of the online budget), in flatten_episodes' columns: terminals from terminations only."""
+    columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals")}
+    obs, _ = env.reset(seed=seed)
+    for _ in range(max_length):
+        state = (torch.as_tensor(obs, dtype=torch.float32, device=mean.device) - mean) / std
+        action = explore(state[None])[0].cpu().numpy()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for column, value in zip(columns.values(), (obs, action, reward, next_obs, terminated)):
+            column.append(value)
+        obs = next_obs
+        if terminated or truncated:
+            break
+    episode = {k: np.asarray(v, np.float32) for k, v in columns.items()}
+    episode["episode_ends"] = (np.arange(len(episode["rewards"])) == len(episode["rewards"]) - 1).astype(np.float32)
+    return episode
+
+
+class FineTuning:
+    """What fit() drives when online_steps > 0, around the method's trainer (whose update it runs unchanged):
+    periodic(step) collects the next episode once the online updates have used up the collected steps, sample()
+    draws the mixed batch, counters() gives env_steps, and the checkpoint adds the online episodes.  With
+    online_steps 0 it only passes the dataset's batches and the trainer's state through."""
+
+    def __init__(self, config, dataset, trainer, buffer: "DeviceBuffer",
+                 explore: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray, std: np.ndarray, scale: float):
+        self.trainer, self.update, self.device = trainer, trainer.update, trainer.device
+        self.buffer, self.online_buffer = buffer, OnlineBuffer(buffer, config.online_steps)
+        self.offline_steps, self.online_steps, self.utd = config.max_steps, config.online_steps, config.utd
+        self.steps = config.max_steps + config.online_steps * config.utd  # the run's updates
+        self.batch_size, self.online_batch = config.batch_size, round(config.online_ratio * config.batch_size)
+        self.explore, self.mean, self.std, self.scale, self.gamma = explore, mean, std, scale, config.gamma
+        self.seed, self.episodes, self.online = config.seed + ONLINE_SEEDS, 0, False
+        self.env = training_environment(dataset) if config.online_steps else None
+
+    def periodic(self, step: int) -> None:
+        self.online = step > self.offline_steps
+        if self.online and step - self.offline_steps > self.online_buffer.size * self.utd:
+            mean, std = (torch.as_tensor(x, device=self.device) for x in (self.mean, self.std))
+            episode = collect_episode(self.env, self.explore, mean, std, self.seed + self.episodes,
+                                      self.online_steps - self.online_buffer.size)
+            self.online_buffer.add(transitions(episode, self.mean, self.std, self.scale, self.gamma))
+            self.episodes += 1
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        if not self.online:
+            return self.buffer.sample(self.batch_size)
+        offline = self.buffer.sample(self.batch_size - self.online_batch)
+        online = self.online_buffer.sample(self.online_batch)
+        return {k: torch.cat([offline[k], online[k]]) for k in offline}
+
+    def counters(self) -> dict:
+        return {"env_steps": self.online_buffer.size} if self.online_steps else {}
+
+    def state_dict(self) -> dict:
+        state = self.trainer.state_dict()
+        if self.online_steps:  # clone(): a slice alone would save the whole preallocated tensor
+            buffer = {k: v[:self.online_buffer.size].clone() for k, v in self.online_buffer.data.items()}
+            state["online"] = {"episodes": self.episodes, "buffer": buffer}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        online = state.pop("online", None)
+        self.trainer.load_state_dict(state)
+        if online is not None:
+            self.episodes, self.online_buffer.size = online["episodes"], 0
+            self.online_buffer.add(online["buffer"])
+# --- online: end
 
 
 # --- shared: begin

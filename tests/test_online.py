@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import iql
+import td3_bc
 from conftest import tensors_of
 from test_scripts import final_weights, read_log, run
 
@@ -177,15 +178,25 @@ def test_iql_explores_with_its_gaussian_clipped_to_the_bounds():
     assert not torch.equal(actions[0], actions[1])
 
 
+def test_td3_bc_explores_around_its_deterministic_action():
+    torch.manual_seed(0)
+    actor = td3_bc.Actor(3, 2, 8, max_action=2.0)
+    states = torch.zeros(4000, 3)
+    with torch.no_grad():
+        noise = actor.sample(states, 0.1) - actor(states)
+    assert abs(float(noise.std()) - 0.2) < 0.01  # sigma = 0.1 max_action
+    assert float(actor.sample(states, 5.0).abs().max()) == 2.0  # clipped to the bounds
+
+
 # The same tiny budgets as tests/test_scripts.py; cql with its small networks and a short warm start.
-SMALL = {"iql": ["--hidden_dim", "64"],
+SMALL = {"iql": ["--hidden_dim", "64"], "td3_bc": ["--hidden_dim", "64"],
          "cql": ["--hidden_dim", "64", "--n_hidden", "2", "--num_sampled_actions", "4", "--bc_steps", "20",
                  "--calibrated", "true"]}
 ONLINE = ["--dataset_id", "local/pendulum/medium-replay-v0", "--max_steps", "60", "--online_steps", "250",
           "--eval_every", "100"]
 
 
-@pytest.mark.parametrize("algo", ["iql", "cql"])
+@pytest.mark.parametrize("algo", ["iql", "cql", "td3_bc"])
 def test_online_run_evaluates_logs_env_steps_and_resumes_bit_identically(algo, minari_root, tmp_path):
     """60 offline updates, then 250 environment steps (a 200-step episode and 50 cut by the budget); the split run
     stops at update 150, in the middle of the first online episode's updates, and the same command resumes it."""

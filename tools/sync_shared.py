@@ -13,7 +13,7 @@ imports above it say what a script needs at its top), and BLOCKS says which scri
   sac          the tanh-Gaussian actor and the SAC losses of cql, mopo and combo
   cql_penalty  CQL's sampled actions and importance-sampled logsumexp, in cql and combo
   dynamics     the probabilistic dynamics ensemble and model rollouts of mopo and combo
-  online       the online phase of offline-to-online fine-tuning (online buffer, episodes, mixed batch), in iql and cql
+  online       the online phase of offline-to-online fine-tuning (online buffer, episodes, mixed batch), in iql, cql, td3_bc
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ BLOCKS = {
     "sac": ("combo", "cql", "mopo"),
     "cql_penalty": ("combo", "cql"),
     "dynamics": ("combo", "mopo"),
-    "online": ("cql", "iql"),
+    "online": ("cql", "iql", "td3_bc"),
 }
 
 
