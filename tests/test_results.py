@@ -383,6 +383,8 @@ def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_
     for seed in (0, 1):
         write_run(fake_root, "iql", CORE_MR, seed, {5000: 60.0 + seed},
                   budget="--max_steps 50000 --eval_every 5000 --eval_episodes 10")
+        write_run(fake_root, "td3_nobc", CORE_MR, seed, {5000: 3.0},
+                  budget="--max_steps 50000 --eval_every 5000 --eval_episodes 10")
     readme = tmp_path / "README.md"
     readme.write_text("# title\n\nbefore\n<!-- results: begin -->\nstale table\n<!-- results: end -->\nafter\n")
     make_results(fake_root, tmp_path / "results", readme=readme)
@@ -391,9 +393,9 @@ def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_
     assert text.endswith("<!-- results: end -->\nafter\n")
     assert "stale table" not in text
     section = text[text.index("<!-- results: begin -->"):]
-    cpu = (f"python tools/sweep.py --variants iql --datasets {CORE_MR} --seeds 0 1 --workers 2 --root runs/bench "
+    cpu = (f"python tools/sweep.py --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers 2 --root runs/bench "
            "--set max_steps=50000 eval_every=5000 eval_episodes=10")
-    assert f"Runs: 2 runs, made by `{cpu}`" in section and f"Reproduce: `{cpu}`" in section
+    assert f"Runs: 4 runs, made by `{cpu}`" in section and f"Reproduce: `{cpu}`" in section
     assert "IQM [95% CI], local" in section and "| # | claim | reading | verdict |" in section
     assert "| 1 | TD methods beat BC on medium-replay | Not decided yet: " in section
     assert section.rstrip().count("| NOT RUN |") == 11  # the verdict is the last column
@@ -402,12 +404,14 @@ def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_
         assert f"]({page})" in section
     assert MEDIUM_REPLAY not in section and "Pendulum runs (the small datasets)" in section
     assert len(section.splitlines()) < 60  # a summary: the per-dataset tables live in results/
+    assert "| td3_nobc |" not in section.split("| # | claim |")[0]  # ablations: in the claims, not the aggregate
+    assert "| td3_nobc |" in (tmp_path / "results" / "scores.md").read_text()
     reproduce_md = (tmp_path / "results" / "reproduce.md").read_text()
     pendulum_sweep = (f"python tools/sweep.py --variants bc bc_10 td3_bc --datasets {MEDIUM_REPLAY} --seeds 0 1 "
                       "--workers 2 --root runs/bench --set max_steps=20 eval_every=10 eval_episodes=5")
     assert cpu in reproduce_md and pendulum_sweep in reproduce_md
-    assert (f"python tools/sweep.py --variants iql --datasets {CORE_MR} --seeds 0 1 --workers N --root runs/d4rl "
-            "--commit-dir results/runs-d4rl --set eval_episodes=10 max_steps=1000000 eval_every=5000 device=cuda"
+    assert (f"python tools/sweep.py --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers N --root "
+            "runs/d4rl --commit-dir results/runs-d4rl --set eval_episodes=10 max_steps=1000000 eval_every=5000 device=cuda"
             ) in reproduce_md
 
 

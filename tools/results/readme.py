@@ -9,6 +9,8 @@ from .claims import Claim
 from .tables import AGGREGATE_LEGEND, aggregate_table, markdown_table
 
 BEGIN, END = "<!-- results: begin -->", "<!-- results: end -->"
+# Ablations answer a claim: the claims table reads them, the aggregate of results/scores.md lists them.
+ABLATIONS = ("td3_nobc", "mopo_nopen", "dt_init1", "cql_mean_target")
 
 
 def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: list[str],
@@ -20,10 +22,11 @@ def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: li
             "[results/reproduce.md](results/reproduce.md).")
     pendulum = ("Pendulum runs (the small datasets): the Pendulum tables of [results/scores.md](results/scores.md)."
                 if pendulum_head else "No Pendulum run in the run roots.")
-    return ["## Results (MuJoCo, local D4RL-style datasets)", "", *[f"{line}  " for line in head], "",
+    return ["## Results (MuJoCo, local D4RL-style datasets)", "", " ".join(head), "",
             "Interquartile mean of the final normalized score over the core datasets and seeds, with a "
-            "stratified bootstrap 95% CI (rliable), on the local scale and on D4RL's. " + AGGREGATE_LEGEND, "",
-            *aggregate_table(agg), "",
+            "stratified bootstrap 95% CI (rliable), on the local scale and on D4RL's; the methods and the peer "
+            "library d3rlpy, the ablations in results/scores.md. " + AGGREGATE_LEGEND, "",
+            *aggregate_table({v: a for v, a in agg.items() if v not in ABLATIONS}), "",
             "Every dataset, mean ± std and n per cell: [results/scores.md](results/scores.md); ours beside the "
             "peer library d3rlpy on the same data: [results/peer.md](results/peer.md); the papers' published "
             "D4RL numbers beside ours (not directly comparable): [results/published.md](results/published.md); "
