@@ -64,10 +64,12 @@ def plot_rerun(pairs: list[tuple[RunRecord, list[RunRecord]]], path: Path) -> No
 
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 3.8), squeeze=False)
     for ax, (new, old) in zip(axes[0], pairs):
+        others = iter([(":", "0.45"), ("-.", "0.6"), ((0, (1, 3)), "0.7")] * len(old))
         for run in old:
-            label = f"older code, seed {run.seed}" + (" (same seed)" if run.seed == new.seed else "")
-            ax.plot(run.steps, [e[SCORE] for e in run.evaluations], color="0.6" if run.seed != new.seed else "0.2",
-                    linestyle="--", linewidth=1.2, label=label)
+            same = run.seed == new.seed
+            style, color = ("--", "0.1") if same else next(others)
+            ax.plot(run.steps, [e[SCORE] for e in run.evaluations], color=color, linestyle=style, linewidth=1.3,
+                    label=f"older code, seed {run.seed}" + (" (same seed)" if same else ""))
         ax.plot(new.steps, [e[SCORE] for e in new.evaluations], color="tab:red", linewidth=2,
                 label=f"rerun, seed {new.seed}")
         ax.set_title(f"{new.variant} on {new.dataset}", fontsize=9)
