@@ -74,8 +74,8 @@ class TrainConfig:
     critic_lr: float = 3e-4  # Adam learning rate of Q_theta
 
 
-# mlp, soft_update, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file;
-# EnsembleCritic, transition_buffer and reward_scale, FineTuning (the online phase): the blocks right after train().
+# mlp, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file; the blocks right
+# after train(): EnsembleCritic, soft_update, transition_buffer, reward_scale, make_evaluator, FineTuning (online).
 
 
 class Actor(nn.Module):
@@ -241,10 +241,30 @@ class EnsembleCritic(nn.Module):
         x = torch.cat([state, action], -1)
         x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
         return self.net(x).squeeze(-1)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging of a target network: theta' <- tau theta + (1 - tau) theta'."""
+    for target_param, param in zip(target.parameters(), source.parameters()):
+        target_param.lerp_(param, tau)
 # --- critic: end
 
 
 # --- transitions: begin
+class DeviceBuffer:
+    """Arrays of equal length as tensors on the training device; batch indices are drawn there too."""
+
+    def __init__(self, data: dict[str, np.ndarray], device: torch.device):
+        self.data = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in data.items()}
+        self.size = len(next(iter(self.data.values())))
+        self.device = device
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+
 def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
     """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
     if not enabled:
@@ -284,6 +304,26 @@ def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, norma
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
     return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+
+
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
+                   device: torch.device) -> Callable[[], dict]:
+    """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
+    env = dataset.recover_environment(eval_env=True)
+    mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        state = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean_t) / std_t
+        return policy(state[None])[0].cpu().numpy()
+
+    def run() -> dict:
+        episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
+        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
+
+    return run
 # --- transitions: end
 
 
@@ -405,9 +445,9 @@ class FineTuning:
 
 # --- shared: begin
 # The plumbing every script shares, byte-identical in all of them: the command line, seeding and device,
-# Minari loading and checks, normalization, the device-resident buffer, mlp and soft_update, evaluation,
-# the deployable policy, the run directory, logging, checkpoints and the training loop fit().  Its one
-# source is tools/shared/appendix.py: edit it there, then run tools/sync_shared.py.
+# Minari loading and checks, normalization, mlp, evaluation, the deployable policy, the run directory, logging,
+# checkpoints and the training loop fit().  Its one source is tools/shared/appendix.py: edit it there, then run
+# tools/sync_shared.py.
 
 EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
 MAX_MAGNITUDE = 1e6  # no observation, action or reward of these environments comes near it: a corrupt file
@@ -615,32 +655,12 @@ def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarra
     return values.mean(0).astype(np.float32), (values.std(0) + 1e-3).astype(np.float32)
 
 
-class DeviceBuffer:
-    """Arrays of equal length as tensors on the training device; batch indices are drawn there too."""
-
-    def __init__(self, data: dict[str, np.ndarray], device: torch.device):
-        self.data = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in data.items()}
-        self.size = len(next(iter(self.data.values())))
-        self.device = device
-
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
-        return {k: v[idx] for k, v in self.data.items()}
-
-
 def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
     layers, dim = [], in_dim
     for _ in range(n_hidden):
         layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
         dim = hidden_dim
     return nn.Sequential(*layers, nn.Linear(dim, out_dim))
-
-
-@torch.no_grad()
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging of a target network: theta' <- tau theta + (1 - tau) theta'."""
-    for target_param, param in zip(target.parameters(), source.parameters()):
-        target_param.lerp_(param, tau)
 
 
 def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
@@ -671,26 +691,6 @@ def normalized_score(dataset, returns: np.ndarray) -> float:
         return float(100 * np.mean(minari.get_normalized_score(dataset, returns)))
     except Exception:  # noqa: BLE001 - datasets without ref_min_score / ref_max_score
         return math.nan
-
-
-def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
-                   device: torch.device) -> Callable[[], dict]:
-    """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
-    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
-    env = dataset.recover_environment(eval_env=True)
-    mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
-
-    @torch.no_grad()
-    def act(obs: np.ndarray) -> np.ndarray:
-        state = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean_t) / std_t
-        return policy(state[None])[0].cpu().numpy()
-
-    def run() -> dict:
-        episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
-        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
-                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
-
-    return run
 
 
 class DeployablePolicy(nn.Module):

@@ -8,8 +8,8 @@ A block is the text from `# --- <name>: begin` to `# --- <name>: end`. Its sourc
 tools/shared/<name>.py, the appendix's tools/shared/appendix.py (the block is the part of that file between the same markers; the file's
 imports above it say what a script needs at its top), and BLOCKS says which scripts carry it:
   shared       the appendix of every script (../shared/DESIGN.md, "Anatomy", point 6)
-  transitions  the transition buffer with reward scaling, in every script that samples transitions
-  critic       the stacked ensemble of Q networks, in the scripts with a critic
+  transitions  DeviceBuffer, reward scaling, returns-to-go, make_evaluator: the scripts that learn from transitions
+  critic       the stacked ensemble of Q networks and soft_update, in the scripts with a critic
   sac          the tanh-Gaussian actor and the SAC losses of cql, mopo and combo
   cql_penalty  CQL's sampled actions and importance-sampled logsumexp, in cql and combo
   dynamics     the probabilistic dynamics ensemble and model rollouts of mopo and combo

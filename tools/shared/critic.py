@@ -1,5 +1,6 @@
-"""Canonical source of the `critic` block: Q_1..Q_n as one module with stacked weights, in every
-script with a critic (tools/sync_shared.py lists them). Edit here, then run `python tools/sync_shared.py`."""
+"""Canonical source of the `critic` block: Q_1..Q_n as one module with stacked weights, and soft_update, the
+Polyak averaging of target networks, in every script with a critic (tools/sync_shared.py lists them). Edit here,
+then run `python tools/sync_shared.py`."""
 
 import math
 
@@ -36,4 +37,11 @@ class EnsembleCritic(nn.Module):
         x = torch.cat([state, action], -1)
         x = x.unsqueeze(0).expand(self.n, *x.shape) if x.dim() == 2 else x
         return self.net(x).squeeze(-1)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging of a target network: theta' <- tau theta + (1 - tau) theta'."""
+    for target_param, param in zip(target.parameters(), source.parameters()):
+        target_param.lerp_(param, tau)
 # --- critic: end

@@ -1,13 +1,29 @@
-"""Canonical source of the `transitions` block: the dataset as (s, a, r, s', done) on the device,
-with the state statistics and the reward scaling, for every script that samples transitions
-(tools/sync_shared.py lists them). Edit here, then run `python tools/sync_shared.py`."""
+"""Canonical source of the `transitions` block: the dataset as (s, a, r, s', done) on the device (DeviceBuffer),
+with the state statistics, the reward scaling and the returns-to-go, and the evaluation of a policy that acts from
+one state, for every script that learns from single transitions (tools/sync_shared.py lists them; dt, which
+learns from trajectories, has its own).  It uses state_statistics, evaluate and normalized_score from the appendix.
+Edit here, then run `python tools/sync_shared.py`."""
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 # --- transitions: begin
+class DeviceBuffer:
+    """Arrays of equal length as tensors on the training device; batch indices are drawn there too."""
+
+    def __init__(self, data: dict[str, np.ndarray], device: torch.device):
+        self.data = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in data.items()}
+        self.size = len(next(iter(self.data.values())))
+        self.device = device
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+
 def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
     """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
     if not enabled:
@@ -47,4 +63,24 @@ def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, norma
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
     return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+
+
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
+                   device: torch.device) -> Callable[[], dict]:
+    """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
+    env = dataset.recover_environment(eval_env=True)
+    mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        state = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean_t) / std_t
+        return policy(state[None])[0].cpu().numpy()
+
+    def run() -> dict:
+        episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
+        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
+
+    return run
 # --- transitions: end
