@@ -113,12 +113,15 @@ def claim_pretraining_pays(runs: list[RunRecord]) -> tuple[str, list[str], str]:
         results.append(ok)
         lines.append(line)
         if numbers:
-            diffs.append(f"{numbers[0]:+.1f} on {dataset_name(dataset)}")
+            seeds = min(len(cells[("iql_o2o", dataset)]), len(cells[("sac_scratch", dataset)]))
+            diffs.append(f"{numbers[0]:+.1f} {interval_text(numbers[1], numbers[2])} on {dataset_name(dataset)} "
+                         f"with {plural(seeds, 'seed')} a side")
     verdict = "FAIL" if False in results else "NOT RUN" if None in results else "PASS"
-    reading = {"PASS": f"Supported: offline pretraining leads SAC from scratch by {' and '.join(diffs)} points after "
-                       "the same online environment steps.",
-               "FAIL": f"Not supported at this budget ({', '.join(diffs)}): pretraining did not give IQL a lead "
-                       "over SAC from scratch that the intervals can tell apart from 0 on every dataset.",
+    missing = f"; {not_decided(lines)[0].lower()}{not_decided(lines)[1:-1]}" if None in results else ""
+    reading = {"PASS": f"Supported: offline pretraining leads SAC from scratch by {' and '.join(diffs)} after the "
+                       "same online environment steps.",
+               "FAIL": f"Not supported at this budget: iql_o2o - sac_scratch = {', '.join(diffs)}: the interval "
+                       f"does not lie above 0{missing}.",
                "NOT RUN": not_decided(lines)}[verdict]
     return verdict, lines, reading
 
