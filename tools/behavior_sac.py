@@ -215,8 +215,9 @@ class SAC:
         self.alpha_opt.zero_grad()
         alpha_loss.backward()
         self.alpha_opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), s.tau)
+        with torch.no_grad():  # Polyak averaging: theta' <- tau theta + (1 - tau) theta'
+            for target_param, param in zip(self.critic_target.parameters(), self.critic.parameters()):
+                target_param.lerp_(param, s.tau)
 
     def state_dict(self) -> dict:
         return {
