@@ -81,6 +81,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # state statistics, and the entropy term in its target (textbook SAC); no --set max_steps with it.
     "sac_scratch": ("cql", ["--max_steps", "0", "--bc_steps", "0", "--cql_alpha", "0", "--online_ratio", "1",
                             "--normalize_states", "false", "--backup_entropy", "true"]),
+    # Half the papers' 1M updates (issue 33): their own names keep them apart from the 50k runs of a seed.
+    **{f"{name}_500k": (script, [*flags, "--max_steps", "500000", "--eval_every", "10000"])
+       for name, (script, flags) in {"td3_bc": ("td3_bc", []), "iql": ("iql", []), "awr": ("awr", []),
+                                     "bc_10": ("bc_filtered", ["--frac", "0.1"])}.items()},
 }
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
 COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "machine.txt", "dataset.txt", "finished.json")
