@@ -184,10 +184,12 @@ def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, norma
     return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
 
 
-def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
-                   device: torch.device) -> Callable[[], dict]:
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
+                   q_initial: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Callable[[], dict]:
     """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
-    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode.  With
+    q_initial (normalized states -> the critic's Q(s, pi(s))), also its mean over the episodes' initial states:
+    the critic's own estimate of the discounted_return beside it (extrapolation error)."""
     env = dataset.recover_environment(eval_env=True)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
@@ -198,8 +200,13 @@ def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np
 
     def run() -> dict:
         episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
-        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
-                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
+        result = {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                  "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
+        if q_initial is not None:
+            with torch.no_grad():
+                states = (torch.as_tensor(episodes["initial_states"], device=device) - mean_t) / std_t
+                result["q_initial"] = q_initial(states).mean()
+        return result
 
     return run
 # --- transitions: end

@@ -6,11 +6,9 @@
 #   actor:   pi = argmax_pi E_{(s,a)~D} [ lambda Q_1(s, pi(s)) - w (pi(s) - a)^2 ],
 #            lambda = alpha / ( (1/N) sum_{(s_i,a_i)} |Q(s_i, a_i)| ),  w = 1 in the paper
 #
-# With w = 0 (bc_coef 0) this is TD3 on a fixed dataset, the chapter's extrapolation-error example:
-# evaluation logs Q_1(s0, pi(s0)) at the episodes' initial states beside their discounted return.
-#
-# TD3 (twin critics, target policy smoothing, delayed actor and target updates) plus one BC term,
-# and states standardized with the dataset's mean and std: the whole algorithm.
+# TD3 (twin critics, target policy smoothing, delayed actor and target updates) plus one BC term, states
+# standardized: the whole algorithm.  With w = 0 (bc_coef 0), TD3 on a fixed dataset, the chapter's extrapolation-
+# error example: evaluation logs Q_1(s0, pi(s0)) at the initial states beside their discounted return.
 # Online fine-tuning (--online_steps; the chapter's "Offline-to-Online Fine-tuning"): the same losses on mixed
 # batches, exploring with a = pi_phi(s) + N(0, (expl_noise max_action)^2) as TD3 does (Fujimoto et al. 2018).
 #
@@ -134,9 +132,9 @@ class TD3BCTrainer:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), config.actor_lr, foreach=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), config.critic_lr, foreach=True)
-        self.alpha, self.bc_coef, self.max_action = config.alpha, config.bc_coef, max_action
-        self.sigma, self.c = config.policy_noise * max_action, config.noise_clip * max_action
-        self.policy_freq, self.gamma, self.tau = config.policy_freq, config.gamma, config.tau
+        self.alpha, self.bc_coef, self.policy_freq = config.alpha, config.bc_coef, config.policy_freq
+        self.max_action, self.sigma, self.c = max_action, config.policy_noise * max_action, config.noise_clip * max_action
+        self.gamma, self.tau = config.gamma, config.tau
 
     def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         states = batch["observations"]
@@ -175,22 +173,6 @@ class TD3BCTrainer:
         """Normalized states -> deterministic actions: what evaluation runs and policy.pt2 exports."""
         return self.actor
 
-    @torch.no_grad()
-    def initial_value(self, states: torch.Tensor) -> torch.Tensor:
-        """E_{s0} Q_1(s0, pi(s0)): the critic's own estimate of the policy's discounted return."""
-        return self.critic(states, self.actor(states))[0].mean()
-
-
-def with_initial_value(evaluate: Callable[[], dict], trainer: TD3BCTrainer, mean: np.ndarray,
-                       std: np.ndarray) -> Callable[[], dict]:
-    """The evaluation plus q_initial, Q at its episodes' initial states, to set beside discounted_return."""
-    def run() -> dict:
-        result = evaluate()
-        states = torch.as_tensor((result["episodes"]["initial_states"] - mean) / std, device=trainer.device)
-        return {**result, "q_initial": trainer.initial_value(states)}
-
-    return run
-
 
 def train(config: TrainConfig) -> dict:
     set_seed(config.seed)
@@ -202,7 +184,8 @@ def train(config: TrainConfig) -> dict:
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
     trainer = TD3BCTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
-    evaluate_policy = with_initial_value(make_evaluator(config, dataset, policy, mean, std, device), trainer, mean, std)
+    q_initial = lambda states: trainer.critic(states, trainer.actor(states))[0]  # noqa: E731 - Q_1(s, pi(s))
+    evaluate_policy = make_evaluator(config, dataset, policy, mean, std, device, q_initial)
     scale = reward_scale(data, config.normalize_reward)
     explore = lambda state: trainer.actor.sample(state, config.expl_noise)  # noqa: E731
     tuning = FineTuning(config, dataset, trainer, buffer, explore, mean, std, scale)
@@ -306,10 +289,12 @@ def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, norma
     return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
 
 
-def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray,
-                   device: torch.device) -> Callable[[], dict]:
+def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
+                   q_initial: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Callable[[], dict]:
     """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
-    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode."""
+    run() returns the logged metrics and, under "episodes", what evaluate() measured per episode.  With
+    q_initial (normalized states -> the critic's Q(s, pi(s))), also its mean over the episodes' initial states:
+    the critic's own estimate of the discounted_return beside it (extrapolation error)."""
     env = dataset.recover_environment(eval_env=True)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
@@ -320,8 +305,13 @@ def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np
 
     def run() -> dict:
         episodes = evaluate(env, act, config.eval_episodes, seed=config.seed + 10_000)
-        return {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
-                "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
+        result = {"return": episodes["returns"].mean(), "discounted_return": episodes["discounted_returns"].mean(),
+                  "normalized_score": normalized_score(dataset, episodes["returns"]), "episodes": episodes}
+        if q_initial is not None:
+            with torch.no_grad():
+                states = (torch.as_tensor(episodes["initial_states"], device=device) - mean_t) / std_t
+                result["q_initial"] = q_initial(states).mean()
+        return result
 
     return run
 # --- transitions: end

@@ -2,6 +2,7 @@
 dataset, an evaluation, a checkpoint, and a resume that continues exactly where it stopped."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -283,3 +284,5 @@ def test_a_script_copied_alone_into_an_empty_directory_runs(minari_root, tmp_pat
     run_dir = tmp_path / "runs" / "td3_bc" / "local" / "pendulum" / "medium-replay-v0" / "seed0"
     assert json.loads((run_dir / "run.json").read_text())["config"]["max_steps"] == 20
     assert (run_dir / "finished.json").exists() and (run_dir / "policy.pt2").exists()
+    evaluations = [row for row in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "eval/return" in row]
+    assert evaluations and all(math.isfinite(row["eval/q_initial"]) for row in evaluations)  # Q_1(s0, pi(s0))
