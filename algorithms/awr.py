@@ -757,7 +757,7 @@ def save_checkpoint(path: Path, step: int, trainer, config, extra: dict, wall_ti
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
     """The checkpoint's tensors and plain values; a file holding anything else (objects whose loading
-    could run code, or a checkpoint of the format before 2026-12-02) is refused."""
+    could run code, as checkpoints of the older, pickled format do) is refused."""
     if not path.exists():
         fail(f"no checkpoint at {path}.")
     try:

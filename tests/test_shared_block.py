@@ -114,3 +114,10 @@ def test_two_methods_diff_in_what_differs(tmp_path):
     out = subprocess.run(["diff", str(tmp_path / "td3_bc"), str(tmp_path / "iql")], capture_output=True, text=True).stdout
     changed = sum(line.startswith(("<", ">")) for line in out.splitlines())
     assert changed <= 160, f"the method parts of td3_bc and iql differ in {changed} lines"
+
+
+def test_no_dated_comments():
+    """Issue 29: what changed when is CHANGELOG.md's business; a copied script carries no dated comment."""
+    for path in [*SCRIPTS, *(ROOT / "tools" / "shared").glob("*.py")]:
+        dated = re.findall(r"#.*\b20\d\d-\d\d-\d\d\b|\"\"\"[^\"]*\b20\d\d-\d\d-\d\d\b", path.read_text())
+        assert not dated, f"{path.name}: {dated[0][:80]}"
