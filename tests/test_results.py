@@ -13,7 +13,7 @@ import migrate_run_json
 import peer_d3rlpy
 import sweep
 from results import claims as claims_module
-from results import make_results, plots, published, reproduce, runs as runs_module, stats
+from results import make_results, plots, published, readme, reproduce, runs as runs_module, stats
 
 MEDIUM_REPLAY = "local/pendulum/medium-replay-v0"
 CORE_MR, CORE_HC, CORE_ME = runs_module.CORE
@@ -608,3 +608,39 @@ def test_claims_9_and_10_wait_for_two_seeds_a_side(fake_root, tmp_path):
     assert claims["9"].verdict == claims["10"].verdict == "NOT RUN"
     assert f"1 finished iql_o2o run and 0 sac_scratch runs on {CORE_MR}" in claims["9"].reading
     assert f"0 finished cql_o2o runs and 0 calql_o2o runs on {CORE_MR}" in claims["10"].reading
+
+
+def test_claim_9_reading_names_where_it_holds_and_where_not(fake_root, tmp_path):
+    """One dataset above 0, the other not: FAIL, and the reading says which is which."""
+    hc = "local/halfcheetah/medium-replay-v0"
+    for dataset, ends in ((CORE_MR, (90.0, 10.0)), (hc, (80.0, 84.0))):  # Hopper's seeds spread across 0
+        for seed, end in enumerate(ends):
+            write_online_run(fake_root, "iql_o2o", dataset, seed, 70.0, {10: 65.0, 100: end})
+        for seed, end in ((0, 20.0), (1, 24.0)):
+            write_online_run(fake_root, "sac_scratch", dataset, seed, 0.0, {10: 1.0, 100: end}, offline=0)
+    claim = {c.label: c for c in make_results(fake_root, tmp_path / "results")}["9"]
+    assert claim.verdict == "FAIL"
+    assert claim.reading.startswith("Holds on HalfCheetah medium-replay (+60.0 ")
+    assert "not supported at this budget: iql_o2o - sac_scratch = +28.0 " in claim.reading
+    assert claim.reading.endswith("on Hopper medium-replay, an interval that does not lie above 0.")
+
+
+def test_half_budget_runs_stand_beside_the_published_numbers_not_in_the_readme_aggregate(tmp_path, fast_bootstrap):
+    """Issue 33: a 500k-update run (td3_bc_500k) is shown beside the 50k runs of its method in published.md, and
+    stays out of the README's aggregate (it runs on two datasets, not the core three)."""
+    root = tmp_path / "runs"
+    write_run(root, "td3_bc", CORE_MR, 0, {50000: 20.0}, budget="--max_steps 50000")
+    write_run(root, "td3_bc_500k", CORE_MR, 0, {500000: 40.0}, budget="--max_steps 500000")
+    table_csv = tmp_path / "published.csv"
+    with open(table_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "env", "dataset", "score", "std", "seeds", "budget_updates", "dataset_version",
+                         "source"])
+        writer.writerow(["td3_bc", "hopper", "medium-replay", "60.9", "", "", "1000000", "v2", "Some et al. 2022"])
+    out = tmp_path / "results"
+    out.mkdir()
+    published.write_published(stats.score_table(runs_module.load_runs([root])), ["head"], out, table_csv)
+    row = next(line for line in (out / "published.md").read_text().splitlines() if line.startswith("| Hopper"))
+    assert row.endswith("| 20.0 ± 0.0; 40.0 ± 0.0 | 1, 50k; 1, 500k | 5%; 50% |"), row
+    section = readme.readme_section(["head"], {"td3_bc": {"note": "x"}, "td3_bc_500k": {"note": "y"}}, [], ["c"], [])
+    assert any("| td3_bc |" in line for line in section) and not any("td3_bc_500k" in line for line in section)

@@ -106,7 +106,7 @@ def not_decided(lines: list[str]) -> str:
 
 def claim_pretraining_pays(runs: list[RunRecord]) -> tuple[str, list[str], str]:
     """Claim 9: iql_o2o's final score minus sac_scratch's, at the same online budget, above 0 on each dataset."""
-    cells, results, lines, diffs = o2o_runs(runs), [], [], []
+    cells, results, lines, diffs = o2o_runs(runs), [], [], {}
     for dataset in O2O_DATASETS:
         ok, line, numbers = comparison(cells, "iql_o2o", "sac_scratch", dataset, "score at the end of the online "
                                        "budget", lambda o: o.final)
@@ -114,14 +114,17 @@ def claim_pretraining_pays(runs: list[RunRecord]) -> tuple[str, list[str], str]:
         lines.append(line)
         if numbers:
             seeds = min(len(cells[("iql_o2o", dataset)]), len(cells[("sac_scratch", dataset)]))
-            diffs.append(f"{numbers[0]:+.1f} {interval_text(numbers[1], numbers[2])} on {dataset_name(dataset)} "
-                         f"with {plural(seeds, 'seed')} a side")
+            diffs[dataset] = (ok, dataset_name(dataset), f"{numbers[0]:+.1f} {interval_text(numbers[1], numbers[2])} "
+                                                         f"with {plural(seeds, 'seed')} a side")
     verdict = "FAIL" if False in results else "NOT RUN" if None in results else "PASS"
     missing = f"; {not_decided(lines)[0].lower()}{not_decided(lines)[1:-1]}" if None in results else ""
-    reading = {"PASS": f"Supported: offline pretraining leads SAC from scratch by {' and '.join(diffs)} after the "
+    held = [f"{name} ({text})" for ok, name, text in diffs.values() if ok]
+    failed = [f"{text} on {name}" for ok, name, text in diffs.values() if not ok]
+    reading = {"PASS": f"Supported: offline pretraining leads SAC from scratch on {' and '.join(held)} after the "
                        "same online environment steps.",
-               "FAIL": f"Not supported at this budget: iql_o2o - sac_scratch = {', '.join(diffs)}: the interval "
-                       f"does not lie above 0{missing}.",
+               "FAIL": (f"Holds on {' and '.join(held)}; not" if held else "Not") + " supported at this budget: "
+                       f"iql_o2o - sac_scratch = {' and '.join(failed)}, "
+                       f"{'an interval that does' if len(failed) == 1 else 'intervals that do'} not lie above 0{missing}.",
                "NOT RUN": not_decided(lines)}[verdict]
     return verdict, lines, reading
 

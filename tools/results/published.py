@@ -8,7 +8,7 @@ import csv
 from pathlib import Path
 from typing import Optional
 
-from .runs import ENV_NAMES, KIND_ORDER, PROJECT, d4rl_citation, steps_text, variant_key
+from .runs import ENV_NAMES, HALF_BUDGET, KIND_ORDER, PROJECT, d4rl_citation, steps_text, variant_key
 from .stats import Stat, cell
 from .tables import markdown_table
 
@@ -39,7 +39,8 @@ def write_published(table, head: list[str], out: Path, path: Path = PUBLISHED) -
              "local datasets of this project (tools/make_datasets.py: its own SAC behavior policies, other sizes; "
              "results/datasets.md), and our budgets are a small fraction of theirs (the column 'ours / their "
              "updates'). They place our numbers, they do not rank them. Ours: the final normalized score of our "
-             "variant of the same name on local/<env>/<kind>-v0, mean ± std over seeds, on the local scale (100 = "
+             "variant of the same name on local/<env>/<kind>-v0 (then, after \"; \", of its 500k-update variant "
+             "where that ran), mean ± std over seeds, on the local scale (100 = "
              "this project's SAC expert) and on D4RL's scale (the same returns normalized by D4RL's reference "
              "returns, the scale of the published numbers); \"not run\" where we have no run. Published: score ± std "
              "as the source prints it, its seeds and updates when stated (\"-\": not stated), the D4RL dataset "
@@ -52,15 +53,19 @@ def write_published(table, head: list[str], out: Path, path: Path = PUBLISHED) -
                                  KIND_ORDER.index(r["dataset"]) if r["dataset"] in KIND_ORDER else 9))
         body = []
         for r in mine:
-            ours = cell(table, method, f"local/{r['env']}/{r['dataset']}-v0")
+            dataset = f"local/{r['env']}/{r['dataset']}-v0"
+            # Ours at the benchmark's budget, then its 500k-update variant where it ran: "; " between them.
+            found = [s for s in (cell(table, v, dataset) for v in (method, f"{method}{HALF_BUDGET}")) if s is not None]
             published = f"{float(r['score']):.1f}" + (f" ± {float(r['std']):.1f}" if r["std"] else "")
             body.append([ENV_NAMES.get(r["env"], r["env"]), r["dataset"], published, r["seeds"] or "-",
                          steps_text(int(r["budget_updates"])) if r["budget_updates"] else "-", r["dataset_version"],
                          f"{source_label(r['source'])} [{note[r['source']]}]",
-                         f"{ours.d4rl_mean:.1f} ± {ours.d4rl_std:.1f}" if ours and ours.has_d4rl else
-                         ("not run" if ours is None else "-"),
-                         f"{ours.mean:.1f} ± {ours.std:.1f}" if ours else "not run",
-                         f"{ours.n}, {ours.budget_text()}" if ours else "-", budget_fraction(ours, r["budget_updates"])])
+                         "; ".join(f"{s.d4rl_mean:.1f} ± {s.d4rl_std:.1f}" if s.has_d4rl else "-" for s in found)
+                         or "not run",
+                         "; ".join(f"{s.mean:.1f} ± {s.std:.1f}" for s in found) or "not run",
+                         "; ".join(f"{s.n}, {s.budget_text()}" for s in found) or "-",
+                         "; ".join(budget_fraction(s, r["budget_updates"]) for s in found)
+                         if r["budget_updates"] and found else "-"])
         lines += ["", f"## {method}", "", *markdown_table(
             ["env", "dataset", "published", "seeds", "updates", "D4RL data", "source", "ours, D4RL scale",
              "ours, local scale", "ours: seeds, updates", "ours / their updates"], body)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .claims import Claim
+from .runs import HALF_BUDGET
 from .tables import AGGREGATE_LEGEND, aggregate_table, markdown_table
 
 BEGIN, END = "<!-- results: begin -->", "<!-- results: end -->"
@@ -25,8 +26,8 @@ def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: li
     return ["## Results (MuJoCo, local D4RL-style datasets)", "", " ".join(head), "",
             "Interquartile mean of the final normalized score over the core datasets and seeds, with a "
             "stratified bootstrap 95% CI (rliable), on the local scale and on D4RL's; the methods and the peer "
-            "library d3rlpy, the ablations in results/scores.md. " + AGGREGATE_LEGEND, "",
-            *aggregate_table({v: a for v, a in agg.items() if v not in ABLATIONS}), "",
+            "library d3rlpy, the ablations and the 500k-update runs in results/scores.md. " + AGGREGATE_LEGEND, "",
+            *aggregate_table({v: a for v, a in agg.items() if v not in ABLATIONS and not v.endswith(HALF_BUDGET)}), "",
             "Every dataset, mean ± std and n per cell: [results/scores.md](results/scores.md); ours beside the "
             "peer library d3rlpy on the same data: [results/peer.md](results/peer.md); the papers' published "
             "D4RL numbers beside ours (not directly comparable): [results/published.md](results/published.md); "
