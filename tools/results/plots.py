@@ -30,6 +30,10 @@ FAMILIES = [("BC, %BC and AWR", ["bc", "bc_10", "bc_filtered", "awr"]),
             ("BCQ and CQL", ["bcq", "cql", "cql_mean_target"]),
             ("DT and the model-based methods", ["dt", "dt_init1", "mopo", "mopo_nopen", "combo"])]
 LONGER = re.compile(r"_(\d+)k$")
+# A panel with a longer-budget variant whose curves end LOG_X_SPAN or more times apart (a 500k run beside 50k
+# ones) gets a logarithmic x axis, so that the shorter curves keep their width; its ticks are these.
+LOG_X_SPAN = 5
+LOG_X_TICKS = [1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]
 
 
 def method_of(variant: str) -> str:
@@ -83,11 +87,11 @@ def plot_curves(runs: list[RunRecord], path: Path, caption: str, datasets: list[
     cols = max(1, len(datasets))
     fig, axes = plt.subplots(max(1, len(rows)), cols, figsize=(4.6 * cols + 2.4, 3.0 * max(1, len(rows))),
                              squeeze=False)
-    clipped = []
+    clipped, logarithmic = [], []
     for row, (title, variants) in enumerate(rows):
         for col, dataset in enumerate(datasets):
             ax = axes[row][col]
-            drawn = 0
+            drawn, finals = 0, []
             for variant in variants:
                 by_step: dict[int, list[float]] = {}
                 for run in mine:
@@ -104,6 +108,7 @@ def plot_curves(runs: list[RunRecord], path: Path, caption: str, datasets: list[
                     clipped.append(f"{variant} on {dataset}")
                 ax.plot(steps, mean, style_of(variant), color=color_of(variant), label=label_of(variant), lw=1.6)
                 drawn += 1
+                finals.append((steps[0], steps[-1], bool(LONGER.search(variant))))
                 ax.fill_between(steps, np.clip(mean - std, *Y_RANGE), np.clip(mean + std, *Y_RANGE),
                                 color=color_of(variant), alpha=0.15, lw=0)
             ax.set_ylim(*Y_RANGE)
@@ -112,6 +117,13 @@ def plot_curves(runs: list[RunRecord], path: Path, caption: str, datasets: list[
                 ax.text(0.5, 0.5, "no run of these variants", ha="center", va="center", transform=ax.transAxes,
                         fontsize=9, color="0.4")
                 ax.set_xticks([])
+            ends = [end for _, end, _ in finals]
+            if any(longer for *_, longer in finals) and max(ends) >= LOG_X_SPAN * min(ends):
+                first = min(start for start, *_ in finals)
+                ax.set_xscale("log")
+                ax.set_xticks([t for t in LOG_X_TICKS if first <= t <= max(ends)])
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                logarithmic.append(dataset)
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
                 lambda x, _: f"{x / 1000:g}k" if x else "0"))
             if row == 0:
@@ -125,7 +137,9 @@ def plot_curves(runs: list[RunRecord], path: Path, caption: str, datasets: list[
                              frameon=False)
     note = ("Lines: mean over seeds; bands: ± std over seeds (seeds and budget of every cell: results/scores.md); "
             "solid: ours, dashed: the peer d3rlpy, dotted: a longer-budget variant. "
-            f"Y axis fixed at {Y_RANGE[0]:g} to {Y_RANGE[1]:g}"
+            + (f"X axis logarithmic where a longer budget is drawn ({', '.join(sorted(set(logarithmic)))}). "
+               if logarithmic else "")
+            + f"Y axis fixed at {Y_RANGE[0]:g} to {Y_RANGE[1]:g}"
             + (f"; out of range, clipped: {', '.join(clipped)}." if clipped else "."))
     finish_figure(fig, caption + "\n" + note, 4.6 * cols + 2.4, 3.0 * max(1, len(rows)), path)
 
