@@ -113,9 +113,11 @@ def claim_pretraining_pays(runs: list[RunRecord]) -> tuple[str, list[str], str]:
         results.append(ok)
         lines.append(line)
         if numbers:
-            seeds = min(len(cells[("iql_o2o", dataset)]), len(cells[("sac_scratch", dataset)]))
+            n_tuned, n_scratch = len(cells[("iql_o2o", dataset)]), len(cells[("sac_scratch", dataset)])
+            seeds = (f"{plural(n_tuned, 'seed')} a side" if n_tuned == n_scratch else
+                     f"{n_tuned} iql_o2o and {n_scratch} sac_scratch seeds")
             diffs[dataset] = (ok, dataset_name(dataset), f"{numbers[0]:+.1f} {interval_text(numbers[1], numbers[2])} "
-                                                         f"with {plural(seeds, 'seed')} a side")
+                                                         f"with {seeds}")
     verdict = "FAIL" if False in results else "NOT RUN" if None in results else "PASS"
     missing = f"; {not_decided(lines)[0].lower()}{not_decided(lines)[1:-1]}" if None in results else ""
     held = [f"{name} ({text})" for ok, name, text in diffs.values() if ok]
