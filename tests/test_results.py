@@ -602,6 +602,20 @@ def test_offline_to_online_runs_have_their_own_page_and_decide_claims_9_and_10(f
     assert "o2o" not in (out / "scores.md").read_text() and "sac_scratch" not in (out / "scores.md").read_text()
 
 
+def test_o2o_curves_keep_the_offline_phase_left_of_the_switch(fake_root):
+    """o2o.png draws a run whole: offline evaluations at x = updates - max_steps (<= 0), online ones at env steps."""
+    from results import o2o
+
+    write_online_run(fake_root, "cql_o2o", CORE_MR, 0, 60.0, {10: 30.0, 100: 70.0})
+    run_dir = fake_root / "cql_o2o" / CORE_MR / "seed0"
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    early = {"step": 20, "env_steps": 0, "eval/normalized_score": 5.0, "wall_time": 0.0, "eval/return": RETURN}
+    (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [early, *rows]))
+    (view,) = o2o.o2o_runs(runs_module.load_runs([fake_root]))[("cql_o2o", CORE_MR)]
+    assert view.points == ([-30, 0, 10, 100], [5.0, 60.0, 30.0, 70.0])
+    assert view.switch == 60.0 and view.drop == 30.0
+
+
 def test_claims_9_and_10_wait_for_two_seeds_a_side(fake_root, tmp_path):
     write_online_run(fake_root, "iql_o2o", CORE_MR, 0, 70.0, {10: 65.0, 100: 80.0})
     claims = {c.label: c for c in make_results(fake_root, tmp_path / "results")}

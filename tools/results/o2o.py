@@ -29,6 +29,7 @@ class Online:
     online_steps: int
     switch: Optional[float]
     curve: list[tuple[int, float]]
+    offline_curve: list[tuple[int, float]]  # (updates - max_steps, score) of the offline evaluations: x <= 0
 
     @property
     def final(self) -> float:
@@ -46,9 +47,9 @@ class Online:
 
     @property
     def points(self) -> tuple[list[int], list[float]]:
-        """The curve from the switch (at 0 environment steps) on, for plotting."""
-        start = [(0, self.switch)] if self.switch is not None else []
-        steps, scores = zip(*(start + self.curve))
+        """The whole run for plotting: the offline evaluations at x = updates before the switch (<= 0, the switch at
+        0), then the online ones at x = environment steps."""
+        steps, scores = zip(*(self.offline_curve + self.curve))
         return list(steps), list(scores)
 
 
@@ -62,7 +63,8 @@ def online_view(run: RunRecord) -> Optional[Online]:
     curve = [(int(e.get(ENV_STEPS, 0)), e[SCORE]) for e in run.evaluations if e["step"] > offline]
     if not curve:
         return None
-    return Online(run, online_steps, at_switch[0][SCORE] if at_switch else None, curve)
+    offline_curve = [(e["step"] - offline, e[SCORE]) for e in run.evaluations if e["step"] <= offline]
+    return Online(run, online_steps, at_switch[0][SCORE] if at_switch else None, curve, offline_curve)
 
 
 def o2o_runs(runs: list[RunRecord]) -> dict[tuple[str, str], list[Online]]:
@@ -166,8 +168,9 @@ def write_o2o(runs: list[RunRecord], head: list[str], out: Path) -> bool:
              "tools/shared/online.py); sac_scratch starts online from nothing (cql.py with no offline phase and no "
              "regularizer: SAC). Scores are local normalized scores, mean ± std over seeds (n). At the switch: the "
              "last offline evaluation. Drop: the score at the switch minus the worst evaluation in the first "
-             f"{EARLY:.0%} of the online budget (the initial collapse). Curves: [o2o.png](o2o.png), x = online "
-             "environment steps, the switch at 0. Claims 9 and 10: [claims.md](claims.md).", "",
+             f"{EARLY:.0%} of the online budget (the initial collapse). Curves: [o2o.png](o2o.png), one panel per "
+             "dataset and online budget, x = offline updates before the switch (< 0) and online environment steps "
+             "after it (> 0). Claims 9 and 10: [claims.md](claims.md).", "",
              *markdown_table(["variant", "dataset", "offline updates", "online env steps", "at the switch",
                               "end of online budget", "drop (first fifth)", "seeds"], rows)]
     (out / "o2o.md").write_text("\n".join(lines) + "\n")
@@ -179,27 +182,32 @@ COLORS = {"iql_o2o": "tab:green", "cql_o2o": "tab:red", "calql_o2o": "tab:purple
 
 
 def plot_o2o(cells: dict[tuple[str, str], list[Online]], path: Path) -> None:
+    """One panel per dataset and online budget (runs of different budgets would squeeze each other): mean ± std over
+    seeds, the offline phase left of the switch, the first fifth of the online budget (where the drop is read)
+    shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = [d for d in O2O_DATASETS if any(k[1] == d for k in cells)] + sorted(
-        {k[1] for k in cells} - set(O2O_DATASETS))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    order = {d: i for i, d in enumerate(O2O_DATASETS)}
+    panels = sorted({(dataset, v.online_steps) for (_, dataset), views in cells.items() for v in views},
+                    key=lambda p: (order.get(p[0], len(order)), p[0], p[1]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (dataset, budget) in zip(axes[0], panels):
         for variant in O2O:
-            views = cells.get((variant, dataset), [])
+            views = [v for v in cells.get((variant, dataset), []) if v.online_steps == budget]
             if not views:
                 continue
             grid = sorted({x for v in views for x in v.points[0]})
-            series = np.array([np.interp(grid, *v.points) for v in views])
-            mean, std = series.mean(0), series.std(0)
+            series = np.array([np.interp(grid, *v.points, left=np.nan) for v in views])
+            mean, std = np.nanmean(series, 0), np.nanstd(series, 0)
             ax.plot(grid, mean, color=COLORS[variant], label=f"{variant} ({plural(len(views), 'seed')})")
             ax.fill_between(grid, mean - std, mean + std, color=COLORS[variant], alpha=0.15)
         ax.axvline(0, color="0.5", linestyle=":", linewidth=1)
-        ax.set_title(dataset, fontsize=9)
-        ax.set_xlabel("online environment steps (0 = the switch from offline)")
+        ax.axvspan(0, EARLY * budget, color="0.85", alpha=0.5, linewidth=0, label=f"first {EARLY:.0%} online (drop)")
+        ax.set_title(f"{dataset}, {steps_text(budget)} online steps", fontsize=9)
+        ax.set_xlabel("updates before the switch (< 0) | online environment steps (> 0)")
         ax.set_ylabel("normalized score (local), mean ± std")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
