@@ -27,9 +27,13 @@ class Online:
     evaluations of the online phase, the final score and the worst score in the first fifth of the online budget."""
     run: RunRecord
     online_steps: int
-    switch: Optional[float]
-    curve: list[tuple[int, float]]
     offline_curve: list[tuple[int, float]]  # (updates - max_steps, score) of the offline evaluations: x <= 0
+    curve: list[tuple[int, float]]  # (environment steps, score) of the online evaluations
+
+    @property
+    def switch(self) -> Optional[float]:
+        """The last offline evaluation, at max_steps updates (x = 0); None from scratch."""
+        return next((score for x, score in self.offline_curve if x == 0), None)
 
     @property
     def final(self) -> float:
@@ -59,12 +63,11 @@ def online_view(run: RunRecord) -> Optional[Online]:
     offline, online_steps = int(config.get("max_steps", 0)), int(config.get("online_steps", 0))
     if not online_steps or run.finished_step is None:
         return None
-    at_switch = [e for e in run.evaluations if e["step"] == offline]
     curve = [(int(e.get(ENV_STEPS, 0)), e[SCORE]) for e in run.evaluations if e["step"] > offline]
     if not curve:
         return None
     offline_curve = [(e["step"] - offline, e[SCORE]) for e in run.evaluations if e["step"] <= offline]
-    return Online(run, online_steps, at_switch[0][SCORE] if at_switch else None, curve, offline_curve)
+    return Online(run, online_steps, offline_curve, curve)
 
 
 def o2o_runs(runs: list[RunRecord]) -> dict[tuple[str, str], list[Online]]:
