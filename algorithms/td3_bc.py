@@ -58,6 +58,7 @@ class TrainConfig:
     online_steps: int = 0  # environment steps of fine-tuning after max_steps offline updates (0 = offline only)
     online_ratio: float = 0.5  # share of each online batch drawn from the online episodes, the rest from the dataset
     utd: int = 1  # updates per environment step of the online phase
+    warmup_steps: int = 0  # online steps of uniform random actions before the first online update (SAC: 10k)
     normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     alpha: float = 2.5  # alpha in lambda = alpha / mean |Q|
     bc_coef: float = 1.0  # w, weight of the BC term (the paper: 1; 0: plain TD3, the extrapolation-error ablation)
@@ -326,6 +327,8 @@ def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np
 # episodes, and a resume never restarts one midway.  Batches: online_ratio of them from the online buffer, the rest
 # from the dataset, each drawn uniformly: the fixed-ratio "symmetric sampling" of RLPD (Ball et al. 2023) that Cal-QL
 # fine-tunes with (its scripts pass --mixing_ratio=0.5), not the prioritized balanced replay of Lee et al. 2021.
+# warmup_steps > 0 starts the online phase with that many environment steps of uniform random actions and no updates
+# (SAC's start_steps, 10k in Haarnoja et al. and tools/behavior_sac.py), for SAC from scratch.
 # Evaluations stay every eval_every updates (and at max_steps): eval_every <= online_steps * utd / 15 puts at least
 # three of them in the first fifth of the online phase.
 
@@ -391,7 +394,10 @@ class FineTuning:
         self.trainer, self.update, self.device = trainer, trainer.update, trainer.device
         self.buffer, self.online_buffer = buffer, OnlineBuffer(buffer, config.online_steps)
         self.offline_steps, self.online_steps, self.utd = config.max_steps, config.online_steps, config.utd
-        self.steps = config.max_steps + config.online_steps * config.utd  # the run's updates
+        self.warmup_steps = config.warmup_steps
+        if self.warmup_steps > self.online_steps:
+            fail(f"warmup_steps ({self.warmup_steps}) must not exceed online_steps ({self.online_steps}).")
+        self.steps = config.max_steps + (config.online_steps - config.warmup_steps) * config.utd  # the run's updates
         self.batch_size, self.online_batch = config.batch_size, round(config.online_ratio * config.batch_size)
         self.explore, self.mean, self.std, self.scale, self.gamma = explore, mean, std, scale, config.gamma
         self.seed, self.episodes, self.online = config.seed + ONLINE_SEEDS, 0, False
@@ -399,12 +405,25 @@ class FineTuning:
 
     def periodic(self, step: int) -> None:
         self.online = step > self.offline_steps
-        if self.online and step - self.offline_steps > self.online_buffer.size * self.utd:
-            mean, std = (torch.as_tensor(x, device=self.device) for x in (self.mean, self.std))
-            episode = collect_episode(self.env, self.explore, mean, std, self.seed + self.episodes,
-                                      self.online_steps - self.online_buffer.size)
-            self.online_buffer.add(transitions(episode, self.mean, self.std, self.scale, self.gamma))
-            self.episodes += 1
+        if not self.online:
+            return
+        while self.online_buffer.size < self.warmup_steps:  # SAC's start_steps: uniform random actions, no updates
+            self.collect(self.uniform_actions(), self.warmup_steps)
+        if step - self.offline_steps > (self.online_buffer.size - self.warmup_steps) * self.utd:
+            self.collect(self.explore, self.online_steps)
+
+    def collect(self, explore: Callable[[torch.Tensor], torch.Tensor], until: int) -> None:
+        """One episode of explore into the online buffer, cut when the buffer holds `until` transitions."""
+        mean, std = (torch.as_tensor(x, device=self.device) for x in (self.mean, self.std))
+        episode = collect_episode(self.env, explore, mean, std, self.seed + self.episodes,
+                                  until - self.online_buffer.size)
+        self.online_buffer.add(transitions(episode, self.mean, self.std, self.scale, self.gamma))
+        self.episodes += 1
+
+    def uniform_actions(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """a ~ Unif(action space), from a generator seeded by the episode's number (a resume draws the same)."""
+        rng, space = np.random.default_rng(self.seed + self.episodes), self.env.action_space
+        return lambda state: torch.as_tensor(rng.uniform(space.low, space.high), dtype=torch.float32)[None]
 
     def sample(self) -> dict[str, torch.Tensor]:
         if not self.online:
@@ -532,7 +551,7 @@ UNIT = {"tau": ("in (0, 1]", lambda v: 0 < v <= 1), "gamma": ("in [0, 1)", lambd
         "holdout_ratio": ("in [0, 1)", lambda v: 0 <= v < 1), "real_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
         "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1),
         "online_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1)}
-COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps", "online_steps")
+COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps", "online_steps", "warmup_steps")
 
 
 def check_config(config) -> None:

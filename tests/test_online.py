@@ -75,7 +75,7 @@ class NoTrainer:
 
 def fine_tuning(minari_root, **fields):
     config = SimpleNamespace(**{"max_steps": 10, "online_steps": 250, "online_ratio": 0.25, "utd": 2, "batch_size": 8,
-                                "gamma": GAMMA, "seed": 0, **fields})
+                                "gamma": GAMMA, "seed": 0, "warmup_steps": 0, **fields})
     dataset = iql.load_dataset("local/pendulum/medium-replay-v0")
     data = iql.flatten_episodes(dataset)
     buffer, mean, std = iql.transition_buffer(data, True, False, torch.device("cpu"), gamma=GAMMA)
@@ -115,6 +115,31 @@ def test_episodes_arrive_as_the_updates_use_up_their_steps(minari_root):
     assert torch.allclose(tuning.online_buffer.data["rewards"][:200], 0.5 * torch.as_tensor(
         iql.collect_episode(tuning.env, constant_explore, torch.as_tensor(tuning.mean), torch.as_tensor(tuning.std),
                             tuning.seed, 200)["rewards"]))  # the dataset's reward scale
+
+
+def test_warmup_collects_uniform_random_steps_before_the_first_update(minari_root):
+    """warmup_steps 300 of a 450-step budget at utd 2: the random episodes (200, then 100 cut at the warm-up's end)
+    arrive before online update 1, the policy's 150 steps before update 1 as well; 300 online updates in all."""
+    tuning = fine_tuning(minari_root, online_steps=450, warmup_steps=300)
+    assert tuning.steps == 10 + (450 - 300) * 2
+    arrivals = []
+    for step in range(1, tuning.steps + 1):
+        before = tuning.online_buffer.size
+        tuning.periodic(step)
+        if tuning.online_buffer.size != before:
+            arrivals.append((step - 10, tuning.online_buffer.size))
+    assert arrivals == [(1, 450)] and tuning.episodes == 3
+    actions = tuning.online_buffer.data["actions"]
+    assert not (actions[:300] == 0.5).any() and (actions[:300].abs() <= 2.0).all()  # Unif([-2, 2]), Pendulum's
+    assert (actions[300:] == 0.5).all()  # then the policy's (constant_explore)
+    again = fine_tuning(minari_root, online_steps=450, warmup_steps=300)
+    again.periodic(11)
+    assert torch.equal(again.online_buffer.data["actions"][:300], actions[:300])  # seeded: a resume draws the same
+
+
+def test_warmup_longer_than_the_online_budget_is_one_sentence(minari_root):
+    with pytest.raises(SystemExit, match=r"^error: warmup_steps \(300\) must not exceed online_steps \(250\)\.$"):
+        fine_tuning(minari_root, warmup_steps=300)
 
 
 def test_mixed_batch_takes_online_ratio_from_the_online_episodes(minari_root):
@@ -230,7 +255,8 @@ def test_a_resume_under_other_online_fields_is_refused_and_scratch_runs(minari_r
                   check=False, cwd=tmp_path)
     assert refused.returncode != 0 and "online_ratio: 0.5 there, 1.0 now" in refused.stderr
     scratch = tmp_path / "scratch"  # no offline phase, no offline batch: the online learner from scratch
-    run("cql", "--dataset_id", "local/pendulum/medium-replay-v0", "--max_steps", "0", "--online_steps", "200",
-        "--online_ratio", "1", "--cql_alpha", "0", "--bc_steps", "0", "--eval_every", "100", *SMALL["cql"][:6],
-        "--checkpoints_path", str(scratch), cwd=tmp_path)
-    assert [(r["step"], r["env_steps"]) for r in read_log(scratch) if "eval/return" in r] == [(100, 200), (200, 200)]
+    run("cql", "--dataset_id", "local/pendulum/medium-replay-v0", "--max_steps", "0", "--online_steps", "300",
+        "--warmup_steps", "100", "--online_ratio", "1", "--cql_alpha", "0", "--bc_steps", "0", "--eval_every", "100",
+        *SMALL["cql"][:6], "--checkpoints_path", str(scratch), cwd=tmp_path)
+    # 100 random steps with no update, then the policy's 200-step episode before update 1: 200 updates in all
+    assert [(r["step"], r["env_steps"]) for r in read_log(scratch) if "eval/return" in r] == [(100, 300), (200, 300)]

@@ -78,9 +78,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "cql_o2o": ("cql", []),  # CQL offline, then online
     "calql_o2o": ("cql", ["--calibrated", "true"]),  # Cal-QL: CQL with the return-to-go bound, offline then online
     # SAC from scratch, the online baseline: cql.py with no offline phase, no regularizer, no dataset batch or
-    # state statistics, and the entropy term in its target (textbook SAC); no --set max_steps with it.
+    # state statistics, and the entropy term in its target; no --set max_steps with it.  sac_scratch has SAC's own
+    # settings (Haarnoja et al. 2018; tools/behavior_sac.py): actor lr 3e-4, two hidden layers, 10k random steps
+    # before learning.  sac_scratch_cql keeps CQL's (actor lr 1e-4, three layers, no warm-up): claim 9's old runs.
+    "sac_scratch_cql": ("cql", ["--max_steps", "0", "--bc_steps", "0", "--cql_alpha", "0", "--online_ratio", "1",
+                                "--normalize_states", "false", "--backup_entropy", "true"]),
     "sac_scratch": ("cql", ["--max_steps", "0", "--bc_steps", "0", "--cql_alpha", "0", "--online_ratio", "1",
-                            "--normalize_states", "false", "--backup_entropy", "true"]),
+                            "--normalize_states", "false", "--backup_entropy", "true", "--actor_lr", "3e-4",
+                            "--n_hidden", "2", "--warmup_steps", "10000"]),
     # Half the papers' 1M updates (issue 33): their own names keep them apart from the 50k runs of a seed.
     **{f"{name}_500k": (script, [*flags, "--max_steps", "500000", "--eval_every", "10000"])
        for name, (script, flags) in {"td3_bc": ("td3_bc", []), "iql": ("iql", []), "awr": ("awr", []),

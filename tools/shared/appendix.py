@@ -128,7 +128,7 @@ UNIT = {"tau": ("in (0, 1]", lambda v: 0 < v <= 1), "gamma": ("in [0, 1)", lambd
         "holdout_ratio": ("in [0, 1)", lambda v: 0 <= v < 1), "real_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
         "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1),
         "online_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1)}
-COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps", "online_steps")
+COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps", "online_steps", "warmup_steps")
 
 
 def check_config(config) -> None:
