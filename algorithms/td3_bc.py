@@ -319,7 +319,7 @@ def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np
 
 
 # --- online: begin
-# Offline-to-online fine-tuning (the chapter's "Offline-to-Online Fine-tuning"), the same in iql, cql and td3_bc
+# Offline-to-online fine-tuning (the chapter's "Offline-to-Online Fine-tuning"), the same in iql, cql, td3_bc and awac
 # (source: tools/shared/online.py).  After max_steps offline updates come online_steps environment steps with utd
 # updates per step, episode by episode as in Cal-QL's code (nakamotoo/Cal-QL, JaxCQL/conservative_sac_main.py: one
 # trajectory of the stochastic policy, then len(trajectory) * online_utd_ratio updates).  An episode enters the online

@@ -8,6 +8,7 @@ import io
 import pytest
 import torch
 
+import test_awac
 import test_awr
 import test_bc_filtered
 import test_bcq
@@ -31,6 +32,7 @@ DT_BUFFER = test_dt.make_buffer([3, 7, 2])
 CASES = {
     "td3_bc": (test_td3_bc.td3_bc, test_td3_bc.make_td3_bc_trainer, lambda t: test_td3_bc.random_batch(), 3),
     "iql": (test_iql.iql, test_iql.make_iql_trainer, lambda t: test_iql.random_batch(), 3),
+    "awac": (test_awac.awac, test_awac.make_awac_trainer, lambda t: test_awac.random_batch(), 3),
     "awr": (test_awr.awr, awr_trainer, test_awr.batch_of, 3),
     "bc_filtered": (test_bc_filtered.bc_filtered, test_bc_filtered.make_bc_trainer,
                     lambda t: test_bc_filtered.random_batch(), 3),

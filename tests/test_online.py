@@ -215,14 +215,14 @@ def test_td3_bc_explores_around_its_deterministic_action():
 
 
 # The same tiny budgets as tests/test_scripts.py; cql with its small networks and a short warm start.
-SMALL = {"iql": ["--hidden_dim", "64"], "td3_bc": ["--hidden_dim", "64"],
+SMALL = {"iql": ["--hidden_dim", "64"], "td3_bc": ["--hidden_dim", "64"], "awac": ["--hidden_dim", "64"],
          "cql": ["--hidden_dim", "64", "--n_hidden", "2", "--num_sampled_actions", "4", "--bc_steps", "20",
                  "--calibrated", "true"]}
 ONLINE = ["--dataset_id", "local/pendulum/medium-replay-v0", "--max_steps", "60", "--online_steps", "250",
           "--eval_every", "100"]
 
 
-@pytest.mark.parametrize("algo", ["iql", "cql", "td3_bc"])
+@pytest.mark.parametrize("algo", ["iql", "cql", "td3_bc", "awac"])
 def test_online_run_evaluates_logs_env_steps_and_resumes_bit_identically(algo, minari_root, tmp_path):
     """60 offline updates, then 250 environment steps (a 200-step episode and 50 cut by the budget); the split run
     stops at update 150, in the middle of the first online episode's updates, and the same command resumes it."""

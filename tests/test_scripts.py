@@ -16,6 +16,7 @@ ALGOS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
 LEARNERS = [a for a in ALGOS if a != "fqe"]  # fqe evaluates a given policy: tests/test_fqe.py runs it
 # Per-script settings that make a smoke run small (the configs' defaults are for real runs).
 SMALL = {
+    "awac": ["--hidden_dim", "64"],
     "dt": ["--context_len", "5", "--embed_dim", "32", "--n_layers", "1", "--eval_targets", "[-150.0]"],
     "bcq": ["--vae_hidden_dim", "64", "--hidden_dim", "64"],
     "cql": ["--hidden_dim", "64", "--n_hidden", "2", "--num_sampled_actions", "4", "--bc_steps", "20"],
@@ -104,7 +105,7 @@ def test_help_lists_every_field(algo):
         assert field in result.stdout
 
 
-@pytest.mark.parametrize("algo", ["bc_filtered", "iql"])
+@pytest.mark.parametrize("algo", ["bc_filtered", "iql", "awac"])
 def test_unknown_dataset_is_one_sentence(algo, minari_root, tmp_path):
     result = run(algo, "--dataset_id", "local/pendulum/nonexistent-v0", "--checkpoints_path", str(tmp_path),
                  check=False)
@@ -173,6 +174,7 @@ METHOD_BAD_INPUT = [
     ("iql", ["--expectile", "1.5"], "expectile must be in (0, 1)"),
     ("iql", ["--beta", "inf"], "beta must be a finite number"),
     ("td3_bc", ["--policy_freq", "0"], "policy_freq must be at least 1"),
+    ("awac", ["--beta", "0"], "beta must be above 0"),
     ("cql", ["--num_sampled_actions", "0"], "num_sampled_actions must be at least 1"),
     ("cql", ["--bc_steps", "100", "--max_steps", "50"], "bc_steps (100) must be below max_steps (50)"),
     ("dt", ["--context_len", "0"], "context_len must be at least 1"),

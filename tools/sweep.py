@@ -10,8 +10,8 @@ bc_filtered with --frac 0.1, "mopo_nopen" is mopo with its uncertainty penalty o
 "td3_nobc" is td3_bc without its BC term (--bc_coef 0.0, plain TD3), "dt_init1" is dt with the
 authors' N(0, 1) timestep embedding (--timestep_embedding_std 1.0), "cql_mean_target" is cql with the
 policy's mean next action in its target (--target_action mean, as the peer library d3rlpy does), "iql_o2o",
-"cql_o2o" and "calql_o2o" (Cal-QL) are fine-tuned online after their offline updates and "sac_scratch" learns
-online from nothing (each with --set online_steps=N), "d3rlpy_<algo>" is the peer
+"awac_o2o", "cql_o2o" and "calql_o2o" (Cal-QL) are fine-tuned online after their offline updates and "sac_scratch"
+learns online from nothing (each with --set online_steps=N), "d3rlpy_<algo>" is the peer
 library (tools/peer_d3rlpy.py, in its own environment), and every script in algorithms/ is a variant
 of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
 
@@ -75,6 +75,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "cql_mean_target": ("cql", ["--target_action", "mean"]),  # a' = the policy's mean in the target (as d3rlpy)
     # Offline-to-online fine-tuning (results/o2o.md): the online budget comes with --set online_steps=N.
     "iql_o2o": ("iql", []),  # IQL offline, then online with its offline settings
+    "awac_o2o": ("awac", []),  # AWAC offline, then online with the same settings (as the authors'); "awac" offline only
     "cql_o2o": ("cql", []),  # CQL offline, then online
     "calql_o2o": ("cql", ["--calibrated", "true"]),  # Cal-QL: CQL with the return-to-go bound, offline then online
     # SAC from scratch, the online baseline: cql.py with no offline phase, no regularizer, no dataset batch or

@@ -13,7 +13,7 @@ imports above it say what a script needs at its top), and BLOCKS says which scri
   sac          the tanh-Gaussian actor and the SAC losses of cql, mopo and combo
   cql_penalty  CQL's sampled actions and importance-sampled logsumexp, in cql and combo
   dynamics     the probabilistic dynamics ensemble and model rollouts of mopo and combo
-  online       the online phase of offline-to-online fine-tuning (online buffer, episodes, mixed batch), in iql, cql, td3_bc
+  online       the online phase of offline-to-online fine-tuning (online buffer, episodes, mixed batch), in iql, cql, td3_bc, awac
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHMS = ROOT / "algorithms"
 SOURCES = ROOT / "tools" / "shared"
-ALL = ("awr", "bc_filtered", "bcq", "combo", "cql", "dt", "fqe", "iql", "mopo", "td3_bc")
+ALL = ("awac", "awr", "bc_filtered", "bcq", "combo", "cql", "dt", "fqe", "iql", "mopo", "td3_bc")
 BLOCKS = {
     "shared": ALL,
-    "transitions": ("awr", "bc_filtered", "bcq", "combo", "cql", "fqe", "iql", "mopo", "td3_bc"),
-    "critic": ("bcq", "combo", "cql", "fqe", "iql", "mopo", "td3_bc"),
+    "transitions": ("awac", "awr", "bc_filtered", "bcq", "combo", "cql", "fqe", "iql", "mopo", "td3_bc"),
+    "critic": ("awac", "bcq", "combo", "cql", "fqe", "iql", "mopo", "td3_bc"),
     "sac": ("combo", "cql", "mopo"),
     "cql_penalty": ("combo", "cql"),
     "dynamics": ("combo", "mopo"),
-    "online": ("cql", "iql", "td3_bc"),
+    "online": ("awac", "cql", "iql", "td3_bc"),
 }
 
 

@@ -1,5 +1,5 @@
-"""Offline-to-online fine-tuning (issue 32): the runs of the variants iql_o2o, cql_o2o, calql_o2o (Cal-QL) and
-sac_scratch, read per run at the switch (the last offline evaluation, at max_steps updates), through the online
+"""Offline-to-online fine-tuning (issue 32): the runs of the variants iql_o2o, awac_o2o, cql_o2o, calql_o2o (Cal-QL)
+and sac_scratch, read per run at the switch (the last offline evaluation, at max_steps updates), through the online
 phase (x = environment steps), and at its end; results/o2o.md and o2o.png, and claims 9 and 10."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from .runs import HOPPER_MEDIUM_REPLAY, SCORE, RunRecord, dataset_name, plural, 
 from .stats import MIN_SEEDS, difference_interval, interval_text
 from .tables import markdown_table
 
-O2O = ["iql_o2o", "cql_o2o", "calql_o2o", "sac_scratch"]  # fine-tuned after an offline phase, or from scratch
-PRETRAINED = ["iql_o2o", "cql_o2o", "calql_o2o"]
+# Fine-tuned after an offline phase, or from scratch.
+O2O = ["iql_o2o", "awac_o2o", "cql_o2o", "calql_o2o", "sac_scratch"]
+PRETRAINED = ["iql_o2o", "awac_o2o", "cql_o2o", "calql_o2o"]
 O2O_DATASETS = ["local/hopper/medium-replay-v0", "local/halfcheetah/medium-replay-v0"]
 EARLY = 0.2  # "the first fifth of the online budget", where the initial collapse is measured
 ENV_STEPS = "env_steps"
@@ -181,7 +182,8 @@ def write_o2o(runs: list[RunRecord], head: list[str], out: Path) -> bool:
     return True
 
 
-COLORS = {"iql_o2o": "tab:green", "cql_o2o": "tab:red", "calql_o2o": "tab:purple", "sac_scratch": "0.3"}
+COLORS = {"iql_o2o": "tab:green", "awac_o2o": "tab:orange", "cql_o2o": "tab:red", "calql_o2o": "tab:purple",
+          "sac_scratch": "0.3"}
 
 
 def plot_o2o(cells: dict[tuple[str, str], list[Online]], path: Path) -> None:

@@ -22,11 +22,11 @@ Y_RANGE = (-10.0, 125.0)  # normalized score, every curve panel
 COLORS = {"bc": "#7f7f7f", "bc_10": "#bcbd22", "bc_filtered": "#c7c7c7", "awr": "#8c564b", "bcq": "#17becf",
           "td3_bc": "#1f77b4", "td3_nobc": "#d62728", "cql": "#2ca02c", "cql_mean_target": "#98df8a",
           "iql": "#ff7f0e", "dt": "#9467bd", "dt_init1": "#c5b0d5", "mopo": "#e377c2", "mopo_nopen": "#f7b6d2",
-          "combo": "#393b79"}
+          "combo": "#393b79", "awac": "#ffbb78"}
 FALLBACK = ["#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]
 # Rows of the curve figure: families of variants (the peer's and longer budgets go with their method).
 FAMILIES = [("BC, %BC and AWR", ["bc", "bc_10", "bc_filtered", "awr"]),
-            ("TD3+BC and IQL", ["td3_bc", "td3_nobc", "iql"]),
+            ("TD3+BC, IQL and AWAC", ["td3_bc", "td3_nobc", "iql", "awac"]),
             ("BCQ and CQL", ["bcq", "cql", "cql_mean_target"]),
             ("DT and the model-based methods", ["dt", "dt_init1", "mopo", "mopo_nopen", "combo"])]
 LONGER = re.compile(r"_(\d+)k$")

@@ -35,7 +35,7 @@ PEERS = {"bc": "d3rlpy_bc", "td3_bc": "d3rlpy_td3_bc", "iql": "d3rlpy_iql", "cql
 HALF_BUDGET = "_500k"  # suffix of the half-budget variants (tools/sweep.py): 500k updates on two medium-replay datasets
 # Variants in the chapter's order, then the ablations, the longer budgets and the peer; any other variant
 # follows, alphabetically.
-ORDER = ["bc", "bc_10", "bc_filtered", "awr", "bcq", "td3_bc", "cql", "iql", "dt", "mopo", "combo",
+ORDER = ["bc", "bc_10", "bc_filtered", "awr", "awac", "bcq", "td3_bc", "cql", "iql", "dt", "mopo", "combo",
          "td3_nobc", "mopo_nopen", "dt_init1", "cql_mean_target", "bc_10_500k", "awr_500k", "td3_bc_500k",
          "iql_500k", *PEERS.values()]
 KIND_ORDER = ["random", "medium", "medium-replay", "medium-expert", "expert"]

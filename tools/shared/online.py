@@ -1,7 +1,7 @@
 """Canonical source of the `online` block: the online phase of offline-to-online fine-tuning (the online buffer, the
-episode collector, the mixed batch), carried by iql.py, cql.py and td3_bc.py (tools/sync_shared.py lists them).  It uses fail
-and DeviceBuffer from the appendix and transitions from the `transitions` block.  Edit here, then run
-`python tools/sync_shared.py online`."""
+episode collector, the mixed batch), carried by iql.py, cql.py, td3_bc.py and awac.py (tools/sync_shared.py lists
+them).  It uses fail and DeviceBuffer from the appendix and transitions from the `transitions` block.  Edit here, then
+run `python tools/sync_shared.py online`."""
 
 from typing import Callable
 
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 # --- online: begin
-# Offline-to-online fine-tuning (the chapter's "Offline-to-Online Fine-tuning"), the same in iql, cql and td3_bc
+# Offline-to-online fine-tuning (the chapter's "Offline-to-Online Fine-tuning"), the same in iql, cql, td3_bc and awac
 # (source: tools/shared/online.py).  After max_steps offline updates come online_steps environment steps with utd
 # updates per step, episode by episode as in Cal-QL's code (nakamotoo/Cal-QL, JaxCQL/conservative_sac_main.py: one
 # trajectory of the stochastic policy, then len(trajectory) * online_utd_ratio updates).  An episode enters the online
