@@ -179,3 +179,19 @@ def test_expert_target_is_judged_on_the_expert_data_when_it_is_built(monkeypatch
     assert "| not built |" in unbuilt and "reference evaluation BELOW the 3000 target" in unbuilt
     [short] = make_datasets.behavior_lines("hopper", 2950.0)
     assert "expert data BELOW the 3000 target" in short
+
+
+def test_a_killed_build_leaves_no_folder_behind_for_long(minari_root, capsys):
+    """A build killed mid-write leaves .building-<pid>-*; the next call removes it unless its process still runs."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = minari_root / f"{make_datasets.BUILDING}{gone.stdout.strip()}-abc"
+    live = minari_root / f"{make_datasets.BUILDING}{os.getpid()}-xyz"
+    for folder in (dead, live):
+        (folder / "local").mkdir(parents=True)
+        (folder / "local" / "part.hdf5").write_bytes(b"0" * 1000)
+    assert make_datasets.main(["--envs", "pendulum", "--kinds", "medium", "--size", "100"]) == 0
+    assert not dead.exists() and live.exists()
+    assert f"removed {dead.name}, left by an interrupted build" in capsys.readouterr().out

@@ -42,6 +42,7 @@ KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 REF_EPISODES = 50  # episodes that estimate ref_min_score and ref_max_score
 COLLECTION_SEED = 0
 REPLACED = ".replaced"  # under the datasets root: a dataset being replaced, until its new copy is in place
+BUILDING = ".building-"  # under the datasets root: .building-<pid>-<random>, a dataset being written by process pid
 
 
 @dataclass
@@ -271,7 +272,7 @@ def write_dataset(dataset_id: str, episodes: list[dict], env_id: str, index: dic
                              terminations=ep["terminations"], truncations=ep["truncations"])
                for i, ep in enumerate(episodes)]
     saved = os.environ.get("MINARI_DATASETS_PATH")
-    with tempfile.TemporaryDirectory(dir=root, prefix=".building-") as tmp:
+    with tempfile.TemporaryDirectory(dir=root, prefix=f"{BUILDING}{os.getpid()}-") as tmp:
         try:
             os.environ["MINARI_DATASETS_PATH"] = tmp
             minari.create_dataset_from_buffers(
@@ -296,6 +297,26 @@ def write_dataset(dataset_id: str, episodes: list[dict], env_id: str, index: dic
         os.replace(Path(tmp) / dataset_id, final)
         if old.exists():
             shutil.rmtree(old)
+
+
+def remove_abandoned_builds() -> None:
+    """A killed build leaves its temporary folder (up to 10 MB): remove those whose process is gone (a build
+    running beside this one keeps its folder)."""
+    for folder in datasets_root().glob(f"{BUILDING}*"):
+        pid = folder.name[len(BUILDING):].split("-")[0]
+        if not (pid.isdigit() and process_alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"removed {folder.name}, left by an interrupted build")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def restore_interrupted() -> None:
@@ -481,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         restore_interrupted()
+        remove_abandoned_builds()
         check_choice("env", args.envs, ENVS)
         check_choice("kind", args.kinds, KINDS)
         if args.size is not None and args.size < 1:
