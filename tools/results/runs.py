@@ -108,10 +108,6 @@ class RunRecord:
         return None if d4rl is None else last_mean(d4rl)
 
     @property
-    def final(self) -> dict:
-        return self.evaluations[-1]
-
-    @property
     def budget(self) -> int:
         """The updates the run reached (its last evaluation's step)."""
         return self.steps[-1]

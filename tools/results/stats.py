@@ -167,6 +167,3 @@ def iqm_interval(per_dataset: list[list[float]]) -> tuple[float, float, float]:
 
 def interval_text(low: float, high: float) -> str:
     return f"[{low:.1f}, {high:.1f}]"
-
-
-difference_interval = welch_interval  # the claims' comparisons, until claims.py decides them in verdicts.py
