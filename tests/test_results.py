@@ -1,24 +1,31 @@
-"""tools/results (make_results.py): tables on both scales, intervals, the aggregate grouped by budget, the peer
-table, the published numbers, every claim (PASS and FAIL, and its reading) from hand-written run directories
-(numbers checked by hand), the reproduce commands from run.json, the plots' rules; tools/migrate_run_json.py."""
+"""tools/results (make_results.py): a run's score (the mean of its last 3 evaluations), tables on both scales, the
+t intervals (Welch's, one-sample) and the protocol's verdicts (SUPPORTED / CONTRADICTED / UNDECIDED) on made-up
+cells, the aggregate grouped by budget, the peer table, the published numbers, every claim (SUPPORTED and
+CONTRADICTED, and its reading) from hand-written run directories, fine-tuning (o2o.md, the drop and the dip), the
+reproduce commands from run.json, the plots' rules; tools/migrate_run_json.py."""
 
 import csv
 import json
+import math
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from scipy import stats as scipy_stats
 
 import migrate_run_json
 import peer_d3rlpy
 import sweep
 from results import claims as claims_module
-from results import make_results, plots, published, readme, reproduce, runs as runs_module, stats
+from results import make_results, o2o, plots, published, readme, reproduce, runs as runs_module, stats, verdicts
+from results.verdicts import CONTRADICTED, EQUIVALENT, GREATER, LESS, SUPPORTED, UNDECIDED
 
 MEDIUM_REPLAY = "local/pendulum/medium-replay-v0"
 CORE_MR, CORE_HC, CORE_ME = runs_module.CORE
 NARROW_WALKER, NARROW_CHEETAH = claims_module.NARROW
 RETURN = -200.0  # every hand-written evaluation's return: D4RL scale Hopper -5.5, HalfCheetah 0.6
+LABELS = ["1", "2", "3", "4", "5", "6", "7", "8", "8b", "9", "9b", "10", "10b", "11", "P"]
 
 
 def write_run(root: Path, variant: str, dataset: str, seed: int, scores: dict, extra: dict | None = None,
@@ -53,6 +60,39 @@ def write_run(root: Path, variant: str, dataset: str, seed: int, scores: dict, e
     return run_dir
 
 
+def claim_run(root: Path, variant: str, dataset: str, seed: int, score: float, extra: dict | None = None) -> None:
+    """A run at its claim's budget and cadence (verdicts.BUDGETS) whose last 3 evaluations score score - 1,
+    score + 1 and score: its score is score."""
+    offline, _, every = verdicts.BUDGETS[variant]
+    steps = [offline - 2 * every, offline - every, offline]
+    write_run(root, variant, dataset, seed, dict(zip(steps, (score - 1, score + 1, score))), extra,
+              budget=f"--max_steps {offline} --eval_every {every} --eval_episodes 10")
+
+
+def write_online_run(root: Path, variant: str, dataset: str, seed: int, offline_score: float, online,
+                     budget: tuple | None = None, episodes: int = 10) -> None:
+    """An offline -> online run as the scripts log it, at its claim's budget (verdicts.BUDGETS) unless given:
+    offline evaluations every eval_every updates scoring offline_score (none from scratch), then online ones every
+    eval_every environment steps (utd 1) scoring online(env_steps); env_steps in every row, finished.json."""
+    offline, online_steps, every = budget or verdicts.BUDGETS[variant]
+    run_dir = root / variant / dataset / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    rows = [{"step": step, "env_steps": 0, "eval/normalized_score": offline_score}
+            for step in range(every, offline + 1, every)]
+    rows += [{"step": offline + env, "env_steps": env, "eval/normalized_score": online(env)}
+             for env in range(every, online_steps + 1, every)]
+    (run_dir / "log.jsonl").write_text("".join(json.dumps({**r, "wall_time": 0.0, "eval/return": RETURN}) + "\n"
+                                               for r in rows))
+    algo = "iql" if variant in ("iql_o2o", "awac_o2o") else "cql"
+    config = {"dataset_id": dataset, "seed": seed, "max_steps": offline, "online_steps": online_steps, "utd": 1,
+              "eval_every": every, "eval_episodes": episodes}
+    command = ["python", f"algorithms/{algo}.py", "--dataset_id", dataset, "--seed", str(seed), "--checkpoints_path",
+               f"/x/runs/bench/{variant}/{dataset}/seed{seed}", *sweep.VARIANTS.get(variant, (algo, []))[1],
+               "--online_steps", str(online_steps)]
+    (run_dir / "run.json").write_text(json.dumps({"algo": algo, "config": config, "command": command}))
+    (run_dir / "finished.json").write_text(json.dumps({"step": offline + online_steps}))
+
+
 def d4rl(env: str, episode_return: float) -> float:
     low, high = {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0)}[env]
     return 100 * (episode_return - low) / (high - low)
@@ -82,35 +122,57 @@ def read_csv(path: Path) -> dict:
     return {(row["variant"], row["dataset"]): row for row in csv.DictReader(path.open())}
 
 
-def verdicts(found) -> list[str]:
-    return [c.verdict for c in found]
+def by_label(found) -> dict:
+    return {c.label: c for c in found}
 
 
 def details(found) -> dict:
     return {c.label: "\n".join(c.lines) for c in found}
 
 
+def test_a_runs_score_is_the_mean_of_its_last_3_evaluations():
+    def run(seed, scores):
+        return runs_module.RunRecord("iql", CORE_MR, seed, [{"step": 10 * (i + 1), "eval/normalized_score": s,
+                                                            "eval/return": RETURN} for i, s in enumerate(scores)])
+
+    assert run(0, [0.0, 100.0, 10.0, 20.0, 30.0]).score == 20.0  # not 30 (the last), not 100 (the best)
+    assert run(0, [5.0, 7.0]).score == 6.0 and run(0, [4.0]).score == 4.0  # fewer than 3: all of them
+    cells = stats.score_table([run(0, [0.0, 100.0, 10.0, 20.0, 30.0]), run(1, [50.0, 40.0, 60.0, 89.0])])
+    score, last, best = (cells["iql", CORE_MR][which] for which in ("score", "last", "best"))
+    assert score.values == [20.0, 63.0] and last.values == [30.0, 89.0] and best.values == [100.0, 89.0]
+    # Cells: mean ± sample std (ddof 1): 41.5 ± 43 / sqrt(2); one seed shows its value with n=1.
+    assert score.std == pytest.approx(43 / math.sqrt(2)) and score.text() == "41.5 ± 30.4 (n=2, 40-50)"
+    assert stats.Stat([4.0], [10]).text() == "4.0 (n=1, 10)" and math.isnan(stats.Stat([4.0]).std)
+
+
 def test_scores_from_hand_written_logs(fake_root, tmp_path):
     out = tmp_path / "results"
     make_results(fake_root, out, command="python tools/sweep.py --fake")
     rows = read_csv(out / "scores.csv")
-    # bc: final 30 and 40 -> 35 +- 5 (population std); best 30 and 50 -> 40 +- 10.
+    # bc: scores (20+30)/2 = 25 and (50+40)/2 = 45 -> 35 ± 14.1 (sample std); last 30 and 40 -> 35 ± 7.1; best 30
+    # and 50 -> 40 ± 14.1.
     bc = rows["bc", MEDIUM_REPLAY]
-    assert (bc["n_seeds"], float(bc["final_mean"]), float(bc["final_std"]), bc["updates"]) == ("2", 35.0, 5.0, "20")
-    assert (float(bc["best_mean"]), float(bc["best_std"]), bc["suite"]) == (40.0, 10.0, "Pendulum")
-    assert bc["final_d4rl_mean"] == ""  # Pendulum has no D4RL counterpart
-    # td3_bc: final 70 and 80 -> 75 +- 5; best 70 and 90 -> 80 +- 10.
+    assert (bc["n_seeds"], float(bc["score_mean"]), float(bc["score_std"]), bc["updates"]) == \
+        ("2", 35.0, pytest.approx(14.1421, abs=1e-4), "20")
+    assert (float(bc["last_mean"]), float(bc["last_std"])) == (35.0, pytest.approx(7.0711, abs=1e-4))
+    assert (float(bc["best_mean"]), float(bc["best_std"]), bc["suite"]) == (40.0, pytest.approx(14.1421, abs=1e-4),
+                                                                           "Pendulum")
+    assert bc["score_d4rl_mean"] == ""  # Pendulum has no D4RL counterpart
+    # td3_bc: scores 65 and 85 -> 75; last 70 and 80 -> 75; best 70 and 90 -> 80.
     td3 = rows["td3_bc", MEDIUM_REPLAY]
-    assert (float(td3["final_mean"]), float(td3["final_std"]), float(td3["best_mean"])) == (75.0, 5.0, 80.0)
+    assert (float(td3["score_mean"]), float(td3["last_mean"]), float(td3["best_mean"])) == (75.0, 75.0, 80.0)
     # The MuJoCo grid has no run: every planned core cell is there, as not run.
     assert rows["iql", CORE_MR]["updates"] == "not run" and rows["iql", CORE_MR]["n_seeds"] == "0"
     md = (out / "scores.md").read_text()
-    assert "| bc | 35.0 ± 5.0 (n=2, 20) |" in md and "| td3_bc | 75.0 ± 5.0 (n=2, 20) |" in md
+    score = md[md.index("## Pendulum: score"):md.index("## Pendulum: last evaluation")]
+    last = md[md.index("## Pendulum: last evaluation"):md.index("## Pendulum: best")]
+    assert "| bc | 35.0 ± 14.1 (n=2, 20) |" in score and "| td3_bc | 75.0 ± 14.1 (n=2, 20) |" in score
+    assert "| bc | 35.0 ± 7.1 (n=2, 20) |" in last
     assert "python tools/sweep.py --fake" in md and "20 updates per run" in md
     assert (out / "curves-pendulum.png").stat().st_size > 0 and (out / "profiles.png").stat().st_size > 0
     claims = (out / "claims.md").read_text()
-    assert claims.count("NOT RUN") >= 9  # no MuJoCo run: every claim names what is missing
-    assert "missing: bc_10 not run on local/hopper/medium-replay-v0; bc not run on" in claims
+    assert claims.count(f"| {UNDECIDED} |") == len(LABELS)  # no MuJoCo run: every claim names what is missing
+    assert f"{CORE_MR}: bc_10 - bc: missing: bc_10 and bc not run at the claim's budget: UNDECIDED (missing)." in claims
 
 
 def test_d4rl_scale_beside_the_local_one(tmp_path, fast_bootstrap):
@@ -123,29 +185,77 @@ def test_d4rl_scale_beside_the_local_one(tmp_path, fast_bootstrap):
     make_results(root, out, command="x")
     rows = read_csv(out / "scores.csv")
     mr = rows["iql", CORE_MR]
-    assert float(mr["final_d4rl_mean"]) == pytest.approx((100.0 + d4rl("hopper", 1607.01)) / 2, abs=1e-3)
+    seed1 = (d4rl("hopper", 1000.0) + d4rl("hopper", 1607.01)) / 2
+    assert float(mr["score_d4rl_mean"]) == pytest.approx((50.0 + seed1) / 2, abs=1e-3)
+    assert float(mr["last_d4rl_mean"]) == pytest.approx((100.0 + d4rl("hopper", 1607.01)) / 2, abs=1e-3)
     assert float(mr["best_d4rl_mean"]) == pytest.approx((100.0 + d4rl("hopper", 1000.0)) / 2, abs=1e-3)
-    assert float(rows["iql", CORE_HC]["final_d4rl_mean"]) == pytest.approx(100.0)
+    assert float(rows["iql", CORE_HC]["score_d4rl_mean"]) == pytest.approx(100.0)
     md = (out / "scores.md").read_text()
-    assert "| 60.0 ± 30.0 / D4RL 75.0 ± 25.0 (n=2, 20) |" in md
+    assert "| 60.0 ± 42.4 / D4RL 75.0 ± 35.4 (n=2, 20) |" in md  # the last evaluation's table
     # The table's header cites where D4RL's numbers come from.
     assert "d4rl/infos.py, Hopper lines 139 and 229" in md and "Hopper -20.272305 / 3234.3" in md
     assert "/ D4RL" in (out / "peer.md").read_text()
 
 
-def test_iqm_and_intervals_on_known_cases(fast_bootstrap):
+def test_t_intervals_against_scipy_and_by_hand():
+    a, b = [61.0, 58.0, 70.0, 65.0, 52.0], [40.0, 44.0, 38.0]
+    # Welch's interval (unequal variances, Welch-Satterthwaite df) is scipy's.
+    diff, low, high = stats.welch_interval(a, b)
+    ci = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(sum(a) / 5 - sum(b) / 3) and (low, high) == pytest.approx((ci.low, ci.high))
+    # By hand: [1, 2, 3] - [0, 0, 0]: se = sqrt(1/3), df = 2, t_0.975,2 = 4.302653 -> 2 ± 2.484138.
+    assert stats.welch_interval([1, 2, 3], [0, 0, 0]) == pytest.approx((2.0, 2 - 2.484138, 2 + 2.484138))
+    # The one-sample interval: the same numbers for [1, 2, 3] alone, and scipy's.
+    assert stats.mean_interval([1, 2, 3]) == pytest.approx((2.0, 2 - 2.484138, 2 + 2.484138))
+    ci = scipy_stats.ttest_1samp(a, 0).confidence_interval(0.95)
+    assert stats.mean_interval(a)[1:] == pytest.approx((ci.low, ci.high))
+    # Constant sides: the difference is exact.
+    assert stats.welch_interval([3, 3, 3], [1, 1]) == (2.0, 2.0, 2.0)
+
+
+def test_iqm_keeps_the_stratified_bootstrap(fast_bootstrap):
     # IQM of 0..7: the middle half 2, 3, 4, 5 -> 3.5, inside its interval.
     point, low, high = stats.iqm_interval([[0, 1, 2, 3], [4, 5, 6, 7]])
     assert point == 3.5 and low < 3.5 < high
     # Stratified: every dataset's seeds agree, so every resample is the same (an unstratified bootstrap
     # over the pooled 10, 10, 20, 20 would vary).
     assert stats.iqm_interval([[10, 10], [20, 20]]) == (15.0, 15.0, 15.0)
-    # The difference of means resamples each side on its own: constant sides give a point.
-    assert stats.difference_interval([3, 3, 3], [1, 1]) == (2.0, 2.0, 2.0)
-    diff, low, high = stats.difference_interval([1, 2, 3], [0, 0, 0])
-    assert diff == 2.0 and 1.0 <= low < 2.0 < high <= 3.0
     # The same logs give the same intervals.
-    assert stats.difference_interval([1, 5, 9], [2, 3]) == stats.difference_interval([1, 5, 9], [2, 3])
+    assert stats.iqm_interval([[1, 5, 9], [2, 3]]) == stats.iqm_interval([[1, 5, 9], [2, 3]])
+
+
+def five(mean: float, spread: float = 1.0) -> stats.Stat:
+    return stats.Stat([mean - 2 * spread, mean - spread, mean, mean + spread, mean + 2 * spread])
+
+
+def test_verdicts_on_made_up_cells():
+    part = lambda a, b, test=GREATER: verdicts.make_part("d", test, [("a", a), ("b", b)])  # noqa: E731
+    above, below = part(five(30), five(10)), part(five(10), five(30))
+    assert (above.verdict, above.reason, below.verdict) == (SUPPORTED, "", CONTRADICTED)
+    assert (above.diff, above.low, above.high) == pytest.approx(stats.welch_interval(five(30).values, five(10).values))
+    assert "= +20.0, 95% Welch t interval [" in above.line and above.line.endswith("above 0: SUPPORTED.")
+    across = part(five(12, spread=8), five(10))  # +2 with a wide spread: the interval straddles 0
+    assert (across.verdict, across.reason, across.side) == (UNDECIDED, verdicts.STRADDLES, UNDECIDED)
+    # Fewer than 5 seeds a side: UNDECIDED whatever the interval, which is still shown.
+    few = part(stats.Stat([30, 31, 32, 33]), five(10))
+    assert (few.verdict, few.reason, few.side) == (UNDECIDED, "n < 5", SUPPORTED)
+    assert few.line.endswith("above 0: UNDECIDED (n < 5).")
+    one = part(stats.Stat([30.0]), five(10))
+    assert (one.verdict, one.low, one.diff) == (UNDECIDED, None, 20.0) and "no interval (1 seed)" in one.line
+    missing = part(None, five(10))
+    assert (missing.verdict, missing.reason) == (UNDECIDED, verdicts.MISSING) and "missing: a not run" in missing.line
+    # Equivalence: the Welch interval inside ±10, entirely outside it, or across it.
+    assert part(five(12), five(10), EQUIVALENT).verdict == SUPPORTED
+    assert part(five(40), five(10), EQUIVALENT).verdict == CONTRADICTED
+    assert part(five(19), five(10), EQUIVALENT).reason == verdicts.STRADDLES  # 9 [6.7, 11.3]
+    # A per-seed quantity: the one-sample interval (claim 5: Q - G < 0).
+    bound = verdicts.make_part("d", LESS, [("cql", five(-5))], "Q - G", "per seed")
+    assert bound.verdict == SUPPORTED and "95% one-sample t interval" in bound.line
+    # A claim of several parts: SUPPORTED iff every part is, CONTRADICTED iff any part is, else UNDECIDED.
+    assert verdicts.combine([above, above]) == SUPPORTED
+    assert verdicts.combine([above, below, across]) == CONTRADICTED
+    assert verdicts.combine([above, across]) == verdicts.combine([above, few]) == UNDECIDED
+    assert verdicts.combine([above, missing]) == verdicts.combine([]) == UNDECIDED
 
 
 def test_partial_grid_is_shown_as_partial(tmp_path, fast_bootstrap):
@@ -156,11 +266,10 @@ def test_partial_grid_is_shown_as_partial(tmp_path, fast_bootstrap):
     out = tmp_path / "results"
     make_results(root, out, command="x")
     md = (out / "scores.md").read_text()
-    final = md[md.index("## MuJoCo: final score"):md.index("## MuJoCo: best score")]
-    assert f"| variant | {CORE_MR} | {CORE_HC} | {CORE_ME} |" in final
-    assert "| iql | 45.0 ± 5.0 / D4RL -5.5 ± 0.0 (n=2, 5k) | not run | 70.0 ± 0.0 / D4RL -5.5 ± 0.0 (n=1, 1k) |" \
-        in final
-    assert "| bc | not run | not run | not run |" in final
+    score = md[md.index("## MuJoCo: score"):md.index("## MuJoCo: last evaluation")]
+    assert f"| variant | {CORE_MR} | {CORE_HC} | {CORE_ME} |" in score
+    assert "| iql | 40.0 ± 7.1 / D4RL -5.5 ± 0.0 (n=2, 5k) | not run | 70.0 / D4RL -5.5 (n=1, 1k) |" in score
+    assert "| bc | not run | not run | not run |" in score
     assert f"| - | iql | partial: not run on {CORE_HC} | - | - |" in md
     agg = list(csv.DictReader((out / "aggregate.csv").open()))
     assert {r["variant"]: r["note"] for r in agg}["bc"] == "not run"
@@ -201,6 +310,7 @@ def test_aggregate_groups_rows_by_budget(tmp_path, fast_bootstrap):
     assert md.index("| 50k | iql |") < md.index("| 8k | dt |") and "compare rows only within a group" in md
 
 
+
 def test_peer_table_side_by_side(tmp_path, fast_bootstrap):
     root = tmp_path / "runs"
     for seed, (ours, peer) in enumerate([(60.0, 50.0), (62.0, 52.0), (64.0, 54.0)]):
@@ -212,159 +322,201 @@ def test_peer_table_side_by_side(tmp_path, fast_bootstrap):
     make_results(root, out, command="x")
     peer = (out / "peer.md").read_text()
     line = next(l for l in peer.splitlines() if l.startswith(f"| iql | {CORE_MR} |"))
-    assert "| 62.0 ± 1.6 / D4RL -5.5 ± 0.0 (n=3, 10) | 52.0 ± 1.6 / D4RL -5.5 ± 0.0 (n=3, 10) | +10.0 [" in line
+    assert "| 62.0 ± 2.0 / D4RL -5.5 ± 0.0 (n=3, 10) | 52.0 ± 2.0 / D4RL -5.5 ± 0.0 (n=3, 10) | +10.0 [" in line
     low, high = map(float, line.rsplit("[", 1)[1].rstrip(" |]").split(", "))
-    assert 6.0 <= low < 10.0 < high <= 14.0  # each mean resampled within [60, 64] and [50, 54]
+    ci = scipy_stats.ttest_ind([60, 62, 64], [50, 52, 54], equal_var=False).confidence_interval(0.95)
+    assert (low, high) == pytest.approx((ci.low, ci.high), abs=0.05)  # Welch's interval: 10 ± 4.5
     assert "+10.0 (no interval: 2 seeds a side needed)" in peer  # bc: one seed a side
     assert f"| cql | {CORE_MR} | not run | not run | - |" in peer
     rows = {(r["algorithm"], r["dataset"]): r for r in csv.DictReader((out / "peer.csv").open())}
     assert (rows["iql", CORE_MR]["ours_n"], float(rows["iql", CORE_MR]["difference"])) == ("3", 10.0)
 
 
-# A grid on which every claim holds, and its mirror on which every claim fails.
-TARGETS_UP = {"eval/target_3000/normalized_score": 90.0, "eval/target_1500/normalized_score": 45.0}
-TARGETS_DOWN = {"eval/normalized_score_3000": 40.0, "eval/normalized_score_1500": 45.0}  # the older key format
+# A grid of 5 seeds a cell at each claim's budget on which every claim holds, and its mirror on which every claim
+# is contradicted.  Each cell's seeds score level + 0, 1, 2, 3, 4 (mean level + 2, sample std 1.6).
+def targets(up: bool):
+    if up:
+        return lambda seed: {"eval/target_3000/normalized_score": 90.0 + seed,
+                             "eval/target_1500/normalized_score": 45.0}
+    return lambda seed: {"eval/normalized_score_3000": 40.0 + seed, "eval/normalized_score_1500": 45.0}  # older keys
 
 
 def claim_grid(root: Path, holds: bool) -> None:
-    def runs(variant, dataset, scores, extra=None, steps=(10, 20)):
-        for seed, score in enumerate(scores):
-            write_run(root, variant, dataset, seed, {steps[0]: score - 1.0, steps[1]: score},
-                      extra(seed) if callable(extra) else extra)
+    def cell(variant, dataset, level, extra=None):
+        for seed in range(5):
+            claim_run(root, variant, dataset, seed, level + seed, extra(seed) if callable(extra) else extra)
 
-    up = [0.0, 2.0, 4.0]
+    def q(value):
+        return {"eval/q_initial": value, "eval/discounted_return": 100.0}
+
+    td, dt = (60, 30) if holds else (0, 90)
     for dataset in (CORE_MR, CORE_HC):
-        runs("bc", dataset, [20 + x for x in up])
-        runs("bc_10", dataset, [(40 if holds else 10) + x for x in up])
-        runs("td3_bc", dataset, [(60 if holds else 5) + x for x in up], {"eval/q_initial": 100.0,
-                                                                         "eval/discounted_return": 100.0})
-        runs("td3_nobc", dataset, [(5 if holds else 70) + x for x in up],
-             {"eval/q_initial": 1000.0 if holds else 110.0, "eval/discounted_return": 100.0})
-        runs("iql", dataset, [(70 if holds else 25) + x for x in up])
-        runs("awr", dataset, [30 + x for x in up])
-        runs("dt", dataset, [(30 if holds else 80) + x for x in up], TARGETS_UP)
-    runs("bc_10", CORE_ME, [90.0, 92.0, 94.0])
-    runs("dt", CORE_ME, [91.0, 93.0, 95.0] if holds else [50.0, 52.0, 54.0], TARGETS_UP if holds else TARGETS_DOWN)
-    runs("cql", CORE_MR, [55.0, 56.0, 57.0],
-         lambda seed: {"eval/q_initial": 50.0 if holds or seed < 2 else 150.0, "eval/discounted_return": 100.0})
-    runs("mopo", CORE_MR, [(50 if holds else 10) + x for x in up])
-    runs("mopo_nopen", CORE_MR, [12.0, 13.0, 14.0])
-    for dataset in claims_module.NARROW:  # claim 8b: 3 seeds a side at the pre-registered 50k
-        runs("td3_bc", dataset, [(60 if holds else 5) + x for x in up], {"eval/q_initial": 100.0,
-                                                                         "eval/discounted_return": 100.0},
-             steps=(25000, 50000))
-        runs("td3_nobc", dataset, [(5 if holds else 70) + x for x in up],
-             {"eval/q_initial": 1000.0 if holds else 110.0, "eval/discounted_return": 100.0}, steps=(25000, 50000))
+        cell("bc", dataset, 20)
+        for method in claims_module.TD_METHODS:  # claims 1, 3 (iql, td3_bc), 6 (mopo), 7 (iql), 8 (td3_bc)
+            cell(method, dataset, td, q(50.0 if holds else 150.0) if method == "cql" else None)
+        cell("bc_10", dataset, 60 if holds else 0)
+        cell("awr", dataset, 30 if holds else 90)
+        cell("td3_nobc", dataset, 5 if holds else 90, q(1000.0 if holds else 0.0))
+        cell("dt", dataset, dt, targets(holds))
+    cell("bc_10", CORE_ME, 90)
+    cell("dt", CORE_ME, 92 if holds else 40, targets(holds))
+    cell("cql", CORE_ME, 50, q(50.0 if holds else 150.0))
+    cell("mopo_nopen", CORE_MR, 30 if holds else 50)
+    for dataset in claims_module.NARROW:
+        cell("td3_bc", dataset, td)
+        cell("td3_nobc", dataset, 5 if holds else 90, q(1000.0 if holds else 0.0))
+    for variant in claims_module.BF16:
+        cell(f"{variant}_bf16", CORE_HC, 61 if holds else 100)
+    for dataset in o2o.O2O_DATASETS:
+        for seed in range(5):
+            write_online_run(root, "iql_o2o", dataset, seed, 50.0, lambda env: (80.0 if holds else 20.0) + seed)
+            for baseline in ("sac_scratch_cql", "sac_scratch", "awac_o2o"):
+                write_online_run(root, baseline, dataset, seed, 40.0, lambda env: (20.0 if holds else 80.0) + seed)
+    # cql_o2o collapses from 60 to 10 for its first 3000 environment steps; calql_o2o to 55.
+    collapse, mild = (lambda env: 10.0 if env <= 3000 else 60.0), (lambda env: 55.0)
+    for dataset, episodes in ((CORE_MR, 10), (CORE_ME, claims_module.EPISODES)):
+        for seed in range(5):
+            write_online_run(root, "cql_o2o", dataset, seed, 60.0, collapse if holds else mild, episodes=episodes)
+            write_online_run(root, "calql_o2o", dataset, seed, 60.0, mild if holds else collapse, episodes=episodes)
 
 
 @pytest.mark.parametrize("holds", [True, False])
-def test_every_claim_passes_and_fails_on_its_intervals(tmp_path, fast_bootstrap, holds):
+def test_every_claim_is_supported_and_contradicted_on_its_intervals(tmp_path, holds):
     root = tmp_path / "runs"
     claim_grid(root, holds)
-    found = make_results(root, tmp_path / "results", command="x")
-    assert [c.label for c in found] == ["1", "2", "3", "4", "5", "6", "7", "8", "8b", "9", "10"]
-    offline = found[:9]  # claims 9 and 10 need fine-tuning runs: test_offline_to_online_runs_...
-    assert verdicts(offline) == ["PASS" if holds else "FAIL"] * 9, [(c.verdict, c.lines) for c in offline]
+    found = claims_module.check_claims(runs_module.load_runs([root]))
+    assert [c.label for c in found] == LABELS
+    assert [c.verdict for c in found] == [SUPPORTED if holds else CONTRADICTED] * len(LABELS), \
+        [(c.label, c.verdict, c.lines) for c in found if c.verdict != (SUPPORTED if holds else CONTRADICTED)]
     lines = details(found)
-    text = (tmp_path / "results" / "claims.md").read_text()
+    claims_module.write_claims(found, ["head"], tmp_path / "claims.md")
+    text = (tmp_path / "claims.md").read_text()
     if holds:
-        assert f"{CORE_MR}: iql 72.0 ± 1.6 (n=3, 20) - bc 22.0 ± 1.6 (n=3, 20) = +50.0, 95% CI [" in lines["1"]
-        assert f"{CORE_HC}: not run (decided without them): cql, bcq, mopo, combo." in lines["1"]
-        assert "R_hat_1 = 1500: 45.0, R_hat_1 = 3000: 90.0" in lines["4"]
-        assert "seed 2: Q = 50.0, G = 100.0 (update 20)" in lines["5"]
-        assert "mean Q - G = +900.0, 95% CI [900.0, 900.0], far above means above 0.5 abs(G) = 50.0: supports" \
-            in lines["8"] and "td3_bc for reference: mean Q - G = +0.0" in lines["8"]
-        assert f"{NARROW_CHEETAH}: td3_nobc Q(s0, pi(s0)) vs G per seed: seed 0: Q = 1000.0, G = 100.0 (update 50k)" \
+        assert (f"{CORE_MR}: iql 62.0 ± 1.6 (n=5, 50k) - bc 22.0 ± 1.6 (n=5, 50k) = +40.0, 95% Welch t interval "
+                "[37.7, 42.3], above 0: SUPPORTED.") in lines["1"]
+        assert "dt's score at the highest target minus the lowest per seed: seed 0: 90.0 at 3000 - 45.0 at 1500" \
+            in lines["4"]
+        assert "seed 4: Q = 50.0, G = 100.0 (updates 6k-10k)" in lines["5"]
+        assert f"{CORE_ME}: dt 94.0 ± 1.6 (n=5, 8k) - bc_10 92.0 ± 1.6 (n=5, 50k) = +2.0" in lines["3"]
+        assert "inside ±10: SUPPORTED" in lines["3"] and f"{CORE_HC}: td3_bc 62.0" in lines["3"]
+        assert "td3_nobc's Q(s0, pi(s0)) - G - 0.5 |G| per seed: seed 0: Q = 1000.0, G = 100.0 (updates 40k-50k)" \
             in lines["8b"]
-        assert "best TD method iql" in lines["3"] and "inside ±10" in lines["3"]
-        assert found[1].reading.startswith("Supported with wide margins: bc_10 leads bc by +20.0 and +20.0 points")
-        assert found[8].reading.startswith("Supported as pre-registered")
+        assert "drop in the first 20% online: cql_o2o 50.0 ± 0.0 (n=5) - calql_o2o 5.0 ± 0.0 (n=5) = +45.0" \
+            in lines["10"]
+        assert f"{CORE_ME}: dip: cql_o2o 50.0 ± 0.0 (n=5) - calql_o2o 5.0 ± 0.0 (n=5) = +45.0" in lines["10b"]
+        assert "placebo dip inside the offline phase: cql_o2o 0.0 ± 0.0 (n=5) - calql_o2o 0.0 ± 0.0 (n=5)" \
+            in lines["10b"]
+        assert "should lie within 15 points of 48: 22.0 ± 1.6 (n=5), 26.0 points away." in lines["9b"]
+        assert found[1].reading == ("Supported with 5 seeds a side, bc_10 and bc at 50k updates: bc_10 - bc = "
+                                    "+40.0 [37.7, 42.3] on Hopper medium-replay and bc_10 - bc = +40.0 [37.7, 42.3] on "
+                                    "HalfCheetah medium-replay.")
+        assert "(short budgets: the score averages the later half of training, dt over updates 4k-8k)" \
+            in found[2].reading
+        assert "inside the offline phase the same rule gives" in by_label(found)["10b"].reading
     else:
-        assert "not above 0, does not support bc_10 > bc" in lines["2"]
-        assert "not inside ±10" in lines["3"]
-        assert "seed 2: Q = 150.0, G = 100.0" in lines["5"] and "not every seed below" in lines["5"]
-        assert "does not support the overestimation" in lines["8"]
-        # bc_10 - bc = -10 with 3 seeds each: its interval lies below 0.
-        assert "a real disagreement with the chapter" in found[1].reading
+        assert "bc_10 2.0 ± 1.6 (n=5, 50k) - bc 22.0 ± 1.6 (n=5, 50k) = -20.0" in lines["2"]
+        assert "below 0: CONTRADICTED." in lines["2"]
+        assert "entirely outside ±10: CONTRADICTED." in lines["3"] and "entirely outside ±10" in lines["P"]
+        assert "seed 0: Q = 150.0, G = 100.0" in lines["5"] and "above 0: CONTRADICTED" in lines["5"]
+        assert found[1].reading.startswith("Contradicted with 5 seeds a side, bc_10 and bc at 50k updates: "
+                                           "bc_10 - bc = -20.0 [")
     assert all(c.reading and c.reading.endswith(".") for c in found)
-    assert "| 8 | Extrapolation error" in text and "| 8b | On narrow data" in text
-    # Every claim has its Reading under its heading, and the verdict is the last column of the table.
-    assert text.count("\nReading: ") == 11 and "| # | claim | reading | verdict |" in text
+    assert "| 8 | Extrapolation error on medium-replay" in text and "| 8b | Extrapolation error on narrow data" in text
+    # Every claim has its Reading and the earlier verdict under its heading; the new verdict is the last column.
+    assert text.count("\nReading: ") == len(LABELS)
+    assert "| # | claim | reading | verdict 2026-12-04 (final evaluation, 2-3 seeds) | verdict |" in text
+    assert "Verdict 2026-12-04 (final evaluation, 2-3 seeds): FAIL." in text.split("## 1.")[1].split("## 2.")[0]
+    assert "Verdict 2026-12-04 (final evaluation, 2-3 seeds): new." in text.split("## 9b.")[1].split("## 10.")[0]
 
 
-def test_one_seed_is_shown_not_decided(tmp_path, fast_bootstrap):
+def test_one_contradicted_part_contradicts_and_too_few_seeds_or_a_straddling_interval_leave_undecided(tmp_path):
     root = tmp_path / "runs"
     claim_grid(root, holds=True)
-    write_run(root, "bcq", CORE_MR, 0, {10: 1.0})  # one seed below bc: shown, cannot fail claim 1
-    write_run(root, "cql", CORE_HC, 0, {10: 40.0}, {"eval/q_initial": 30.0, "eval/discounted_return": 80.0})
+    # Claim 7: awr above iql on HalfCheetah, a CONTRADICTED part beside the SUPPORTED one on Hopper.
+    shutil.rmtree(root / "awr" / CORE_HC)
+    for seed in range(5):
+        claim_run(root, "awr", CORE_HC, seed, 90.0 + seed)
+    # Claim 2: bc_10 keeps 3 seeds on HalfCheetah; claim 6: mopo_nopen's seeds spread across mopo's.
+    for seed in (3, 4):
+        shutil.rmtree(root / "bc_10" / CORE_HC / f"seed{seed}")
+    shutil.rmtree(root / "mopo_nopen")
+    for seed, score in enumerate([30.0, 90.0, 60.0, 40.0, 80.0]):
+        claim_run(root, "mopo_nopen", CORE_MR, seed, score)
+    found = by_label(claims_module.check_claims(runs_module.load_runs([root])))
+    assert found["7"].verdict == CONTRADICTED
+    assert found["7"].reading.startswith("Contradicted with 5 seeds a side, iql and awr at 50k updates: iql - awr = "
+                                         "-30.0 [")
+    assert found["7"].reading.endswith("while iql - awr = +30.0 [27.7, 32.3] on Hopper medium-replay hold.")
+    assert found["2"].verdict == UNDECIDED
+    assert f"{CORE_HC}: bc_10 61.0 ± 1.0 (n=3, 50k) - bc 22.0 ± 1.6 (n=5, 50k) = +39.0" in "\n".join(found["2"].lines)
+    assert found["2"].reading.startswith("Undecided: fewer than 5 seeds (3-5 seeds a side, bc_10 and bc at 50k "
+                                         "updates); on these seeds 1 of 1 intervals lie on the claim's side.")
+    assert found["6"].verdict == UNDECIDED and "straddles 0: UNDECIDED (straddles)." in found["6"].lines[0]
+    assert found["6"].reading.startswith("Undecided: mopo - mopo_nopen = +2.0 [")
+    assert found["6"].reading.endswith("on Hopper medium-replay straddles 0 with 5 seeds a side.")
+    assert found["1"].verdict == SUPPORTED
+
+
+def test_a_critic_still_rising_is_said_beside_the_lower_bound(tmp_path):
+    root = tmp_path / "runs"
     for dataset in runs_module.CORE:
-        write_run(root, "combo", dataset, 0, {10: 50.0})
-    found = make_results(root, tmp_path / "results", command="x")
-    assert [found[0].verdict, found[4].verdict] == ["PASS", "PASS"]
-    lines = details(found)
-    assert f"{CORE_MR}: bcq 1.0 ± 0.0 (n=1, 10) - bc 22.0 ± 1.6 (n=3, 20) = -21.0: 1 seed, shown, not decided " \
-           "(an interval needs 2)." in lines["1"]
-    assert f"{CORE_HC}: Q(s0, pi(s0)) - G per seed at the final evaluation: seed 0: Q = 30.0, G = 80.0 (update 10): " \
-           f"below G; cql has 1 seed on {CORE_HC} (an interval needs 2): shown, not decided." in lines["5"]
-    combo = {r["variant"]: r for r in csv.DictReader((tmp_path / "results" / "aggregate.csv").open())}["combo"]
-    assert (float(combo["iqm"]), combo["ci_low"], combo["seeds_per_core_dataset"]) == (50.0, "", "1 + 1 + 1")
-    assert combo["note"] == f"no CI: fewer than 2 seeds on {', '.join(runs_module.CORE)}"
-    # With only one-seed runs the claim names what is missing instead of passing.
-    alone = tmp_path / "alone"
-    write_run(alone, "cql", CORE_HC, 0, {10: 40.0}, {"eval/q_initial": 30.0, "eval/discounted_return": 80.0})
-    assert make_results(alone, tmp_path / "r2", command="x")[4].verdict == "NOT RUN"
+        for seed in range(5):
+            rising = dataset == CORE_MR
+            extra = [{"eval/q_initial": (5.0 + step / 1000 + seed) if rising else 50.0 - step / 1000,
+                      "eval/discounted_return": 100.0} for step in range(2000, 10001, 2000)]
+            write_run(root, "cql", dataset, seed, {step: 30.0 for step in range(2000, 10001, 2000)},
+                      budget="--max_steps 10000 --eval_every 2000 --eval_episodes 10",
+                      lines=tuple(json.dumps({"step": step, "eval/normalized_score": 30.0, **e}) + "\n"
+                                  for step, e in zip(range(2000, 10001, 2000), extra)))
+    claim = by_label(claims_module.check_claims(runs_module.load_runs([root])))["5"]
+    assert claim.verdict == SUPPORTED
+    assert f"{CORE_MR}: cql's Q(s0, pi(s0)) - G per seed: seed 0: Q = 13.0, G = 100.0 (updates 6k-10k)" \
+        in claim.lines[0]
+    assert claim.reading.startswith("Supported with 5 seeds, cql at 10k updates: cql's Q(s0, pi(s0)) - G = "
+                                    "-85.0 [")
+    assert claim.reading.endswith("; on Hopper medium-replay Q(s0, pi(s0)) was still rising at the last evaluation of "
+                                  "every seed (to 19.0): the critic had not converged at this budget, so the bound is "
+                                  "tested only weakly there.")
 
 
-def test_a_critic_still_rising_is_said_beside_the_lower_bound(tmp_path, fast_bootstrap):
+def test_undecided_claims_name_what_is_missing(tmp_path):
     root = tmp_path / "runs"
+    claim_run(root, "bc", CORE_MR, 0, 20.0)
+    claim_run(root, "bc_10", CORE_MR, 0, 30.0)
     for seed in (0, 1):
-        write_run(root, "cql", CORE_MR, seed, {10: 30.0, 20: 31.0, 30: 32.0}, lines=tuple(
-            json.dumps({"step": step, "eval/normalized_score": 30.0, "eval/q_initial": q,
-                        "eval/discounted_return": 100.0}) + "\n" for step, q in ((10, 5.0), (20, 9.0), (30, 12.0 + seed))))
-    found = make_results(root, tmp_path / "results", command="x")
-    claim = found[4]
-    assert claim.verdict == "PASS"
-    assert "still rising at the final evaluation on every seed (first, last two: 5.0 -> 9.0 -> 12.0; " \
-           "5.0 -> 9.0 -> 13.0)" in "\n".join(claim.lines)
-    assert claim.reading.startswith("Supported, but weakly on Hopper medium-replay: at 30 updates")
-    assert "still rising there (to 13.0, against G of 100.0-100.0)" in claim.reading
-
-
-def test_claims_not_run_name_what_is_missing(tmp_path, fast_bootstrap):
-    root = tmp_path / "runs"
-    write_run(root, "bc", CORE_MR, 0, {10: 20.0})
-    write_run(root, "bc_10", CORE_MR, 0, {10: 30.0})
-    write_run(root, "cql", CORE_MR, 0, {10: 30.0})  # no Q at the initial states in its log
-    write_run(root, "cql", CORE_MR, 1, {10: 30.0})
-    found = make_results(root, tmp_path / "results", command="x")
-    assert verdicts(found) == ["NOT RUN"] * 11
+        claim_run(root, "cql", CORE_MR, seed, 30.0)  # no Q at the initial states in its log
+    found = claims_module.check_claims(runs_module.load_runs([root]))
+    assert [c.verdict for c in found] == [UNDECIDED] * len(LABELS)
     lines = details(found)
-    assert f"bc_10 has 1 seed on {CORE_MR} (an interval needs 2)" in lines["2"]
-    assert f"bc_10 not run on {CORE_HC}" in lines["2"]
-    assert "2 of 2 cql seeds on local/hopper/medium-replay-v0 logged no eval/q_initial and eval/discounted_return" \
-        in lines["5"]
-    assert "mopo_nopen not run on local/hopper/medium-replay-v0" in lines["6"]
-    assert found[1].reading.startswith("Not decided yet: bc_10 has 1 seed on")
-    assert found[8].reading.startswith("Not run yet: none of the 12 pre-registered runs")
+    assert f"{CORE_MR}: bc_10 30.0 (n=1, 50k) - bc 20.0 (n=1, 50k) = +10.0, no interval (1 seed): UNDECIDED (n < 5)." \
+        in lines["2"]
+    assert f"{CORE_HC}: bc_10 - bc: missing: bc_10 and bc not run at the claim's budget: UNDECIDED (missing)." in lines["2"]
+    assert (f"{CORE_MR}: cql's Q(s0, pi(s0)) - G: missing: 2 cql runs, none logged eval/q_initial and "
+            "eval/discounted_return: UNDECIDED (missing).") in lines["5"]
+    assert f"{CORE_MR}: mopo - mopo_nopen: missing: mopo and mopo_nopen not run" in lines["6"]
+    assert found[1].reading == ("Undecided: missing: bc_10 and bc on HalfCheetah medium-replay; fewer than 5 seeds "
+                                "(1 seed a side, bc_10 and bc at 50k updates).")
+    assert found[4].reading.startswith("Undecided: missing: 2 cql runs, none logged eval/q_initial and "
+                                       "eval/discounted_return on Hopper medium-replay; cql on HalfCheetah")
 
 
-def test_claim_8b_counts_only_its_preregistered_runs(tmp_path, fast_bootstrap):
-    """Claim 8b wants 3 seeds a side at 50k: one td3_nobc seed is shown, not decided; a 20k run is not counted."""
+def test_only_runs_at_the_claims_budget_and_cadence_count(tmp_path):
+    """Claim 8b reads td3_bc and td3_nobc at 50k updates, evaluated every 5k: a 20k run and an unfinished one are
+    named, not counted."""
     root = tmp_path / "runs"
-    write_run(root, "td3_nobc", NARROW_CHEETAH, 0, {25000: -3.0, 50000: -4.9},
-              {"eval/q_initial": 231.7, "eval/discounted_return": -56.1}, budget="--max_steps 50000")
-    write_run(root, "td3_bc", NARROW_WALKER, 0, {20000: 70.0}, budget="--max_steps 20000")
-    found = make_results(root, tmp_path / "results", command="x")
-    claim = found[8]
-    assert claim.verdict == "NOT RUN" and claim.label == "8b"
+    claim_run(root, "td3_nobc", NARROW_CHEETAH, 0, -4.9, {"eval/q_initial": 230.0, "eval/discounted_return": -60.0})
+    write_run(root, "td3_bc", NARROW_WALKER, 0, {20000: 70.0}, budget="--max_steps 20000 --eval_every 5000")
+    write_run(root, "td3_bc", NARROW_WALKER, 1, {25000: 70.0, 30000: 70.0},
+              budget="--max_steps 50000 --eval_every 5000")
+    claim = by_label(claims_module.check_claims(runs_module.load_runs([root])))["8b"]
+    assert claim.verdict == UNDECIDED
     text = "\n".join(claim.lines)
-    assert f"td3_nobc has 1 seed on {NARROW_CHEETAH} (the claim needs 3). Shown, not decided: seed 0: Q = 231.7, " \
-           "G = -56.1 (update 50k)." in text
-    assert f"Not counted (not at the pre-registered 50k updates): td3_bc seed 0 on {NARROW_WALKER} (20k)." in text
-    assert claim.reading == ("Partial, not decided: 1 of the 12 pre-registered runs is committed; td3_nobc seed 0 on "
-                             "HalfCheetah expert has Q(s0, pi(s0)) - G = +287.8 against 0.5 |G| = 28.1 and scores -4.9, "
-                             "in the claim's direction, but one run decides nothing.")
-    assert found[7].label == "8" and found[7].verdict == "NOT RUN"  # claim 8 stays on medium-replay
+    assert (f"{NARROW_CHEETAH}: td3_nobc's Q(s0, pi(s0)) - G - 0.5 |G| per seed: seed 0: Q = 230.0, G = -60.0 (updates "
+            "40k-50k); mean +260.0, no interval (1 seed): UNDECIDED (n < 5).") in text
+    assert (f"Not counted (not at the claim's budget and cadence): td3_bc seed 0 on {NARROW_WALKER} (20k updates, "
+            f"evaluation every 5k), td3_bc seed 1 on {NARROW_WALKER} (50k updates, evaluation every 5k, last "
+            "evaluation at 30k).") in text
+    assert f"{NARROW_WALKER}: td3_bc - td3_nobc: missing: td3_bc and td3_nobc not run at the claim's budget" in text
 
 
 def test_sanity_table(tmp_path, fast_bootstrap):
@@ -374,9 +526,9 @@ def test_sanity_table(tmp_path, fast_bootstrap):
     write_run(root, "bc", "local/pendulum/expert-v0", 0, {10: 101.0})
     make_results(root, tmp_path / "results", command="x")
     text = (tmp_path / "results" / "sanity.md").read_text()
-    assert "| hopper | 98.0 ± 0.0 / D4RL 100.0 ± 0.0 (n=1, 10) | 2.0 points from 100 (within 10) | " \
-           "25.0 ± 0.0 / D4RL 0.0 ± 0.0 (n=1, 10) | 25.0 points from 0 (MORE than 10) |" in text
-    assert "| pendulum | 101.0 ± 0.0 (n=1, 10) | 1.0 points from 100 (within 10) | not run | - |" in text
+    assert "| hopper | 98.0 / D4RL 100.0 (n=1, 10) | 2.0 points from 100 (within 10) | " \
+           "25.0 / D4RL 0.0 (n=1, 10) | 25.0 points from 0 (MORE than 10) |" in text
+    assert "| pendulum | 101.0 (n=1, 10) | 1.0 points from 100 (within 10) | not run | - |" in text
 
 
 def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_path, fast_bootstrap):
@@ -396,14 +548,18 @@ def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_
     cpu = (f"python tools/sweep.py --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers 2 --root runs/bench "
            "--set max_steps=50000 eval_every=5000 eval_episodes=10")
     assert f"Runs: 4 runs, made by `{cpu}`" in section and f"Reproduce: `{cpu}`" in section
-    assert "IQM [95% CI], local" in section and "| # | claim | reading | verdict |" in section
-    assert "| 1 | TD methods beat BC on medium-replay | Not decided yet: " in section
-    assert section.rstrip().count("| NOT RUN |") == 11  # the verdict is the last column
+    assert "IQM [95% CI], local" in section
+    assert "| # | claim | reading | verdict 2026-12-04 (final evaluation, 2-3 seeds) | verdict |" in section
+    assert "| 1 | TD methods beat BC on medium-replay | Undecided: " in section
+    assert section.rstrip().count(f"| {UNDECIDED} |") == len(LABELS)  # the verdict is the last column
+    assert "| FAIL | UNDECIDED |" in section and "| new | UNDECIDED |" in section  # the earlier verdicts beside
+    assert "NOT RUN" not in section and "| PASS |" not in section.replace("| PASS | UNDECIDED |", "")
     assert "| 8b | TD3 without BC collapses on narrow data |" in section
-    for page in ("results/scores.md", "results/peer.md", "results/published.md", "results/claims.md"):
+    for page in ("results/scores.md", "results/peer.md", "results/published.md", "results/claims.md",
+                 "results/protocol.md"):
         assert f"]({page})" in section
     assert MEDIUM_REPLAY not in section and "Pendulum runs (the small datasets)" in section
-    assert len(section.splitlines()) < 60  # a summary: the per-dataset tables live in results/
+    assert len(section.splitlines()) < 65  # a summary: the per-dataset tables live in results/
     assert "| td3_nobc |" not in section.split("| # | claim |")[0]  # ablations: in the claims, not the aggregate
     assert "| td3_nobc |" in (tmp_path / "results" / "scores.md").read_text()
     reproduce_md = (tmp_path / "results" / "reproduce.md").read_text()
@@ -454,7 +610,7 @@ def test_a_run_without_run_json_is_counted_not_parsed(tmp_path, fast_bootstrap):
     make_results(root, tmp_path / "results", command=None)
     md = (tmp_path / "results" / "scores.md").read_text()
     assert "Runs: 2 runs, made by `python tools/sweep.py --variants iql" in md and "(1 run without a run.json" in md
-    assert "999" not in md and "| iql | 55.0 ± 5.0 / D4RL" in md
+    assert "999" not in md and "| iql | 55.0 ± 7.1 / D4RL" in md
 
 
 def test_gpu_sweeps_take_each_methods_full_budget():
@@ -491,7 +647,7 @@ def test_published_numbers_beside_ours(tmp_path, fast_bootstrap):
     published.write_published(stats.score_table(runs_module.load_runs([root])), ["head"], out, table_csv)
     text = (out / "published.md").read_text()
     assert text.startswith("# Published D4RL numbers beside ours: not directly comparable")
-    assert "| Hopper | medium-replay | 94.7 ± 8.6 | 5 | 1M | v2 | Some et al. 2022 [1] | 100.0 ± 0.0 | 61.0 ± 1.0 | " \
+    assert "| Hopper | medium-replay | 94.7 ± 8.6 | 5 | 1M | v2 | Some et al. 2022 [1] | 100.0 ± 0.0 | 61.0 ± 1.4 | " \
            "2, 50k | 5% |" in text
     assert "| Walker2d | medium | 78.3 | - | - | v2 | Some et al. 2022 [1] | not run | not run | - | - |" in text
     assert f"1. {source}" in text
@@ -548,95 +704,109 @@ def test_migration_rebuilds_the_committed_run_json():
     assert migrate_run_json.decode("Optional[int]", "none") is None and migrate_run_json.decode("bool", "false") is False
 
 
+
 def test_a_rerun_on_newer_code_is_compared_with_the_older_seeds(fake_root, tmp_path):
     out = tmp_path / "results"
-    write_run(out / "rerun", "td3_bc", MEDIUM_REPLAY, 0, {10: 61.0, 20: 72.0})  # older seeds end at 70 and 80
-    write_run(out / "rerun", "bc_10", MEDIUM_REPLAY, 1, {10: 10.0, 20: 40.0})  # older seeds end at 12 and 14
+    write_run(out / "rerun", "td3_bc", MEDIUM_REPLAY, 0, {10: 61.0, 20: 72.0})  # older seeds score 65 and 85
+    write_run(out / "rerun", "bc_10", MEDIUM_REPLAY, 1, {10: 10.0, 20: 40.0})  # older seeds score 11 and 12
     write_run(out / "rerun", "bc", MEDIUM_REPLAY, 0, {10: 20.0})  # another budget than the older runs': left out
     make_results(fake_root, out)
     text = (out / "rerun.md").read_text()
-    assert f"| td3_bc | {MEDIUM_REPLAY} | 0 | 20 | 70.0 (not recorded) | 72.0 (not recorded) | 75.0 ± 5.0 (n=2) | yes |" in text
-    assert f"| bc_10 | {MEDIUM_REPLAY} | 1 | 20 | 14.0 (not recorded) | 40.0 (not recorded) | 13.0 ± 1.0 (n=2) | NO |" in text
+    assert (f"| td3_bc | {MEDIUM_REPLAY} | 0 | 20 | 65.0 (not recorded) | 66.5 (not recorded) | 75.0 ± 14.1 (n=2) "
+            "| yes |") in text
+    assert (f"| bc_10 | {MEDIUM_REPLAY} | 1 | 20 | 12.0 (not recorded) | 25.0 (not recorded) | 11.5 ± 0.7 (n=2) "
+            "| NO |") in text
     assert "| bc |" not in text and (out / "rerun.png").stat().st_size > 0
 
 
-def write_online_run(root: Path, variant: str, dataset: str, seed: int, switch: float, online: dict,
-                     offline: int = 50, online_steps: int = 100) -> None:
-    """An offline -> online run as the scripts log it: evaluations every 10 updates, env_steps in every row, the
-    switch at max_steps (env_steps 0), finished.json at max_steps + online_steps updates (utd 1)."""
-    run_dir = root / variant / dataset / f"seed{seed}"
-    run_dir.mkdir(parents=True)
-    rows = [{"step": offline, "env_steps": 0, "eval/normalized_score": switch}] if offline else []
-    rows += [{"step": offline + env, "env_steps": env, "eval/normalized_score": score} for env, score in online.items()]
-    (run_dir / "log.jsonl").write_text("".join(json.dumps({**r, "wall_time": 0.0, "eval/return": RETURN}) + "\n"
-                                               for r in rows))
-    algo = "iql" if variant == "iql_o2o" else "cql"
-    config = {"dataset_id": dataset, "seed": seed, "max_steps": offline, "online_steps": online_steps, "utd": 1}
-    command = ["python", f"algorithms/{algo}.py", "--dataset_id", dataset, "--seed", str(seed), "--checkpoints_path",
-               f"/x/runs/bench/{variant}/{dataset}/seed{seed}", *sweep.VARIANTS[variant][1],
-               "--online_steps", str(online_steps)]
-    (run_dir / "run.json").write_text(json.dumps({"algo": algo, "config": config, "command": command}))
-    (run_dir / "finished.json").write_text(json.dumps({"step": offline + online_steps}))
-
-
-def test_offline_to_online_runs_have_their_own_page_and_decide_claims_9_and_10(fake_root, tmp_path):
-    hc = "local/halfcheetah/medium-replay-v0"
-    for dataset in (CORE_MR, hc):
-        for seed, end in ((0, 80.0), (1, 84.0)):
-            write_online_run(fake_root, "iql_o2o", dataset, seed, 70.0, {10: 65.0, 20: 68.0, 60: 75.0, 100: end})
-        for seed, end in ((0, 20.0), (1, 24.0)):
-            write_online_run(fake_root, "sac_scratch", dataset, seed, 0.0, {10: 1.0, 50: 10.0, 100: end}, offline=0)
-    for seed, worst in ((0, 30.0), (1, 32.0)):  # cql collapses by 30 and 28 points in the first fifth (20 steps)
-        write_online_run(fake_root, "cql_o2o", CORE_MR, seed, 60.0, {10: worst, 20: 50.0, 40: 10.0, 100: 70.0})
-    for seed, worst in ((0, 55.0), (1, 56.0)):  # Cal-QL by 5 and 4; the dip at 40 is past the first fifth
-        write_online_run(fake_root, "calql_o2o", CORE_MR, seed, 60.0, {10: worst, 20: 58.0, 40: 10.0, 100: 72.0})
+def test_offline_to_online_runs_have_their_own_page(fake_root, tmp_path):
+    for dataset in (CORE_MR, CORE_HC):
+        for seed in (0, 1):  # 70 offline, 60 for the first 10k online steps, then 80 and 84
+            write_online_run(fake_root, "iql_o2o", dataset, seed, 70.0,
+                             lambda env: 60.0 if env <= 10000 else 80.0 + 4 * seed)
+            write_online_run(fake_root, "sac_scratch_cql", dataset, seed, 0.0, lambda env: 20.0 + 4 * seed)
     out = tmp_path / "results"
-    claims = {c.label: c for c in make_results(fake_root, out)}
-    assert claims["9"].verdict == "PASS" and "+60.0" in claims["9"].reading
-    assert claims["10"].verdict == "PASS" and "+24.5" in claims["10"].reading
+    make_results(fake_root, out)
     text = (out / "o2o.md").read_text()
-    assert f"| iql_o2o | {CORE_MR} | 50 | 100 | 70.0 ± 0.0 (n=2) | 82.0 ± 2.0 (n=2) | 5.0 ± 0.0 (n=2) | 0, 1 |" in text
-    assert f"| sac_scratch | {CORE_MR} | none | 100 | - | 22.0 ± 2.0 (n=2) | - | 0, 1 |" in text
-    assert f"| cql_o2o | {CORE_MR} | 50 | 100 | 60.0 ± 0.0 (n=2) | 70.0 ± 0.0 (n=2) | 29.0 ± 1.0 (n=2) | 0, 1 |" in text
+    # Switch 70 (the last 3 offline evaluations); end 82 ± 2.8 (the last 3); drop 70 - 60 (first fifth: 10k steps);
+    # dip 70 - 60 (the lowest mean of 3 consecutive evaluations in the first 25k steps).
+    assert (f"| iql_o2o | {CORE_MR} | 50k | 50k | 10 | 70.0 ± 0.0 (n=2) | 82.0 ± 2.8 (n=2) | 12.0 ± 2.8 (n=2) | "
+            "10.0 ± 0.0 (n=2) | 10.0 ± 0.0 (n=2) | 0, 1 |") in text
+    assert f"| sac_scratch_cql | {CORE_MR} | none | 50k | 10 | - | 22.0 ± 2.8 (n=2) | - | - | - | 0, 1 |" in text
     assert (out / "o2o.png").stat().st_size > 0
-    assert "o2o" not in (out / "scores.md").read_text() and "sac_scratch" not in (out / "scores.md").read_text()
+    scores = (out / "scores.md").read_text()
+    assert "| iql_o2o |" not in scores and "| sac_scratch_cql |" not in scores
+
+
+def test_the_dip_rule_and_its_placebo():
+    # dip = the mean of before's last 3 minus the lowest mean of 3 consecutive evaluations of the window.
+    assert o2o.dip([1.0, 2.0, 60.0, 60.0, 60.0], [10.0, 50.0, 20.0, 30.0, 70.0]) == pytest.approx(60 - 80 / 3)
+    assert o2o.dip([], [1.0, 2.0, 3.0]) is None and o2o.dip([5.0], [1.0, 2.0]) is None
+    # Claim 10b's budget: 10k offline updates, 10k online steps, an evaluation every 500.  Offline: 50, with a
+    # placebo dip to 20 at updates 5.5k-6.5k; online: 10 for the first 1.5k steps, 0 at 6k-7k (past the window).
+    run = runs_module.RunRecord("cql_o2o", CORE_ME, 0, [{"step": s, "eval/normalized_score": 1.0} for s in (1, 2, 3)])
+    offline = [(s - 10000, 20.0 if 5500 <= s <= 6500 else 50.0) for s in range(500, 10001, 500)]
+    online = [(env, 10.0 if env <= 1500 else 0.0 if 6000 <= env <= 7000 else 50.0) for env in range(500, 10001, 500)]
+    view = o2o.Online(run, 10000, 10000, offline, online)
+    assert (view.switch, view.dip, view.drop, view.placebo) == (50.0, 40.0, 40.0, 30.0)
 
 
 def test_o2o_curves_keep_the_offline_phase_left_of_the_switch(fake_root):
     """o2o.png draws a run whole: offline evaluations at x = updates - max_steps (<= 0), online ones at env steps."""
-    from results import o2o
-
-    write_online_run(fake_root, "cql_o2o", CORE_MR, 0, 60.0, {10: 30.0, 100: 70.0})
+    write_online_run(fake_root, "cql_o2o", CORE_MR, 0, 60.0, lambda env: {50: 30.0, 100: 70.0}[env],
+                     budget=(50, 100, 50))
     run_dir = fake_root / "cql_o2o" / CORE_MR / "seed0"
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     early = {"step": 20, "env_steps": 0, "eval/normalized_score": 5.0, "wall_time": 0.0, "eval/return": RETURN}
     (run_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [early, *rows]))
     (view,) = o2o.o2o_runs(runs_module.load_runs([fake_root]))[("cql_o2o", CORE_MR)]
-    assert view.points == ([-30, 0, 10, 100], [5.0, 60.0, 30.0, 70.0])
-    assert view.switch == 60.0 and view.drop == 30.0
+    assert view.points == ([-30, 0, 50, 100], [5.0, 60.0, 30.0, 70.0])
+    # The end is the run's score: its last 3 evaluations, here the switch's and the two online ones.
+    assert view.switch == 32.5 and view.end == pytest.approx(160 / 3) and view.end_minus_switch == pytest.approx(
+        160 / 3 - 32.5)
 
 
-def test_claims_9_and_10_wait_for_two_seeds_a_side(fake_root, tmp_path):
-    write_online_run(fake_root, "iql_o2o", CORE_MR, 0, 70.0, {10: 65.0, 100: 80.0})
-    claims = {c.label: c for c in make_results(fake_root, tmp_path / "results")}
-    assert claims["9"].verdict == claims["10"].verdict == "NOT RUN"
-    assert f"1 finished iql_o2o run and 0 sac_scratch runs on {CORE_MR}" in claims["9"].reading
-    assert f"0 finished cql_o2o runs and 0 calql_o2o runs on {CORE_MR}" in claims["10"].reading
+def test_fine_tuning_claims_wait_for_five_seeds_a_side(fake_root):
+    write_online_run(fake_root, "iql_o2o", CORE_MR, 0, 70.0, lambda env: 80.0)
+    for seed in (0, 1):
+        write_online_run(fake_root, "cql_o2o", CORE_MR, seed, 60.0, lambda env: 10.0 + seed)
+        write_online_run(fake_root, "calql_o2o", CORE_MR, seed, 60.0, lambda env: 50.0 + seed)
+    found = by_label(claims_module.check_claims(runs_module.load_runs([fake_root])))
+    assert found["9"].verdict == found["10"].verdict == found["11"].verdict == UNDECIDED
+    assert (f"{CORE_MR}: iql_o2o - sac_scratch_cql (end of the online budget): missing: sac_scratch_cql not run at the "
+            "claim's budget; iql_o2o 80.0 (n=1): UNDECIDED (missing).") == found["9"].lines[0]
+    assert found["10"].reading.startswith("Undecided: fewer than 5 seeds (2 seeds a side, cql_o2o and calql_o2o at 10k "
+                                          "updates + 10k environment steps); on these seeds 1 of 1 intervals lie on "
+                                          "the claim's side;")
+    assert found["10"].reading.endswith("the claim stays at its 2 seeds a side (results/protocol.md), so it reads "
+                                        "UNDECIDED by design.")
 
 
-def test_claim_9_reading_names_where_it_holds_and_where_not(fake_root, tmp_path):
-    """One dataset above 0, the other not: FAIL, and the reading says which is which."""
-    hc = "local/halfcheetah/medium-replay-v0"
-    for dataset, ends in ((CORE_MR, (90.0, 10.0)), (hc, (80.0, 84.0))):  # Hopper's seeds spread across 0
-        for seed, end in enumerate(ends):
-            write_online_run(fake_root, "iql_o2o", dataset, seed, 70.0, {10: 65.0, 100: end})
-        for seed, end in ((0, 20.0), (1, 24.0)):
-            write_online_run(fake_root, "sac_scratch", dataset, seed, 0.0, {10: 1.0, 100: end}, offline=0)
-    claim = {c.label: c for c in make_results(fake_root, tmp_path / "results")}["9"]
-    assert claim.verdict == "FAIL"
-    assert claim.reading.startswith("Holds on HalfCheetah medium-replay (+60.0 ")
-    assert "not supported at this budget: iql_o2o - sac_scratch = +28.0 " in claim.reading
-    assert claim.reading.endswith("on Hopper medium-replay, an interval that does not lie above 0.")
+def test_claim_9_reading_names_where_it_holds_and_where_not(fake_root):
+    """Supported on HalfCheetah, contradicted on Hopper: CONTRADICTED, and the reading says which is which."""
+    for dataset, end in ((CORE_MR, 10.0), (CORE_HC, 80.0)):
+        for seed in range(5):
+            write_online_run(fake_root, "iql_o2o", dataset, seed, 70.0, lambda env: end + seed)
+            write_online_run(fake_root, "sac_scratch_cql", dataset, seed, 0.0, lambda env: 40.0 - 20.0 * (
+                dataset == CORE_HC) + seed)
+    claim = by_label(claims_module.check_claims(runs_module.load_runs([fake_root])))["9"]
+    assert claim.verdict == CONTRADICTED
+    assert claim.reading.startswith("Contradicted with 5 seeds a side, iql_o2o at 50k updates + 50k environment steps; "
+                                    "sac_scratch_cql at 50k environment steps: iql_o2o - sac_scratch_cql (end of the "
+                                    "online budget) = -30.0 [-32.3, -27.7] on Hopper medium-replay (below 0), while ")
+    assert claim.reading.endswith("= +60.0 [57.7, 62.3] on HalfCheetah medium-replay hold.")
+
+
+def test_claim_10b_counts_only_its_20_episode_runs(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(5):
+        write_online_run(root, "cql_o2o", CORE_ME, seed, 60.0, lambda env: 10.0 + seed, episodes=20)
+        write_online_run(root, "calql_o2o", CORE_ME, seed, 60.0, lambda env: 50.0 + seed, episodes=20)
+    write_online_run(root, "cql_o2o", CORE_ME, 5, 60.0, lambda env: 60.0, episodes=10)
+    claim = by_label(claims_module.check_claims(runs_module.load_runs([root])))["10b"]
+    assert claim.verdict == SUPPORTED  # dips 50 - 0..4 and 10 - 0..4: +40
+    assert "dip: cql_o2o 48.0 ± 1.6 (n=5) - calql_o2o 8.0 ± 1.6 (n=5) = +40.0" in claim.lines[0]
+    assert "Not counted (not at 20 evaluation episodes): cql_o2o seed 5 (10 episodes)." in claim.lines
 
 
 def test_half_budget_runs_stand_beside_the_published_numbers_not_in_the_readme_aggregate(tmp_path, fast_bootstrap):
@@ -655,6 +825,6 @@ def test_half_budget_runs_stand_beside_the_published_numbers_not_in_the_readme_a
     out.mkdir()
     published.write_published(stats.score_table(runs_module.load_runs([root])), ["head"], out, table_csv)
     row = next(line for line in (out / "published.md").read_text().splitlines() if line.startswith("| Hopper"))
-    assert row.endswith("| 20.0 ± 0.0; 40.0 ± 0.0 | 1, 50k; 1, 500k | 5%; 50% |"), row
+    assert row.endswith("| 20.0; 40.0 | 1, 50k; 1, 500k | 5%; 50% |"), row
     section = readme.readme_section(["head"], {"td3_bc": {"note": "x"}, "td3_bc_500k": {"note": "y"}}, [], ["c"], [])
     assert any("| td3_bc |" in line for line in section) and not any("td3_bc_500k" in line for line in section)

@@ -5,29 +5,31 @@ Reads ROOT/<variant>/<dataset_id>/seed<S>/: log.jsonl (the evaluations), run.jso
 resolved config, commit, command), machine.txt, dataset.txt and finished.json; nothing else.  Writes in --out
 (results/):
   scores.md, scores.csv  normalized score per (variant, dataset), on the local scale and on D4RL's (D4RL's
-                         reference returns, results/d4rl_reference.csv): final (last evaluation) and best (max over
-                         evaluations), mean ± std over seeds with n and the budget (updates) of every cell, "not
-                         run" for the cells of the planned grid that have no run; and the aggregate: interquartile
-                         mean over (core dataset, seed) with a stratified bootstrap 95% CI (rliable), grouped by
-                         budget, also in aggregate.csv
+                         reference returns, results/d4rl_reference.csv): the score (a run's mean over its last 3
+                         evaluations, results/protocol.md), the last evaluation and the best, mean ± sample std over
+                         seeds with n and the budget (updates) of every cell, "not run" for the cells of the planned
+                         grid that have no run; and the aggregate: interquartile mean over (core dataset, seed) with a
+                         stratified bootstrap 95% CI (rliable), grouped by budget, also in aggregate.csv
   published.md           the papers' and libraries' published D4RL numbers (results/published.csv) beside ours
   profiles.png           performance profiles on the core datasets, ours and the peer in separate panels
   curves.png             learning curves on the core datasets (curves-pendulum.png: Pendulum), at most 8 a panel
-  peer.md, peer.csv      ours beside the peer library (d3rlpy_<algo>): the difference of means with a 95%
-                         bootstrap CI (seeds resampled within each side)
-  claims.md              the chapter's claims on MuJoCo, each PASS / FAIL on 95% intervals (NOT RUN, naming the
-                         missing runs, when runs are absent or too few), each with a one-sentence reading
+  peer.md, peer.csv      ours beside the peer library (d3rlpy_<algo>): the difference of means with its 95% Welch
+                         t interval
+  claims.md              the chapter's claims on MuJoCo under results/protocol.md, each SUPPORTED / CONTRADICTED /
+                         UNDECIDED on 95% t intervals with a one-sentence reading, beside the verdicts of the
+                         earlier protocol
   sanity.md              bc on each environment's expert data (about 100) and random data (about 0)
   reproduce.md           the sweep commands that make the runs again, derived from each run's run.json, and the
                          same sweeps at each method's full budget on a GPU
   rerun.md, rerun.png    when --out holds rerun/ (runs made again on newer code): each beside its older seeds
-  o2o.md, o2o.png        offline-to-online fine-tuning (variants iql_o2o, cql_o2o, calql_o2o, sac_scratch): the score
-                         at the switch, through the online phase and at its end, and the initial collapse
+  o2o.md, o2o.png        offline-to-online fine-tuning (variants iql_o2o, awac_o2o, cql_o2o, calql_o2o, sac_scratch,
+                         sac_scratch_cql): the score at the switch, through the online phase and at its end, end
+                         minus switch, the initial collapse (drop) and the dip
 and, when --out is the project's results/, the README's results section (between its markers).
 Every file names the runs, the budget, the device and the date.
 
-Modules: runs (loading), stats (intervals, IQM), tables, reproduce, claims, plots, published, rerun, o2o,
-readme.
+Modules: runs (loading, a run's score), stats (cells, t intervals, IQM), verdicts (the protocol's decisions),
+claims (the claims' parts), readings (their sentences), tables, reproduce, plots, published, rerun, o2o, readme.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
             plot_curves([r for r in by_suite[which] if r.variant not in O2O], out / name,
                         "\n".join(suite_head).replace("`", ""), datasets)
     write_o2o(every_run, head, out)
-    claims = check_claims(table, every_run)
+    claims = check_claims(every_run)
     write_claims(claims, head, out / "claims.md")
     if (out / RERUN_DIR).is_dir():
         write_rerun(out / RERUN_DIR, runs, out, head)
@@ -116,7 +118,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     stats.REPS = args.reps
     claims = make_results(args.root, args.out, args.command)
     for c in claims:
-        print(f"claim {c.label:>2}: {c.verdict:7s} {c.short}")
+        print(f"claim {c.label:>3}: {c.verdict:12s} (2026-12-04: {c.old:4s}) {c.short}")
     print(f"wrote {Path(args.out) / 'scores.md'}, scores.csv, aggregate.csv, published.md, profiles.png, curves.png, "
-          f"peer.md, peer.csv, claims.md, sanity.md, reproduce.md")
+          f"peer.md, peer.csv, claims.md, sanity.md, reproduce.md, o2o.md")
     return 0

@@ -1,54 +1,79 @@
-"""Offline-to-online fine-tuning (issue 32): the runs of the variants iql_o2o, awac_o2o, cql_o2o, calql_o2o (Cal-QL)
-and sac_scratch, read per run at the switch (the last offline evaluation, at max_steps updates), through the online
-phase (x = environment steps), and at its end; results/o2o.md and o2o.png, and claims 9 and 10."""
+"""Offline-to-online fine-tuning (issues 32, 43, 46): the runs of the variants iql_o2o, awac_o2o, cql_o2o,
+calql_o2o (Cal-QL), sac_scratch and sac_scratch_cql, read per run at the switch (the mean of its last 3 offline
+evaluations), through the online phase (x = environment steps) and at its end (the run's score, its last 3
+evaluations); results/o2o.md and o2o.png, and the parts of claims 9, 9b, 10, 10b and 11."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from .runs import HOPPER_MEDIUM_REPLAY, SCORE, RunRecord, dataset_name, plural, steps_text
-from .stats import MIN_SEEDS, difference_interval, interval_text
+from .runs import LAST, SCORE, RunRecord, last_mean, plural, steps_text
+from .stats import Stat, mean_std
 from .tables import markdown_table
+from .verdicts import GREATER, Part, counted, make_part
 
-# Fine-tuned after an offline phase, or from scratch.
-O2O = ["iql_o2o", "awac_o2o", "cql_o2o", "calql_o2o", "sac_scratch"]
-PRETRAINED = ["iql_o2o", "awac_o2o", "cql_o2o", "calql_o2o"]
+O2O = ["iql_o2o", "awac_o2o", "cql_o2o", "calql_o2o", "sac_scratch", "sac_scratch_cql"]  # fine-tuned, or from scratch
 O2O_DATASETS = ["local/hopper/medium-replay-v0", "local/halfcheetah/medium-replay-v0"]
-EARLY = 0.2  # "the first fifth of the online budget", where the initial collapse is measured
+EARLY = 0.2  # the drop: the worst evaluation in the first fifth of the online budget
+DIP = 0.5  # the dip: the lowest 3-evaluation mean in the first half of the online budget (claim 10b: 5000 of 10000)
 ENV_STEPS = "env_steps"
+
+
+def dip(before: list[float], window: list[float]) -> Optional[float]:
+    """The mean of before's last 3 evaluations minus the lowest mean of 3 consecutive evaluations of window
+    (results/protocol.md, claim 10b); None with nothing before or fewer than 3 evaluations in the window."""
+    if not before or len(window) < LAST:
+        return None
+    return last_mean(before) - min(float(np.mean(window[j:j + LAST])) for j in range(len(window) - LAST + 1))
 
 
 @dataclass
 class Online:
-    """One run read as offline -> online: its score at the switch (None from scratch), its (env steps, score)
-    evaluations of the online phase, the final score and the worst score in the first fifth of the online budget."""
+    """One run read as offline -> online: its offline evaluations (x = updates - max_steps <= 0) and its online
+    ones (x = environment steps)."""
     run: RunRecord
+    offline: int  # offline updates (max_steps)
     online_steps: int
     offline_curve: list[tuple[int, float]]  # (updates - max_steps, score) of the offline evaluations: x <= 0
     curve: list[tuple[int, float]]  # (environment steps, score) of the online evaluations
 
     @property
     def switch(self) -> Optional[float]:
-        """The last offline evaluation, at max_steps updates (x = 0); None from scratch."""
-        return next((score for x, score in self.offline_curve if x == 0), None)
+        """The mean of the last 3 offline evaluations; None from scratch."""
+        return last_mean([s for _, s in self.offline_curve]) if self.offline_curve else None
 
     @property
-    def final(self) -> float:
-        return self.curve[-1][1]
+    def end(self) -> float:
+        """The run's score: the mean of its last 3 evaluations."""
+        return self.run.score
 
     @property
-    def early_worst(self) -> Optional[float]:
-        early = [score for steps, score in self.curve if steps <= EARLY * self.online_steps]
-        return min(early) if early else None
+    def end_minus_switch(self) -> Optional[float]:
+        return None if self.switch is None else self.end - self.switch
 
     @property
     def drop(self) -> Optional[float]:
-        """The initial collapse: the switch's score minus the worst score in the first fifth of the online budget."""
-        return None if self.switch is None or self.early_worst is None else self.switch - self.early_worst
+        """The initial collapse (claim 10): the switch minus the worst evaluation in the first fifth online."""
+        early = [score for steps, score in self.curve if steps <= EARLY * self.online_steps]
+        return None if self.switch is None or not early else self.switch - min(early)
+
+    @property
+    def dip(self) -> Optional[float]:
+        """Claim 10b's dip: the switch minus the lowest 3-evaluation mean with 0 < environment steps <= half the
+        online budget."""
+        return dip([s for _, s in self.offline_curve],
+                   [score for steps, score in self.curve if 0 < steps <= DIP * self.online_steps])
+
+    @property
+    def placebo(self) -> Optional[float]:
+        """The same rule inside the offline phase: half the offline updates as the "switch" (the mean of the
+        evaluations up to it), the evaluations after it up to the real switch as the window."""
+        half = -self.offline / 2
+        return dip([s for x, s in self.offline_curve if x <= half], [s for x, s in self.offline_curve if x > half])
 
     @property
     def points(self) -> tuple[list[int], list[float]]:
@@ -61,14 +86,14 @@ class Online:
 def online_view(run: RunRecord) -> Optional[Online]:
     """The run as offline -> online, or None while it has not reached its online phase's end."""
     config = run.config
-    offline, online_steps = int(config.get("max_steps", 0)), int(config.get("online_steps", 0))
+    offline, online_steps = int(config.get("max_steps", 0)), int(config.get("online_steps") or 0)
     if not online_steps or run.finished_step is None:
         return None
     curve = [(int(e.get(ENV_STEPS, 0)), e[SCORE]) for e in run.evaluations if e["step"] > offline]
     if not curve:
         return None
     offline_curve = [(e["step"] - offline, e[SCORE]) for e in run.evaluations if e["step"] <= offline]
-    return Online(run, online_steps, offline_curve, curve)
+    return Online(run, offline, online_steps, offline_curve, curve)
 
 
 def o2o_runs(runs: list[RunRecord]) -> dict[tuple[str, str], list[Online]]:
@@ -81,74 +106,51 @@ def o2o_runs(runs: list[RunRecord]) -> dict[tuple[str, str], list[Online]]:
     return cells
 
 
-def values_text(values: list[float]) -> str:
-    return f"{np.mean(values):.1f} ± {np.std(values):.1f} (n={len(values)})" if values else "-"
+# --- the parts of claims 9-11 (their sentences: readings.py)
 
 
-def comparison(cells: dict, a: str, b: str, dataset: str, what: str,
-               value) -> tuple[Optional[bool], str, Optional[tuple]]:
-    """value(run of a) - value(run of b) > 0 on a 95% CI over the seeds, or None with what is missing: fewer than
-    MIN_SEEDS finished runs a side, or runs at different online budgets."""
-    runs_a, runs_b = ([o for o in cells.get((v, dataset), []) if value(o) is not None] for v in (a, b))
-    budgets = {o.online_steps for o in runs_a + runs_b}
-    if len(budgets) > 1:
-        return None, f"{dataset}: {what}: missing: {a} and {b} runs at one online budget (found {sorted(budgets)}).", None
-    if min(len(runs_a), len(runs_b)) < MIN_SEEDS:
-        return None, (f"{dataset}: {what}: missing: {len(runs_a)} finished {a} run{'s' * (len(runs_a) != 1)} and "
-                      f"{len(runs_b)} {b} run{'s' * (len(runs_b) != 1)} on {dataset} (an interval needs {MIN_SEEDS} a "
-                      "side)."), None
-    va, vb = [value(o) for o in runs_a], [value(o) for o in runs_b]
-    diff, low, high = difference_interval(va, vb)
-    ok = low > 0
-    return ok, (f"{dataset}: {what}: {a} {values_text(va)} - {b} {values_text(vb)} = {diff:+.1f}, 95% CI "
-                f"{interval_text(low, high)}: {'above 0, supports' if ok else 'not above 0, does not support'} the "
-                "claim."), (diff, low, high)
+def claim_cells(runs: list[RunRecord], episodes: Optional[int] = None) -> dict[tuple[str, str], list[Online]]:
+    """The finished runs at their claim's budget and cadence (and with that many evaluation episodes)."""
+    return o2o_runs([r for r in runs if counted(r) and (episodes is None or r.config.get("eval_episodes") == episodes)])
 
 
-def not_decided(lines: list[str]) -> str:
-    return "Not decided yet: " + "; ".join(line.split("missing: ", 1)[1].rstrip(".") for line in lines
-                                           if "missing: " in line) + "."
+def values(views: list[Online], value: Callable[[Online], Optional[float]]) -> Optional[Stat]:
+    """The seeds' values (those that have one), or None."""
+    found = [(v.run.seed, value(v)) for v in views if value(v) is not None]
+    return Stat([x for _, x in found], seeds=[seed for seed, _ in found]) if found else None
 
 
-def claim_pretraining_pays(runs: list[RunRecord]) -> tuple[str, list[str], str]:
-    """Claim 9: iql_o2o's final score minus sac_scratch's, at the same online budget, above 0 on each dataset."""
-    cells, results, lines, diffs = o2o_runs(runs), [], [], {}
-    for dataset in O2O_DATASETS:
-        ok, line, numbers = comparison(cells, "iql_o2o", "sac_scratch", dataset, "score at the end of the online "
-                                       "budget", lambda o: o.final)
-        results.append(ok)
-        lines.append(line)
-        if numbers:
-            n_tuned, n_scratch = len(cells[("iql_o2o", dataset)]), len(cells[("sac_scratch", dataset)])
-            seeds = (f"{plural(n_tuned, 'seed')} a side" if n_tuned == n_scratch else
-                     f"{n_tuned} iql_o2o and {n_scratch} sac_scratch seeds")
-            diffs[dataset] = (ok, dataset_name(dataset), f"{numbers[0]:+.1f} {interval_text(numbers[1], numbers[2])} "
-                                                         f"with {seeds}")
-    verdict = "FAIL" if False in results else "NOT RUN" if None in results else "PASS"
-    missing = f"; {not_decided(lines)[0].lower()}{not_decided(lines)[1:-1]}" if None in results else ""
-    held = [f"{name} ({text})" for ok, name, text in diffs.values() if ok]
-    failed = [f"{text} on {name}" for ok, name, text in diffs.values() if not ok]
-    reading = {"PASS": f"Supported: offline pretraining leads SAC from scratch on {' and '.join(held)} after the "
-                       "same online environment steps.",
-               "FAIL": (f"Holds on {' and '.join(held)}; not" if held else "Not") + " supported at this budget: "
-                       f"iql_o2o - sac_scratch = {' and '.join(failed)}, "
-                       f"{'an interval that does' if len(failed) == 1 else 'intervals that do'} not lie above 0{missing}.",
-               "NOT RUN": not_decided(lines)}[verdict]
-    return verdict, lines, reading
+def compare(cells: dict, a: str, b: str, dataset: str, label: str, value: Callable[[Online], Optional[float]]) -> Part:
+    """value(a) - value(b) > 0 on Welch's interval over the seeds."""
+    return make_part(dataset, GREATER, [(v, values(cells.get((v, dataset), []), value)) for v in (a, b)], label)
 
 
-def claim_calibration(runs: list[RunRecord]) -> tuple[str, list[str], str]:
-    """Claim 10: the initial collapse (switch - worst of the first fifth online) of cql minus that of Cal-QL, above 0
-    on Hopper medium-replay."""
-    ok, line, numbers = comparison(o2o_runs(runs), "cql_o2o", "calql_o2o", HOPPER_MEDIUM_REPLAY,
-                                   f"drop in the first {EARLY:.0%} of the online budget", lambda o: o.drop)
-    if ok is None:
-        return "NOT RUN", [line], not_decided([line])
-    if ok:
-        return "PASS", [line], (f"Supported: calibration cuts the initial collapse by {numbers[0]:+.1f} points on "
-                                "Hopper medium-replay.")
-    return "FAIL", [line], (f"Not supported: cql's drop minus Cal-QL's is {numbers[0]:+.1f} "
-                            f"{interval_text(numbers[1], numbers[2])}, an interval that does not lie above 0.")
+def end_parts(runs: list[RunRecord], a: str, b: str) -> list[Part]:
+    """a - b at the end of the online budget (the runs' scores), on each dataset of claim 9."""
+    cells = claim_cells(runs)
+    return [compare(cells, a, b, dataset, "end of the online budget", lambda o: o.end) for dataset in O2O_DATASETS]
+
+
+def drop_part(runs: list[RunRecord], dataset: str) -> Part:
+    """Claim 10: the drop of cql_o2o minus that of calql_o2o."""
+    return compare(claim_cells(runs), "cql_o2o", "calql_o2o", dataset, f"drop in the first {EARLY:.0%} online",
+                   lambda o: o.drop)
+
+
+def dip_part(runs: list[RunRecord], dataset: str, episodes: int) -> tuple[Part, Part]:
+    """Claim 10b: the dip of cql_o2o minus that of calql_o2o, and the same rule inside the offline phase (the
+    metric's own noise: shown, not decided)."""
+    cells = claim_cells(runs, episodes)
+    return (compare(cells, "cql_o2o", "calql_o2o", dataset, "dip", lambda o: o.dip),
+            compare(cells, "cql_o2o", "calql_o2o", dataset, "placebo dip inside the offline phase",
+                    lambda o: o.placebo))
+
+
+# --- results/o2o.md and o2o.png
+
+
+def values_text(found: list[float]) -> str:
+    return f"{mean_std(found)} (n={len(found)})" if found else "-"
 
 
 def write_o2o(runs: list[RunRecord], head: list[str], out: Path) -> bool:
@@ -156,34 +158,41 @@ def write_o2o(runs: list[RunRecord], head: list[str], out: Path) -> bool:
     cells = o2o_runs(runs)
     if not cells:
         return False
+    groups: dict[tuple, list[Online]] = {}
+    for (variant, dataset), views in cells.items():
+        for v in views:
+            key = (O2O.index(variant), dataset, v.offline, v.online_steps, v.run.config.get("eval_episodes", "?"))
+            groups.setdefault(key, []).append(v)
     rows = []
-    for (variant, dataset), views in sorted(cells.items(), key=lambda kv: (O2O.index(kv[0][0]), kv[0][1])):
-        config = views[0].run.config
-        offline = int(config.get("max_steps", 0))
-        switch = [v.switch for v in views if v.switch is not None]
-        drops = [v.drop for v in views if v.drop is not None]
-        rows.append([variant, dataset, steps_text(offline) if offline else "none",
-                     steps_text(views[0].online_steps), values_text(switch), values_text([v.final for v in views]),
-                     values_text(drops) if variant in PRETRAINED else "-",
-                     ", ".join(str(v.run.seed) for v in views)])
+    for (index, dataset, offline, online_steps, episodes), views in sorted(groups.items()):
+        columns = [values_text([x for v in views if (x := value(v)) is not None])  # "-" from scratch
+                   for value in (lambda v: v.switch, lambda v: v.end, lambda v: v.end_minus_switch, lambda v: v.drop,
+                                 lambda v: v.dip)]
+        seeds = ", ".join(str(seed) for seed in sorted(v.run.seed for v in views))
+        rows.append([O2O[index], dataset, steps_text(offline) if offline else "none", steps_text(online_steps),
+                     str(episodes), *columns, seeds])
     lines = ["# Offline-to-online fine-tuning", "", *[f"{line}  " for line in head], "",
              "Each run learns offline for its offline updates, then acts in the dataset's environment for the online "
-             "environment steps (one update per step, half of each batch from its own online episodes: "
-             "tools/shared/online.py); sac_scratch starts online from nothing (cql.py with no offline phase and no "
-             "regularizer: SAC). Scores are local normalized scores, mean ± std over seeds (n). At the switch: the "
-             "last offline evaluation. Drop: the score at the switch minus the worst evaluation in the first "
-             f"{EARLY:.0%} of the online budget (the initial collapse). Curves: [o2o.png](o2o.png), one panel per "
-             "dataset and online budget, x = offline updates before the switch (< 0) and online environment steps "
-             "after it (> 0). Claims 9 and 10: [claims.md](claims.md).", "",
-             *markdown_table(["variant", "dataset", "offline updates", "online env steps", "at the switch",
-                              "end of online budget", "drop (first fifth)", "seeds"], rows)]
+             "environment steps (tools/shared/online.py); sac_scratch and sac_scratch_cql start online from nothing "
+             "(cql.py with no offline phase and no regularizer: SAC, sac_scratch with SAC's own settings and 10k "
+             "random warm-up steps, sac_scratch_cql with CQL's). Scores are local normalized scores, mean ± sample "
+             "std over seeds (n). Switch: the mean of the run's last 3 offline evaluations. End: the run's score, "
+             "the mean of its last 3 evaluations. End minus switch: per run. Drop (claim 10): the switch minus the "
+             f"worst evaluation in the first {EARLY:.0%} of the online budget. Dip (claim 10b): the switch minus the "
+             "lowest mean of 3 consecutive online evaluations in the first half of the online budget (0 < "
+             "environment steps <= half of it). Curves: [o2o.png](o2o.png), one panel per dataset and online "
+             "budget, x = offline updates before the switch (< 0) and online environment steps after it (> 0). "
+             "Claims 9, 9b, 10, 10b and 11: [claims.md](claims.md).", "",
+             *markdown_table(["variant", "dataset", "offline updates", "online env steps", "eval episodes",
+                              "switch (last 3 offline)", "end (last 3)", "end minus switch", "drop (first fifth)",
+                              "dip (first half)", "seeds"], rows)]
     (out / "o2o.md").write_text("\n".join(lines) + "\n")
     plot_o2o(cells, out / "o2o.png")
     return True
 
 
-COLORS = {"iql_o2o": "tab:green", "awac_o2o": "tab:orange", "cql_o2o": "tab:red", "calql_o2o": "tab:purple",
-          "sac_scratch": "0.3"}
+COLORS = {"iql_o2o": "tab:green", "awac_o2o": "tab:olive", "cql_o2o": "tab:red", "calql_o2o": "tab:purple",
+          "sac_scratch": "0.3", "sac_scratch_cql": "0.6"}
 
 
 def plot_o2o(cells: dict[tuple[str, str], list[Online]], path: Path) -> None:

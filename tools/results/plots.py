@@ -175,7 +175,7 @@ def profile_panels(table, variants: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def plot_profiles(table, variants: list[str], path: Path, caption: str) -> list[str]:
-    """Performance profiles on the core datasets: the fraction of (dataset, seed) runs whose final score
+    """Performance profiles on the core datasets: the fraction of (dataset, seed) runs whose score
     exceeds tau, with stratified bootstrap 95% bands (given 2 seeds on each), for the variants with runs on all
     of them; ours and the peer in separate panels."""
     import matplotlib
@@ -213,7 +213,8 @@ def plot_profiles(table, variants: list[str], path: Path, caption: str) -> list[
         axes[0][0].text(0.5, 0.5, "no variant has runs on all core datasets yet", ha="center",
                         transform=axes[0][0].transAxes)
     legend_rows = math.ceil(max((len(m) for _, m in panels), default=1) / 2)
-    note = (f"Performance profiles over the core datasets ({', '.join(CORE)}): every (dataset, seed) final score; "
+    note = (f"Performance profiles over the core datasets ({', '.join(CORE)}): every (dataset, seed) score (the "
+            "mean of the run's last 3 evaluations); "
             "bands: stratified bootstrap 95% CI.")
     finish_figure(fig, note + "\n" + caption, 5.0 * n, 4.2 + 0.2 * legend_rows, path)
     return complete

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from .runs import ENV_NAMES, HALF_BUDGET, KIND_ORDER, PROJECT, d4rl_citation, steps_text, variant_key
-from .stats import Stat, cell
+from .stats import Stat, cell, mean_std
 from .tables import markdown_table
 
 PUBLISHED = PROJECT / "results" / "published.csv"
@@ -38,9 +38,10 @@ def write_published(table, head: list[str], out: Path, path: Path = PUBLISHED) -
              "Not directly comparable: the published numbers are on D4RL's own datasets (-v2, some -v0), ours on the "
              "local datasets of this project (tools/make_datasets.py: its own SAC behavior policies, other sizes; "
              "results/datasets.md), and our budgets are a small fraction of theirs (the column 'ours / their "
-             "updates'). They place our numbers, they do not rank them. Ours: the final normalized score of our "
+             "updates'). They place our numbers, they do not rank them. Ours: the score (a run's mean over its last 3 "
+             "evaluations) of our "
              "variant of the same name on local/<env>/<kind>-v0 (then, after \"; \", of its 500k-update variant "
-             "where that ran), mean ± std over seeds, on the local scale (100 = "
+             "where that ran), mean ± sample std over seeds, on the local scale (100 = "
              "this project's SAC expert) and on D4RL's scale (the same returns normalized by D4RL's reference "
              "returns, the scale of the published numbers); \"not run\" where we have no run. Published: score ± std "
              "as the source prints it, its seeds and updates when stated (\"-\": not stated), the D4RL dataset "
@@ -60,9 +61,9 @@ def write_published(table, head: list[str], out: Path, path: Path = PUBLISHED) -
             body.append([ENV_NAMES.get(r["env"], r["env"]), r["dataset"], published, r["seeds"] or "-",
                          steps_text(int(r["budget_updates"])) if r["budget_updates"] else "-", r["dataset_version"],
                          f"{source_label(r['source'])} [{note[r['source']]}]",
-                         "; ".join(f"{s.d4rl_mean:.1f} ± {s.d4rl_std:.1f}" if s.has_d4rl else "-" for s in found)
+                         "; ".join(mean_std(s.d4rl) if s.has_d4rl else "-" for s in found)
                          or "not run",
-                         "; ".join(f"{s.mean:.1f} ± {s.std:.1f}" for s in found) or "not run",
+                         "; ".join(mean_std(s.values) for s in found) or "not run",
                          "; ".join(f"{s.n}, {s.budget_text()}" for s in found) or "-",
                          "; ".join(budget_fraction(s, r["budget_updates"]) for s in found)
                          if r["budget_updates"] and found else "-"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .claims import Claim
+from .claims import OLD_COLUMN, Claim
 from .runs import HALF_BUDGET
 from .tables import AGGREGATE_LEGEND, aggregate_table, markdown_table
 
@@ -24,7 +24,8 @@ def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: li
     pendulum = ("Pendulum runs (the small datasets): the Pendulum tables of [results/scores.md](results/scores.md)."
                 if pendulum_head else "No Pendulum run in the run roots.")
     return ["## Results (MuJoCo, local D4RL-style datasets)", "", " ".join(head), "",
-            "Interquartile mean of the final normalized score over the core datasets and seeds, with a "
+            "Interquartile mean of the normalized score (a run's mean over its last 3 evaluations) over the core "
+            "datasets and seeds, with a "
             "stratified bootstrap 95% CI (rliable), on the local scale and on D4RL's; the methods and the peer "
             "library d3rlpy, the ablations and the 500k-update runs in results/scores.md. " + AGGREGATE_LEGEND, "",
             *aggregate_table({v: a for v, a in agg.items() if v not in ABLATIONS and not v.endswith(HALF_BUDGET)}), "",
@@ -32,10 +33,12 @@ def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: li
             "peer library d3rlpy on the same data: [results/peer.md](results/peer.md); the papers' published "
             "D4RL numbers beside ours (not directly comparable): [results/published.md](results/published.md); "
             "learning curves: [results/curves.png](results/curves.png). " + made + " " + pendulum, "",
-            "The chapter's claims, each stated before the runs that decide it and decided on 95% intervals "
-            "(the numbers: [results/claims.md](results/claims.md)):", "",
-            *markdown_table(["#", "claim", "reading", "verdict"],
-                            [[c.label, c.short, c.reading, c.verdict] for c in claims])]
+            "The chapter's claims, each stated before the runs that decide it and decided under the evidence protocol "
+            "[results/protocol.md](results/protocol.md): SUPPORTED, CONTRADICTED or UNDECIDED on 95% t intervals, "
+            "UNDECIDED while a side has fewer than 5 seeds; the earlier protocol's verdicts beside them (the numbers: "
+            "[results/claims.md](results/claims.md)):", "",
+            *markdown_table(["#", "claim", "reading", OLD_COLUMN, "verdict"],
+                            [[c.label, c.short, c.reading, c.old, c.verdict] for c in claims])]
 
 
 def update_readme(readme: Path, section: list[str]) -> None:

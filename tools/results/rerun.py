@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from .runs import SCORE, RunRecord, load_runs, steps_text
+from .stats import mean_std
 from .tables import markdown_table
 
 RERUN_DIR = "rerun"  # beside the committed runs: results/rerun
-NOISE = 2.0  # a rerun agrees when its final score is within NOISE standard deviations of the older seeds' mean
+NOISE = 2.0  # a rerun agrees when its score is within NOISE standard deviations of the older seeds' mean
 
 
 def commit_of(run: RunRecord) -> str:
@@ -21,15 +22,15 @@ def commit_of(run: RunRecord) -> str:
 
 
 def agreement(new: RunRecord, old: list[RunRecord]) -> list[str]:
-    """One table row: the rerun's final score against the same seed's and against all older seeds'."""
-    finals = np.array([r.final[SCORE] for r in old])
+    """One table row: the rerun's score (its last 3 evaluations' mean) against the same seed's and against all
+    older seeds' (mean ± sample std)."""
+    scores = np.array([r.score for r in old])
     same = next((r for r in old if r.seed == new.seed), None)
-    mean, std = float(finals.mean()), float(finals.std())
-    final = new.final[SCORE]
-    within = abs(final - mean) <= NOISE * std
-    same_text = f"{same.final[SCORE]:.1f} ({commit_of(same)})" if same else "no run"
+    mean, std = float(scores.mean()), float(scores.std(ddof=1)) if len(scores) > 1 else 0.0
+    within = abs(new.score - mean) <= NOISE * std
+    same_text = f"{same.score:.1f} ({commit_of(same)})" if same else "no run"
     return [new.variant, new.dataset, str(new.seed), steps_text(new.steps[-1]), same_text,
-            f"{final:.1f} ({commit_of(new)})", f"{mean:.1f} ± {std:.1f} (n={len(finals)})",
+            f"{new.score:.1f} ({commit_of(new)})", f"{mean_std(list(scores))} (n={len(scores)})",
             "yes" if within else "NO"]
 
 
@@ -46,9 +47,9 @@ def write_rerun(rerun_root: Path, committed: list[RunRecord], out: Path, head: l
     rows = [agreement(new, old) for new, old in pairs]
     lines = ["# Reruns on newer code", "", *[f"{line}  " for line in head], "",
              "A committed benchmark run made again, same command, on newer code (the sweep command is in "
-             f"results/{RERUN_DIR}/sweeps.txt, the logs beside it). It agrees when its final normalized score is "
-             f"within {NOISE:g} standard deviations of the older seeds' mean (the older code's seed noise at the "
-             "same budget); the curves are in [rerun.png](rerun.png).", "",
+             f"results/{RERUN_DIR}/sweeps.txt, the logs beside it). It agrees when its score (the mean of its last 3 "
+             f"evaluations) is within {NOISE:g} sample standard deviations of the older seeds' mean (the older code's "
+             "seed noise at the same budget); the curves are in [rerun.png](rerun.png).", "",
              *markdown_table(["variant", "dataset", "seed", "updates", "older run, same seed (commit)",
                               "rerun (commit)", "older seeds: mean ± std", "within seed noise"], rows)]
     (out / "rerun.md").write_text("\n".join(lines) + "\n")

@@ -15,6 +15,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = "results/runs"  # where tools/sweep.py --commit-dir puts the committed runs
 D4RL_REFERENCE = PROJECT / "results" / "d4rl_reference.csv"
 SCORE = "eval/normalized_score"
+LAST = 3  # a run's score: the mean of its last LAST evaluations (results/protocol.md)
 RETURN = "eval/return"
 Q_INITIAL = "eval/q_initial"  # Q(s0, pi(s0)) averaged over the evaluation's initial states
 DISCOUNTED_RETURN = "eval/discounted_return"  # the same episodes' discounted Monte Carlo return
@@ -96,13 +97,26 @@ class RunRecord:
         return [d4rl_score(env_of(self.dataset), r[RETURN]) for r in self.evaluations]
 
     @property
-    def final(self) -> dict:
-        return self.evaluations[-1]
+    def score(self) -> float:
+        """The run's score: the mean of the normalized scores of its last LAST evaluations (fewer if it has fewer)."""
+        return last_mean(self.scores)
+
+    @property
+    def d4rl_score(self) -> Optional[float]:
+        """The same on D4RL's scale (None without a D4RL reference)."""
+        d4rl = self.d4rl_scores
+        return None if d4rl is None else last_mean(d4rl)
 
     @property
     def budget(self) -> int:
-        """The updates behind the final score (the last evaluation's step)."""
+        """The updates the run reached (its last evaluation's step)."""
         return self.steps[-1]
+
+
+def last_mean(values: list[float]) -> float:
+    """The mean of the last LAST values (of all of them when there are fewer)."""
+    tail = values[-LAST:]
+    return sum(tail) / len(tail)
 
 
 @lru_cache(maxsize=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -12,9 +13,9 @@ from typing import Optional
 from . import stats
 from .runs import (CORE, HEADLINE, PENDULUM, PEERS, PLANNED, PROJECT, RunRecord, d4rl_citation, dataset_key,
                    env_of, kind, plural, steps_text, suite, variant_key)
-from .stats import MIN_SEEDS, Stat, cell, difference_interval, interval_text, iqm_interval
+from .stats import MIN_SEEDS, WHICH, Stat, cell, interval_text, iqm_interval, welch_interval
 
-CLOSE = 10.0  # normalized-score points: the sanity runs' tolerance, and "close" in the claims
+CLOSE = 10.0  # normalized-score points: the sanity runs' tolerance
 
 
 def cell_text(stat: Optional[Stat]) -> str:
@@ -37,7 +38,7 @@ def grid(table, which_suite: str) -> tuple[list[str], list[str]]:
     return variants, datasets
 
 
-def suite_table(table, which_suite: str, which: str = "final", datasets: Optional[list[str]] = None) -> list[str]:
+def suite_table(table, which_suite: str, which: str = "score", datasets: Optional[list[str]] = None) -> list[str]:
     variants, all_datasets = grid(table, which_suite)
     datasets = all_datasets if datasets is None else datasets
     variants = [v for v in variants if v in PLANNED or any((v, d) in table for d in datasets)]
@@ -46,11 +47,14 @@ def suite_table(table, which_suite: str, which: str = "final", datasets: Optiona
     return markdown_table(["variant", *datasets], rows)
 
 
-SCORE_LEGEND = ("Each cell: the normalized score, mean ± std over seeds (population std), on the local scale "
+SCORE_LEGEND = ("A run's score is the mean of the normalized scores of its last 3 evaluations (results/protocol.md): "
+                "for the short budgets (bcq 20k, cql and combo 10k, dt 8k updates) a mean over the later half of "
+                "training, not only its end; the last evaluation and the best evaluation have their own tables below. "
+                "Each cell: mean ± sample std over seeds (n - 1; one seed shows its value), on the local scale "
                 "(0 = the local random policy, 100 = this project's SAC expert of the environment: the "
                 "ref_min_score and ref_max_score of the local datasets), then / D4RL on D4RL's scale (the same "
                 "returns normalized by D4RL's published random and expert returns), then n = seeds and the updates "
-                "behind the final score. \"not run\" marks a cell of the planned grid without a run.")
+                "of the runs. \"not run\" marks a cell of the planned grid without a run.")
 
 
 def aggregate(table, variants: list[str], datasets: list[str] = CORE) -> dict[str, dict]:
@@ -121,26 +125,29 @@ AGGREGATE_LEGEND = ("Rows are grouped by the updates behind the scores, the larg
 
 def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, notes: list[str], builds: list[str],
                  out: Path) -> None:
+    def number(x: float) -> str:
+        return "" if math.isnan(x) else f"{x:.4f}"  # one seed: no std
+
     def both(stat: Stat) -> list[str]:
-        local = [f"{stat.mean:.4f}", f"{stat.std:.4f}"]
-        return local + ([f"{stat.d4rl_mean:.4f}", f"{stat.d4rl_std:.4f}"] if stat.has_d4rl else ["", ""])
+        local = [number(stat.mean), number(stat.std)]
+        return local + ([number(stat.d4rl_mean), number(stat.d4rl_std)] if stat.has_d4rl else ["", ""])
 
     with open(out / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["suite", "variant", "dataset", "n_seeds", "seeds", "updates", "final_mean", "final_std",
-                         "final_d4rl_mean", "final_d4rl_std", "best_mean", "best_std", "best_d4rl_mean",
-                         "best_d4rl_std"])
+        writer.writerow(["suite", "variant", "dataset", "n_seeds", "seeds", "updates",
+                         *[f"{which}_{x}" for which in WHICH for x in ("mean", "std", "d4rl_mean", "d4rl_std")]])
         for which_suite in (HEADLINE, PENDULUM):
             variants, datasets = grid(table, which_suite)
             for variant in variants:
                 for dataset in datasets:
                     if (variant, dataset) not in table:
                         if which_suite == HEADLINE and variant in PLANNED and dataset in CORE:
-                            writer.writerow([which_suite, variant, dataset, 0, "", "not run", *[""] * 8])
+                            writer.writerow([which_suite, variant, dataset, 0, "", "not run", *[""] * 12])
                         continue
-                    final, best = table[variant, dataset]["final"], table[variant, dataset]["best"]
-                    writer.writerow([which_suite, variant, dataset, final.n, " ".join(map(str, final.seeds)),
-                                     final.budget_text(), *both(final), *both(best)])
+                    cells = table[variant, dataset]
+                    score = cells["score"]
+                    writer.writerow([which_suite, variant, dataset, score.n, " ".join(map(str, score.seeds)),
+                                     score.budget_text(), *[x for which in WHICH for x in both(cells[which])]])
     with open(out / "aggregate.csv", "w", newline="") as f:
         writer = csv.writer(f)
         keys = ("iqm", "low", "high", "d4rl_iqm", "d4rl_low", "d4rl_high")
@@ -153,16 +160,17 @@ def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, no
 
     lines = ["# Normalized scores", "", *[f"{line}  " for line in head], "", SCORE_LEGEND, "", d4rl_citation(), "",
              f"## Aggregate over the core datasets ({', '.join(CORE)})", "",
-             "Interquartile mean of the final scores over every (dataset, seed) run, with a stratified bootstrap "
+             "Interquartile mean of the scores over every (dataset, seed) run, with a stratified bootstrap "
              f"95% CI (rliable; seeds resampled within each dataset, {stats.REPS} resamples), on both scales. Only "
              f"variants with runs on all three core datasets have one, and its CI needs {MIN_SEEDS} seeds on each. "
              + AGGREGATE_LEGEND, "", *aggregate_table(agg)]
     for which_suite, suite_head in ((HEADLINE, []), (PENDULUM, pendulum_head)):
         if which_suite == PENDULUM and not any(suite(d) == PENDULUM for _, d in table):
             continue
-        for which, title in (("final", "final score (last evaluation)"), ("best", "best score (max over evaluations)")):
+        for which, title in (("score", "score (mean of the last 3 evaluations)"), ("last", "last evaluation"),
+                             ("best", "best score (max over evaluations)")):
             lines += ["", f"## {which_suite}: {title}", ""]
-            if suite_head and which == "final":
+            if suite_head and which == "score":
                 lines += [*[f"{line}  " for line in suite_head], "", "Pendulum has no D4RL counterpart: local scale "
                           "only.", ""]
             lines += suite_table(table, which_suite, which)
@@ -197,7 +205,7 @@ def peer_rows(table) -> list[dict]:
             a, b = cell(table, ours, dataset), cell(table, peer, dataset)
             row = {"algorithm": ours, "dataset": dataset, "ours": a, "peer": b, "difference": None}
             if a is not None and b is not None and min(a.n, b.n) >= MIN_SEEDS:
-                row["difference"] = difference_interval(a.values, b.values)
+                row["difference"] = welch_interval(a.values, b.values)
             rows.append(row)
     return rows
 
@@ -224,16 +232,17 @@ def write_peer(rows: list[dict], head: list[str], out: Path) -> None:
         writer.writerow(["algorithm", "dataset", "ours_n", "ours_mean", "ours_std", "ours_d4rl_mean", "peer_n",
                          "peer_mean", "peer_std", "peer_d4rl_mean", "difference", "ci_low", "ci_high"])
         for r in rows:
-            sides = [(s.n, f"{s.mean:.4f}", f"{s.std:.4f}", f"{s.d4rl_mean:.4f}" if s.has_d4rl else "")
-                     if s else (0, "", "", "") for s in (r["ours"], r["peer"])]
+            sides = [(s.n, f"{s.mean:.4f}", "" if s.n < 2 else f"{s.std:.4f}",
+                      f"{s.d4rl_mean:.4f}" if s.has_d4rl else "") if s else (0, "", "", "")
+                     for s in (r["ours"], r["peer"])]
             difference = [f"{x:.4f}" for x in r["difference"]] if r["difference"] else ["", "", ""]
             writer.writerow([r["algorithm"], r["dataset"], *sides[0], *sides[1], *difference])
     lines = ["# Ours beside the peer library (d3rlpy)", "", *[f"{line}  " for line in head], "",
              "The same local Minari datasets, budget, seeds, evaluation episodes and normalization (the peer runs "
-             "tools/peer_d3rlpy.py in its own environment). Each cell: final normalized score, mean ± std over "
-             "seeds, local / D4RL scale (n, updates). The difference of means (local scale) has a 95% bootstrap "
-             f"CI, the seeds resampled within each side ({stats.REPS} resamples); an interval containing 0 means "
-             "the two are not told apart by these seeds. The peer's hyperparameters are d3rlpy's D4RL reproduction "
+             "tools/peer_d3rlpy.py in its own environment). Each cell: the score (a run's mean over its last 3 "
+             "evaluations), mean ± sample std over seeds, local / D4RL scale (n, updates). The difference of means "
+             "(local scale) has a 95% Welch t interval; an interval containing 0 means the two are not told apart "
+             "by these seeds. The peer's hyperparameters are d3rlpy's D4RL reproduction "
              "scripts, with the exceptions listed in tools/peer_d3rlpy.py: BC (no script) takes our batch and "
              "learning rate, and BCQ samples 10 actions per next state in the target and 100 when acting, as the "
              "authors' code and our bcq. One difference inside d3rlpy's method: its CQL target scores the next "
