@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import cql
 import iql
 import td3_bc
 from conftest import tensors_of
@@ -174,10 +175,19 @@ def test_checkpoint_holds_the_online_episodes_and_resumes_the_schedule(minari_ro
     assert all(torch.equal(v, got[k]) for k, v in expected.items())
 
 
-def test_offline_only_changes_nothing(minari_root):
-    tuning = fine_tuning(minari_root, online_steps=0)
-    assert tuning.env is None and tuning.steps == 10 and tuning.counters() == {}
-    assert list(tuning.state_dict()) == ["weights"]
+@pytest.mark.parametrize("algo", ["iql", "cql", "td3_bc"])
+def test_an_offline_run_never_enters_the_online_block(algo, minari_root, tmp_path, monkeypatch):
+    module = {"iql": iql, "cql": cql, "td3_bc": td3_bc}[algo]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an offline run built the online block")
+
+    monkeypatch.setattr(module, "FineTuning", refuse)
+    config = module.TrainConfig(dataset_id="local/pendulum/medium-replay-v0", max_steps=4, eval_every=4, eval_episodes=1,
+                                checkpoints_path=str(tmp_path / "run"), logging="disabled", device="cpu", hidden_dim=16,
+                                **({"bc_steps": 2, "n_hidden": 1, "num_sampled_actions": 2} if algo == "cql" else {}))
+    assert "eval/return" in module.train(config)
+    assert "online" not in torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["trainer"]
 
 
 def test_an_environment_that_cannot_be_recovered_is_one_sentence():

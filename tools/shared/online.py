@@ -75,10 +75,10 @@ def collect_episode(env: gym.Env, explore: Callable[[torch.Tensor], torch.Tensor
 
 
 class FineTuning:
-    """What fit() drives when online_steps > 0, around the method's trainer (whose update it runs unchanged):
-    periodic(step) collects the next episode once the online updates have used up the collected steps, sample()
-    draws the mixed batch, counters() gives env_steps, and the checkpoint adds the online episodes.  With
-    online_steps 0 it only passes the dataset's batches and the trainer's state through."""
+    """What fit() drives when online_steps > 0 (train() builds it only then), around the method's trainer (whose
+    update it runs unchanged): periodic(step) collects the next episode once the online updates have used up the
+    collected steps, sample() draws the mixed batch, counters() gives env_steps, and the checkpoint adds the online
+    episodes."""
 
     def __init__(self, config, dataset, trainer, buffer: "DeviceBuffer",
                  explore: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray, std: np.ndarray, scale: float):
@@ -92,7 +92,7 @@ class FineTuning:
         self.batch_size, self.online_batch = config.batch_size, round(config.online_ratio * config.batch_size)
         self.explore, self.mean, self.std, self.scale, self.gamma = explore, mean, std, scale, config.gamma
         self.seed, self.episodes, self.online = config.seed + ONLINE_SEEDS, 0, False
-        self.env = training_environment(dataset) if config.online_steps else None
+        self.env = training_environment(dataset)
 
     def periodic(self, step: int) -> None:
         self.online = step > self.offline_steps
@@ -124,20 +124,17 @@ class FineTuning:
         return {k: torch.cat([offline[k], online[k]]) for k in offline}
 
     def counters(self) -> dict:
-        return {"env_steps": self.online_buffer.size} if self.online_steps else {}
+        return {"env_steps": self.online_buffer.size}
 
     def state_dict(self) -> dict:
-        state = self.trainer.state_dict()
-        if self.online_steps:  # clone(): a slice alone would save the whole preallocated tensor
-            buffer = {k: v[:self.online_buffer.size].clone() for k, v in self.online_buffer.data.items()}
-            state["online"] = {"episodes": self.episodes, "buffer": buffer}
-        return state
+        # clone(): a slice alone would save the whole preallocated tensor
+        buffer = {k: v[:self.online_buffer.size].clone() for k, v in self.online_buffer.data.items()}
+        return {**self.trainer.state_dict(), "online": {"episodes": self.episodes, "buffer": buffer}}
 
     def load_state_dict(self, state: dict) -> None:
         state = dict(state)
-        online = state.pop("online", None)
+        online = state.pop("online")
         self.trainer.load_state_dict(state)
-        if online is not None:
-            self.episodes, self.online_buffer.size = online["episodes"], 0
-            self.online_buffer.add(online["buffer"])
+        self.episodes, self.online_buffer.size = online["episodes"], 0
+        self.online_buffer.add(online["buffer"])
 # --- online: end
