@@ -143,8 +143,9 @@ def value_loss(value: ValueFunction, states: torch.Tensor, returns: torch.Tensor
     return 0.5 * ((1.0 - gamma) * (returns - value(states))).pow(2).mean()
 
 
-def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float, normalize: bool) -> torch.Tensor:
-    """w = min(exp(A / beta), omega_max); A standardized first over all the transitions it is given."""
+def temperature_weights(advantage: torch.Tensor, beta: float, max_weight: float, normalize: bool) -> torch.Tensor:
+    """w = min(exp(A / beta), omega_max), beta a temperature (AWR's convention; iql.py's inverse_temperature_weights
+    take exp(beta A)); A standardized first over all the transitions it is given."""
     if normalize:
         advantage = (advantage - advantage.mean()) / (advantage.std(correction=0) + 1e-5)
     return torch.exp(advantage / beta).clamp(max=max_weight)
@@ -155,7 +156,7 @@ def actor_loss(actor: GaussianPolicy, batch: dict, weights: torch.Tensor) -> tor
     return -(weights * actor.log_prob(batch["observations"], batch["actions"])).mean()
 
 
-class AWRTrainer:
+class Trainer:
     """R^lambda and w of every transition of `trajectories` (flatten_episodes' order, with episode_ends): periodic()
     refreshes them, update() reads its batch's rows by "index", checkpoints keep them for a resumed run."""
 
@@ -194,7 +195,7 @@ class AWRTrainer:
         returns = lambda_returns(data["rewards"], next_values, data["terminals"], data["episode_ends"], self.gamma,
                                  self.td_lambda)
         self.returns.copy_(returns)
-        self.weights.copy_(awr_weights(returns - values, self.beta, self.max_weight, self.normalize_advantages))
+        self.weights.copy_(temperature_weights(returns - values, self.beta, self.max_weight, self.normalize_advantages))
 
     def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         # The authors' iteration (awr_agent.py, _update): value_steps updates of V_psi, then policy_steps of pi_phi.
@@ -230,18 +231,16 @@ class AWRTrainer:
 
 
 def train(config: TrainConfig) -> dict:
-    if min(config.value_steps, config.policy_steps) < 1:
-        fail(f"value_steps and policy_steps must be at least 1, got {config.value_steps} and {config.policy_steps}.")
     set_seed(config.seed)
     device = pick_device(config.device)
     dataset = load_dataset(config.dataset_id)
     check_continuous(dataset)
     data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    buffer, mean, std, _ = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
     trajectories = {**buffer.data, "episode_ends": torch.as_tensor(data["episode_ends"], device=device)}
     buffer.data["index"] = torch.arange(buffer.size, device=device)  # a batch's rows in R^lambda and w
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = AWRTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, trajectories)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, trajectories)
     policy = trainer.policy()
     return fit(config, algo="awr", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
                evaluate=make_evaluator(config, dataset, policy, mean, std, device),
@@ -296,11 +295,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,

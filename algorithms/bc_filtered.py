@@ -86,7 +86,7 @@ def actor_loss(actor: Actor, states: torch.Tensor, actions: torch.Tensor) -> tor
     return (actor(states) - actions).pow(2).sum(-1).mean()
 
 
-class BCTrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
         self.device = device
         self.actor = Actor(state_dim, action_dim, config.hidden_dim, max_action).to(device)
@@ -119,9 +119,9 @@ def train(config: TrainConfig) -> dict:
     data = flatten_episodes(dataset)
     keep = top_trajectories(data["episode_ids"], data["episode_returns"], config.frac)
     data = {k: v[keep] for k, v in data.items()}
-    buffer, mean, std = transition_buffer(data, config.normalize_states, normalize_reward=False, device=device)
+    buffer, mean, std, _ = transition_buffer(data, config.normalize_states, normalize_reward=False, device=device)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = BCTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
     print(f"%BC keeps {int(keep.sum())} of {len(keep)} transitions (frac {config.frac}).")
     return fit(config, algo="bc_filtered", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
@@ -177,11 +177,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,

@@ -137,8 +137,8 @@ def sample_actions(vae: VAE, actor: Perturbation, states: torch.Tensor, n: int) 
     return repeated, actor(repeated, vae.decode(repeated))
 
 
-def soft_clipped_target(next_q: torch.Tensor, rewards: torch.Tensor, terminals: torch.Tensor, gamma: float,
-                        lmbda: float) -> torch.Tensor:
+def bellman_target(next_q: torch.Tensor, rewards: torch.Tensor, terminals: torch.Tensor, gamma: float,
+                   lmbda: float) -> torch.Tensor:
     """y = r + gamma (1 - d) max_i [ lambda min_j Q'_j(s', a_i) + (1 - lambda) max_j Q'_j(s', a_i) ],
     next_q = Q'_j(s', a_i) as [2, B, n]."""
     soft = lmbda * next_q.min(0).values + (1.0 - lmbda) * next_q.max(0).values
@@ -171,7 +171,7 @@ class BCQPolicy(nn.Module):
         return candidates.gather(1, best[:, None, None].expand(-1, 1, candidates.shape[-1])).squeeze(1)
 
 
-class BCQTrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
         self.device = device
         self.actor = Perturbation(state_dim, action_dim, config.hidden_dim, max_action, config.phi).to(device)
@@ -197,7 +197,7 @@ class BCQTrainer:
             next_states, next_actions = sample_actions(self.vae, self.actor_target, batch["next_observations"],
                                                        self.n_actions)
             next_q = self.critic_target(next_states, next_actions).view(2, -1, self.n_actions)
-            y = soft_clipped_target(next_q, batch["rewards"], batch["terminals"], self.gamma, self.lmbda)
+            y = bellman_target(next_q, batch["rewards"], batch["terminals"], self.gamma, self.lmbda)
         q_loss = critic_loss(self.critic, batch, y)
         self.critic_optimizer.zero_grad(set_to_none=True)
         q_loss.backward()
@@ -232,16 +232,14 @@ class BCQTrainer:
 
 
 def train(config: TrainConfig) -> dict:
-    if min(config.n_actions, config.eval_n_actions) < 1:
-        fail(f"n_actions and eval_n_actions must be at least 1, got {config.n_actions} and {config.eval_n_actions}.")
     set_seed(config.seed)
     device = pick_device(config.device)
     dataset = load_dataset(config.dataset_id)
     check_continuous(dataset)
     data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    buffer, mean, std, _ = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = BCQTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
     return fit(config, algo="bcq", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),
                evaluate=make_evaluator(config, dataset, policy, mean, std, device),
@@ -336,11 +334,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,

@@ -96,7 +96,7 @@ class TrainConfig:
 
 # mlp, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file; the blocks right after
 # train(): EnsembleCritic, soft_update (critic), transition_buffer, reward_scale, make_evaluator (transitions),
-# TanhGaussianPolicy, soft_q_target, td_loss, actor_loss, temperature_loss (sac), logsumexp_q (cql_penalty),
+# TanhGaussianPolicy, bellman_target, critic_loss, actor_loss, temperature_loss (sac), logsumexp_q (cql_penalty),
 # EnsembleDynamics, ModelBuffer, ModelRollouts, mixed_batch, prepare_dynamics and termination_function (dynamics).
 
 
@@ -111,7 +111,7 @@ def conservative_penalty(gap: torch.Tensor, cql_alpha: float) -> torch.Tensor:
     return cql_alpha * gap.sum()
 
 
-class COMBOTrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
                  rollouts: "ModelRollouts"):
         self.device = device
@@ -144,13 +144,13 @@ class COMBOTrainer:
         states, actions = batch["observations"], batch["actions"]
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
-            y = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, self.backup_entropy)
+            y = bellman_target(self.critic_target, self.actor, batch, alpha, self.gamma, self.backup_entropy)
         q = self.critic(states, actions)
         model_states, model_next_states = states[self.n_real:], batch["next_observations"][self.n_real:]
         logsumexp, _ = logsumexp_q(self.critic, self.actor, model_states, model_next_states, self.n, self.action_dim)
         gap = conservative_gap(logsumexp, q[:, :self.n_real])
         penalty = conservative_penalty(gap, self.cql_alpha)
-        q_loss = td_loss(q, y)
+        q_loss = critic_loss(q, y)
         self.critic_optimizer.zero_grad(set_to_none=True)
         (q_loss + penalty).backward()
         self.critic_optimizer.step()
@@ -201,11 +201,10 @@ def train(config: TrainConfig) -> dict:
     check_continuous(dataset)
     termination = termination_function(config.termination_fn, dataset)
     data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
-    rollouts = ModelRollouts(buffer, mean, std, reward_scale(data, config.normalize_reward), termination,
-                             config.rollout_batch_size, config.rollout_length)
+    buffer, mean, std, scale = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    rollouts = ModelRollouts(buffer, mean, std, scale, termination, config.rollout_batch_size, config.rollout_length)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = COMBOTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
     prepare_dynamics(config, "combo", trainer.dynamics, data)
     policy = trainer.policy()
 
@@ -306,11 +305,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
@@ -344,12 +343,13 @@ def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np
 # --- sac: begin
 # SAC's pieces, the same in cql.py, mopo.py and combo.py (source: tools/shared/sac.py).
 #   y    = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')  (alpha: backup_entropy)
+#          (mean_action: a' = max_action tanh(mu(s')), the policy's mean action, and no alpha term)
 #   J_Q  = sum_i E ( Q_i(s, a) - y )^2
 #   J_pi = E_{a~pi(.|s)} [ alpha log pi(a|s) - min_i Q_i(s, a) ]
 #   J_alpha = -E [ log alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
 
 
-def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """J_Q = sum_i E ( Q_i(s, a) - y )^2, q [n critics, B]: CQL's code's mean squared error, without the 1/2 of
     SAC's J_Q (CQL's alpha and COMBO's beta are tuned to it); where it is the critic's only loss (MOPO), a
     constant factor changes nothing under Adam except the weight of its epsilon."""
@@ -405,14 +405,21 @@ class TanhGaussianPolicy(nn.Module):
         return tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
 
 
-def soft_q_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
-                  alpha: torch.Tensor, gamma: float, backup_entropy: bool) -> torch.Tensor:
+def bellman_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
+                   alpha: torch.Tensor, gamma: float, backup_entropy: bool,
+                   mean_action: bool = False) -> torch.Tensor:
     """y = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ], a' ~ pi(.|s'); without the
-    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup)."""
-    next_actions, next_log_pi = actor.sample(batch["next_observations"])
-    next_q = critic_target(batch["next_observations"], next_actions).min(0).values
-    if backup_entropy:
-        next_q = next_q - alpha * next_log_pi
+    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup).  mean_action: a' = max_action
+    tanh(mu(s')), the policy's mean next action, and no alpha term: d3rlpy's CQL target (cql_impl.py,
+    _compute_deterministic_target), cql.py's --target_action mean."""
+    next_states = batch["next_observations"]
+    if mean_action:
+        next_q = critic_target(next_states, actor(next_states)).min(0).values
+    else:
+        next_actions, next_log_pi = actor.sample(next_states)
+        next_q = critic_target(next_states, next_actions).min(0).values
+        if backup_entropy:
+            next_q = next_q - alpha * next_log_pi
     return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
 # --- sac: end
 

@@ -92,7 +92,7 @@ class TrainConfig:
 
 # mlp, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file; EnsembleCritic and
 # soft_update, transition_buffer, reward_scale and make_evaluator, the SAC pieces (TanhGaussianPolicy,
-# soft_q_target, td_loss, actor_loss, temperature_loss), logsumexp_q (cql_penalty) and FineTuning (online): the
+# bellman_target, critic_loss, actor_loss, temperature_loss), logsumexp_q (cql_penalty) and FineTuning (online): the
 # blocks right after train().
 
 
@@ -110,22 +110,13 @@ def lagrange_terms(alpha_prime: torch.Tensor, gap: torch.Tensor, cql_alpha: floa
     return alpha_prime * (cql_alpha * gap - target_action_gap)
 
 
-def mean_action_target(critic_target: "EnsembleCritic", actor: "TanhGaussianPolicy",
-                       batch: dict[str, torch.Tensor], gamma: float) -> torch.Tensor:
-    """y = r + gamma (1 - d) min_i Q_target_i(s', a'),  a' = max_action tanh(mu(s')), the policy's mean next action,
-    and no entropy term: d3rlpy's CQL target (cql_impl.py, _compute_deterministic_target)."""
-    next_states = batch["next_observations"]
-    next_q = critic_target(next_states, actor(next_states)).min(0).values
-    return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
-
-
 def behavior_cloning_loss(log_pi: torch.Tensor, log_pi_data: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """E [ alpha log pi(a|s) - log pi(a_data|s) ],  a ~ pi(.|s): the warm start's actor loss (the authors'
     rlkit/torch/sac/cql.py, while _current_epoch < policy_eval_start)."""
     return (alpha * log_pi - log_pi_data).mean()
 
 
-class CQLTrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
         self.device = device
         self.actor = TanhGaussianPolicy(state_dim, action_dim, config.hidden_dim, config.n_hidden, max_action).to(device)
@@ -174,13 +165,11 @@ class CQLTrainer:
         states, actions = batch["observations"], batch["actions"]
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
-            if self.target_action == "mean":
-                y = mean_action_target(self.critic_target, self.actor, batch, self.gamma)
-            else:
-                y = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, self.backup_entropy)
+            y = bellman_target(self.critic_target, self.actor, batch, alpha, self.gamma, self.backup_entropy,
+                               mean_action=self.target_action == "mean")
         q_data = self.critic(states, actions)
         penalty, metrics = self.regularizer(batch, q_data) if self.cql_alpha > 0 or self.lagrange else (0.0, {})
-        q_loss = td_loss(q_data, y)
+        q_loss = critic_loss(q_data, y)
         self.critic_optimizer.zero_grad(set_to_none=True)
         (q_loss + penalty).backward()
         self.critic_optimizer.step()
@@ -251,13 +240,12 @@ def train(config: TrainConfig) -> dict:
     dataset = load_dataset(config.dataset_id)
     check_continuous(dataset)
     data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device,
-                                          config.gamma if config.calibrated else None)
+    buffer, mean, std, scale = transition_buffer(data, config.normalize_states, config.normalize_reward, device,
+                                                 config.gamma if config.calibrated else None)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = CQLTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
     evaluate_returns = make_evaluator(config, dataset, policy, mean, std, device)
-    scale = reward_scale(data, config.normalize_reward)
 
     def evaluate_policy() -> dict:  # one pass of episodes gives the score and the lower-bound check
         measured = evaluate_returns()
@@ -270,9 +258,9 @@ def train(config: TrainConfig) -> dict:
     if config.online_steps > 0:  # the online block drives the trainer; an offline run never enters it
         learner = FineTuning(config, dataset, trainer, buffer, explore, mean, std, scale)
         sample, steps = learner.sample, learner.steps
-    return fit(config, algo="cql", trainer=learner, sample=sample, evaluate=evaluate_policy,
-               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std},
-               fixed=("max_steps",) if config.online_steps else (), steps=steps)
+    return fit(config, algo="cql", trainer=learner, sample=sample, evaluate=evaluate_policy, steps=steps,
+               fixed=("max_steps",) if config.online_steps else (),  # max_steps: the switch to online
+               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std})
 
 
 # --- critic: begin
@@ -363,11 +351,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
@@ -401,12 +389,13 @@ def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np
 # --- sac: begin
 # SAC's pieces, the same in cql.py, mopo.py and combo.py (source: tools/shared/sac.py).
 #   y    = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')  (alpha: backup_entropy)
+#          (mean_action: a' = max_action tanh(mu(s')), the policy's mean action, and no alpha term)
 #   J_Q  = sum_i E ( Q_i(s, a) - y )^2
 #   J_pi = E_{a~pi(.|s)} [ alpha log pi(a|s) - min_i Q_i(s, a) ]
 #   J_alpha = -E [ log alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
 
 
-def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """J_Q = sum_i E ( Q_i(s, a) - y )^2, q [n critics, B]: CQL's code's mean squared error, without the 1/2 of
     SAC's J_Q (CQL's alpha and COMBO's beta are tuned to it); where it is the critic's only loss (MOPO), a
     constant factor changes nothing under Adam except the weight of its epsilon."""
@@ -462,14 +451,21 @@ class TanhGaussianPolicy(nn.Module):
         return tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
 
 
-def soft_q_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
-                  alpha: torch.Tensor, gamma: float, backup_entropy: bool) -> torch.Tensor:
+def bellman_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
+                   alpha: torch.Tensor, gamma: float, backup_entropy: bool,
+                   mean_action: bool = False) -> torch.Tensor:
     """y = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ], a' ~ pi(.|s'); without the
-    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup)."""
-    next_actions, next_log_pi = actor.sample(batch["next_observations"])
-    next_q = critic_target(batch["next_observations"], next_actions).min(0).values
-    if backup_entropy:
-        next_q = next_q - alpha * next_log_pi
+    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup).  mean_action: a' = max_action
+    tanh(mu(s')), the policy's mean next action, and no alpha term: d3rlpy's CQL target (cql_impl.py,
+    _compute_deterministic_target), cql.py's --target_action mean."""
+    next_states = batch["next_observations"]
+    if mean_action:
+        next_q = critic_target(next_states, actor(next_states)).min(0).values
+    else:
+        next_actions, next_log_pi = actor.sample(next_states)
+        next_q = critic_target(next_states, next_actions).min(0).values
+        if backup_entropy:
+            next_q = next_q - alpha * next_log_pi
     return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
 # --- sac: end
 

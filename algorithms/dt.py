@@ -181,7 +181,7 @@ class DecisionTransformer(nn.Module):
         return self.max_action * torch.tanh(self.predict_action(state_tokens))
 
 
-class DTTrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
         if config.embed_dim % config.n_heads:
             fail(f"embed_dim {config.embed_dim} is not divisible by n_heads {config.n_heads}.")
@@ -339,7 +339,7 @@ def train(config: TrainConfig) -> dict:
     mean, std = state_statistics(data["observations"], config.normalize_states)
     buffer = SequenceBuffer(data, mean, std, config, device)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = DTTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     act = DeployableContextPolicy(trainer.actor, mean, std, config.rtg_scale, config.max_ep_len).to(device)
     targets = config.eval_targets or dataset_targets(data)
     return fit(config, algo="dt", trainer=trainer, sample=lambda: buffer.sample(config.batch_size),

@@ -81,7 +81,7 @@ def q_values(critic: nn.Module, states: torch.Tensor, actions: torch.Tensor, gam
     return critic(states, actions) / (1.0 - gamma)
 
 
-def bellman_targets(critic_target: nn.Module, batch: dict, gamma: float, q_min: float, q_max: float) -> torch.Tensor:
+def bellman_target(critic_target: nn.Module, batch: dict, gamma: float, q_min: float, q_max: float) -> torch.Tensor:
     """y_i = clip(r + gamma (1 - d) Q_theta_bar_i(s', pi(s')), Q_min, Q_max), [N, B]: member i bootstraps
     from its own target, so the N members are N independent fits of Q^pi."""
     next_q = q_values(critic_target, batch["next_observations"], batch["next_actions"], gamma)
@@ -107,7 +107,7 @@ def value_bounds(rewards: torch.Tensor, gamma: float) -> tuple[float, float]:
     return min(rewards.min().item(), 0.0) / (1.0 - gamma), max(rewards.max().item(), 0.0) / (1.0 - gamma)
 
 
-class FQETrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
                  bounds: tuple[float, float] = (-math.inf, math.inf)):
         self.device = device
@@ -121,7 +121,7 @@ class FQETrainer:
 
     def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            y = bellman_targets(self.critic_target, batch, self.gamma, self.q_min, self.q_max)
+            y = bellman_target(self.critic_target, batch, self.gamma, self.q_min, self.q_max)
         q_loss = critic_loss(self.critic, batch, y, self.gamma)
         self.critic_optimizer.zero_grad(set_to_none=True)
         q_loss.backward()
@@ -216,14 +216,13 @@ def train(config: TrainConfig) -> dict:
     data = flatten_episodes(dataset)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
     policy = load_policy(config.policy_path, config.dataset_id, state_dim, action_dim)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    buffer, mean, std, scale = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
     buffer.data["next_actions"] = policy_actions(policy, data["next_observations"], config.policy_path).to(device)
     s_0 = data["observations"][np.flatnonzero(np.r_[1.0, data["episode_ends"][:-1]])]
     initial_states = torch.as_tensor((s_0 - mean) / std, device=device)
     initial_actions = policy_actions(policy, s_0, config.policy_path).to(device)
-    scale = reward_scale(data, config.normalize_reward)
-    trainer = FQETrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device,
-                         value_bounds(buffer.data["rewards"], config.gamma))
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device,
+                      value_bounds(buffer.data["rewards"], config.gamma))
     measure = make_evaluator(config, dataset, policy, np.zeros(state_dim, np.float32), np.ones(state_dim, np.float32),
                              torch.device("cpu"))
     measured = {}  # pi and the evaluation seeds are fixed: its episodes are run once
@@ -327,11 +326,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,

@@ -97,7 +97,7 @@ class GaussianPolicy(nn.Module):
         return self.distribution(state).sample().clamp(-self.max_action, self.max_action)
 
 
-def iql_target(value: nn.Module, batch: dict, gamma: float) -> torch.Tensor:
+def bellman_target(value: nn.Module, batch: dict, gamma: float) -> torch.Tensor:
     """y = r + gamma (1 - d) V_psi(s'): a state value, so the target queries no action at s'."""
     return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * value(batch["next_observations"]).squeeze(-1)
 
@@ -117,8 +117,9 @@ def value_loss(value: nn.Module, q: torch.Tensor, states: torch.Tensor, expectil
     return expectile_loss(q - value(states).squeeze(-1), expectile)
 
 
-def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
-    """w = min(exp(beta * (Q(s, a) - V(s))), max_weight), beta the inverse temperature."""
+def inverse_temperature_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
+    """w = min(exp(beta * (Q(s, a) - V(s))), max_weight), beta an inverse temperature (IQL's convention; awr.py's
+    temperature_weights take exp(A / beta))."""
     return torch.exp(beta * advantage).clamp(max=max_weight)
 
 
@@ -127,7 +128,7 @@ def actor_loss(actor: GaussianPolicy, batch: dict, weights: torch.Tensor) -> tor
     return -(weights * actor.log_prob(batch["observations"], batch["actions"])).mean()
 
 
-class IQLTrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
         self.device = device
         self.actor = GaussianPolicy(state_dim, action_dim, config.hidden_dim, max_action).to(device)
@@ -146,13 +147,14 @@ class IQLTrainer:
     def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         states = batch["observations"]
         with torch.no_grad():
-            y = iql_target(self.value, batch, self.gamma)
+            y = bellman_target(self.value, batch, self.gamma)
             q = self.critic_target(states, batch["actions"]).min(0).values
         q_loss = critic_loss(self.critic, batch, y)
         self.critic_optimizer.zero_grad(set_to_none=True)
         q_loss.backward()
         self.critic_optimizer.step()
         metrics = {"critic_loss": q_loss.detach(), "q_target": y.mean()}
+
         v_loss = value_loss(self.value, q, states, self.expectile)
         self.value_optimizer.zero_grad(set_to_none=True)
         v_loss.backward()
@@ -162,7 +164,7 @@ class IQLTrainer:
         # (Kostrikov et al. 2022, eq. 7) uses min of the target Qs, exp(beta * A) and a fixed V.
         with torch.no_grad():
             advantage = q - self.value(states).squeeze(-1)
-            weights = awr_weights(advantage, self.beta, self.max_weight)
+            weights = inverse_temperature_weights(advantage, self.beta, self.max_weight)
         pi_loss = actor_loss(self.actor, batch, weights)
         self.actor_optimizer.zero_grad(set_to_none=True)
         pi_loss.backward()
@@ -197,19 +199,18 @@ def train(config: TrainConfig) -> dict:
     dataset = load_dataset(config.dataset_id)
     check_continuous(dataset)
     data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    buffer, mean, std, scale = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = IQLTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
     evaluate_policy = make_evaluator(config, dataset, policy, mean, std, device)
-    scale = reward_scale(data, config.normalize_reward)
     learner, sample, steps = trainer, (lambda: buffer.sample(config.batch_size)), config.max_steps
     if config.online_steps > 0:  # the online block drives the trainer; an offline run never enters it
         learner = FineTuning(config, dataset, trainer, buffer, trainer.actor.sample, mean, std, scale)
         sample, steps = learner.sample, learner.steps
-    return fit(config, algo="iql", trainer=learner, sample=sample, evaluate=evaluate_policy,
-               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std},
-               fixed=("max_steps",), steps=steps)
+    return fit(config, algo="iql", trainer=learner, sample=sample, evaluate=evaluate_policy, steps=steps,
+               fixed=("max_steps",),  # max_steps: the span of the cosine schedule, or the switch to online
+               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std})
 
 
 # --- critic: begin
@@ -300,11 +301,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,

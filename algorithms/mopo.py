@@ -7,7 +7,7 @@
 #   rollouts:  every rollout_every updates, h model steps from dataset states with a ~ pi(.|s), a random
 #              elite per sample and step, rewarded with r~, into the model buffer D_model
 #   SAC on batches of real_ratio D and (1 - real_ratio) D_model (sac block):
-#     critic:  min_Q sum_i E ( Q_i(s, a) - y )^2   (without SAC's 1/2, as CQL's code: see td_loss),
+#     critic:  min_Q sum_i E ( Q_i(s, a) - y )^2   (without SAC's 1/2, as CQL's code: see critic_loss),
 #              y = r + gamma (1 - d) [ min_j Q_target_j(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')
 #     actor:   max_pi E_{a~pi(.|s)} [ min_j Q_j(s, a) - alpha log pi(a|s) ]
 #     alpha:   min_alpha E [ -alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
@@ -90,7 +90,7 @@ class TrainConfig:
 
 # mlp, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file; the blocks right after
 # train(): EnsembleCritic, soft_update (critic), transition_buffer, reward_scale, make_evaluator (transitions),
-# TanhGaussianPolicy, soft_q_target, td_loss, actor_loss, temperature_loss (sac), EnsembleDynamics, ModelBuffer,
+# TanhGaussianPolicy, bellman_target, critic_loss, actor_loss, temperature_loss (sac), EnsembleDynamics, ModelBuffer,
 # ModelRollouts, mixed_batch, prepare_dynamics and termination_function (dynamics).
 
 
@@ -105,7 +105,7 @@ def penalized_reward(reward: torch.Tensor, uncertainty: torch.Tensor, penalty_co
     return reward - penalty_coef * uncertainty
 
 
-class MOPOTrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
                  rollouts: "ModelRollouts"):
         self.device = device
@@ -141,9 +141,9 @@ class MOPOTrainer:
         states, actions = batch["observations"], batch["actions"]
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():  # MOPO's code trains softlearning's SAC, whose target keeps the entropy bonus
-            y = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, backup_entropy=True)
+            y = bellman_target(self.critic_target, self.actor, batch, alpha, self.gamma, backup_entropy=True)
         q = self.critic(states, actions)
-        q_loss = td_loss(q, y)
+        q_loss = critic_loss(q, y)
         self.critic_optimizer.zero_grad(set_to_none=True)
         q_loss.backward()
         self.critic_optimizer.step()
@@ -194,11 +194,10 @@ def train(config: TrainConfig) -> dict:
     check_continuous(dataset)
     termination = termination_function(config.termination_fn, dataset)
     data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
-    rollouts = ModelRollouts(buffer, mean, std, reward_scale(data, config.normalize_reward), termination,
-                             config.rollout_batch_size, config.rollout_length)
+    buffer, mean, std, scale = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    rollouts = ModelRollouts(buffer, mean, std, scale, termination, config.rollout_batch_size, config.rollout_length)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = MOPOTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
     prepare_dynamics(config, "mopo", trainer.dynamics, data)
     policy = trainer.policy()
 
@@ -299,11 +298,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
@@ -337,12 +336,13 @@ def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np
 # --- sac: begin
 # SAC's pieces, the same in cql.py, mopo.py and combo.py (source: tools/shared/sac.py).
 #   y    = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')  (alpha: backup_entropy)
+#          (mean_action: a' = max_action tanh(mu(s')), the policy's mean action, and no alpha term)
 #   J_Q  = sum_i E ( Q_i(s, a) - y )^2
 #   J_pi = E_{a~pi(.|s)} [ alpha log pi(a|s) - min_i Q_i(s, a) ]
 #   J_alpha = -E [ log alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
 
 
-def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """J_Q = sum_i E ( Q_i(s, a) - y )^2, q [n critics, B]: CQL's code's mean squared error, without the 1/2 of
     SAC's J_Q (CQL's alpha and COMBO's beta are tuned to it); where it is the critic's only loss (MOPO), a
     constant factor changes nothing under Adam except the weight of its epsilon."""
@@ -398,14 +398,21 @@ class TanhGaussianPolicy(nn.Module):
         return tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
 
 
-def soft_q_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
-                  alpha: torch.Tensor, gamma: float, backup_entropy: bool) -> torch.Tensor:
+def bellman_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
+                   alpha: torch.Tensor, gamma: float, backup_entropy: bool,
+                   mean_action: bool = False) -> torch.Tensor:
     """y = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ], a' ~ pi(.|s'); without the
-    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup)."""
-    next_actions, next_log_pi = actor.sample(batch["next_observations"])
-    next_q = critic_target(batch["next_observations"], next_actions).min(0).values
-    if backup_entropy:
-        next_q = next_q - alpha * next_log_pi
+    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup).  mean_action: a' = max_action
+    tanh(mu(s')), the policy's mean next action, and no alpha term: d3rlpy's CQL target (cql_impl.py,
+    _compute_deterministic_target), cql.py's --target_action mean."""
+    next_states = batch["next_observations"]
+    if mean_action:
+        next_q = critic_target(next_states, actor(next_states)).min(0).values
+    else:
+        next_actions, next_log_pi = actor.sample(next_states)
+        next_q = critic_target(next_states, next_actions).min(0).values
+        if backup_entropy:
+            next_q = next_q - alpha * next_log_pi
     return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
 # --- sac: end
 

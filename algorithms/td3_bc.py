@@ -78,27 +78,29 @@ class TrainConfig:
 
 
 class Actor(nn.Module):
-    """Deterministic policy pi_phi(s) = max_action * tanh(MLP(s))."""
+    """Deterministic policy pi_phi(s) = max_action * tanh(MLP(s)); sample() explores around it with noise sigma."""
 
-    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float):
+    def __init__(self, state_dim: int, action_dim: int, hidden_dim: int, max_action: float, sigma: float):
         super().__init__()
         self.net = mlp(state_dim, action_dim, hidden_dim)
         self.max_action = max_action
+        self.sigma = sigma
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return self.max_action * torch.tanh(self.net(state))
 
-    def sample(self, state: torch.Tensor, sigma: float) -> torch.Tensor:
+    def sample(self, state: torch.Tensor) -> torch.Tensor:
         """a = pi_phi(s) + N(0, (sigma max_action)^2), clipped to the action bounds: the online phase's exploration."""
         action = self(state)
-        return (action + sigma * self.max_action * torch.randn_like(action)).clamp(-self.max_action, self.max_action)
+        noise = self.sigma * self.max_action * torch.randn_like(action)
+        return (action + noise).clamp(-self.max_action, self.max_action)
 
 
-def td3_target(critic_target: "EnsembleCritic", actor_target: Actor, batch: dict, gamma: float, sigma: float,
-               c: float, max_action: float) -> torch.Tensor:
+def bellman_target(critic_target: "EnsembleCritic", actor_target: Actor, batch: dict, gamma: float, sigma: float,
+                   c: float) -> torch.Tensor:
     """y = r + gamma (1 - d) min_i Q_theta'_i(s', pi_phi'(s') + eps),  eps = clip(N(0, sigma^2), -c, c), the
     smoothed action clipped to [-max_action, max_action] (target policy smoothing, Fujimoto et al. 2018)."""
-    next_states = batch["next_observations"]
+    next_states, max_action = batch["next_observations"], actor_target.max_action
     next_actions = actor_target(next_states)
     noise = (torch.randn_like(next_actions) * sigma).clamp(-c, c)
     next_actions = (next_actions + noise).clamp(-max_action, max_action)
@@ -124,10 +126,10 @@ def actor_loss(q: torch.Tensor, policy_actions: torch.Tensor, data_actions: torc
     return -bc_lambda(q, alpha) * q.mean() + bc_coef * bc
 
 
-class TD3BCTrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device):
         self.device = device
-        self.actor = Actor(state_dim, action_dim, config.hidden_dim, max_action).to(device)
+        self.actor = Actor(state_dim, action_dim, config.hidden_dim, max_action, config.expl_noise).to(device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = EnsembleCritic(state_dim, action_dim, config.hidden_dim).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -140,28 +142,30 @@ class TD3BCTrainer:
     def update(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         states = batch["observations"]
         with torch.no_grad():
-            y = td3_target(self.critic_target, self.actor_target, batch, self.gamma, self.sigma, self.c,
-                           self.max_action)
+            y = bellman_target(self.critic_target, self.actor_target, batch, self.gamma, self.sigma, self.c)
         q_loss = critic_loss(self.critic, batch, y)
         self.critic_optimizer.zero_grad(set_to_none=True)
         q_loss.backward()
         self.critic_optimizer.step()
         metrics = {"critic_loss": q_loss.detach(), "q_target": y.mean()}
 
-        if step % self.policy_freq == 0:  # delayed policy update: the actor and the targets move together
-            policy_actions = self.actor(states)
-            q = self.critic(states, policy_actions)[0]
-            pi_loss = actor_loss(q, policy_actions, batch["actions"], self.alpha, self.max_action, self.bc_coef)
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            pi_loss.backward()
-            self.actor_optimizer.step()
-            soft_update(self.actor_target, self.actor, self.tau)
-            soft_update(self.critic_target, self.critic, self.tau)
-            metrics["actor_loss"] = pi_loss.detach()
+        # Delayed policy update: the actor and the targets move together, once per policy_freq critic updates.
+        if step % self.policy_freq != 0:
+            return metrics
+        policy_actions = self.actor(states)
+        q = self.critic(states, policy_actions)[0]
+        pi_loss = actor_loss(q, policy_actions, batch["actions"], self.alpha, self.max_action, self.bc_coef)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        pi_loss.backward()
+        self.actor_optimizer.step()
+        soft_update(self.actor_target, self.actor, self.tau)
+        soft_update(self.critic_target, self.critic, self.tau)
+        metrics["actor_loss"] = pi_loss.detach()
         return metrics
 
     def state_dict(self) -> dict:
-        return {"actor": self.actor.state_dict(), "actor_target": self.actor_target.state_dict(),
+        return {"actor": self.actor.state_dict(),
+                "actor_target": self.actor_target.state_dict(),
                 "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
                 "actor_optimizer": self.actor_optimizer.state_dict(),
                 "critic_optimizer": self.critic_optimizer.state_dict()}
@@ -181,21 +185,19 @@ def train(config: TrainConfig) -> dict:
     dataset = load_dataset(config.dataset_id)
     check_continuous(dataset)
     data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    buffer, mean, std, scale = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = TD3BCTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device)
     policy = trainer.policy()
     q_initial = lambda states: trainer.critic(states, trainer.actor(states))[0]  # noqa: E731 - Q_1(s, pi(s))
     evaluate_policy = make_evaluator(config, dataset, policy, mean, std, device, q_initial)
-    scale = reward_scale(data, config.normalize_reward)
-    explore = lambda state: trainer.actor.sample(state, config.expl_noise)  # noqa: E731
     learner, sample, steps = trainer, (lambda: buffer.sample(config.batch_size)), config.max_steps
     if config.online_steps > 0:  # the online block drives the trainer; an offline run never enters it
-        learner = FineTuning(config, dataset, trainer, buffer, explore, mean, std, scale)
+        learner = FineTuning(config, dataset, trainer, buffer, trainer.actor.sample, mean, std, scale)
         sample, steps = learner.sample, learner.steps
-    return fit(config, algo="td3_bc", trainer=learner, sample=sample, evaluate=evaluate_policy,
-               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std},
-               fixed=("max_steps",) if config.online_steps else (), steps=steps)
+    return fit(config, algo="td3_bc", trainer=learner, sample=sample, evaluate=evaluate_policy, steps=steps,
+               fixed=("max_steps",) if config.online_steps else (),  # max_steps: the switch to online
+               export=lambda path: export_policy(path, policy, mean, std), extra={"state_mean": mean, "state_std": std})
 
 
 # --- critic: begin
@@ -286,11 +288,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,

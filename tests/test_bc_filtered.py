@@ -33,7 +33,7 @@ def test_actor_loss_is_squared_error_summed_over_action_dims():
 
 def make_bc_trainer(**overrides):
     config = bc_filtered.TrainConfig(device="cpu", hidden_dim=32, batch_size=16, max_steps=100, **overrides)
-    return bc_filtered.BCTrainer(3, 2, 1.0, config, torch.device("cpu"))
+    return bc_filtered.Trainer(3, 2, 1.0, config, torch.device("cpu"))
 
 
 def random_batch(batch_size=16, state_dim=3, action_dim=2):

@@ -47,7 +47,7 @@ def test_dataset_returns_to_go_follow_its_episodes(minari_root):
     """On a Minari dataset, through flatten_episodes: G = r at each episode's last transition (Pendulum's episodes
     end by the time limit), G_t = r_t + gamma G_{t+1} inside episodes."""
     data = iql.flatten_episodes(iql.load_dataset("local/pendulum/medium-replay-v0"))
-    buffer, _, _ = iql.transition_buffer(data, True, True, torch.device("cpu"), gamma=GAMMA)
+    buffer, _, _, _ = iql.transition_buffer(data, True, True, torch.device("cpu"), gamma=GAMMA)
     g, r, ends = (buffer.data[k].double() for k in ("returns_to_go", "rewards", "terminals"))
     last = torch.as_tensor(data["episode_ends"]) > 0
     assert torch.allclose(g[last], r[last]) and not ends.any()
@@ -79,7 +79,7 @@ def fine_tuning(minari_root, **fields):
                                 "gamma": GAMMA, "seed": 0, "warmup_steps": 0, **fields})
     dataset = iql.load_dataset("local/pendulum/medium-replay-v0")
     data = iql.flatten_episodes(dataset)
-    buffer, mean, std = iql.transition_buffer(data, True, False, torch.device("cpu"), gamma=GAMMA)
+    buffer, mean, std, _ = iql.transition_buffer(data, True, False, torch.device("cpu"), gamma=GAMMA)
     return iql.FineTuning(config, dataset, NoTrainer(), buffer, constant_explore, mean, std, 0.5)
 
 
@@ -215,11 +215,12 @@ def test_iql_explores_with_its_gaussian_clipped_to_the_bounds():
 
 def test_td3_bc_explores_around_its_deterministic_action():
     torch.manual_seed(0)
-    actor = td3_bc.Actor(3, 2, 8, max_action=2.0)
+    actor = td3_bc.Actor(3, 2, 8, max_action=2.0, sigma=0.1)
     states = torch.zeros(4000, 3)
     with torch.no_grad():
-        noise = actor.sample(states, 0.1) - actor(states)
-        widest = actor.sample(states, 5.0)
+        noise = actor.sample(states) - actor(states)
+        actor.sigma = 5.0
+        widest = actor.sample(states)
     assert abs(float(noise.std()) - 0.2) < 0.01  # sigma = 0.1 max_action
     assert float(widest.abs().max()) == 2.0  # clipped to the bounds
 

@@ -58,11 +58,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
