@@ -288,7 +288,7 @@ def test_warm_start_counts_updates_as_the_authors_loop():
 
 def test_warm_start_clones_the_dataset_actions():
     torch.manual_seed(0)
-    trainer = make_cql_trainer(bc_steps=10**6, actor_lr=1e-2)
+    trainer = make_cql_trainer(bc_steps=10**6, max_steps=10**7, actor_lr=1e-2)
     batch = random_batch()
     batch["actions"] = torch.full_like(batch["actions"], 0.5)
     for step in range(1, 151):

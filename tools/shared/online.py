@@ -1,6 +1,6 @@
 """Canonical source of the `online` block: the online phase of offline-to-online fine-tuning (the online buffer, the
-episode collector, the mixed batch), carried by iql.py, cql.py and td3_bc.py (tools/sync_shared.py lists them).  It uses fail
-and DeviceBuffer from the appendix and transitions from the `transitions` block.  Edit here, then run
+episode collector, the mixed batch, the online fields' ranges), carried by iql.py, cql.py and td3_bc.py (tools/sync_shared.py
+lists them).  It uses fail from the appendix and DeviceBuffer and transitions from the `transitions` block.  Edit here, then run
 `python tools/sync_shared.py online`."""
 
 from typing import Callable
@@ -24,6 +24,13 @@ import torch
 # three of them in the first fifth of the online phase.
 
 ONLINE_SEEDS = 20_000  # online episode i starts from env.reset(seed=seed + ONLINE_SEEDS + i); evaluations: seed + 10_000
+
+
+def online_ranges(config) -> dict[str, str]:
+    """The online fields' ranges, for check_ranges (TrainConfig.__post_init__): with online_steps > 0, max_steps may be
+    0 (an online learner from scratch); warmup_steps at most online_steps."""
+    return {"online_steps": "0 or more", "online_ratio": "in [0, 1]", "warmup_steps": f"in [0, {config.online_steps}]",
+            "max_steps": "0 or more" if config.online_steps > 0 else "at least 1"}
 
 
 class OnlineBuffer:
@@ -86,8 +93,6 @@ class FineTuning:
         self.buffer, self.online_buffer = buffer, OnlineBuffer(buffer, config.online_steps)
         self.offline_steps, self.online_steps, self.utd = config.max_steps, config.online_steps, config.utd
         self.warmup_steps = config.warmup_steps
-        if self.warmup_steps > self.online_steps:
-            fail(f"warmup_steps ({self.warmup_steps}) must not exceed online_steps ({self.online_steps}).")
         self.steps = config.max_steps + (config.online_steps - config.warmup_steps) * config.utd  # the run's updates
         self.batch_size, self.online_batch = config.batch_size, round(config.online_ratio * config.batch_size)
         self.explore, self.mean, self.std, self.scale, self.gamma = explore, mean, std, scale, config.gamma
