@@ -7,7 +7,7 @@
 #   rollouts:  every rollout_every updates, h model steps from dataset states with a ~ pi(.|s), a random
 #              elite per sample and step, rewarded with r~, into the model buffer D_model
 #   SAC on batches of real_ratio D and (1 - real_ratio) D_model (sac block):
-#     critic:  min_Q sum_i E ( Q_i(s, a) - y )^2   (without SAC's 1/2, as CQL's code: see td_loss),
+#     critic:  min_Q sum_i E ( Q_i(s, a) - y )^2   (without SAC's 1/2, as CQL's code: see critic_loss),
 #              y = r + gamma (1 - d) [ min_j Q_target_j(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')
 #     actor:   max_pi E_{a~pi(.|s)} [ min_j Q_j(s, a) - alpha log pi(a|s) ]
 #     alpha:   min_alpha E [ -alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
@@ -18,16 +18,16 @@
 #
 # License: MIT (the project's LICENSE file); copy this file anywhere, keeping this line.
 
+import argparse
 import copy
 import dataclasses
-import fcntl
 import hashlib
 import json
 import math
 import os
 import random
+import re
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -87,10 +87,13 @@ class TrainConfig:
     actor_lr: float = 3e-4  # Adam learning rate of pi_phi and of alpha
     critic_lr: float = 3e-4  # Adam learning rate of Q_theta
 
+    def __post_init__(self):  # check_ranges (appendix): these, and any other int >= 1, float >= 0, *_lr > 0
+        check_ranges(self, real_ratio="in [0, 1]", holdout_ratio="in [0, 1)", gamma="in [0, 1)", tau="in (0, 1]")
+
 
 # mlp, fit and the rest of the plumbing: the appendix (# --- shared) at the end of the file; the blocks right after
-# train(): EnsembleCritic, soft_update (critic), transition_buffer, reward_scale, make_evaluator (transitions),
-# TanhGaussianPolicy, soft_q_target, td_loss, actor_loss, temperature_loss (sac), EnsembleDynamics, ModelBuffer,
+# train(): EnsembleCritic, soft_update (critic), transition_buffer, make_evaluator, export_policy (transitions),
+# TanhGaussianPolicy, bellman_target, critic_loss, actor_loss, temperature_loss (sac), EnsembleDynamics, ModelBuffer,
 # ModelRollouts, mixed_batch, prepare_dynamics and termination_function (dynamics).
 
 
@@ -105,7 +108,7 @@ def penalized_reward(reward: torch.Tensor, uncertainty: torch.Tensor, penalty_co
     return reward - penalty_coef * uncertainty
 
 
-class MOPOTrainer:
+class Trainer:
     def __init__(self, state_dim: int, action_dim: int, max_action: float, config: TrainConfig, device: torch.device,
                  rollouts: "ModelRollouts"):
         self.device = device
@@ -141,9 +144,9 @@ class MOPOTrainer:
         states, actions = batch["observations"], batch["actions"]
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():  # MOPO's code trains softlearning's SAC, whose target keeps the entropy bonus
-            y = soft_q_target(self.critic_target, self.actor, batch, alpha, self.gamma, backup_entropy=True)
+            y = bellman_target(self.critic_target, self.actor, batch, alpha, self.gamma, backup_entropy=True)
         q = self.critic(states, actions)
-        q_loss = td_loss(q, y)
+        q_loss = critic_loss(q, y)
         self.critic_optimizer.zero_grad(set_to_none=True)
         q_loss.backward()
         self.critic_optimizer.step()
@@ -191,21 +194,19 @@ def train(config: TrainConfig) -> dict:
     set_seed(config.seed)
     device = pick_device(config.device)
     dataset = load_dataset(config.dataset_id)
-    check_continuous(dataset)
     termination = termination_function(config.termination_fn, dataset)
     data = flatten_episodes(dataset)
-    buffer, mean, std = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
-    rollouts = ModelRollouts(buffer, mean, std, reward_scale(data, config.normalize_reward), termination,
-                             config.rollout_batch_size, config.rollout_length)
+    buffer, mean, std, scale = transition_buffer(data, config.normalize_states, config.normalize_reward, device)
+    rollouts = ModelRollouts(buffer, mean, std, scale, termination, config.rollout_batch_size, config.rollout_length)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-    trainer = MOPOTrainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
+    trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
     prepare_dynamics(config, "mopo", trainer.dynamics, data)
     policy = trainer.policy()
 
     def sample() -> dict[str, torch.Tensor]:  # does not change the trainer: rollouts happen in trainer.periodic
         return mixed_batch(buffer, trainer.model_buffer, config.batch_size, config.real_ratio)
 
-    return fit(config, algo="mopo", trainer=trainer, sample=sample,
+    return fit(config, algo="mopo", data=data, trainer=trainer, sample=sample,
                evaluate=make_evaluator(config, dataset, policy, mean, std, device),
                export=lambda path: export_policy(path, policy, mean, std),
                extra={"state_mean": mean, "state_std": std})
@@ -299,11 +300,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
@@ -331,18 +332,38 @@ def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np
         return result
 
     return run
+
+
+class DeployablePolicy(nn.Module):
+    """Raw observations -> deterministic actions: the state normalization and the policy in one program."""
+
+    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.policy = copy.deepcopy(policy).cpu().eval()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.policy((observations - self.mean) / self.std)
+
+
+def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    example = torch.zeros(2, len(mean))
+    export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
 # --- transitions: end
 
 
 # --- sac: begin
 # SAC's pieces, the same in cql.py, mopo.py and combo.py (source: tools/shared/sac.py).
 #   y    = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')  (alpha: backup_entropy)
+#          (mean_action: a' = max_action tanh(mu(s')), the policy's mean action, and no alpha term)
 #   J_Q  = sum_i E ( Q_i(s, a) - y )^2
 #   J_pi = E_{a~pi(.|s)} [ alpha log pi(a|s) - min_i Q_i(s, a) ]
 #   J_alpha = -E [ log alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
 
 
-def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """J_Q = sum_i E ( Q_i(s, a) - y )^2, q [n critics, B]: CQL's code's mean squared error, without the 1/2 of
     SAC's J_Q (CQL's alpha and COMBO's beta are tuned to it); where it is the critic's only loss (MOPO), a
     constant factor changes nothing under Adam except the weight of its epsilon."""
@@ -398,14 +419,21 @@ class TanhGaussianPolicy(nn.Module):
         return tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
 
 
-def soft_q_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
-                  alpha: torch.Tensor, gamma: float, backup_entropy: bool) -> torch.Tensor:
+def bellman_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
+                   alpha: torch.Tensor, gamma: float, backup_entropy: bool,
+                   mean_action: bool = False) -> torch.Tensor:
     """y = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ], a' ~ pi(.|s'); without the
-    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup)."""
-    next_actions, next_log_pi = actor.sample(batch["next_observations"])
-    next_q = critic_target(batch["next_observations"], next_actions).min(0).values
-    if backup_entropy:
-        next_q = next_q - alpha * next_log_pi
+    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup).  mean_action: a' = max_action
+    tanh(mu(s')), the policy's mean next action, and no alpha term: d3rlpy's CQL target (cql_impl.py,
+    _compute_deterministic_target), cql.py's --target_action mean."""
+    next_states = batch["next_observations"]
+    if mean_action:
+        next_q = critic_target(next_states, actor(next_states)).min(0).values
+    else:
+        next_actions, next_log_pi = actor.sample(next_states)
+        next_q = critic_target(next_states, next_actions).min(0).values
+        if backup_entropy:
+            next_q = next_q - alpha * next_log_pi
     return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
 # --- sac: end
 
@@ -757,7 +785,7 @@ def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str,
 
 # --- shared: begin
 # The plumbing every script shares, byte-identical in all of them: the command line, seeding and device,
-# Minari loading and checks, normalization, mlp, evaluation, the deployable policy, the run directory, logging,
+# Minari loading and checks, normalization, mlp, evaluation, the exported program, the run directory, logging,
 # checkpoints and the training loop fit().  Its one source is tools/shared/appendix.py: edit it there, then run
 # tools/sync_shared.py.
 
@@ -773,108 +801,99 @@ def fail(message: str) -> None:
     raise SystemExit(f"error: {message}")
 
 
-def decode(name: str, kind, value):
-    """The value of one TrainConfig field of type `kind`, from YAML (typed) or from the command line (text)."""
-    text = str(value).strip()
-    optional = {Optional[str]: str, Optional[int]: int, Optional[float]: float}.get(kind)
-    if optional is not None:
-        return None if value is None or text.lower() in ("none", "null") else decode(name, optional, value)
-    if kind is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
-        return text.lower() in ("true", "yes", "1")
-    if kind is int and not isinstance(value, (bool, float)) and text.lstrip("+-").isdigit():
-        return int(text)
-    if kind is float and not isinstance(value, bool):
-        try:
-            if math.isfinite(float(text)):  # also refuses 1e999, which float() reads as inf
-                return float(text)
-        except ValueError:
-            pass
-    if kind is str:
-        return text
-    if kind == list[float]:
-        import yaml
+def decode_bool(value) -> bool:
+    """pyrallis's decoder of bool fields (YAML has read the text): true/false, yes/no or 1/0; `maybe` is refused."""
+    if not isinstance(value, float) and str(value).lower() in ("true", "false", "yes", "no", "1", "0"):
+        return str(value).lower() in ("true", "yes", "1")
+    raise ValueError(f"must be true or false, got {value!r}")
 
-        try:
-            items = yaml.safe_load(text) if isinstance(value, str) else value
-        except yaml.YAMLError:
-            items = None
-        if isinstance(items, list):
-            return [decode(name, float, item) for item in items]
-    what = {bool: "true or false", int: "an integer", float: "a finite number"}.get(kind, "a list of numbers")
-    fail(f"{name} must be {what}, got {value!r}.")
+
+def decode_int(value) -> int:
+    """pyrallis's decoder of int fields: an integer; 1.5, and 5e9 (which YAML reads as text), are refused."""
+    if isinstance(value, int) and not isinstance(value, bool) or str(value).strip().lstrip("+-").isdigit():
+        return int(value)
+    raise ValueError(f"must be an integer, got {value!r}")
+
+
+def decode_float(value) -> float:
+    """pyrallis's decoder of float fields: a finite number; text such as 1e-3 (YAML reads no float without a dot)
+    through float(); nan, inf and 1e999 (inf to float()) are refused."""
+    try:
+        if not isinstance(value, bool) and math.isfinite(float(value)):
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"must be a finite number, got {value!r}")
+
+
+for kind, decoder in ((bool, decode_bool), (int, decode_int), (float, decode_float)):
+    pyrallis.decode.register(kind, decoder)
+pyrallis.decode.register(Optional[int], lambda value: None if value is None else decode_int(value))
+
+
+def check_ranges(config, **ranges) -> None:
+    """Called by each TrainConfig's __post_init__: every field in its range, before anything is written.  `ranges`
+    gives the script's own: "0 or more", "at least 1", "above 0", an interval such as "in [0, 1)", or a tuple of the
+    allowed strings; any other integer is a count or a size (at least 1), any other float a weight, scale or rate
+    (0 or more; a learning rate, *_lr, above 0)."""
+    ranges = {"seed": f"in [0, {2 ** 32})", "stop_after": "0 or more", "logging": ("offline", "online", "disabled"),
+              **{field.name: "above 0" for field in dataclasses.fields(config) if field.name.endswith("_lr")}, **ranges}
+    for field in dataclasses.fields(config):
+        name, value = field.name, getattr(config, field.name)
+        what = ranges.get(name, {int: "at least 1", float: "0 or more"}.get(field.type))
+        if isinstance(what, tuple):
+            ok, what = value in what, f"{', '.join(what[:-1])} or {what[-1]}"
+        elif isinstance(what, str) and what.startswith("in "):
+            low, high = map(float, what[4:-1].split(","))
+            ok = (low <= value, low < value)[what[3] == "("] and (value <= high, value < high)[what[-1] == ")"]
+        else:
+            ok = what is None or {"0 or more": value >= 0, "at least 1": value >= 1, "above 0": value > 0}[what]
+        if not ok:
+            fail(f"{name} must be {what}, got {value!r}.")
+
+
+class ArgumentParser(pyrallis.argparsing.ArgumentParser):
+    """pyrallis's parser (--help lists every field with its comment) whose complaints are one line, exit status 2:
+    an unknown or abbreviated flag, a flag without its value, a stray word, and those of parse_config."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\n")
 
 
 def parse_config(config_class):
-    """TrainConfig from the YAML file(s) of --config_path, then --name value pairs; bad input is one sentence."""
-    argv, fields = sys.argv[1:], {f.name: f for f in dataclasses.fields(config_class)}
-    if {"-h", "--help"} & set(argv):
-        pyrallis.parse(config_class=config_class)  # prints every field with its comment, then exits
-    given, values = [], {}
-    for i, arg in enumerate(argv):
-        if arg.startswith("--") and "=" in arg:
-            given.append(tuple(arg[2:].split("=", 1)))
-        elif arg.startswith("--"):
-            given.append((arg[2:], argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None))
-        elif i == 0 or not argv[i - 1].startswith("--") or "=" in argv[i - 1]:
-            fail(f"unexpected argument {arg!r}; use --<field> <value>.")
-    for name, value in given:
-        if name not in (*fields, "config_path"):
-            fail(f"unknown argument --{name}; valid: --config_path and --{', --'.join(fields)}.")
-        if value is None:
-            fail(f"--{name} needs a value.")
-    for path in [value for name, value in given if name == "config_path"]:
-        values.update(config_file_values(path, fields))
-    values.update((name, value) for name, value in given if name != "config_path")
-    config = config_class(**{name: decode(name, fields[name].type, value) for name, value in values.items()})
-    check_config(config)
-    return config
-
-
-def config_file_values(path: str, fields: dict) -> dict:
+    """TrainConfig through pyrallis: the YAML file of --config_path (an empty file: every default), then the
+    --<field> <value> flags, each value through the strict decoders above, then the ranges (TrainConfig's
+    __post_init__) and the device.  Bad input is one `error:` line, exit status 2, and nothing written."""
     import yaml
 
+    parser = ArgumentParser(config_class=config_class, allow_abbrev=False)
+    path_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    path_parser.add_argument("--config_path")
     try:
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}  # an empty file: every default
-    except OSError:
-        fail(f"config file {path} does not exist or cannot be read.")
-    except yaml.YAMLError as e:
-        fail(f"config file {path} is not valid YAML ({' '.join(str(e).split())}).")
-    if not isinstance(values, dict) or set(values) - set(fields):
-        fail(f"config file {path} must map TrainConfig fields to values; unknown key(s): "
-             f"{', '.join(sorted(set(values) - set(fields)) if isinstance(values, dict) else [])}; valid keys: {', '.join(fields)}.")
-    return values
-
-
-# Ranges of fields that several scripts name alike (one vocabulary); other integers are sizes or counts (>= 1)
-# and other floats weights, scales or rates (>= 0).  Checked before anything is written.
-UNIT = {"tau": ("in (0, 1]", lambda v: 0 < v <= 1), "gamma": ("in [0, 1)", lambda v: 0 <= v < 1),
-        "expectile": ("in (0, 1)", lambda v: 0 < v < 1), "frac": ("in (0, 1]", lambda v: 0 < v <= 1),
-        "dropout": ("in [0, 1)", lambda v: 0 <= v < 1), "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
-        "holdout_ratio": ("in [0, 1)", lambda v: 0 <= v < 1), "real_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
-        "td_lambda": ("in [0, 1]", lambda v: 0 <= v <= 1), "lmbda": ("in [0, 1]", lambda v: 0 <= v <= 1),
-        "online_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1)}
-COUNTS_FROM_ZERO = ("seed", "stop_after", "bc_steps", "online_steps", "warmup_steps")
-
-
-def check_config(config) -> None:
-    for field in dataclasses.fields(config):
-        name, value = field.name, getattr(config, field.name)
-        what, ok = UNIT.get(name, (None, None))
-        from_zero = name in COUNTS_FROM_ZERO or (name == "max_steps" and getattr(config, "online_steps", 0) > 0)
-        if what is None and field.type is int:
-            what, ok = ("0 or more", lambda v: v >= 0) if from_zero else ("at least 1", lambda v: v >= 1)
-        elif what is None and field.type is float:
-            what, ok = ("above 0", lambda v: v > 0) if name.endswith("_lr") else ("0 or more", lambda v: v >= 0)
-        if ok is not None and not ok(value):
-            fail(f"{name} must be {what}, got {value!r}.")
-    if config.logging not in ("offline", "online", "disabled"):
-        fail(f"logging must be offline, online or disabled, got {config.logging!r}.")
-    if getattr(config, "embed_dim", 0) % getattr(config, "n_heads", 1):
-        fail(f"embed_dim ({config.embed_dim}) must be a multiple of n_heads ({config.n_heads}).")
-    if getattr(config, "bc_steps", 0) >= max(config.max_steps, 1):
-        fail(f"bc_steps ({config.bc_steps}) must be below max_steps ({config.max_steps}): the run would be pure BC.")
-    pick_device(config.device)
+        known, argv = path_parser.parse_known_args()
+        values = yaml.safe_load(Path(known.config_path).read_text(encoding="utf-8")) if known.config_path else None
+    except argparse.ArgumentError as e:  # --config_path without its value
+        parser.error(str(e))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        parser.error(f"config file {known.config_path} is not readable UTF-8 YAML ({' '.join(str(e).split())}).")
+    names = [field.name for field in dataclasses.fields(config_class)]
+    unknown = sorted(set(map(str, values)) - set(names)) if isinstance(values, dict) else ["a " + type(values).__name__]
+    if values is not None and unknown:
+        parser.error(f"config file {known.config_path} must map TrainConfig fields to values, "
+                     f"not {', '.join(unknown)}; fields: {', '.join(names)}.")
+    parser.config_path = known.config_path if values else None  # pyrallis reads the file, then the flags over it
+    try:
+        config = parser.parse_args(argv)
+        pick_device(config.device)
+    except pyrallis.ParsingError as e:  # '... field "<class ...>.name" of type ... error is "ValueError: why"'
+        found = re.search(r'\.(\w+)" of type .*Underlying error is "\w+: (.*)"', str(e), re.S)
+        why = found and (found[2] if found[2].startswith("must") else f"cannot be read: {found[2]}")
+        parser.error(f"{found[1]} {why}." if found else " ".join(str(e).split()))
+    except SystemExit as e:  # a fail() of a range check or of the device
+        if not isinstance(e.code, str):  # --help, or the parser's own error()
+            raise
+        parser.error(e.code.removeprefix("error: "))
+    return config
 
 
 def set_seed(seed: int) -> None:
@@ -884,45 +903,37 @@ def set_seed(seed: int) -> None:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     except RuntimeError:
         fail(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>.")
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        fail(f"device {name!r} is not available on this machine ({torch.cuda.device_count()} CUDA devices).")
-    if device.type not in ("cpu", "cuda"):
-        fail(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:<index>.")
+    if device.type not in ("cpu", "cuda") or device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        fail(f"device {name!r} is not available on this machine ({torch.cuda.device_count()} CUDA devices); "
+             f"use auto, cpu, cuda or cuda:<index>.")
     return device
 
 
 def load_dataset(dataset_id: str):
-    """Minari dataset from disk, else downloaded; a missing one is one clear sentence.  From here on, MuJoCo's
-    warnings go to the run directory (MUJOCO_WARNINGS), not to the working directory."""
+    """Minari dataset from disk, else downloaded; a missing one, or one whose observations or actions are not flat
+    continuous vectors (what these scripts handle), is one clear sentence."""
     import minari
     from minari.storage import get_dataset_path
 
-    MUJOCO_WARNINGS.install()
     try:
-        return minari.load_dataset(dataset_id)
+        dataset = minari.load_dataset(dataset_id)
     except FileNotFoundError:
-        pass
+        try:
+            dataset = minari.load_dataset(dataset_id, download=True)
+        except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
+            fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} and could not be downloaded; "
+                 f"build the local datasets with: python tools/make_datasets.py")
     except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
         fail(f"could not load dataset {dataset_id!r}: {' '.join(str(e).split())}")
-    try:
-        return minari.load_dataset(dataset_id, download=True)
-    except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
-        fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} and could not be downloaded; "
-             f"build the local datasets with: python tools/make_datasets.py")
-
-
-def check_continuous(dataset) -> None:
-    obs_space, act_space = dataset.observation_space, dataset.action_space
-    if not isinstance(act_space, gym.spaces.Box) or not isinstance(obs_space, gym.spaces.Box) \
-            or len(obs_space.shape) != 1 or len(act_space.shape) != 1:
+    spaces = (dataset.observation_space, dataset.action_space)
+    if not all(isinstance(space, gym.spaces.Box) and len(space.shape) == 1 for space in spaces):
         fail(f"this script handles flat continuous observations and actions (Box vectors); "
-             f"the dataset has observations {obs_space} and actions {act_space}.")
+             f"the dataset has observations {spaces[0]} and actions {spaces[1]}.")
+    return dataset
 
 
 def flatten_episodes(dataset) -> dict[str, np.ndarray]:
@@ -933,15 +944,11 @@ def flatten_episodes(dataset) -> dict[str, np.ndarray]:
                                "episode_ends", "episode_ids", "episode_returns")}
     try:
         for i, ep in enumerate(dataset.iterate_episodes()):
-            length = len(ep.rewards)
-            columns["observations"].append(ep.observations[:-1])
-            columns["next_observations"].append(ep.observations[1:])
-            columns["actions"].append(ep.actions)
-            columns["rewards"].append(ep.rewards)
-            columns["terminals"].append(ep.terminations)
-            columns["episode_ends"].append(np.arange(length) == length - 1)
-            columns["episode_ids"].append(np.full(length, i))
-            columns["episode_returns"].append(np.full(length, np.sum(ep.rewards, dtype=np.float64)))
+            n = len(ep.rewards)
+            for column, value in zip(columns.values(), (
+                    ep.observations[:-1], ep.actions, ep.rewards, ep.observations[1:], ep.terminations,
+                    np.arange(n) == n - 1, np.full(n, i), np.full(n, np.sum(ep.rewards, dtype=np.float64)))):
+                column.append(value)
     except Exception as e:  # noqa: BLE001 - a truncated or corrupted data file
         fail(f"dataset {dataset.spec.dataset_id!r} cannot be read ({type(e).__name__}); rebuild or download it again.")
     if not columns["rewards"] or sum(map(len, columns["rewards"])) == 0:
@@ -953,10 +960,19 @@ def flatten_episodes(dataset) -> dict[str, np.ndarray]:
         if len(bad):
             fail(f"dataset {dataset.spec.dataset_id!r} has a non-finite or absurd value (beyond {MAX_MAGNITUDE:g}) "
                  f"in {key} at transition {bad[0]}.")
-    for k in ("observations", "actions", "rewards", "next_observations", "terminals", "episode_ends",
-              "episode_returns"):
+    for k in set(data) - {"episode_ids"}:
         data[k] = data[k].astype(np.float32)
     return data
+
+
+def data_summary(dataset_id: str, data: Optional[dict[str, np.ndarray]]) -> Optional[dict]:
+    """The id, episodes, transitions and a content hash of flatten_episodes' arrays, for run.json: two builds of a
+    dataset id (builds of a collected dataset on two machines have differed) are told apart."""
+    digest = hashlib.sha256()
+    for key in sorted(data or {}):
+        digest.update(key.encode() + np.ascontiguousarray(data[key]).tobytes())
+    return data and {"id": dataset_id, "episodes": int(data["episode_ends"].sum()), "transitions": len(data["rewards"]),
+                     "sha256": digest.hexdigest()}
 
 
 def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -968,11 +984,9 @@ def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarra
 
 
 def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
-    layers, dim = [], in_dim
-    for _ in range(n_hidden):
-        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
-        dim = hidden_dim
-    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+    dims = [in_dim] + [hidden_dim] * n_hidden
+    hidden = [layer for d_in, d_out in zip(dims, dims[1:]) for layer in (nn.Linear(d_in, d_out), nn.ReLU())]
+    return nn.Sequential(*hidden, nn.Linear(dims[-1], out_dim))
 
 
 def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
@@ -985,10 +999,8 @@ def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: in
         done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
         while not done:
             obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
-            total_discounted += discount * float(reward)
-            discount *= EVAL_DISCOUNT
-            done = terminated or truncated
+            total, total_discounted = total + float(reward), total_discounted + discount * float(reward)
+            discount, done = discount * EVAL_DISCOUNT, terminated or truncated
         returns.append(total)
         discounted.append(total_discounted)
     return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
@@ -1005,19 +1017,6 @@ def normalized_score(dataset, returns: np.ndarray) -> float:
         return math.nan
 
 
-class DeployablePolicy(nn.Module):
-    """Raw observations -> deterministic actions: the state normalization and the policy in one program."""
-
-    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray):
-        super().__init__()
-        self.policy = copy.deepcopy(policy).cpu().eval()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
-
-    def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.policy((observations - self.mean) / self.std)
-
-
 def export_program(path: Path, module: nn.Module, example_inputs: tuple, dynamic_shapes) -> None:
     """A torch.export program that `torch.export.load(path).module()` runs with torch alone (.pt2 is
     torch.export's suffix).  Loading a .pt2 runs code its author chose: load only files you trust."""
@@ -1028,15 +1027,8 @@ def export_program(path: Path, module: nn.Module, example_inputs: tuple, dynamic
     os.replace(tmp, path)
 
 
-def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
-    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
-    example = torch.zeros(2, len(mean))
-    export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
-
-
 def run_directory(config, algo: str) -> Path:
-    path = config.checkpoints_path or os.path.join("runs", algo, config.dataset_id, f"seed{config.seed}")
-    return Path(path)
+    return Path(config.checkpoints_path or os.path.join("runs", algo, config.dataset_id, f"seed{config.seed}"))
 
 
 def learning_fields(config, fixed: tuple[str, ...]) -> dict:
@@ -1044,9 +1036,10 @@ def learning_fields(config, fixed: tuple[str, ...]) -> dict:
     return {k: v for k, v in asdict(config).items() if k not in RUN_FIELDS and (k != "max_steps" or k in fixed)}
 
 
-def open_run(config, algo: str, fixed: tuple[str, ...]) -> tuple[Path, object]:
-    """The locked run directory and its run.json, the record of the config the run started with: a resume
-    under other learning fields is refused; with --resume false an earlier run there is moved aside whole."""
+def open_run(config, algo: str, fixed: tuple[str, ...], data: Optional[dict]) -> tuple[Path, object]:
+    """The locked run directory and its run.json, the record of the config the run started with and of the data it
+    read: a resume under other learning fields is refused; with --resume false an earlier run there is moved aside
+    whole."""
     run_dir = run_directory(config, algo)
     lock = lock_run(run_dir)
     record, learning = run_dir / "run.json", learning_fields(config, fixed)
@@ -1063,26 +1056,27 @@ def open_run(config, algo: str, fixed: tuple[str, ...]) -> tuple[Path, object]:
             lock.close()
             fail(f"{run_dir} holds a run of another config ({'; '.join(changed)}); pass --resume false to "
                  f"start it over, or another --checkpoints_path.")
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
-                                capture_output=True).stdout.strip() or None
-    except OSError:
-        commit = None
-    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "commit": commit, "torch": torch.__version__,
+    write_atomic(record, json.dumps({"algo": algo, "config": asdict(config), "torch": torch.__version__,
+                                     "dataset": data_summary(config.dataset_id, data),
                                      "command": [Path(sys.executable).name, *sys.argv]}, indent=1))
     print(f"run directory: {run_dir}", flush=True)
     return run_dir, lock
 
 
 def lock_run(run_dir: Path):
-    """An exclusive lock on run_dir/run.lock, held until the process ends (kill -9 releases it too)."""
+    """An exclusive lock on run_dir/run.lock, held until the process ends (kill -9 releases it too); none where the
+    OS has no fcntl (Windows)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = open(run_dir / "run.lock", "w")
     except OSError as e:
         fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
     try:
+        import fcntl
+
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:
+        pass
     except BlockingIOError:
         fail(f"another run is writing {run_dir}; wait for it, or pass another --checkpoints_path.")
     return lock
@@ -1094,49 +1088,19 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class MujocoWarnings:
-    """MuJoCo writes its warnings to MUJOCO_LOG.TXT in the working directory.  Once installed (by
-    load_dataset, before any environment is made) they come here instead: kept until fit() knows the run
-    directory, then written to its mujoco_warnings.txt."""
-
-    def __init__(self):
-        self.messages, self.path = [], None
-
-    def install(self) -> None:
-        try:
-            import mujoco
-        except ImportError:  # environments without MuJoCo (Pendulum) need no handler
-            return
-        mujoco.set_mju_user_warning(self)
-
-    def __call__(self, message: str) -> None:
-        self.messages.append(message)
-        if self.path is not None:
-            self.write_to(self.path)
-
-    def write_to(self, path: Path) -> None:
-        self.path = path
-        with open(path, "a") as f:
-            f.writelines(m + "\n" for m in self.messages)
-        self.messages = []
-
-
-MUJOCO_WARNINGS = MujocoWarnings()
-
-
 class RunLog:
     """A JSON-lines file beside the checkpoints, plus wandb unless logging is "disabled".  wall_time counts
     the seconds of the whole run: a resumed run starts its clock at the `elapsed` its checkpoint carried,
-    and the rows written after that checkpoint (by an interrupted call) are dropped."""
+    and the rows written after that checkpoint (by an interrupted call) are dropped.  A non-finite loss ends the
+    run, its row written, the last good checkpoint kept."""
 
     def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...],
                  counters: Callable[[], dict] = dict):
-        path = run_dir / "log.jsonl"
+        path, self.run_dir = run_dir / "log.jsonl", run_dir
         rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
         write_atomic(path, "".join(r + "\n" for r in rows))
         self.last = json.loads(rows[-1]) if rows else {}
-        self.file = open(path, "a")
-        self.start, self.counters = time.time() - elapsed, counters
+        self.file, self.start, self.counters = open(path, "a"), time.time() - elapsed, counters
         self.wandb = None
         if config.logging != "disabled":
             import wandb
@@ -1153,6 +1117,9 @@ class RunLog:
         self.file.flush()
         if self.wandb is not None:
             self.wandb.log({**counters, **values}, step=step)
+        if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
+            self.close()
+            fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {self.run_dir}.")
         return values
 
     def elapsed(self) -> float:
@@ -1174,26 +1141,19 @@ def save_checkpoint(path: Path, step: int, trainer, config, extra: dict, wall_ti
              "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                      "numpy": [kind, torch.as_tensor(keys.astype(np.int64)), position, has_gauss, gauss],
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    """The checkpoint's tensors and plain values; a file holding anything else (objects whose loading
-    could run code, as checkpoints of the older, pickled format do) is refused."""
-    if not path.exists():
-        fail(f"no checkpoint at {path}.")
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated, foreign or unsafe files
-        fail(f"checkpoint {path} is corrupt, of an older format, or holds objects other than tensors and plain "
-             f"values ({type(e).__name__}); it was not loaded: delete it or pass --resume false.")
+    torch.save(state, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
-    """Loads the trainer and the RNG states; returns the update and the seconds trained so far."""
-    state = load_checkpoint(path, device)
+    """Loads the trainer and the RNG states; returns the update and the seconds trained so far.  Only tensors and
+    plain values are loaded: a file holding anything else (objects whose loading could run code, as checkpoints of
+    the older, pickled format do) is refused."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, foreign or unsafe files
+        fail(f"checkpoint {path} is corrupt, of an older format, or holds objects other than tensors and plain "
+             f"values ({type(e).__name__}); it was not loaded: delete it or pass --resume false.")
     try:
         trainer.load_state_dict(state["trainer"])
         rng = state["rng"]
@@ -1209,21 +1169,9 @@ def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
     return state["step"], state["wall_time"]
 
 
-class StopRequest:
-    """SIGINT (Ctrl-C) or SIGTERM asks the loop to checkpoint after the current update and exit."""
-
-    def __init__(self):
-        self.signal = 0
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self.request)
-
-    def request(self, signum, frame) -> None:
-        self.signal = signum
-
-
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
-        export: Optional[Callable[[Path], None]] = None, extra: Optional[dict] = None,
-        fixed: tuple[str, ...] = (), steps: Optional[int] = None) -> dict:
+        export: Callable[[Path], None] = lambda path: None, extra: Optional[dict] = None,
+        fixed: tuple[str, ...] = (), steps: Optional[int] = None, data: Optional[dict] = None) -> dict:
     """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
     tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
     (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
@@ -1232,11 +1180,11 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
     online phase adds its own.  Every eval_every updates, at max_steps and at the end:
     evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
     ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
-    signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
-    finished.json (its last evaluation); returns the last evaluation."""
-    run_dir, lock = open_run(config, algo, fixed)
+    signal ends the call early with a checkpoint that the same command resumes.  `data`: flatten_episodes' arrays,
+    whose size and hash run.json records.  A finished run writes finished.json (its last evaluation); returns the
+    last evaluation."""
+    run_dir, lock = open_run(config, algo, fixed, data)
     with lock:  # released when this call ends, however it ends
-        MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
         total = config.max_steps if steps is None else steps
@@ -1244,53 +1192,43 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
             print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")
             return json.loads(finished.read_text())
         update = torch.compile(trainer.update) if config.compile else trainer.update
-        periodic = getattr(trainer, "periodic", None)
+        periodic = getattr(trainer, "periodic", lambda step: None)
         log = RunLog(config, algo, run_dir, start, elapsed, fixed, getattr(trainer, "counters", dict))
         log_every = max(1, min(1000, config.eval_every))
         last = min(total, start + config.stop_after) if config.stop_after else total
-        stop = StopRequest()
-        step, result = start, {}
+        stop, result = [], {}  # stop: SIGINT (Ctrl-C) or SIGTERM asks to checkpoint after the current update and exit
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: stop.append(signum))
         for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
-            if periodic is not None:
-                periodic(step)
+            periodic(step)
             metrics = update(sample(), step)
-            if step % log_every == 0 and step % config.eval_every != 0 and step not in (config.max_steps, total):
-                values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
-                check_finite(values, step, run_dir, log)
-            elif step % config.eval_every == 0 or step in (config.max_steps, total):
+            if step % config.eval_every == 0 or step in (config.max_steps, total):
                 result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
-            if stop.signal or (step == last < total):
+            elif step % log_every == 0:
+                log.write(step, {f"train/{k}": v for k, v in metrics.items()})
+            if stop or (step == last < total):
                 save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
                 log.close()
                 print(f"stopped at update {step} of {total}; the same command resumes from {checkpoint}.")
-                if stop.signal:
-                    raise SystemExit(128 + stop.signal)
+                if stop:
+                    raise SystemExit(128 + stop[0])
                 return result
         if start >= total:  # the last update and its evaluation were done; the call ended before this
             result = {k: v for k, v in log.last.items() if k.startswith("eval/")}
-            if export is not None:
-                export(run_dir / "policy.pt2")
+            export(run_dir / "policy.pt2")
         log.close()
         write_atomic(finished, json.dumps({"step": total, **result}))
         return result
 
 
-def check_finite(values: dict, step: int, run_dir: Path, log: RunLog) -> None:
-    if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
-        log.close()
-        fail(f"a loss became NaN or infinite at update {step}; the last good checkpoint is kept in {run_dir}.")
-
-
 def evaluate_and_save(step: int, metrics: dict, trainer, config, log: RunLog, evaluate: Callable[[], dict],
-                      export: Optional[Callable[[Path], None]], extra: dict, run_dir: Path) -> dict:
+                      export: Callable[[Path], None], extra: dict, run_dir: Path) -> dict:
     """Evaluate, log, checkpoint and export the policy; returns the evaluation's metrics."""
     values = {f"train/{k}": v for k, v in metrics.items()}
     values.update({f"eval/{k}": v for k, v in evaluate().items() if k != "episodes"})
     values = log.write(step, values)
-    check_finite(values, step, run_dir, log)
     save_checkpoint(run_dir / "checkpoint.pt", step, trainer, config, extra, log.elapsed())
-    if export is not None:
-        export(run_dir / "policy.pt2")
+    export(run_dir / "policy.pt2")
     result = {k: v for k, v in values.items() if k.startswith("eval/")}
     print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
     return result

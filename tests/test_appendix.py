@@ -39,6 +39,9 @@ class Config:
     tau: float = 0.005
     actor_lr: float = 1e-3
 
+    def __post_init__(self):
+        appendix.check_ranges(self, tau="in (0, 1]")
+
 
 class Trainer:
     """The smallest trainer of the contract: one linear layer fitted to noise with Adam."""
@@ -71,9 +74,17 @@ def fit(config: Config, trainer: Optional[Trainer] = None) -> dict:
                         evaluate=lambda: {"return": torch.tensor(1.0)}, extra={"state_mean": np.zeros(3, np.float32)})
 
 
-def parse(monkeypatch, *argv: str):
+def parse(monkeypatch, *argv: str, config_class=Config):
     monkeypatch.setattr(sys, "argv", ["script.py", *argv])
-    return appendix.parse_config(Config)
+    return appendix.parse_config(config_class)
+
+
+def parse_fails_with(capsys, monkeypatch, expected: str, *argv: str, config_class=Config):
+    """A bad command line or config: one `error:` line on stderr, exit status 2 (argparse's)."""
+    with pytest.raises(SystemExit) as error:
+        parse(monkeypatch, *argv, config_class=config_class)
+    lines = capsys.readouterr().err.splitlines()
+    assert error.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
 
 
 def fails_with(expected: str, call, *args):
@@ -92,36 +103,55 @@ def test_soft_update_moves_the_target_by_tau():
 
 
 @pytest.mark.parametrize("text,value", [("true", True), ("yes", True), ("1", True), ("False", False), ("no", False),
-                                        ("0", False)])
+                                        ("0", False), ("TRUE", True)])
 def test_booleans_take_only_true_and_false(monkeypatch, text, value):
     assert parse(monkeypatch, "--resume", text).resume is value
 
 
 @pytest.mark.parametrize("argv,expected", [
     (["--resume", "flase"], "resume must be true or false, got 'flase'"),
-    (["--max_steps", "1.5"], "max_steps must be an integer, got '1.5'"),
+    (["--resume", "maybe"], "resume must be true or false, got 'maybe'"),
+    (["--max_steps", "1.5"], "max_steps must be an integer, got 1.5"),
+    (["--max_steps", "5e9"], "max_steps must be an integer, got '5e9'"),
     (["--max_steps", "abc"], "max_steps must be an integer"),
     (["--tau", "nan"], "tau must be a finite number"),
     (["--actor_lr", "inf"], "actor_lr must be a finite number"),
     (["--actor_lr", "1e999"], "actor_lr must be a finite number"),
     (["--tau", "2"], "tau must be in (0, 1], got 2.0"),
     (["--actor_lr", "-1"], "actor_lr must be above 0"),
-    (["--seed", "-1"], "seed must be 0 or more"),
+    (["--seed", "-1"], "seed must be in [0, 4294967296), got -1"),
+    (["--seed", "5000000000"], "seed must be in [0, 4294967296), got 5000000000"),
     (["--logging", "bogus"], "logging must be offline, online or disabled"),
-    (["--max_steps"], "--max_steps needs a value"),
-    (["--typo", "3"], "unknown argument --typo"),
-    (["stray"], "unexpected argument 'stray'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--max_steps"], "argument --max_steps: expected one argument"),
+    (["--config_path"], "argument --config_path: expected one argument"),
+    (["--typo", "3"], "unrecognized arguments: --typo 3"),
+    (["--max", "3"], "unrecognized arguments: --max 3"),  # no abbreviations
+    (["stray"], "unrecognized arguments: stray"),
 ])
-def test_bad_values_are_one_sentence(monkeypatch, argv, expected):
-    fails_with(expected, parse, monkeypatch, *argv)
+def test_bad_values_are_one_sentence(capsys, monkeypatch, argv, expected):
+    parse_fails_with(capsys, monkeypatch, expected, *argv)
 
 
-@dataclasses.dataclass
-class OnlineConfig(Config):
-    bc_steps: int = 0
-    online_steps: int = 0
-    online_ratio: float = 0.5
-    utd: int = 1
+def test_floats_read_as_text_by_yaml_are_numbers(monkeypatch, tmp_path):
+    (tmp_path / "lr.yaml").write_text("actor_lr: 1e-3\n")  # YAML 1.1 reads no float without a dot: the text '1e-3'
+    assert parse(monkeypatch, "--config_path", str(tmp_path / "lr.yaml")).actor_lr == 1e-3
+    assert parse(monkeypatch, "--actor_lr", "2e-4", "--max_steps", "7").actor_lr == 2e-4
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("- 1\n- 2\n", "must map TrainConfig fields to values, not a list"),
+    ("max_stepz: 3\n", "must map TrainConfig fields to values, not max_stepz"),
+    ("max_steps: [1\n", "is not readable UTF-8 YAML"),
+    (b"\xff\xfe max_steps: 3", "is not readable UTF-8 YAML"),
+    ("!!python/object/apply:os.system [\"true\"]\n", "is not readable UTF-8 YAML"),
+    ("max_steps: 0\n", "max_steps must be at least 1, got 0"),
+])
+def test_bad_config_files_are_one_sentence(capsys, monkeypatch, tmp_path, text, expected):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    parse_fails_with(capsys, monkeypatch, expected, "--config_path", str(path))
+    parse_fails_with(capsys, monkeypatch, "is not readable UTF-8 YAML", "--config_path", str(tmp_path / "missing.yaml"))
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -129,16 +159,19 @@ class OnlineConfig(Config):
     (["--online_steps", "-1"], "online_steps must be 0 or more"),
     (["--utd", "0"], "utd must be at least 1"),
     (["--max_steps", "0"], "max_steps must be at least 1, got 0"),  # an offline run needs updates
-    (["--max_steps", "0", "--online_steps", "5", "--bc_steps", "3"], "bc_steps (3) must be below max_steps (0)"),
+    (["--online_steps", "5", "--warmup_steps", "6"], "warmup_steps must be in [0, 5], got 6"),
+    (["--max_steps", "0", "--online_steps", "5", "--bc_steps", "3"], "bc_steps must be in [0, 1), got 3"),
 ])
-def test_bad_online_values_are_one_sentence(monkeypatch, argv, expected):
-    monkeypatch.setattr(sys, "argv", ["script.py", *argv])
-    fails_with(expected, appendix.parse_config, OnlineConfig)
+def test_bad_online_values_are_one_sentence(capsys, monkeypatch, argv, expected):
+    import cql  # the online block's ranges, and cql's warm start
+
+    parse_fails_with(capsys, monkeypatch, expected, *argv, config_class=cql.TrainConfig)
 
 
 def test_a_run_from_scratch_has_no_offline_updates(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["script.py", "--max_steps", "0", "--online_steps", "5"])
-    assert appendix.parse_config(OnlineConfig).max_steps == 0
+    import iql
+
+    assert parse(monkeypatch, "--max_steps", "0", "--online_steps", "5", config_class=iql.TrainConfig).max_steps == 0
 
 
 class CountingTrainer(Trainer):
@@ -164,8 +197,6 @@ def test_yaml_then_command_line_and_an_empty_yaml_is_all_defaults(monkeypatch, t
     assert parse(monkeypatch, "--config_path", str(empty)) == Config()
     config = parse(monkeypatch, f"--config_path={some}", "--tau", "0.25")
     assert (config.max_steps, config.tau) == (10, 0.25)
-    (tmp_path / "typo.yaml").write_text("max_stepz: 3\n")
-    fails_with("unknown key(s): max_stepz", parse, monkeypatch, "--config_path", str(tmp_path / "typo.yaml"))
 
 
 class Episode:
@@ -270,6 +301,27 @@ def test_a_second_run_into_a_locked_directory_is_refused(tmp_path):
     with open(run_dir / "run.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         fails_with("another run is writing", fit, Config(checkpoints_path=str(run_dir)))
+
+
+def test_a_copied_script_imports_and_runs_where_the_os_has_no_fcntl(tmp_path, monkeypatch):
+    """No top-level `import fcntl` (Windows has none): the lock is taken where the OS has it, skipped elsewhere."""
+    source = (ROOT / "tools" / "shared" / "appendix.py").read_text()
+    assert "\nimport fcntl" not in source and "\nimport subprocess" not in source
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError, as on Windows
+    assert fit(Config(checkpoints_path=str(tmp_path / "run"))) == {"eval/return": 1.0}
+
+
+def test_run_json_records_the_size_and_build_of_the_data(tmp_path):
+    data = {"rewards": np.arange(5, dtype=np.float32), "episode_ends": np.array([0, 1, 0, 0, 1], np.float32)}
+    records = []
+    for name, rewards in (("a", data["rewards"]), ("b", data["rewards"] + 1)):
+        config = Config(checkpoints_path=str(tmp_path / name))
+        appendix.fit(config, algo="test", trainer=Trainer(), sample=lambda: {"x": torch.randn(4, 3), "y": torch.randn(4)},
+                     evaluate=lambda: {"return": 1.0}, data={**data, "rewards": rewards})
+        records.append(json.loads((tmp_path / name / "run.json").read_text())["dataset"])
+    assert {k: records[0][k] for k in ("id", "episodes", "transitions")} == \
+           {"id": "local/pendulum/medium-replay-v0", "episodes": 2, "transitions": 5}
+    assert records[0]["sha256"] != records[1]["sha256"]  # another build of the same id
 
 
 def test_an_unwritable_run_directory_is_one_sentence(tmp_path):

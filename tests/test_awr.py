@@ -64,19 +64,19 @@ def test_episodes_of_different_lengths_match_a_step_by_step_loop():
 
 def test_weights_exp_advantage_over_beta_clipped():
     advantage = torch.tensor([0.0, 1.0, 2.0, 10.0])
-    weights = awr.awr_weights(advantage, beta=2.0, max_weight=2.5, normalize=False)
+    weights = awr.temperature_weights(advantage, beta=2.0, max_weight=2.5, normalize=False)
     torch.testing.assert_close(weights, torch.tensor([1.0, math.exp(0.5), 2.5, 2.5]))
 
 
 def test_weights_normalized_advantage():
     advantage = torch.tensor([1.0, 2.0, 3.0])  # mean 2, population std sqrt(2/3)
     z = 1.0 / (math.sqrt(2.0 / 3.0) + 1e-5)
-    weights = awr.awr_weights(advantage, beta=1.0, max_weight=20.0, normalize=True)
+    weights = awr.temperature_weights(advantage, beta=1.0, max_weight=20.0, normalize=True)
     torch.testing.assert_close(weights, torch.tensor([math.exp(-z), 1.0, math.exp(z)]))
 
 
 def test_weight_clip_at_omega_max():
-    weights = awr.awr_weights(torch.tensor([-50.0, 0.0, 50.0]), beta=1.0, max_weight=20.0, normalize=False)
+    weights = awr.temperature_weights(torch.tensor([-50.0, 0.0, 50.0]), beta=1.0, max_weight=20.0, normalize=False)
     assert weights.max().item() == 20.0 and weights[1].item() == 1.0
     assert awr.TrainConfig.max_weight == 20.0 and awr.TrainConfig.beta == 1.0
 
@@ -114,7 +114,7 @@ def synthetic_trajectories(rewards=REWARDS, terminals=TERMINALS, ends=ENDS, stat
 def make_awr_trainer(trajectories=None, **overrides):
     trajectories = trajectories or synthetic_trajectories()
     config = awr.TrainConfig(device="cpu", hidden_dim=16, batch_size=4, gamma=GAMMA, td_lambda=LAM, **overrides)
-    return awr.AWRTrainer(3, 1, 1.0, config, torch.device("cpu"), trajectories)
+    return awr.Trainer(3, 1, 1.0, config, torch.device("cpu"), trajectories)
 
 
 def expected_targets(value, data, normalize=False):
@@ -122,7 +122,7 @@ def expected_targets(value, data, normalize=False):
     with torch.no_grad():
         values, next_values = value(data["observations"]), value(data["next_observations"])
     returns = awr.lambda_returns(data["rewards"], next_values, data["terminals"], data["episode_ends"], GAMMA, LAM)
-    return returns, awr.awr_weights(returns - values, 1.0, 20.0, normalize=normalize)
+    return returns, awr.temperature_weights(returns - values, 1.0, 20.0, normalize=normalize)
 
 
 def test_next_state_values_come_from_the_shifted_states():

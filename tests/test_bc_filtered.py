@@ -17,9 +17,10 @@ def test_top_fraction_keeps_whole_best_trajectories():
     assert bc_filtered.top_trajectories(ids, returns, 1.0).all()
 
 
-def test_top_fraction_rejects_a_bad_fraction():
-    with pytest.raises(SystemExit, match="frac"):
-        bc_filtered.top_trajectories(np.zeros(3), np.zeros(3), 0.0)
+@pytest.mark.parametrize("frac", [0.0, 1.5])
+def test_a_bad_fraction_is_refused_by_the_config(frac):
+    with pytest.raises(SystemExit, match=r"frac must be in \(0, 1\]"):
+        bc_filtered.TrainConfig(frac=frac)
 
 
 def test_actor_loss_is_squared_error_summed_over_action_dims():
@@ -33,7 +34,7 @@ def test_actor_loss_is_squared_error_summed_over_action_dims():
 
 def make_bc_trainer(**overrides):
     config = bc_filtered.TrainConfig(device="cpu", hidden_dim=32, batch_size=16, max_steps=100, **overrides)
-    return bc_filtered.BCTrainer(3, 2, 1.0, config, torch.device("cpu"))
+    return bc_filtered.Trainer(3, 2, 1.0, config, torch.device("cpu"))
 
 
 def random_batch(batch_size=16, state_dim=3, action_dim=2):

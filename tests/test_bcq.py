@@ -11,20 +11,20 @@ import torch
 import bcq
 
 
-def test_soft_clipped_target_by_hand():
+def test_soft_clipped_bellman_target_by_hand():
     # Q'_j(s', a_i) for B = 2 next states and n = 3 sampled actions, [2, B, n].
     next_q = torch.tensor([[[1.0, 4.0, 2.0], [0.0, -1.0, 3.0]],
                            [[3.0, 0.0, 2.0], [2.0, 1.0, -3.0]]])
     rewards, terminals = torch.tensor([1.0, 0.5]), torch.tensor([0.0, 1.0])
     # lambda = .75: state 0: a_1 .75 * 1 + .25 * 3 = 1.5, a_2 .75 * 0 + .25 * 4 = 1, a_3 2  -> max 2
     #               state 1: terminal, the target is the reward alone
-    target = bcq.soft_clipped_target(next_q, rewards, terminals, gamma=0.9, lmbda=0.75)
+    target = bcq.bellman_target(next_q, rewards, terminals, gamma=0.9, lmbda=0.75)
     torch.testing.assert_close(target, torch.tensor([1.0 + 0.9 * 2.0, 0.5]))
     # without the terminal, state 1: a_1 .75 * 0 + .25 * 2 = .5, a_2 -.75 + .25 = -.5, a_3 -2.25 + .75 = -1.5
-    target = bcq.soft_clipped_target(next_q, rewards, torch.zeros(2), gamma=0.9, lmbda=0.75)
+    target = bcq.bellman_target(next_q, rewards, torch.zeros(2), gamma=0.9, lmbda=0.75)
     torch.testing.assert_close(target, torch.tensor([2.8, 0.5 + 0.9 * 0.5]))
     # lambda = 1 is clipped double Q: max_i min_j
-    target = bcq.soft_clipped_target(next_q, torch.zeros(2), torch.zeros(2), gamma=1.0, lmbda=1.0)
+    target = bcq.bellman_target(next_q, torch.zeros(2), torch.zeros(2), gamma=1.0, lmbda=1.0)
     torch.testing.assert_close(target, torch.tensor([2.0, 0.0]))
 
 
@@ -90,7 +90,7 @@ def test_perturbation_bounded_by_phi_max_action():
 
 def test_policy_picks_the_best_sample_by_q1():
     config = bcq.TrainConfig(eval_n_actions=10, hidden_dim=16, vae_hidden_dim=16)
-    trainer = bcq.BCQTrainer(3, 1, 2.0, config, torch.device("cpu"))
+    trainer = bcq.Trainer(3, 1, 2.0, config, torch.device("cpu"))
     states = torch.randn(4, 3)
     torch.manual_seed(1)
     actions = trainer.policy()(states)
@@ -105,7 +105,7 @@ def test_policy_picks_the_best_sample_by_q1():
 
 def make_bcq_trainer(**overrides):
     config = bcq.TrainConfig(device="cpu", hidden_dim=16, vae_hidden_dim=16, **overrides)
-    return bcq.BCQTrainer(3, 2, 1.0, config, torch.device("cpu"))
+    return bcq.Trainer(3, 2, 1.0, config, torch.device("cpu"))
 
 
 def random_batch(batch_size=16, state_dim=3, action_dim=2):
@@ -148,7 +148,7 @@ def authors_update(trainer, batch, n=10, gamma=0.99, lmbda=0.75, tau=0.005):
     with torch.no_grad():
         next_states, next_actions = bcq.sample_actions(trainer.vae, trainer.actor_target, batch["next_observations"], n)
         next_q = trainer.critic_target(next_states, next_actions).view(2, -1, n)
-        y = bcq.soft_clipped_target(next_q, batch["rewards"], batch["terminals"], gamma, lmbda)
+        y = bcq.bellman_target(next_q, batch["rewards"], batch["terminals"], gamma, lmbda)
     own_step(trainer.critic_optimizer, bcq.critic_loss(trainer.critic, batch, y))
     with torch.no_grad():
         sampled = trainer.vae.decode(states)

@@ -18,7 +18,7 @@ GAMMA = 0.99
 
 def make_cql_trainer(**overrides):
     config = cql.TrainConfig(device="cpu", hidden_dim=8, n_hidden=1, num_sampled_actions=3, **overrides)
-    return cql.CQLTrainer(3, 2, 2.0, config, torch.device("cpu"))
+    return cql.Trainer(3, 2, 2.0, config, torch.device("cpu"))
 
 
 def random_batch(batch_size=16, state_dim=3, action_dim=2):
@@ -124,9 +124,9 @@ def test_policy_sample_log_prob_and_deterministic_action():
     assert torch.isfinite(actor.log_prob(states, torch.full((5, 2), 2.0))).all()
 
 
-def test_td_actor_and_temperature_losses_by_hand():
+def test_critic_actor_and_temperature_losses_by_hand():
     q_data, target = torch.tensor([[1.0, 2.0], [0.0, 3.0]]), torch.tensor([0.5, 2.5])
-    assert cql.td_loss(q_data, target).item() == pytest.approx((0.25 + 0.25) / 2 + (0.25 + 0.25) / 2)
+    assert cql.critic_loss(q_data, target).item() == pytest.approx((0.25 + 0.25) / 2 + (0.25 + 0.25) / 2)
     q_pi, log_pi, alpha = torch.tensor([1.0, -2.0]), torch.tensor([0.5, -1.0]), torch.tensor(0.2)
     assert cql.actor_loss(q_pi, log_pi, alpha).item() == pytest.approx(((0.1 - 1.0) + (-0.2 + 2.0)) / 2)
     log_alpha = torch.tensor(0.3)
@@ -145,12 +145,12 @@ class FixedActor:
 
 
 @pytest.mark.parametrize("backup_entropy", [False, True])
-def test_soft_q_target_by_hand(backup_entropy):
+def test_bellman_target_by_hand(backup_entropy):
     batch = {"next_observations": torch.zeros(2, 3), "rewards": torch.tensor([1.0, -1.0]),
              "terminals": torch.tensor([0.0, 1.0])}
     critic_target = lambda s, a: torch.tensor([[2.0, 5.0], [3.0, 4.0]])  # noqa: E731 - min over critics: [2, 4]
     actor = FixedActor(torch.zeros(2, 1), torch.tensor([-0.5, 0.7]))
-    target = cql.soft_q_target(critic_target, actor, batch, torch.tensor(0.1), GAMMA, backup_entropy)
+    target = cql.bellman_target(critic_target, actor, batch, torch.tensor(0.1), GAMMA, backup_entropy)
     next_v = 2.0 - (0.1 * -0.5 if backup_entropy else 0.0)
     assert target.tolist() == pytest.approx([1.0 + GAMMA * next_v, -1.0])
 
@@ -165,7 +165,7 @@ class MeanOnlyActor:
         raise AssertionError("the mean target draws no action")
 
 
-def test_mean_action_target_by_hand():
+def test_mean_action_bellman_target_by_hand():
     batch = {"next_observations": torch.zeros(2, 3), "rewards": torch.tensor([1.0, -1.0]),
              "terminals": torch.tensor([0.0, 1.0])}
     scored = []
@@ -174,7 +174,7 @@ def test_mean_action_target_by_hand():
         scored.append(actions)
         return torch.tensor([[2.0, 5.0], [3.0, 4.0]])  # min over critics: [2, 4]
 
-    target = cql.mean_action_target(critic_target, MeanOnlyActor(), batch, GAMMA)
+    target = cql.bellman_target(critic_target, MeanOnlyActor(), batch, torch.tensor(0.1), GAMMA, True, mean_action=True)
     assert torch.equal(scored[0], torch.full((2, 1), 0.25))
     assert target.tolist() == pytest.approx([1.0 + GAMMA * 2.0, -1.0])  # no entropy term
 
@@ -189,7 +189,8 @@ def test_trainer_target_uses_the_configured_next_action(target_action):
         torch.manual_seed(0)
         trainer = make_cql_trainer(target_action=target_action)
         with torch.no_grad():
-            mean_target = cql.mean_action_target(trainer.critic_target, trainer.actor, batch, trainer.gamma)
+            mean_target = cql.bellman_target(trainer.critic_target, trainer.actor, batch, torch.tensor(1.0), trainer.gamma,
+                                             True, mean_action=True)
         torch.manual_seed(seed)
         targets.append(trainer.update(batch, 1)["q_target"].item())
     if target_action == "mean":
@@ -243,8 +244,8 @@ def train_briefly(cql_alpha, updates=200):
     config = cql.TrainConfig(dataset_id="local/pendulum/medium-v0", cql_alpha=cql_alpha, hidden_dim=64, n_hidden=2,
                              batch_size=128, critic_lr=1e-3, bc_steps=0)
     data = cql.flatten_episodes(cql.load_dataset(config.dataset_id))
-    buffer, _, _ = cql.transition_buffer(data, config.normalize_states, config.normalize_reward, torch.device("cpu"))
-    trainer = cql.CQLTrainer(3, 1, 2.0, config, torch.device("cpu"))
+    buffer, _, _, _ = cql.transition_buffer(data, config.normalize_states, config.normalize_reward, torch.device("cpu"))
+    trainer = cql.Trainer(3, 1, 2.0, config, torch.device("cpu"))
     for step in range(1, updates + 1):
         trainer.update(buffer.sample(config.batch_size), step)
     states, actions = buffer.data["observations"], buffer.data["actions"]
@@ -287,7 +288,7 @@ def test_warm_start_counts_updates_as_the_authors_loop():
 
 def test_warm_start_clones_the_dataset_actions():
     torch.manual_seed(0)
-    trainer = make_cql_trainer(bc_steps=10**6, actor_lr=1e-2)
+    trainer = make_cql_trainer(bc_steps=10**6, max_steps=10**7, actor_lr=1e-2)
     batch = random_batch()
     batch["actions"] = torch.full_like(batch["actions"], 0.5)
     for step in range(1, 151):
@@ -390,9 +391,9 @@ def test_zero_cql_alpha_without_lagrange_is_sac(monkeypatch):
     assert "cql_gap" not in metrics and "q_random" not in metrics
     torch.manual_seed(1)  # the same a' ~ pi(.|s') in the target
     with torch.no_grad():
-        y = cql.soft_q_target(reference.critic_target, reference.actor, batch, reference.log_alpha.exp(), GAMMA,
+        y = cql.bellman_target(reference.critic_target, reference.actor, batch, reference.log_alpha.exp(), GAMMA,
                               reference.backup_entropy)
-    q_loss = cql.td_loss(reference.critic(batch["observations"], batch["actions"]), y)
+    q_loss = cql.critic_loss(reference.critic(batch["observations"], batch["actions"]), y)
     reference.critic_optimizer.zero_grad()
     q_loss.backward()
     reference.critic_optimizer.step()

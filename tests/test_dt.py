@@ -199,7 +199,7 @@ def test_dataset_targets_are_the_best_return_and_the_midpoint():
 
 def make_dt_trainer(**kw):
     config = small_config(**{"warmup_steps": 2, **kw})
-    return dt.DTTrainer(2, 1, 1.0, config, torch.device("cpu"))
+    return dt.Trainer(2, 1, 1.0, config, torch.device("cpu"))
 
 
 def test_update_is_the_authors_adamw_with_warmup_and_clipping():
@@ -249,7 +249,7 @@ def test_policy_export_matches_trainer(tmp_path):
     environment's units (raw states and returns-to-go, timesteps past T_max), for any batch size."""
     torch.manual_seed(0)
     config = small_config(rtg_scale=10.0)
-    trainer = dt.DTTrainer(3, 2, 2.0, config, torch.device("cpu"))
+    trainer = dt.Trainer(3, 2, 2.0, config, torch.device("cpu"))
     rng = np.random.default_rng(0)
     mean = rng.normal(size=3).astype(np.float32)
     std = rng.uniform(0.5, 2.0, size=3).astype(np.float32)

@@ -37,7 +37,7 @@ def test_targets_and_loss_by_hand():
              "terminals": torch.tensor([0.0, 1.0, 0.0])}
     # Target members: Q_bar = 5 and -2.  y_0 = [1 + 0.9 * 5, 1, 3 + 0.9 * 5] = [5.5, 1, 7.5], clipped at 7;
     # y_1 = [1 - 1.8, 1, 3 - 1.8] = [-0.8, 1, 1.2]; the terminal transition does not bootstrap.
-    targets = fqe.bellman_targets(constant_critic([5.0, -2.0], gamma), batch, gamma, q_min=-10.0, q_max=7.0)
+    targets = fqe.bellman_target(constant_critic([5.0, -2.0], gamma), batch, gamma, q_min=-10.0, q_max=7.0)
     assert targets.tolist() == [pytest.approx([5.5, 1.0, 7.0]), pytest.approx([-0.8, 1.0, 1.2])]
     # Online members Q = 1: per member the mean squared error, summed over the members.
     expected = ((1 - 5.5) ** 2 + 0 + (1 - 7) ** 2) / 3 + ((1 + 0.8) ** 2 + 0 + (1 - 1.2) ** 2) / 3
@@ -106,7 +106,7 @@ def test_fqe_recovers_the_closed_form_value_of_a_chain():
     torch.manual_seed(0)
     batch = fqe.DeviceBuffer(chain_dataset(), torch.device("cpu")).data
     config = fqe.TrainConfig(device="cpu", gamma=GAMMA, tau=0.05, hidden_dim=64, critic_lr=1e-3)
-    trainer = fqe.FQETrainer(N_STATES, 1, 1.0, config, torch.device("cpu"), fqe.value_bounds(batch["rewards"], GAMMA))
+    trainer = fqe.Trainer(N_STATES, 1, 1.0, config, torch.device("cpu"), fqe.value_bounds(batch["rewards"], GAMMA))
     for step in range(1, 2001):
         trainer.update(batch, step)
 
@@ -123,7 +123,7 @@ def test_fqe_recovers_the_closed_form_value_of_a_chain():
 
 def make_fqe_trainer():
     config = fqe.TrainConfig(device="cpu", hidden_dim=32, batch_size=16, max_steps=100)
-    return fqe.FQETrainer(3, 2, 1.0, config, torch.device("cpu"), (-50.0, 50.0))
+    return fqe.Trainer(3, 2, 1.0, config, torch.device("cpu"), (-50.0, 50.0))
 
 
 def random_batch(batch_size=16, state_dim=3, action_dim=2):

@@ -33,9 +33,9 @@ def test_expectile_regression_recovers_an_upper_expectile():
     assert v.item() == pytest.approx(9.3 / 1.2, abs=1e-3)
 
 
-def test_awr_weights_are_clipped():
+def test_inverse_temperature_weights_are_clipped():
     adv = torch.tensor([-1.0, 0.0, 1.0, 5.0])
-    w = iql.awr_weights(adv, beta=3.0, max_weight=100.0)
+    w = iql.inverse_temperature_weights(adv, beta=3.0, max_weight=100.0)
     assert w.tolist() == pytest.approx([math.exp(-3), 1.0, math.exp(3), 100.0])
 
 
@@ -47,7 +47,7 @@ def test_critic_loss_bootstraps_from_v_and_stops_at_terminals():
         value[-1].bias.fill_(10.0)  # V(s') = 10
     batch = {"observations": torch.zeros(2, 1), "actions": torch.zeros(2, 1), "next_observations": torch.zeros(2, 1),
              "rewards": torch.tensor([1.0, 1.0]), "terminals": torch.tensor([0.0, 1.0])}
-    y = iql.iql_target(value, batch, gamma=0.9)
+    y = iql.bellman_target(value, batch, gamma=0.9)
     assert y.tolist() == pytest.approx([1 + 0.9 * 10, 1.0])
     # Q = 0 for both critics; targets 10 and 1 -> per critic mean (100 + 1) / 2, summed over 2
     assert iql.critic_loss(critic, batch, y).item() == pytest.approx(2 * (100 + 1) / 2)
@@ -64,7 +64,7 @@ def test_actor_loss_is_weighted_negative_log_likelihood():
 
 def make_iql_trainer(**overrides):
     config = iql.TrainConfig(**{"device": "cpu", "hidden_dim": 32, "batch_size": 16, "max_steps": 100, **overrides})
-    return iql.IQLTrainer(3, 2, 1.0, config, torch.device("cpu"))
+    return iql.Trainer(3, 2, 1.0, config, torch.device("cpu"))
 
 
 def random_batch(batch_size=16, state_dim=3, action_dim=2):

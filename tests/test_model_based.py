@@ -330,7 +330,7 @@ def test_rollouts_happen_every_rollout_every_updates_with_penalized_rewards():
                               retain_rollouts=5, penalty_coef=100.0, n_models=3, n_elites=2, model_hidden_dim=8,
                               hidden_dim=8)
     buffer = ones_dataset()
-    trainer = mopo.MOPOTrainer(2, 1, 1.0, config, torch.device("cpu"), model_rollouts(mopo, buffer, config, 2.0))
+    trainer = mopo.Trainer(2, 1, 1.0, config, torch.device("cpu"), model_rollouts(mopo, buffer, config, 2.0))
     constant_reward_model(trainer)
     filled = []
     for step in range(1, 8):
@@ -361,7 +361,7 @@ def test_combo_rollouts_ask_for_no_uncertainty_and_keep_the_reward():
             asked.append(uncertainty)
             return original(model, actor, uncertainty)
 
-    trainer = combo.COMBOTrainer(2, 1, 1.0, config, torch.device("cpu"), Spy())
+    trainer = combo.Trainer(2, 1, 1.0, config, torch.device("cpu"), Spy())
     constant_reward_model(trainer)
     trainer.periodic(1)
     assert asked == [None]
@@ -385,7 +385,7 @@ def test_combo_update_pushes_q_down_on_model_rows_only():
                                num_sampled_actions=2, critic_lr=1e-2, rollout_batch_size=4, n_models=3, n_elites=2,
                                model_hidden_dim=8)
     torch.manual_seed(0)
-    trainer = combo.COMBOTrainer(2, 1, 1.0, config, torch.device("cpu"), model_rollouts(combo, ones_dataset(), config))
+    trainer = combo.Trainer(2, 1, 1.0, config, torch.device("cpu"), model_rollouts(combo, ones_dataset(), config))
     data_states, model_states = torch.zeros(4, 2), torch.ones(4, 2) * 3.0
     batch = {"observations": torch.cat([data_states, model_states]), "actions": torch.zeros(8, 1),
              "rewards": torch.zeros(8), "next_observations": torch.cat([data_states, model_states]),
@@ -401,8 +401,7 @@ def test_combo_update_pushes_q_down_on_model_rows_only():
 def make_trainer(module, **overrides):
     config = module.TrainConfig(device="cpu", batch_size=16, hidden_dim=16, n_hidden=2, n_models=3, n_elites=2,
                                 model_hidden_dim=8, rollout_batch_size=4, rollout_length=2, **overrides)
-    trainer_class = module.MOPOTrainer if module is mopo else module.COMBOTrainer
-    return trainer_class(2, 1, 1.0, config, torch.device("cpu"), model_rollouts(module, ones_dataset(), config))
+    return module.Trainer(2, 1, 1.0, config, torch.device("cpu"), model_rollouts(module, ones_dataset(), config))
 
 
 def random_batch(batch_size=16, state_dim=2, action_dim=1):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import cql
 import iql
 import td3_bc
 from conftest import tensors_of
@@ -46,7 +47,7 @@ def test_dataset_returns_to_go_follow_its_episodes(minari_root):
     """On a Minari dataset, through flatten_episodes: G = r at each episode's last transition (Pendulum's episodes
     end by the time limit), G_t = r_t + gamma G_{t+1} inside episodes."""
     data = iql.flatten_episodes(iql.load_dataset("local/pendulum/medium-replay-v0"))
-    buffer, _, _ = iql.transition_buffer(data, True, True, torch.device("cpu"), gamma=GAMMA)
+    buffer, _, _, _ = iql.transition_buffer(data, True, True, torch.device("cpu"), gamma=GAMMA)
     g, r, ends = (buffer.data[k].double() for k in ("returns_to_go", "rewards", "terminals"))
     last = torch.as_tensor(data["episode_ends"]) > 0
     assert torch.allclose(g[last], r[last]) and not ends.any()
@@ -78,7 +79,7 @@ def fine_tuning(minari_root, **fields):
                                 "gamma": GAMMA, "seed": 0, "warmup_steps": 0, **fields})
     dataset = iql.load_dataset("local/pendulum/medium-replay-v0")
     data = iql.flatten_episodes(dataset)
-    buffer, mean, std = iql.transition_buffer(data, True, False, torch.device("cpu"), gamma=GAMMA)
+    buffer, mean, std, _ = iql.transition_buffer(data, True, False, torch.device("cpu"), gamma=GAMMA)
     return iql.FineTuning(config, dataset, NoTrainer(), buffer, constant_explore, mean, std, 0.5)
 
 
@@ -137,9 +138,10 @@ def test_warmup_collects_uniform_random_steps_before_the_first_update(minari_roo
     assert torch.equal(again.online_buffer.data["actions"][:300], actions[:300])  # seeded: a resume draws the same
 
 
-def test_warmup_longer_than_the_online_budget_is_one_sentence(minari_root):
-    with pytest.raises(SystemExit, match=r"^error: warmup_steps \(300\) must not exceed online_steps \(250\)\.$"):
-        fine_tuning(minari_root, warmup_steps=300)
+@pytest.mark.parametrize("module", [iql, cql, td3_bc])
+def test_warmup_longer_than_the_online_budget_is_one_sentence(module):
+    with pytest.raises(SystemExit, match=r"^error: warmup_steps must be in \[0, 250\], got 300\.$"):
+        module.TrainConfig(online_steps=250, warmup_steps=300)
 
 
 def test_mixed_batch_takes_online_ratio_from_the_online_episodes(minari_root):
@@ -174,10 +176,19 @@ def test_checkpoint_holds_the_online_episodes_and_resumes_the_schedule(minari_ro
     assert all(torch.equal(v, got[k]) for k, v in expected.items())
 
 
-def test_offline_only_changes_nothing(minari_root):
-    tuning = fine_tuning(minari_root, online_steps=0)
-    assert tuning.env is None and tuning.steps == 10 and tuning.counters() == {}
-    assert list(tuning.state_dict()) == ["weights"]
+@pytest.mark.parametrize("algo", ["iql", "cql", "td3_bc"])
+def test_an_offline_run_never_enters_the_online_block(algo, minari_root, tmp_path, monkeypatch):
+    module = {"iql": iql, "cql": cql, "td3_bc": td3_bc}[algo]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an offline run built the online block")
+
+    monkeypatch.setattr(module, "FineTuning", refuse)
+    config = module.TrainConfig(dataset_id="local/pendulum/medium-replay-v0", max_steps=4, eval_every=4, eval_episodes=1,
+                                checkpoints_path=str(tmp_path / "run"), logging="disabled", device="cpu", hidden_dim=16,
+                                **({"bc_steps": 2, "n_hidden": 1, "num_sampled_actions": 2} if algo == "cql" else {}))
+    assert "eval/return" in module.train(config)
+    assert "online" not in torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["trainer"]
 
 
 def test_an_environment_that_cannot_be_recovered_is_one_sentence():
@@ -205,11 +216,12 @@ def test_iql_explores_with_its_gaussian_clipped_to_the_bounds():
 
 def test_td3_bc_explores_around_its_deterministic_action():
     torch.manual_seed(0)
-    actor = td3_bc.Actor(3, 2, 8, max_action=2.0)
+    actor = td3_bc.Actor(3, 2, 8, max_action=2.0, sigma=0.1)
     states = torch.zeros(4000, 3)
     with torch.no_grad():
-        noise = actor.sample(states, 0.1) - actor(states)
-        widest = actor.sample(states, 5.0)
+        noise = actor.sample(states) - actor(states)
+        actor.sigma = 5.0
+        widest = actor.sample(states)
     assert abs(float(noise.std()) - 0.2) < 0.01  # sigma = 0.1 max_action
     assert float(widest.abs().max()) == 2.0  # clipped to the bounds
 

@@ -175,6 +175,24 @@ def test_scores_from_hand_written_logs(fake_root, tmp_path):
     assert f"{CORE_MR}: bc_10 - bc: missing: bc_10 and bc not run at the claim's budget: UNDECIDED (missing)." in claims
 
 
+def test_the_dataset_build_comes_from_run_json_else_dataset_txt(tmp_path):
+    """Scripts record the data they read in run.json; runs made before read dataset.txt (the sweep's); the sweep's
+    commit.txt names the checkout."""
+    new = write_run(tmp_path, "iql", CORE_MR, 0, {20: 50.0})
+    record = json.loads((new / "run.json").read_text())
+    record["dataset"] = {"id": CORE_MR, "episodes": 12, "transitions": 3000, "sha256": "ab" * 32}
+    (new / "run.json").write_text(json.dumps(record))
+    (new / "dataset.txt").write_text(f"{CORE_MR}: 11 episodes, 2999 steps\n")  # run.json wins
+    (new / "commit.txt").write_text("0123456789abcdef\n")
+    old = write_run(tmp_path, "iql", CORE_MR, 1, {20: 50.0})
+    (old / "dataset.txt").write_text(f"{CORE_MR}: 11 episodes, 2999 steps\n")
+    by_seed = {r.seed: r for r in runs_module.load_runs([tmp_path])}
+    assert (by_seed[0].dataset_build, by_seed[1].dataset_build) == ("12 episodes, 3000 steps", "11 episodes, 2999 steps")
+    from results.rerun import commit_of
+
+    assert (commit_of(by_seed[0]), commit_of(by_seed[1])) == ("0123456", "not recorded")
+
+
 def test_d4rl_scale_beside_the_local_one(tmp_path, fast_bootstrap):
     """D4RL's reference returns (results/d4rl_reference.csv): its expert return scores 100, its random 0."""
     root = tmp_path / "runs"

@@ -141,13 +141,19 @@ BAD_INPUT = {
     "batch_size below 1": (["--batch_size", "0"], "batch_size must be at least 1"),
     "eval_every below 1": (["--eval_every", "0"], "eval_every must be at least 1"),
     "eval_episodes below 1": (["--eval_episodes", "0"], "eval_episodes must be at least 1"),
-    "missing value": (["--max_steps"], "--max_steps needs a value"),
+    "missing value": (["--max_steps"], "argument --max_steps: expected one argument"),
     "not a boolean": (["--resume", "maybe"], "resume must be true or false"),
     "tau above 1": (["--tau", "2"], "tau must be in (0, 1]"),
     "negative learning rate": (["--actor_lr", "-1"], "actor_lr must be above 0"),
     "non-integer steps": (["--max_steps", "1.5"], "max_steps must be an integer"),
     "hidden_dim 0": (["--hidden_dim", "0"], "hidden_dim must be at least 1"),
-    "negative seed": (["--seed", "-1"], "seed must be 0 or more"),
+    "negative seed": (["--seed", "-1"], "seed must be in [0, 4294967296)"),
+    "seed beyond numpy's": (["--seed", "5000000000"], "seed must be in [0, 4294967296)"),
+    "float as an integer": (["--max_steps", "5e9"], "max_steps must be an integer, got '5e9'"),
+    "abbreviated flag": (["--batch", "512"], "unrecognized arguments: --batch 512"),
+    "unknown flag": (["--typo", "3"], "unrecognized arguments: --typo 3"),
+    "stray word": (["stray"], "unrecognized arguments: stray"),
+    "missing config file": (["--config_path", "missing.yaml"], "config file missing.yaml is not readable UTF-8 YAML"),
     "bogus logging": (["--logging", "bogus"], "logging must be offline, online or disabled"),
     "nan discount": (["--gamma", "nan"], "gamma must be a finite number"),
 }
@@ -167,7 +173,7 @@ def test_bad_command_line_is_one_sentence_and_writes_nothing(case, minari_root, 
     result = run("iql", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir), *args,
                  check=False, cwd=tmp_path)
     assert_one_sentence(result, expected)
-    assert list(tmp_path.iterdir()) == []
+    assert result.returncode == 2 and list(tmp_path.iterdir()) == []
 
 
 METHOD_BAD_INPUT = [
@@ -176,7 +182,7 @@ METHOD_BAD_INPUT = [
     ("td3_bc", ["--policy_freq", "0"], "policy_freq must be at least 1"),
     ("awac", ["--beta", "0"], "beta must be above 0"),
     ("cql", ["--num_sampled_actions", "0"], "num_sampled_actions must be at least 1"),
-    ("cql", ["--bc_steps", "100", "--max_steps", "50"], "bc_steps (100) must be below max_steps (50)"),
+    ("cql", ["--bc_steps", "100", "--max_steps", "50"], "bc_steps must be in [0, 50), got 100"),
     ("dt", ["--context_len", "0"], "context_len must be at least 1"),
     ("dt", ["--dropout", "1.5"], "dropout must be in [0, 1)"),
     ("dt", ["--n_heads", "0"], "n_heads must be at least 1"),
@@ -215,10 +221,16 @@ def test_empty_yaml_means_every_default(tmp_path):
     assert_one_sentence(result, "max_steps must be at least 1")  # the YAML itself was read without complaint
 
 
-def test_broken_yaml_is_one_sentence(tmp_path):
-    config = tmp_path / "broken.yaml"
-    config.write_text("max_steps: [1\n")
-    assert_one_sentence(run("iql", "--config_path", str(config), check=False, cwd=tmp_path), "not valid YAML")
+@pytest.mark.parametrize("text,expected", [("max_steps: [1\n", "is not readable UTF-8 YAML"),
+                                           ("- 1\n- 2\n", "must map TrainConfig fields to values, not a list"),
+                                           (b"\xff\xfe max_steps: 3", "is not readable UTF-8 YAML")])
+def test_a_bad_yaml_file_is_one_sentence_and_writes_nothing(text, expected, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    result = run("iql", "--config_path", str(config), "--checkpoints_path", str(tmp_path / "run"), check=False,
+                 cwd=tmp_path)
+    assert_one_sentence(result, expected)
+    assert result.returncode == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -252,26 +264,6 @@ def test_a_signal_stops_with_a_checkpoint_that_resumes(minari_root, tmp_path):
     assert json.loads((run_dir / "finished.json").read_text())["step"] == step + 50
 
 
-def test_mujoco_warnings_stay_in_the_run_directory(tmp_path, monkeypatch):
-    """MuJoCo writes MUJOCO_LOG.TXT into the working directory unless told otherwise: from load_dataset on
-    (an evaluation env is made before the run directory is known) a script keeps its warnings and writes
-    them into the run directory; importing a script installs nothing."""
-    import gymnasium as gym
-    import throughput
-
-    monkeypatch.chdir(tmp_path)
-    module = throughput.load_script("iql")
-    module.MUJOCO_WARNINGS.install()  # what load_dataset does first
-    gym.make("HalfCheetah-v5").reset(seed=0)  # its model triggers a deprecation warning in MuJoCo 3.4+
-    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    module.MUJOCO_WARNINGS.write_to(run_dir / "mujoco_warnings.txt")
-    gym.make("HalfCheetah-v5").reset(seed=0)
-    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
-    assert (run_dir / "mujoco_warnings.txt").read_text().count("settotalmass") == 2
-
-
 def test_a_script_copied_alone_into_an_empty_directory_runs(minari_root, tmp_path):
     """The promise of one self-contained file: a copy with nothing of the project around it trains, writes
     its run record and resumes."""
@@ -284,7 +276,11 @@ def test_a_script_copied_alone_into_an_empty_directory_runs(minari_root, tmp_pat
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "td3_bc" / "local" / "pendulum" / "medium-replay-v0" / "seed0"
-    assert json.loads((run_dir / "run.json").read_text())["config"]["max_steps"] == 20
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["config"]["max_steps"] == 20 and "commit" not in record  # the sweep records the commit
+    dataset = record["dataset"]  # the size and build of the data the run read
+    assert dataset["id"] == "local/pendulum/medium-replay-v0" and dataset["episodes"] >= 1
+    assert dataset["transitions"] >= dataset["episodes"] and len(dataset["sha256"]) == 64
     assert (run_dir / "finished.json").exists() and (run_dir / "policy.pt2").exists()
     evaluations = [row for row in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "eval/return" in row]
     assert evaluations and all(math.isfinite(row["eval/q_initial"]) for row in evaluations)  # Q_1(s0, pi(s0))

@@ -89,8 +89,29 @@ def test_commit_run_copies_the_small_files_of_a_finished_run(tmp_path):
     (run_dir / "finished.json").write_text('{"step": 20}')
     assert sweep.commit_run(run_dir, committed)
     assert sorted(p.name for p in committed.iterdir()) == ["command.txt", "finished.json", "log.jsonl", "machine.txt",
-                                                           "run.json"]
+                                                           "run.json"]  # no commit.txt: write_run made none
     assert not sweep.commit_run(run_dir, committed)  # the same run is committed already
+
+
+def test_a_run_works_in_its_run_directory(tmp_path, monkeypatch):
+    """What a library writes to the working directory (MuJoCo's MUJOCO_LOG.TXT) stays with its run: the child works in
+    its run directory, given the script and its config by absolute path; commit.txt records the checkout's commit (a
+    script copied alone has no git: run.json records none)."""
+    seen = {}
+
+    def fake_child(args, **kwargs):
+        seen.update(args=args, cwd=kwargs["cwd"])
+        return 0
+
+    monkeypatch.setattr(sweep, "run_child", fake_child)
+    run, = sweep.plan(["td3_bc"], ["local/pendulum/medium-replay-v0"], [0], tmp_path, [], {})
+    sweep.run_one(run, {"OMP_NUM_THREADS": "1"}, str(sweep.PROJECT))
+    args, run_dir = seen["args"], Path(run.run_dir)
+    assert Path(seen["cwd"]) == run_dir and args[1] == str(sweep.PROJECT / "algorithms" / "td3_bc.py")
+    assert args[args.index("--config_path") + 1] == str(sweep.PROJECT / "configs" / "td3_bc" / "pendulum-medium-replay.yaml")
+    assert (run_dir / "command.txt").read_text().startswith(f"cd {run_dir} && OMP_NUM_THREADS=1 python ")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=sweep.PROJECT, capture_output=True, text=True).stdout
+    assert (run_dir / "commit.txt").read_text().strip() == (commit.strip() or "unknown")
 
 
 def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch):
@@ -116,7 +137,7 @@ def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch
     assert [(r["status"], r["committed"]) for r in results] == [("skipped", True), ("done", True)]
     assert started == ["seed1"] and not (bench / "bc" / "local/pendulum/medium-v0" / "seed0").exists()
     assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
-        ["command.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt"]
+        ["command.txt", "commit.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt"]
     # A run committed at a smaller budget is run again (resuming in ROOT) and its commit replaced.
     (done / "finished.json").write_text('{"step": 10}')
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], bench, **grid)
@@ -138,7 +159,7 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     assert [bool(r.get("committed")) for r in first] == [False, False, True, True]
     assert not (committed / "bc" / "local/pendulum/nonexistent-v0").exists()
     assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
-        ["command.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt", "run.json"]
+        ["command.txt", "commit.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt", "run.json"]
     record = json.loads((committed / "bc" / "local/pendulum/medium-v0" / "seed1" / "run.json").read_text())
     assert (record["algo"], record["config"]["frac"], record["config"]["max_steps"]) == ("bc_filtered", 1.0, 20)
     assert "nonexistent" in first[0]["error"]
@@ -150,6 +171,8 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     command = (run_dir / "command.txt").read_text()
     assert "OMP_NUM_THREADS=1" in command and "--frac 1.0" in command and "--seed 1" in command
     assert_records_the_dataset_build(run_dir)
+    dataset = json.loads((run_dir / "run.json").read_text())["dataset"]  # the script's own record of the data
+    assert dataset["transitions"] == TINY_SIZE and f"{dataset['episodes']} episodes" in (run_dir / "dataset.txt").read_text()
 
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], root, **grid)
     assert [r["status"] for r in again] == ["skipped", "skipped"]

@@ -41,7 +41,7 @@ def test_lambda_makes_the_actor_loss_invariant_to_q_scale():
 
 def test_target_uses_clipped_noise_and_the_smaller_critic():
     torch.manual_seed(0)
-    actor = td3_bc.Actor(1, 1, 4, max_action=1.0)
+    actor = td3_bc.Actor(1, 1, 4, max_action=1.0, sigma=0.1)
     critic = td3_bc.EnsembleCritic(1, 1, 4)
     with torch.no_grad():
         for p in critic.parameters():
@@ -50,13 +50,13 @@ def test_target_uses_clipped_noise_and_the_smaller_critic():
         critic.net[-1].bias[1].fill_(-1.0)  # Q_2 = -1
     batch = {"next_observations": torch.zeros(5, 1), "rewards": torch.ones(5),
              "terminals": torch.tensor([0., 0, 0, 0, 1])}
-    y = td3_bc.td3_target(critic, actor, batch, gamma=0.5, sigma=100.0, c=0.5, max_action=1.0)
+    y = td3_bc.bellman_target(critic, actor, batch, gamma=0.5, sigma=100.0, c=0.5)
     assert y.tolist() == pytest.approx([1 - 0.5, 1 - 0.5, 1 - 0.5, 1 - 0.5, 1.0])
 
 
 def test_target_noise_is_clipped_to_c():
     torch.manual_seed(0)
-    actor = td3_bc.Actor(1, 1, 4, max_action=2.0)
+    actor = td3_bc.Actor(1, 1, 4, max_action=2.0, sigma=0.1)
     critic = td3_bc.EnsembleCritic(1, 1, 4)
     with torch.no_grad():
         for p in critic.parameters():
@@ -67,7 +67,7 @@ def test_target_noise_is_clipped_to_c():
         critic.net[-1].weight[:, 0, :].fill_(1.0)
     batch = {"next_observations": torch.zeros(200, 1), "rewards": torch.zeros(200), "terminals": torch.zeros(200)}
     with torch.no_grad():
-        smoothed = td3_bc.td3_target(critic, actor, batch, gamma=1.0, sigma=100.0, c=0.3, max_action=2.0)
+        smoothed = td3_bc.bellman_target(critic, actor, batch, gamma=1.0, sigma=100.0, c=0.3)
         plain = actor(batch["next_observations"][:1]).item() + 10.0
     # y = pi(s') + noise + 10: sigma = 100 puts nearly every draw at the clip, and none beyond it
     assert (smoothed - plain).abs().max().item() <= 0.3 + 1e-5
@@ -76,7 +76,7 @@ def test_target_noise_is_clipped_to_c():
 
 def make_td3_bc_trainer(**overrides):
     config = td3_bc.TrainConfig(device="cpu", hidden_dim=32, batch_size=16, max_steps=100, **overrides)
-    return td3_bc.TD3BCTrainer(3, 2, 1.0, config, torch.device("cpu"))
+    return td3_bc.Trainer(3, 2, 1.0, config, torch.device("cpu"))
 
 
 def random_batch(batch_size=16, state_dim=3, action_dim=2):
@@ -100,7 +100,7 @@ def test_delayed_actor_update_reproduces_the_authors_loop():
         assert ("actor_loss" in metrics) == (total_it % 2 == 0)
         torch.manual_seed(total_it)
         with torch.no_grad():
-            y = td3_bc.td3_target(critic_target, actor_target, batch, 0.99, 0.2, 0.5, 1.0)
+            y = td3_bc.bellman_target(critic_target, actor_target, batch, 0.99, 0.2, 0.5)
         critic_opt.zero_grad()
         td3_bc.critic_loss(critic, batch, y).backward()
         critic_opt.step()

@@ -4,7 +4,8 @@
   python tools/migrate_run_json.py --check            # list the runs still without a run.json, change nothing
 
 Since the plain-PyTorch rewrite every script writes run.json in its run directory ({"algo", "config" (the
-resolved TrainConfig), "commit", "torch", "command"}, open_run in tools/shared/appendix.py), the peer's
+resolved TrainConfig), "commit" (until issue 44; since, the sweep's commit.txt), "dataset" (since issue 44: id,
+episodes, transitions, sha256), "torch", "command"}, open_run in tools/shared/appendix.py), the peer's
 tools/peer_d3rlpy.py writes the same shape, and tools/sweep.py commits it; tools/make_results.py reads it
 and nothing else to know what a run is.  The runs committed before have command.txt instead.  For each of
 those this tool writes, from what is there:

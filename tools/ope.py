@@ -86,12 +86,13 @@ def estimate(root: Path, run: dict, sets: list[str], commit_dir: Path) -> dict:
     if not (out / "estimate.json").exists():
         out.mkdir(parents=True, exist_ok=True)
         config = ROOT / "configs" / "fqe" / f"{config_name(run['dataset'])}.yaml"
-        args = ["algorithms/fqe.py", *(["--config_path", str(config)] if config.exists() else []),
+        # fqe.py works in its run directory, so that MuJoCo's MUJOCO_LOG.TXT (written to the working directory) stays there
+        args = [str(ROOT / "algorithms" / "fqe.py"), *(["--config_path", str(config)] if config.exists() else []),
                 "--dataset_id", run["dataset"], "--policy_path", str(run["run_dir"].resolve() / "policy.pt2"),
                 "--checkpoints_path", str(out.resolve()), "--seed", "0", *FQE_DEFAULTS, *sets]
-        (out / "command.txt").write_text(f"cd {ROOT} && OMP_NUM_THREADS=1 python {' '.join(args)}\n")
+        (out / "command.txt").write_text(f"cd {out.resolve()} && OMP_NUM_THREADS=1 python {' '.join(args)}\n")
         with open(out / "stdout.log", "a") as stdout, open(out / "stderr.log", "w") as stderr:
-            code = run_child([sys.executable, *args], cwd=ROOT, stdout=stdout, stderr=stderr,
+            code = run_child([sys.executable, *args], cwd=out, stdout=stdout, stderr=stderr,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         if code != 0 or not (out / "estimate.json").exists():
             return {**run, "error": (out / "stderr.log").read_text().strip().splitlines()[-1:] or [f"exit {code}"]}

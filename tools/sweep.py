@@ -19,16 +19,20 @@ of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.2
          --checkpoints_path ROOT/<variant>/<dataset_id>/seed<S> <variant flags> <--set flags>
 
 in ROOT/<variant>/<dataset_id>/seed<S>/, where the script writes run.json (what the run is, as data: its
-algorithm, resolved config, git commit and command) and the sweep adds command.txt (the exact shell command),
-machine.txt, dataset.txt (the size of the local dataset the run read: builds of a collected dataset on
-two machines can differ), stdout.log, stderr.log and, when the run fails, error.txt (the end of its stderr).
+algorithm, resolved config, the size and content hash of the data it read, and command) and the sweep adds
+command.txt (the exact shell command), commit.txt (the git commit of the checkout; a script copied alone has no
+git, so it records none), machine.txt, dataset.txt (the size of the local dataset, from Minari's metadata: builds
+of a collected dataset on two machines can differ), stdout.log, stderr.log and, when the run fails, error.txt
+(the end of its stderr).  Each run works in its run directory (the script and its config are passed by absolute
+path), so that what a library writes to the working directory stays with its run: MuJoCo's warnings go to
+MUJOCO_LOG.TXT there.
 A run that wrote finished.json (all its updates done) is skipped; an interrupted run resumes from its
 checkpoint (the scripts do that themselves); a failed run is reported and the others go on.  Ctrl-C or
 SIGTERM to the sweep stops it: its running runs get the signal too (they checkpoint and exit), no new
 run starts, and the same command resumes.
 
 Runs outlive a session with --commit-dir (default results/runs; "none" turns it off): each finished
-run's small files (log.jsonl, run.json, command.txt, machine.txt, dataset.txt, finished.json; never
+run's small files (log.jsonl, run.json, command.txt, commit.txt, machine.txt, dataset.txt, finished.json; never
 checkpoints or policies) are copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose
 finished.json is already there (committed by an earlier session) is skipped without being rerun, and
 the sweep command is appended to COMMIT_DIR/sweeps.txt (the history of the sweeps; make_results derives
@@ -93,7 +97,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                      "bc_10": ("bc_filtered", ["--frac", "0.1"])}.items()},
 }
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
-COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "machine.txt", "dataset.txt", "finished.json")
+COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "commit.txt", "machine.txt", "dataset.txt",
+                   "finished.json")
 DEFAULT_COMMIT_DIR = "results/runs"
 # Environment variables a Ray task takes from the driver (a local run inherits the whole environment).
 FORWARDED = ("MINARI_DATASETS_PATH", "WANDB_MODE")
@@ -126,6 +131,21 @@ def dataset_description(dataset_id: str) -> str:
         return f"{dataset_id}: {meta['total_episodes']} episodes, {meta['total_steps']} steps"
     except (OSError, ValueError, KeyError):
         return f"{dataset_id}: no local copy in {root}"
+
+
+def git_commit(project: str) -> str:
+    """The commit of the project checkout the runs use ("unknown" outside git), for commit.txt."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return result.stdout.strip() or "unknown"
+
+
+def in_run_directory(args: list[str], project: str) -> list[str]:
+    """A run's arguments (relative to the project) for a process working in its run directory: the script and
+    --config_path as absolute paths."""
+    return [os.path.join(project, arg) if i == 0 or args[i - 1] == "--config_path" else arg for i, arg in enumerate(args)]
 
 
 def peer_run(variant: str, dataset: str, seed: int, run_dir: Path, sets: list[str]) -> Run:
@@ -251,12 +271,14 @@ def run_one(run: Run, env: dict[str, str], project: str) -> dict:
         if finished(run_dir, run.max_steps):
             return result
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        python = "python" if run.python == sys.executable else shlex.quote(os.path.relpath(run.python, project))
-        (run_dir / "command.txt").write_text(f"cd {shlex.quote(project)} && {prefix} {python} {shlex.join(run.args)}\n")
+        python = "python" if run.python == sys.executable else shlex.quote(run.python)
+        args = in_run_directory(run.args, project)
+        (run_dir / "command.txt").write_text(f"cd {shlex.quote(str(run_dir))} && {prefix} {python} {shlex.join(args)}\n")
+        (run_dir / "commit.txt").write_text(git_commit(project) + "\n")
         (run_dir / "machine.txt").write_text(machine_description() + "\n")
         stdout_log, stderr_log = run_dir / "stdout.log", run_dir / "stderr.log"
         with open(stdout_log, "ab") as out, open(stderr_log, "wb") as err:
-            code = run_child([run.python, *run.args], cwd=project, env={**os.environ, **env},
+            code = run_child([run.python, *args], cwd=run_dir, env={**os.environ, **env},
                              stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         result["seconds"] = time.time() - start
         (run_dir / "dataset.txt").write_text(dataset_description(run.dataset) + "\n")  # after a download, too

@@ -53,13 +53,6 @@ def synthetic_data(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def trainer_class(module):
-    names = [n for n in dir(module) if n.endswith("Trainer") and isinstance(getattr(module, n), type)]
-    if len(names) != 1:
-        raise SystemExit(f"error: {module.__name__} has trainers {names}; expected exactly one *Trainer class.")
-    return getattr(module, names[0])
-
-
 def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool):
     """A zero-argument callable doing one training update of `algo`, as its train() would (the
     model-based scripts' periodic rollouts happen outside the update and are not timed)."""
@@ -72,22 +65,22 @@ def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool):
     if algo == "dt":  # batches of left-padded trajectory windows
         mean, std = module.state_statistics(data["observations"], config.normalize_states)
         buffer = module.SequenceBuffer(data, mean, std, config, device)
-        trainer = module.DTTrainer(STATE_DIM, ACTION_DIM, 1.0, config, device)
+        trainer = module.Trainer(STATE_DIM, ACTION_DIM, 1.0, config, device)
     else:
-        buffer, _, _ = module.transition_buffer(data, config.normalize_states,
+        buffer, _, _, _ = module.transition_buffer(data, config.normalize_states,
                                                 getattr(config, "normalize_reward", False), device)
         if algo == "awr":  # the trainer keeps R^lambda and w per transition, looked up by the batch's index
             trajectories = {**buffer.data, "episode_ends": torch.as_tensor(data["episode_ends"], device=device)}
             buffer.data["index"] = torch.arange(buffer.size, device=device)
-            trainer = module.AWRTrainer(STATE_DIM, ACTION_DIM, 1.0, config, device, trajectories)
+            trainer = module.Trainer(STATE_DIM, ACTION_DIM, 1.0, config, device, trajectories)
             trainer.periodic(config.value_steps + 1)  # the policy phase, AWR's most frequent update
         elif algo in ("mopo", "combo"):  # model rollouts happen in periodic(), outside the timed update
             rollouts = module.ModelRollouts(buffer, np.zeros(STATE_DIM, np.float32), np.ones(STATE_DIM, np.float32),
                                             1.0, module.no_termination, config.rollout_batch_size,
                                             config.rollout_length)
-            trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device, rollouts)
+            trainer = module.Trainer(STATE_DIM, ACTION_DIM, 1.0, config, device, rollouts)
         else:
-            trainer = trainer_class(module)(STATE_DIM, ACTION_DIM, 1.0, config, device)
+            trainer = module.Trainer(STATE_DIM, ACTION_DIM, 1.0, config, device)
         if algo == "fqe":  # pi(s') is computed once before training; any actions time the same
             buffer.data["next_actions"] = torch.rand(buffer.size, ACTION_DIM, device=device) * 2 - 1
     sample = lambda: buffer.sample(config.batch_size)  # noqa: E731

@@ -17,7 +17,8 @@ NOISE = 2.0  # a rerun agrees when its score is within NOISE standard deviations
 
 
 def commit_of(run: RunRecord) -> str:
-    commit = run.record.get("commit") or (run.record.get("migrated") or {}).get("code_and_configs_at")
+    commit = run.record.get("commit") or (run.commit if run.commit != "unknown" else "")
+    commit = commit or (run.record.get("migrated") or {}).get("code_and_configs_at")
     return commit[:7] if commit else "not recorded"
 
 

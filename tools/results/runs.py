@@ -1,4 +1,4 @@
-"""Loading runs: ROOT/<variant>/<dataset_id>/seed<S>/ (log.jsonl, run.json, machine.txt, dataset.txt,
+"""Loading runs: ROOT/<variant>/<dataset_id>/seed<S>/ (log.jsonl, run.json, commit.txt, machine.txt, dataset.txt,
 finished.json) into RunRecords, the benchmark grid's names, and D4RL's reference returns."""
 
 from __future__ import annotations
@@ -50,9 +50,12 @@ class RunRecord:
     dataset: str
     seed: int
     evaluations: list[dict]  # log records with an evaluation, by step (a resumed run's repeats: the last wins)
-    record: dict = field(default_factory=dict)  # run.json: {"algo", "config", "commit", "torch", "command", ...}
+    record: dict = field(default_factory=dict)  # run.json: {"algo", "config", "dataset", "torch", "command", ...}
     machine: str = ""
-    dataset_build: str = ""  # dataset.txt: the size of the local dataset the run read ("" before it was recorded)
+    # The size of the local dataset the run read: run.json's "dataset" (episodes, transitions), else, for the runs made
+    # before the scripts recorded it, dataset.txt ("" when neither was recorded)
+    dataset_build: str = ""
+    commit: str = ""  # commit.txt, the sweep's record of the checkout (older runs: run.json's "commit")
     finished_step: Optional[int] = None  # finished.json's step: all the run's updates are done
 
     @property
@@ -215,8 +218,13 @@ def read_run(run_dir: Path, root: Path) -> Optional[RunRecord]:
             pass
     if (run_dir / "machine.txt").exists():
         run.machine = (run_dir / "machine.txt").read_text().strip()
-    if (run_dir / "dataset.txt").exists():
+    dataset = run.record.get("dataset")
+    if isinstance(dataset, dict) and "episodes" in dataset:
+        run.dataset_build = f"{dataset['episodes']} episodes, {dataset.get('transitions', dataset.get('steps'))} steps"
+    elif (run_dir / "dataset.txt").exists():
         run.dataset_build = (run_dir / "dataset.txt").read_text().strip().removeprefix(f"{run.dataset}: ")
+    if (run_dir / "commit.txt").exists():
+        run.commit = (run_dir / "commit.txt").read_text().strip()
     if (run_dir / "finished.json").exists():
         try:
             run.finished_step = int(json.loads((run_dir / "finished.json").read_text())["step"])

@@ -1,7 +1,7 @@
 """Canonical source of the `online` block: the online phase of offline-to-online fine-tuning (the online buffer, the
-episode collector, the mixed batch), carried by iql.py, cql.py, td3_bc.py and awac.py (tools/sync_shared.py lists
-them).  It uses fail and DeviceBuffer from the appendix and transitions from the `transitions` block.  Edit here, then
-run `python tools/sync_shared.py online`."""
+episode collector, the mixed batch, the online fields' ranges), carried by iql.py, cql.py, td3_bc.py and awac.py
+(tools/sync_shared.py lists them).  It uses fail from the appendix and DeviceBuffer and transitions from the
+`transitions` block.  Edit here, then run `python tools/sync_shared.py online`."""
 
 from typing import Callable
 
@@ -24,6 +24,13 @@ import torch
 # three of them in the first fifth of the online phase.
 
 ONLINE_SEEDS = 20_000  # online episode i starts from env.reset(seed=seed + ONLINE_SEEDS + i); evaluations: seed + 10_000
+
+
+def online_ranges(config) -> dict[str, str]:
+    """The online fields' ranges, for check_ranges (TrainConfig.__post_init__): with online_steps > 0, max_steps may be
+    0 (an online learner from scratch); warmup_steps at most online_steps."""
+    return {"online_steps": "0 or more", "online_ratio": "in [0, 1]", "warmup_steps": f"in [0, {config.online_steps}]",
+            "max_steps": "0 or more" if config.online_steps > 0 else "at least 1"}
 
 
 class OnlineBuffer:
@@ -75,10 +82,10 @@ def collect_episode(env: gym.Env, explore: Callable[[torch.Tensor], torch.Tensor
 
 
 class FineTuning:
-    """What fit() drives when online_steps > 0, around the method's trainer (whose update it runs unchanged):
-    periodic(step) collects the next episode once the online updates have used up the collected steps, sample()
-    draws the mixed batch, counters() gives env_steps, and the checkpoint adds the online episodes.  With
-    online_steps 0 it only passes the dataset's batches and the trainer's state through."""
+    """What fit() drives when online_steps > 0 (train() builds it only then), around the method's trainer (whose
+    update it runs unchanged): periodic(step) collects the next episode once the online updates have used up the
+    collected steps, sample() draws the mixed batch, counters() gives env_steps, and the checkpoint adds the online
+    episodes."""
 
     def __init__(self, config, dataset, trainer, buffer: "DeviceBuffer",
                  explore: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray, std: np.ndarray, scale: float):
@@ -86,13 +93,11 @@ class FineTuning:
         self.buffer, self.online_buffer = buffer, OnlineBuffer(buffer, config.online_steps)
         self.offline_steps, self.online_steps, self.utd = config.max_steps, config.online_steps, config.utd
         self.warmup_steps = config.warmup_steps
-        if self.warmup_steps > self.online_steps:
-            fail(f"warmup_steps ({self.warmup_steps}) must not exceed online_steps ({self.online_steps}).")
         self.steps = config.max_steps + (config.online_steps - config.warmup_steps) * config.utd  # the run's updates
         self.batch_size, self.online_batch = config.batch_size, round(config.online_ratio * config.batch_size)
         self.explore, self.mean, self.std, self.scale, self.gamma = explore, mean, std, scale, config.gamma
         self.seed, self.episodes, self.online = config.seed + ONLINE_SEEDS, 0, False
-        self.env = training_environment(dataset) if config.online_steps else None
+        self.env = training_environment(dataset)
 
     def periodic(self, step: int) -> None:
         self.online = step > self.offline_steps
@@ -124,20 +129,17 @@ class FineTuning:
         return {k: torch.cat([offline[k], online[k]]) for k in offline}
 
     def counters(self) -> dict:
-        return {"env_steps": self.online_buffer.size} if self.online_steps else {}
+        return {"env_steps": self.online_buffer.size}
 
     def state_dict(self) -> dict:
-        state = self.trainer.state_dict()
-        if self.online_steps:  # clone(): a slice alone would save the whole preallocated tensor
-            buffer = {k: v[:self.online_buffer.size].clone() for k, v in self.online_buffer.data.items()}
-            state["online"] = {"episodes": self.episodes, "buffer": buffer}
-        return state
+        # clone(): a slice alone would save the whole preallocated tensor
+        buffer = {k: v[:self.online_buffer.size].clone() for k, v in self.online_buffer.data.items()}
+        return {**self.trainer.state_dict(), "online": {"episodes": self.episodes, "buffer": buffer}}
 
     def load_state_dict(self, state: dict) -> None:
         state = dict(state)
-        online = state.pop("online", None)
+        online = state.pop("online")
         self.trainer.load_state_dict(state)
-        if online is not None:
-            self.episodes, self.online_buffer.size = online["episodes"], 0
-            self.online_buffer.add(online["buffer"])
+        self.episodes, self.online_buffer.size = online["episodes"], 0
+        self.online_buffer.add(online["buffer"])
 # --- online: end

@@ -12,12 +12,13 @@ import torch.nn.functional as F
 # --- sac: begin
 # SAC's pieces, the same in cql.py, mopo.py and combo.py (source: tools/shared/sac.py).
 #   y    = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ],  a' ~ pi(.|s')  (alpha: backup_entropy)
+#          (mean_action: a' = max_action tanh(mu(s')), the policy's mean action, and no alpha term)
 #   J_Q  = sum_i E ( Q_i(s, a) - y )^2
 #   J_pi = E_{a~pi(.|s)} [ alpha log pi(a|s) - min_i Q_i(s, a) ]
 #   J_alpha = -E [ log alpha ( log pi(a|s) + H_target ) ],  H_target = -dim(A)
 
 
-def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """J_Q = sum_i E ( Q_i(s, a) - y )^2, q [n critics, B]: CQL's code's mean squared error, without the 1/2 of
     SAC's J_Q (CQL's alpha and COMBO's beta are tuned to it); where it is the critic's only loss (MOPO), a
     constant factor changes nothing under Adam except the weight of its epsilon."""
@@ -73,13 +74,20 @@ class TanhGaussianPolicy(nn.Module):
         return tanh_gaussian_log_prob(pre_tanh, mean, log_std, self.max_action)
 
 
-def soft_q_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
-                  alpha: torch.Tensor, gamma: float, backup_entropy: bool) -> torch.Tensor:
+def bellman_target(critic_target: nn.Module, actor: TanhGaussianPolicy, batch: dict[str, torch.Tensor],
+                   alpha: torch.Tensor, gamma: float, backup_entropy: bool,
+                   mean_action: bool = False) -> torch.Tensor:
     """y = r + gamma (1 - d) [ min_i Q_target_i(s', a') - alpha log pi(a'|s') ], a' ~ pi(.|s'); without the
-    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup)."""
-    next_actions, next_log_pi = actor.sample(batch["next_observations"])
-    next_q = critic_target(batch["next_observations"], next_actions).min(0).values
-    if backup_entropy:
-        next_q = next_q - alpha * next_log_pi
+    alpha term when not backup_entropy (CQL's eq. 3 and code, deterministic_backup).  mean_action: a' = max_action
+    tanh(mu(s')), the policy's mean next action, and no alpha term: d3rlpy's CQL target (cql_impl.py,
+    _compute_deterministic_target), cql.py's --target_action mean."""
+    next_states = batch["next_observations"]
+    if mean_action:
+        next_q = critic_target(next_states, actor(next_states)).min(0).values
+    else:
+        next_actions, next_log_pi = actor.sample(next_states)
+        next_q = critic_target(next_states, next_actions).min(0).values
+        if backup_entropy:
+            next_q = next_q - alpha * next_log_pi
     return batch["rewards"] + gamma * (1.0 - batch["terminals"]) * next_q
 # --- sac: end

@@ -1,9 +1,12 @@
 """Canonical source of the `transitions` block: the dataset as (s, a, r, s', done) on the device (DeviceBuffer),
-with the state statistics, the reward scaling and the returns-to-go, and the evaluation of a policy that acts from
-one state, for every script that learns from single transitions (tools/sync_shared.py lists them; dt, which
-learns from trajectories, has its own).  It uses state_statistics, evaluate and normalized_score from the appendix.
+with the state statistics, the reward scaling and the returns-to-go, and the evaluation and the export (policy.pt2)
+of a policy that acts from one state, for every script that learns from single transitions (tools/sync_shared.py
+lists them; dt, which learns from trajectories, has its own).  It uses state_statistics, evaluate, normalized_score
+and export_program from the appendix.
 Edit here, then run `python tools/sync_shared.py`."""
 
+import copy
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -58,11 +61,11 @@ def transitions(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, 
 
 def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, normalize_reward: bool,
                       device: torch.device, gamma: Optional[float] = None):
-    """DeviceBuffer of the dataset's transitions (with G when gamma is given), and the state statistics
-    (mean, std) that the policy needs at evaluation time."""
+    """DeviceBuffer of the dataset's transitions (with G when gamma is given), the state statistics (mean, std)
+    that the policy needs at evaluation time, and the reward scale (what online episodes and model rollouts need)."""
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
-    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std
+    return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
@@ -90,4 +93,23 @@ def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np
         return result
 
     return run
+
+
+class DeployablePolicy(nn.Module):
+    """Raw observations -> deterministic actions: the state normalization and the policy in one program."""
+
+    def __init__(self, policy: nn.Module, mean: np.ndarray, std: np.ndarray):
+        super().__init__()
+        self.policy = copy.deepcopy(policy).cpu().eval()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.policy((observations - self.mean) / self.std)
+
+
+def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    example = torch.zeros(2, len(mean))
+    export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
 # --- transitions: end
