@@ -72,6 +72,7 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
+    precision: str = "fp32"  # "fp32", or "bf16": the update's hidden layers in bf16 (autocast), outputs and losses fp32
     online_steps: int = 0  # environment steps of fine-tuning after max_steps offline updates (0 = offline only)
     online_ratio: float = 0.5  # share of each online batch drawn from the online episodes, the rest from the dataset
     utd: int = 1  # updates per environment step of the online phase
@@ -228,6 +229,15 @@ class VectorizedLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class OutputVectorizedLinear(VectorizedLinear):
+    """The ensemble's output layer: fp32 under --precision bf16, as OutputLinear (appendix), so the Q-values that
+    feed targets, losses and logsumexp are not bf16; under fp32 it is VectorizedLinear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 class EnsembleCritic(nn.Module):
     """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
 
@@ -237,7 +247,7 @@ class EnsembleCritic(nn.Module):
         layers = []
         for d_in, d_out in zip(dims[:-1], dims[1:]):
             layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
-        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
+        self.net = nn.Sequential(*layers, OutputVectorizedLinear(dims[-1], 1, n))
         self.n = n
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -586,6 +596,8 @@ def check_config(config) -> None:
             fail(f"{name} must be {what}, got {value!r}.")
     if config.logging not in ("offline", "online", "disabled"):
         fail(f"logging must be offline, online or disabled, got {config.logging!r}.")
+    if config.precision not in ("fp32", "bf16"):
+        fail(f"precision must be fp32 or bf16, got {config.precision!r}.")
     if getattr(config, "embed_dim", 0) % getattr(config, "n_heads", 1):
         fail(f"embed_dim ({config.embed_dim}) must be a multiple of n_heads ({config.n_heads}).")
     if getattr(config, "bc_steps", 0) >= max(config.max_steps, 1):
@@ -683,12 +695,23 @@ def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarra
     return values.mean(0).astype(np.float32), (values.std(0) + 1e-3).astype(np.float32)
 
 
+class OutputLinear(nn.Linear):
+    """A network's output layer: fp32 even under --precision bf16, where autocast runs only the hidden layers in bf16
+    (CPU autocast would keep exp, logsumexp, tanh, ... in bf16 once fed bf16), so Q- and V-values, means and
+    log-stds, and all that is computed from them (targets, losses, weights, log-probabilities) stay fp32.  The same
+    parameters as nn.Linear: under fp32 it is nn.Linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
     layers, dim = [], in_dim
     for _ in range(n_hidden):
         layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
         dim = hidden_dim
-    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers, OutputLinear(dim, out_dim))
 
 
 def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
@@ -944,8 +967,9 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
     tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
     (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
     every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
-    numbers written in every log row beside step (env_steps).  `steps`: the run's updates, max_steps unless an
-    online phase adds its own.  Every eval_every updates, at max_steps and at the end:
+    numbers written in every log row beside step (env_steps).  The update runs under bf16 autocast when
+    config.precision is bf16; periodic work, evaluation and export run in fp32.  `steps`: the run's updates,
+    max_steps unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end:
     evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
     ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
     signal ends the call early with a checkpoint that the same command resumes.  A finished run writes
@@ -969,7 +993,8 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
         for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
             if periodic is not None:
                 periodic(step)
-            metrics = update(sample(), step)
+            with torch.autocast(trainer.device.type, torch.bfloat16, enabled=config.precision == "bf16"):
+                metrics = update(sample(), step)  # hidden layers in bf16 under bf16; outputs fp32 (OutputLinear)
             if step % log_every == 0 and step % config.eval_every != 0 and step not in (config.max_steps, total):
                 values = log.write(step, {f"train/{k}": v for k, v in metrics.items()})
                 check_finite(values, step, run_dir, log)
