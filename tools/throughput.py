@@ -243,7 +243,7 @@ def write_precision_table(path: Path, rows: list[dict], precisions: list[str], d
         "Updates per second of the training step alone (synthetic 17-dim states, 6-dim actions, 100k transitions"
         " on the device), run as fit() runs it under each --precision (bf16: bf16 autocast, output layers fp32), after"
         " the warm-up.  The precisions' windows alternate; each column is the median of the rounds, and bf16 / fp32 is"
-        " the median of the rounds' ratios (their range in brackets).",
+        " the median of the rounds' ratios (range: their lowest and highest).",
         "",
         "| script | batch | mode | " + " | ".join(f"{p} updates/s" for p in precisions)
         + (" | bf16 / fp32 | range |" if ratio else " |") + " rounds | steps per window |",
