@@ -62,6 +62,7 @@ class TrainConfig:
     logging: str = "offline"  # wandb mode: "offline", "online" or "disabled" (the JSON-lines log is always written)
     project: str = "offline-rl"  # wandb project
     compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
+    precision: str = "fp32"  # "fp32", or "bf16": the update's hidden layers in bf16 (autocast), outputs and losses fp32
     normalize_reward: bool = False  # scale rewards by 1000 / (max return - min return), as IQL does
     penalty_coef: float = 5.0  # lambda in r~ = r - lambda u(s, a)
     rollout_length: int = 5  # h, model steps of each rollout
@@ -226,6 +227,15 @@ class VectorizedLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class OutputVectorizedLinear(VectorizedLinear):
+    """The ensemble's output layer: fp32 under --precision bf16, as OutputLinear (appendix), so the Q-values that
+    feed targets, losses and logsumexp are not bf16; under fp32 it is VectorizedLinear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 class EnsembleCritic(nn.Module):
     """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
 
@@ -235,7 +245,7 @@ class EnsembleCritic(nn.Module):
         layers = []
         for d_in, d_out in zip(dims[:-1], dims[1:]):
             layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
-        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
+        self.net = nn.Sequential(*layers, OutputVectorizedLinear(dims[-1], 1, n))
         self.n = n
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -305,6 +315,24 @@ def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, norma
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
     return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
+
+
+def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded episodes of the deterministic policy `act`, one after another: per episode the return,
+    the return discounted by EVAL_DISCOUNT and the initial state."""
+    returns, discounted, initial_states = [], [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        initial_states.append(obs)
+        done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total, total_discounted = total + float(reward), total_discounted + discount * float(reward)
+            discount, done = discount * EVAL_DISCOUNT, terminated or truncated
+        returns.append(total)
+        discounted.append(total_discounted)
+    return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
+            "initial_states": np.asarray(initial_states, np.float32)}
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
@@ -475,7 +503,7 @@ class EnsembleDynamics(nn.Module):
         super().__init__()
         dims = [state_dim + action_dim] + [hidden_dim] * 4
         self.layers = nn.ModuleList([VectorizedLinear(d_in, d_out, n_models) for d_in, d_out in zip(dims[:-1], dims[1:])]
-                                    + [VectorizedLinear(hidden_dim, 2 * (1 + state_dim), n_models)])
+                                    + [OutputVectorizedLinear(hidden_dim, 2 * (1 + state_dim), n_models)])
         self.max_logvar = nn.Parameter(torch.full((1 + state_dim,), 0.5))
         self.min_logvar = nn.Parameter(torch.full((1 + state_dim,), -10.0))
         self.register_buffer("input_mean", torch.zeros(state_dim + action_dim))
@@ -785,7 +813,7 @@ def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str,
 
 # --- shared: begin
 # The plumbing every script shares, byte-identical in all of them: the command line, seeding and device,
-# Minari loading and checks, normalization, mlp, evaluation, the exported program, the run directory, logging,
+# Minari loading and checks, normalization, mlp, the normalized score, the exported program, the run directory, logging,
 # checkpoints and the training loop fit().  Its one source is tools/shared/appendix.py: edit it there, then run
 # tools/sync_shared.py.
 
@@ -837,6 +865,7 @@ def check_ranges(config, **ranges) -> None:
     allowed strings; any other integer is a count or a size (at least 1), any other float a weight, scale or rate
     (0 or more; a learning rate, *_lr, above 0)."""
     ranges = {"seed": f"in [0, {2 ** 32})", "stop_after": "0 or more", "logging": ("offline", "online", "disabled"),
+              "precision": ("fp32", "bf16"),
               **{field.name: "above 0" for field in dataclasses.fields(config) if field.name.endswith("_lr")}, **ranges}
     for field in dataclasses.fields(config):
         name, value = field.name, getattr(config, field.name)
@@ -983,28 +1012,20 @@ def state_statistics(observations: np.ndarray, enabled: bool) -> tuple[np.ndarra
     return values.mean(0).astype(np.float32), (values.std(0) + 1e-3).astype(np.float32)
 
 
+class OutputLinear(nn.Linear):
+    """A network's output layer: fp32 even under --precision bf16, whose autocast runs only the hidden layers in bf16
+    (CPU autocast keeps exp, logsumexp, tanh, ... in bf16 once fed bf16), so Q- and V-values, means and log-stds,
+    and all computed from them (targets, losses, weights, log-probabilities) stay fp32; under fp32, nn.Linear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_hidden: int = 2) -> nn.Sequential:
     dims = [in_dim] + [hidden_dim] * n_hidden
     hidden = [layer for d_in, d_out in zip(dims, dims[1:]) for layer in (nn.Linear(d_in, d_out), nn.ReLU())]
-    return nn.Sequential(*hidden, nn.Linear(dims[-1], out_dim))
-
-
-def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
-    """Seeded episodes of the deterministic policy `act`, one after another: per episode the return,
-    the return discounted by EVAL_DISCOUNT and the initial state."""
-    returns, discounted, initial_states = [], [], []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        initial_states.append(obs)
-        done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total, total_discounted = total + float(reward), total_discounted + discount * float(reward)
-            discount, done = discount * EVAL_DISCOUNT, terminated or truncated
-        returns.append(total)
-        discounted.append(total_discounted)
-    return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
-            "initial_states": np.asarray(initial_states, np.float32)}
+    return nn.Sequential(*hidden, OutputLinear(dims[-1], out_dim))
 
 
 def normalized_score(dataset, returns: np.ndarray) -> float:
@@ -1176,8 +1197,9 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
     tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
     (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
     every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
-    numbers written in every log row beside step (env_steps).  `steps`: the run's updates, max_steps unless an
-    online phase adds its own.  Every eval_every updates, at max_steps and at the end:
+    numbers written in every log row beside step (env_steps); the update runs under bf16 autocast when
+    config.precision is bf16 (periodic work, evaluation and export in fp32).  `steps`: the run's updates, max_steps
+    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end:
     evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
     ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
     signal ends the call early with a checkpoint that the same command resumes.  `data`: flatten_episodes' arrays,
@@ -1201,7 +1223,8 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
             signal.signal(sig, lambda signum, frame: stop.append(signum))
         for step in trange(start + 1, last + 1, desc=f"{algo} {config.dataset_id}", mininterval=5):
             periodic(step)
-            metrics = update(sample(), step)
+            with torch.autocast(trainer.device.type, torch.bfloat16, enabled=config.precision == "bf16"):
+                metrics = update(sample(), step)  # hidden layers in bf16 under bf16, outputs fp32 (OutputLinear)
             if step % config.eval_every == 0 or step in (config.max_steps, total):
                 result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
             elif step % log_every == 0:

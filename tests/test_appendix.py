@@ -36,6 +36,7 @@ class Config:
     logging: str = "disabled"
     project: str = "test"
     compile: bool = False
+    precision: str = "fp32"
     tau: float = 0.005
     actor_lr: float = 1e-3
 

@@ -16,7 +16,8 @@ import sync_shared  # noqa: E402
 SCRIPTS = sorted((ROOT / "algorithms").glob("*.py"))
 COPIES = [(script, name) for name, scripts in sync_shared.BLOCKS.items() for script in scripts]
 COMMON_FIELDS = ["seed", "device", "dataset_id", "normalize_states", "max_steps", "batch_size", "eval_every",
-                 "eval_episodes", "checkpoints_path", "resume", "stop_after", "logging", "project", "compile"]
+                 "eval_episodes", "checkpoints_path", "resume", "stop_after", "logging", "project", "compile",
+                 "precision"]
 
 
 def test_blocks_cover_exactly_the_scripts():
@@ -59,8 +60,9 @@ def test_common_fields_are_identical(path):
     assert [name_type_and_comment(line) for line in ours] == [name_type_and_comment(line) for line in reference]
 
 
-# The method part (everything before the first synced block) is the method: at most this many lines.
-METHOD_LINES = {"cql": 300, "dt": 350}
+# The method part (everything before the first synced block) is the method: at most this many lines (about 250; one
+# more since the common field precision of issue 47, which every script carries).
+METHOD_LINES = {"cql": 301, "dt": 351}
 # The first equation of a method whose first loss is not named *_loss: MOPO's penalized reward, COMBO's gap.
 FIRST_EQUATION = {"mopo": "def penalized_reward(", "combo": "def conservative_gap("}
 
@@ -75,7 +77,7 @@ def test_method_comes_first(path):
     """Reader-first: the method part within its line limit, its first loss within the first 150 lines, train()
     in it, and every synced block (then the shared appendix) after it."""
     method = method_part(path)
-    assert len(method) <= METHOD_LINES.get(path.stem, 250), f"{path.name}: method part of {len(method)} lines"
+    assert len(method) <= METHOD_LINES.get(path.stem, 251), f"{path.name}: method part of {len(method)} lines"
     first = FIRST_EQUATION.get(path.stem)
     first_loss = next(i for i, line in enumerate(method, 1)
                       if (line.startswith(first) if first else line.startswith("def ") and "_loss(" in line))

@@ -66,6 +66,11 @@ def test_variants_and_sets_become_flags(tmp_path):
     # CQL with the policy's mean next action in its target (the peer's choice), beside the authors' sampled a'.
     mean_target, = sweep.plan(["cql_mean_target"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     assert mean_target.args[0] == "algorithms/cql.py" and mean_target.args[-2:] == ["--target_action", "mean"]
+    # The bf16 equivalence runs (issue 47): the script with --precision bf16, in a directory of their own.
+    for run in sweep.plan(["td3_bc_bf16", "iql_bf16", "cql_bf16", "combo_bf16"], ["local/pendulum/medium-v0"], [0],
+                          tmp_path, [], {}):
+        script = Path(run.args[0]).stem
+        assert run.args[-2:] == ["--precision", "bf16"] and run.run_dir.startswith(str(tmp_path / f"{script}_bf16"))
 
 
 @pytest.mark.parametrize("argv,expected", [

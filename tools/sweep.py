@@ -11,7 +11,8 @@ bc_filtered with --frac 0.1, "mopo_nopen" is mopo with its uncertainty penalty o
 authors' N(0, 1) timestep embedding (--timestep_embedding_std 1.0), "cql_mean_target" is cql with the
 policy's mean next action in its target (--target_action mean, as the peer library d3rlpy does), "iql_o2o",
 "awac_o2o", "cql_o2o" and "calql_o2o" (Cal-QL) are fine-tuned online after their offline updates and "sac_scratch"
-learns online from nothing (each with --set online_steps=N), "d3rlpy_<algo>" is the peer
+learns online from nothing (each with --set online_steps=N), "td3_bc_bf16", "iql_bf16", "cql_bf16" and "combo_bf16"
+are the script with --precision bf16 (the equivalence runs of issue 47), "d3rlpy_<algo>" is the peer
 library (tools/peer_d3rlpy.py, in its own environment), and every script in algorithms/ is a variant
 of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
 
@@ -95,6 +96,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     **{f"{name}_500k": (script, [*flags, "--max_steps", "500000", "--eval_every", "10000"])
        for name, (script, flags) in {"td3_bc": ("td3_bc", []), "iql": ("iql", []), "awr": ("awr", []),
                                      "bc_10": ("bc_filtered", ["--frac", "0.1"])}.items()},
+    # --precision bf16 (issue 47): the same runs with the update's hidden layers in bf16, against their fp32 runs.
+    **{f"{script}_bf16": (script, ["--precision", "bf16"]) for script in ("td3_bc", "iql", "cql", "combo")},
 }
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
 COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "commit.txt", "machine.txt", "dataset.txt",

@@ -2,12 +2,16 @@
 
   python tools/throughput.py                                   # every script, this machine's device
   python tools/throughput.py --algos td3_bc iql --device cpu --batch-sizes 256 --modes eager
+  python tools/throughput.py --algos cql iql --precisions fp32 bf16   # fp32 against --precision bf16
 
 For each (script, batch size, mode): the script's own trainer is built on a synthetic
 Hopper-sized dataset (17-dim states, 6-dim actions, 100k transitions, on the device), warmed up,
 then timed over several windows; the median window gives updates/s.  Peak memory is the device's
 (CUDA) or the process's resident set (CPU).  Writes results/throughput.md with the command, the
-machine and the date.
+machine and the date.  With --precisions fp32 bf16, the update runs as fit() runs it under each --precision
+(bf16: under bf16 autocast), both trainers are built and warmed up, and their windows alternate (fp32, bf16, fp32,
+...): one round is one window of each, so a load that changes during the measurement weighs on both alike; the
+table gives each precision's median window and the median over rounds of the bf16 / fp32 ratio.
 """
 
 import argparse
@@ -53,12 +57,12 @@ def synthetic_data(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool):
+def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool, precision: str = "fp32"):
     """A zero-argument callable doing one training update of `algo`, as its train() would (the
     model-based scripts' periodic rollouts happen outside the update and are not timed)."""
     module = load_script(algo)
     module.set_seed(0)
-    config = module.TrainConfig(device=str(device), compile=compiled)
+    config = module.TrainConfig(device=str(device), compile=compiled, precision=precision)
     if batch_size != "default":
         config.batch_size = int(batch_size)
     data = synthetic_data(np.random.default_rng(0))
@@ -89,7 +93,12 @@ def make_step(algo: str, batch_size: str, device: torch.device, compiled: bool):
     else:  # counted from past any warm start (cql's bc_steps), as in a long run
         steps = itertools.count(getattr(config, "bc_steps", 0) + 1)
     update = torch.compile(trainer.update) if compiled else trainer.update  # as fit() compiles it
-    return lambda: update(sample(), next(steps)), config.batch_size
+
+    def step():
+        with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"):  # as fit() runs it
+            return update(sample(), next(steps))
+
+    return step, config.batch_size
 
 
 def synchronize(device: torch.device) -> None:
@@ -142,9 +151,14 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", nargs="+", default=["256", "default"],
                         help="batch sizes to time; 'default' is the script's own TrainConfig batch_size")
     parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                        help="fp32 bf16: both, their windows alternating, and the bf16 / fp32 ratio")
     parser.add_argument("--warmup", type=int, default=50, help="untimed updates first (compilation happens here)")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--window-steps", type=int, default=200)
+    parser.add_argument("--window-seconds", type=float, default=None,
+                        help="with --precisions: each script's window steps chosen from a timed probe of the first "
+                             "precision, so that a window lasts about this long (instead of --window-steps)")
     parser.add_argument("--out", default=str(ROOT / "results" / "throughput.md"))
     args = parser.parse_args(argv)
     unknown = [a for a in args.algos if a not in algos_present]
@@ -152,6 +166,9 @@ def main(argv=None) -> int:
         print(f"error: unknown algorithm(s) {', '.join(unknown)}; valid: {', '.join(algos_present)}.", file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    command = "python tools/throughput.py " + " ".join(argv or sys.argv[1:])
+    if args.precisions != ["fp32"]:
+        return compare_precisions(args, device, command)
     rows = []
     for algo in args.algos:
         for batch_size in args.batch_sizes:
@@ -165,8 +182,77 @@ def main(argv=None) -> int:
                     size, result = batch_size, {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
                 rows.append({"algo": algo, "batch_size": size, "mode": mode, **result})
                 print(rows[-1], flush=True)
-    write_table(Path(args.out), rows, device, "python tools/throughput.py " + " ".join(argv or sys.argv[1:]))
+    write_table(Path(args.out), rows, device, command)
     return 0
+
+
+def compare_precisions(args, device: torch.device, command: str) -> int:
+    """Per (script, batch size, mode): a trainer per precision, warmed up, then args.windows rounds of one window
+    of each precision in turn."""
+    rows = []
+    for algo, batch_size, mode in itertools.product(args.algos, args.batch_sizes, args.modes):
+        row = {"algo": algo, "batch_size": batch_size, "mode": mode}
+        try:
+            steps = {}
+            for precision in args.precisions:
+                steps[precision], row["batch_size"] = make_step(algo, batch_size, device, mode == "compiled", precision)
+            if batch_size == "default" and row["batch_size"] == 256 and "256" in args.batch_sizes:
+                continue  # the same measurement as batch 256
+            for step in steps.values():
+                for _ in range(args.warmup):
+                    step()
+            window_steps = args.window_steps
+            if args.window_seconds:
+                probe = measure(steps[args.precisions[0]], device, 0, 1, 3)["updates_per_s"]
+                window_steps = max(3, round(probe * args.window_seconds))
+            rates = {precision: [] for precision in args.precisions}
+            for _ in range(args.windows):
+                for precision, step in steps.items():
+                    rates[precision].append(measure(step, device, 0, 1, window_steps)["updates_per_s"])
+            row.update({precision: statistics.median(r) for precision, r in rates.items()}, rounds=args.windows,
+                       window_steps=window_steps)
+            if {"fp32", "bf16"} <= set(rates):
+                row["ratio"] = statistics.median(b / f for b, f in zip(rates["bf16"], rates["fp32"]))
+                row["ratio_range"] = (min(b / f for b, f in zip(rates["bf16"], rates["fp32"])),
+                                      max(b / f for b, f in zip(rates["bf16"], rates["fp32"])))
+        except Exception as e:  # noqa: BLE001 - one script failing must not hide the others
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+        rows.append(row)
+        print(rows[-1], flush=True)
+    write_precision_table(Path(args.out), rows, args.precisions, device, command)
+    return 0
+
+
+def write_precision_table(path: Path, rows: list[dict], precisions: list[str], device: torch.device,
+                          command: str) -> None:
+    ratio = {"fp32", "bf16"} <= set(precisions)
+    lines = [
+        "# Training throughput: --precision " + " against ".join(precisions),
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine(device)} (torch {torch.__version__}, device {device})  ",
+        f"Date: {datetime.date.today().isoformat()}",
+        "",
+        "Updates per second of the training step alone (synthetic 17-dim states, 6-dim actions, 100k transitions"
+        " on the device), run as fit() runs it under each --precision (bf16: bf16 autocast, output layers fp32), after"
+        " the warm-up.  The precisions' windows alternate; each column is the median of the rounds, and bf16 / fp32 is"
+        " the median of the rounds' ratios (range: their lowest and highest).",
+        "",
+        "| script | batch | mode | " + " | ".join(f"{p} updates/s" for p in precisions)
+        + (" | bf16 / fp32 | range |" if ratio else " |") + " rounds | steps per window |",
+        "|---|---:|---|" + "---:|" * len(precisions) + ("---:|---|" if ratio else "") + "---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['algo']} | {r['batch_size']} | {r['mode']} | failed: {r['error']} |")
+            continue
+        cells = [f"{r[p]:.1f}" if r[p] < 10 else f"{r[p]:.0f}" for p in precisions]
+        if ratio:
+            cells += [f"{r['ratio']:.2f}", f"{r['ratio_range'][0]:.2f}-{r['ratio_range'][1]:.2f}"]
+        lines.append(f"| {r['algo']} | {r['batch_size']} | {r['mode']} | " + " | ".join(cells)
+                     + f" | {r['rounds']} | {r['window_steps']} |")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def write_table(path: Path, rows: list[dict], device: torch.device, command: str) -> None:

@@ -21,6 +21,15 @@ class VectorizedLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class OutputVectorizedLinear(VectorizedLinear):
+    """The ensemble's output layer: fp32 under --precision bf16, as OutputLinear (appendix), so the Q-values that
+    feed targets, losses and logsumexp are not bf16; under fp32 it is VectorizedLinear."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
 class EnsembleCritic(nn.Module):
     """Q_1..Q_n(s, a) as one module with stacked weights: returns [n, B]."""
 
@@ -30,7 +39,7 @@ class EnsembleCritic(nn.Module):
         layers = []
         for d_in, d_out in zip(dims[:-1], dims[1:]):
             layers += [VectorizedLinear(d_in, d_out, n), nn.ReLU()]
-        self.net = nn.Sequential(*layers, VectorizedLinear(dims[-1], 1, n))
+        self.net = nn.Sequential(*layers, OutputVectorizedLinear(dims[-1], 1, n))
         self.n = n
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

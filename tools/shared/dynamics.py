@@ -1,6 +1,6 @@
 """Canonical source of the `dynamics` block: the probabilistic dynamics ensemble, its training, the
 termination functions, model rollouts and the model buffer D_model, carried by mopo.py and combo.py
-(tools/sync_shared.py lists them). It uses VectorizedLinear of the `critic` block and fail, run_directory
+(tools/sync_shared.py lists them). It uses (Output)VectorizedLinear of the `critic` block and fail, run_directory
 and DeviceBuffer of the shared appendix. What a method does with the rollouts (MOPO's penalized reward) stays
 in its script. Edit here, then run `python tools/sync_shared.py dynamics`."""
 
@@ -52,7 +52,7 @@ class EnsembleDynamics(nn.Module):
         super().__init__()
         dims = [state_dim + action_dim] + [hidden_dim] * 4
         self.layers = nn.ModuleList([VectorizedLinear(d_in, d_out, n_models) for d_in, d_out in zip(dims[:-1], dims[1:])]
-                                    + [VectorizedLinear(hidden_dim, 2 * (1 + state_dim), n_models)])
+                                    + [OutputVectorizedLinear(hidden_dim, 2 * (1 + state_dim), n_models)])
         self.max_logvar = nn.Parameter(torch.full((1 + state_dim,), 0.5))
         self.min_logvar = nn.Parameter(torch.full((1 + state_dim,), -10.0))
         self.register_buffer("input_mean", torch.zeros(state_dim + action_dim))

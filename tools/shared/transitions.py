@@ -1,14 +1,15 @@
 """Canonical source of the `transitions` block: the dataset as (s, a, r, s', done) on the device (DeviceBuffer),
 with the state statistics, the reward scaling and the returns-to-go, and the evaluation and the export (policy.pt2)
 of a policy that acts from one state, for every script that learns from single transitions (tools/sync_shared.py
-lists them; dt, which learns from trajectories, has its own).  It uses state_statistics, evaluate, normalized_score
-and export_program from the appendix.
+lists them; dt, which learns from trajectories, has its own).  It uses state_statistics, normalized_score,
+EVAL_DISCOUNT and export_program from the appendix.
 Edit here, then run `python tools/sync_shared.py`."""
 
 import copy
 from pathlib import Path
 from typing import Callable, Optional
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -66,6 +67,24 @@ def transition_buffer(data: dict[str, np.ndarray], normalize_states: bool, norma
     mean, std = state_statistics(data["observations"], normalize_states)
     scale = reward_scale(data, normalize_reward)
     return DeviceBuffer(transitions(data, mean, std, scale, gamma), device), mean, std, scale
+
+
+def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded episodes of the deterministic policy `act`, one after another: per episode the return,
+    the return discounted by EVAL_DISCOUNT and the initial state."""
+    returns, discounted, initial_states = [], [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        initial_states.append(obs)
+        done, total, total_discounted, discount = False, 0.0, 0.0, 1.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            total, total_discounted = total + float(reward), total_discounted + discount * float(reward)
+            discount, done = discount * EVAL_DISCOUNT, terminated or truncated
+        returns.append(total)
+        discounted.append(total_discounted)
+    return {"returns": np.asarray(returns), "discounted_returns": np.asarray(discounted),
+            "initial_states": np.asarray(initial_states, np.float32)}
 
 
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
