@@ -18,7 +18,8 @@ import migrate_run_json
 import peer_d3rlpy
 import sweep
 from results import claims as claims_module
-from results import make_results, o2o, plots, published, readme, reproduce, runs as runs_module, stats, verdicts
+from results import (make_results, o2o, plots, published, readme, reproduce, runs as runs_module, stats, tables,
+                     verdicts)
 from results.verdicts import CONTRADICTED, EQUIVALENT, GREATER, LESS, SUPPORTED, UNDECIDED
 
 MEDIUM_REPLAY = "local/pendulum/medium-replay-v0"
@@ -168,7 +169,7 @@ def test_scores_from_hand_written_logs(fake_root, tmp_path):
     last = md[md.index("## Pendulum: last evaluation"):md.index("## Pendulum: best")]
     assert "| bc | 35.0 ± 14.1 (n=2, 20) |" in score and "| td3_bc | 75.0 ± 14.1 (n=2, 20) |" in score
     assert "| bc | 35.0 ± 7.1 (n=2, 20) |" in last
-    assert "python tools/sweep.py --fake" in md and "20 updates per run" in md
+    assert "python tools/sweep.py --fake" in md and "20 updates per offline run" in md
     assert (out / "curves-pendulum.png").stat().st_size > 0 and (out / "profiles.png").stat().st_size > 0
     claims = (out / "claims.md").read_text()
     assert claims.count(f"| {UNDECIDED} |") == len(LABELS)  # no MuJoCo run: every claim names what is missing
@@ -846,3 +847,91 @@ def test_half_budget_runs_stand_beside_the_published_numbers_not_in_the_readme_a
     assert row.endswith("| 20.0; 40.0 | 1, 50k; 1, 500k | 5%; 50% |"), row
     section = readme.readme_section(["head"], {"td3_bc": {"note": "x"}, "td3_bc_500k": {"note": "y"}}, [], ["c"], [])
     assert any("| td3_bc |" in line for line in section) and not any("td3_bc_500k" in line for line in section)
+
+
+def test_the_header_lists_offline_budgets_apart_from_fine_tuning_without_phantom_budgets(tmp_path, fast_bootstrap):
+    """Issue 45 item 11: a fine-tuning run's 0 offline updates (sac_scratch learns online only) and its final update
+    (offline + online) are not offline budgets: the header lists them apart, and says what the 0 is."""
+    root = tmp_path / "runs"
+    write_run(root, "iql", CORE_MR, 0, {40: 50.0, 50: 55.0}, budget="--max_steps 50 --eval_every 10 --eval_episodes 5")
+    write_run(root, "bc", CORE_MR, 0, {10: 20.0, 20: 30.0}, budget="--max_steps 20 --eval_every 10 --eval_episodes 5")
+    write_online_run(root, "iql_o2o", CORE_MR, 0, 50.0, lambda env: 60.0, budget=(50, 50, 10))
+    write_online_run(root, "sac_scratch", CORE_MR, 0, 0.0, lambda env: 30.0, budget=(0, 40, 10))
+    runs = runs_module.load_runs([root])
+    head = tables.header(runs, ["c"], [root], "reproduce.md")
+    offline = next(line for line in head if line.startswith("Budget:"))
+    assert offline.startswith("Budget: 20, 50 updates per offline run (final evaluation at 20, 50);"), offline
+    assert "100" not in offline and "40" not in offline  # no fine-tuning run's final update among offline budgets
+    online = next(line for line in head if line.startswith("Offline-to-online runs"))
+    assert "0 for sac_scratch, which learn online only" in online and "50 offline updates" in online
+    assert "then 40, 50 online environment steps" in online and "final evaluation at update 40, 100" in online
+    # Only offline runs (the Pendulum suite's, say): one budget line, no fine-tuning line.
+    only = tables.header([r for r in runs if r.variant in ("bc", "iql")], ["c"], [root], "reproduce.md")
+    assert not any(line.startswith("Offline-to-online") for line in only)
+
+
+def test_every_plot_is_linked_from_the_page_that_describes_it(fake_root, tmp_path, fast_bootstrap):
+    """Issue 45 item 11: profiles.png and curves-pendulum.png are linked from scores.md and the README section."""
+    write_run(fake_root, "iql", CORE_MR, 0, {5000: 60.0}, budget="--max_steps 50000 --eval_every 5000")
+    readme_path = tmp_path / "README.md"
+    readme_path.write_text("<!-- results: begin -->\n<!-- results: end -->\n")
+    out = tmp_path / "results"
+    make_results(fake_root, out, readme=readme_path)
+    md, section = (out / "scores.md").read_text(), readme_path.read_text()
+    for name in ("profiles.png", "curves.png", "curves-pendulum.png"):
+        assert (out / name).stat().st_size > 0
+        assert f"]({name})" in md and f"](results/{name})" in section, name
+    pendulum = md[md.index("## Pendulum: score"):md.index("## Pendulum: last evaluation")]
+    assert "](curves-pendulum.png)" in pendulum
+
+
+def test_the_longer_budget_runs_get_a_reading_from_the_dataset_sizes(tmp_path):
+    """Issue 45 item 11: where the 500k runs are shown, one sentence says how they stand against 50k and, from the
+    dataset size the runs recorded, how many passes their updates make and how many trajectories %BC keeps."""
+    root = tmp_path / "runs"
+    for variant, steps, score in (("bc_10", 50000, 30.0), ("bc_10_500k", 500000, 15.0), ("iql", 50000, 40.0),
+                                  ("iql_500k", 500000, 20.0)):
+        frac = " --frac 0.1" if variant.startswith("bc_10") else ""
+        run_dir = write_run(root, variant, CORE_HC, 0, {steps - 10000: score, steps: score},
+                            budget=f"--max_steps {steps} --eval_every 10000 --batch_size 256{frac}")
+        record = json.loads((run_dir / "run.json").read_text())
+        record["dataset"] = {"episodes": 40, "transitions": 40000}
+        (run_dir / "run.json").write_text(json.dumps(record))
+    runs = runs_module.load_runs([root])
+    reading = tables.longer_budget_reading(stats.score_table(runs), runs)
+    assert reading.startswith("The 500k-update runs score below the same method at its sweep budget in 2 of 2 cells")
+    assert f"on {CORE_HC} 2 of 2: bc_10_500k 15.0 vs 30.0 at 50k, iql_500k 20.0 vs 40.0 at 50k" in reading
+    assert "holds 40 episodes (40000 transitions), so 500k updates of batch 256 are about 3200 passes" in reading
+    assert "bc_10_500k trains on its best 4 trajectories" in reading
+    # On the page, under the MuJoCo scores.
+    out = tmp_path / "results"
+    make_results(root, out)
+    md = (out / "scores.md").read_text()
+    assert "about 3200 passes" in md[md.index("## MuJoCo: score"):md.index("## MuJoCo: last evaluation")]
+
+
+def test_each_row_of_the_curves_has_one_x_scale_and_the_footnote_keys_only_the_styles_drawn(monkeypatch, tmp_path):
+    """Issue 45 item 11: a row with a 500k curve in one panel is logarithmic in all its panels; a figure with
+    only solid lines does not describe dashed or dotted ones."""
+    made = {}
+    monkeypatch.setattr(plots, "finish_figure", lambda fig, caption, *a: made.update(fig=fig, caption=caption))
+
+    def run(variant, dataset, end, every):
+        return runs_module.RunRecord(variant, dataset, 0, [{"step": s, "eval/normalized_score": 50.0}
+                                                           for s in range(every, end + 1, every)])
+
+    mujoco = [run("iql", CORE_MR, 50000, 5000), run("iql_500k", CORE_MR, 500000, 10000),
+              run("iql", CORE_HC, 50000, 5000), run("bc", CORE_MR, 50000, 5000), run("bc", CORE_HC, 50000, 5000)]
+    plots.plot_curves(mujoco, tmp_path / "c.png", "caption", [CORE_MR, CORE_HC])
+    scales = [[ax.get_xscale() for ax in row] for row in _rows(made["fig"], 2)]
+    assert scales == [["linear", "linear"], ["log", "log"]], scales
+    assert "dotted: a longer-budget variant" in made["caption"] and "dashed" not in made["caption"]
+    plots.plot_curves([run("bc", MEDIUM_REPLAY, 20, 10), run("td3_bc", MEDIUM_REPLAY, 20, 10)], tmp_path / "p.png",
+                      "caption", [MEDIUM_REPLAY])
+    assert "dashed" not in made["caption"] and "dotted" not in made["caption"]
+
+
+def _rows(fig, cols: int) -> list:
+    """The figure's panels, row by row (matplotlib lists them in that order)."""
+    axes = fig.axes
+    return [axes[i:i + cols] for i in range(0, len(axes), cols)]

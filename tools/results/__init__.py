@@ -82,18 +82,21 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
     table = score_table(runs)
     variants, _ = grid(table, HEADLINE)
     agg = aggregate(table, variants)
-    write_scores(table, head, pendulum_head, agg, problems(runs, roots), dataset_builds(runs), out)
+    offline_runs = {which: [r for r in by_suite[which] if r.variant not in O2O] for which in by_suite}
+    curves = {name: (which, suite_head, curve_datasets(offline_runs[which], which == HEADLINE))
+              for which, name, suite_head in ((HEADLINE, "curves.png", head),
+                                              (PENDULUM, "curves-pendulum.png", pendulum_head))}
+    plots = ("profiles.png", *[name for name, (*_, datasets) in curves.items() if datasets])
+    write_scores(table, head, pendulum_head, agg, problems(runs, roots), dataset_builds(runs), out, runs, plots)
     peer = peer_rows(table)
     write_peer(peer, head, out)
     write_sanity(table, head, out)
     write_published(table, head, out)
     caption = "\n".join(head).replace("`", "")
     plot_profiles(table, variants, out / "profiles.png", caption)
-    for which, name, suite_head in ((HEADLINE, "curves.png", head), (PENDULUM, "curves-pendulum.png", pendulum_head)):
-        datasets = curve_datasets([r for r in by_suite[which] if r.variant not in O2O], which == HEADLINE)
+    for name, (which, suite_head, datasets) in curves.items():
         if datasets:
-            plot_curves([r for r in by_suite[which] if r.variant not in O2O], out / name,
-                        "\n".join(suite_head).replace("`", ""), datasets)
+            plot_curves(offline_runs[which], out / name, "\n".join(suite_head).replace("`", ""), datasets)
     write_o2o(every_run, head, out)
     claims = check_claims(every_run)
     write_claims(claims, head, out / "claims.md")
@@ -102,7 +105,7 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
     if readme is None and out.resolve() == (PROJECT / "results").resolve():
         readme = PROJECT / "README.md"
     if readme is not None:
-        update_readme(readme, readme_section(head, agg, claims, commands[HEADLINE], pendulum_head))
+        update_readme(readme, readme_section(head, agg, claims, commands[HEADLINE], pendulum_head, plots))
     return claims
 
 

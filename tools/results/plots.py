@@ -87,8 +87,9 @@ def plot_curves(runs: list[RunRecord], path: Path, caption: str, datasets: list[
     cols = max(1, len(datasets))
     fig, axes = plt.subplots(max(1, len(rows)), cols, figsize=(4.6 * cols + 2.4, 3.0 * max(1, len(rows))),
                              squeeze=False)
-    clipped, logarithmic = [], []
+    clipped, logarithmic, styles = [], [], set()
     for row, (title, variants) in enumerate(rows):
+        row_finals = []  # (axes, [(first step, last step, longer budget)]) of every panel in the row
         for col, dataset in enumerate(datasets):
             ax = axes[row][col]
             drawn, finals = 0, []
@@ -107,6 +108,7 @@ def plot_curves(runs: list[RunRecord], path: Path, caption: str, datasets: list[
                 if (mean < Y_RANGE[0]).any() or (mean > Y_RANGE[1]).any():
                     clipped.append(f"{variant} on {dataset}")
                 ax.plot(steps, mean, style_of(variant), color=color_of(variant), label=label_of(variant), lw=1.6)
+                styles.add(style_of(variant))
                 drawn += 1
                 finals.append((steps[0], steps[-1], bool(LONGER.search(variant))))
                 ax.fill_between(steps, np.clip(mean - std, *Y_RANGE), np.clip(mean + std, *Y_RANGE),
@@ -117,31 +119,44 @@ def plot_curves(runs: list[RunRecord], path: Path, caption: str, datasets: list[
                 ax.text(0.5, 0.5, "no run of these variants", ha="center", va="center", transform=ax.transAxes,
                         fontsize=9, color="0.4")
                 ax.set_xticks([])
-            ends = [end for _, end, _ in finals]
-            if any(longer for *_, longer in finals) and max(ends) >= LOG_X_SPAN * min(ends):
-                first = min(start for start, *_ in finals)
-                ax.set_xscale("log")
-                ax.set_xticks([t for t in LOG_X_TICKS if first <= t <= max(ends)])
-                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-                logarithmic.append(dataset)
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-                lambda x, _: f"{x / 1000:g}k" if x else "0"))
+            row_finals.append((ax, finals))
             if row == 0:
                 ax.set_title(dataset, fontsize=10)
             if row == len(rows) - 1:
                 ax.set_xlabel("updates")
             if col == 0:
                 ax.set_ylabel(f"{title}\nnormalized score", fontsize=9)
+        # One x scale a row: logarithmic in every panel of the row when one of its panels draws a longer budget
+        # whose curves end LOG_X_SPAN or more times apart, so that the shorter curves keep their width.
+        every = [f for _, finals in row_finals for f in finals]
+        ends = [end for _, end, _ in every]
+        if any(longer for *_, longer in every) and max(ends) >= LOG_X_SPAN * min(ends):
+            logarithmic.append(title)
+        for ax, finals in row_finals:
+            if title in logarithmic and finals:
+                first, last = min(start for start, *_ in finals), max(end for _, end, _ in finals)
+                ax.set_xscale("log")
+                ax.set_xticks([t for t in LOG_X_TICKS if first <= t <= last] or [first, last])
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+                lambda x, _: f"{x / 1000:g}k" if x else "0"))
         handles, labels = axes[row][0].get_legend_handles_labels()
         axes[row][-1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.03, 0.5), fontsize=8,
                              frameon=False)
-    note = ("Lines: mean over seeds; bands: ± std over seeds (seeds and budget of every cell: results/scores.md); "
-            "solid: ours, dashed: the peer d3rlpy, dotted: a longer-budget variant. "
-            + (f"X axis logarithmic where a longer budget is drawn ({', '.join(sorted(set(logarithmic)))}). "
-               if logarithmic else "")
+    note = ("Lines: mean over seeds; bands: ± std over seeds (seeds and budget of every cell: results/scores.md)"
+            + line_styles(styles) + ". "
+            + (f"X axis logarithmic in every panel of the rows where a longer budget is drawn "
+               f"({', '.join(logarithmic)}), linear in the others. " if logarithmic else "")
             + f"Y axis fixed at {Y_RANGE[0]:g} to {Y_RANGE[1]:g}"
             + (f"; out of range, clipped: {', '.join(clipped)}." if clipped else "."))
     finish_figure(fig, caption + "\n" + note, 4.6 * cols + 2.4, 3.0 * max(1, len(rows)), path)
+
+
+def line_styles(drawn: set[str]) -> str:
+    """The footnote's key to the line styles, only those drawn ('' when every line is solid)."""
+    key = [text for style, text in (("-", "solid: ours"), ("--", "dashed: the peer d3rlpy"),
+                                    (":", "dotted: a longer-budget variant")) if style in drawn]
+    return "; " + ", ".join(key) if drawn - {"-"} else ""
 
 
 def finish_figure(fig, caption: str, width: float, height: float, path: Path) -> None:

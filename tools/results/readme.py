@@ -15,14 +15,21 @@ ABLATIONS = ("td3_nobc", "mopo_nopen", "dt_init1", "cql_mean_target")
 
 
 def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: list[str],
-                   pendulum_head: list[str]) -> list[str]:
+                   pendulum_head: list[str], plots: tuple[str, ...] = ("profiles.png", "curves.png")) -> list[str]:
     """The summary a newcomer reads: how the runs were made, the aggregate by budget, the claims with their
-    readings, and where the long tables are (every dataset, the peer, the published numbers, Pendulum)."""
+    readings, and where the long tables and the plots are (every dataset, the peer, the published numbers,
+    Pendulum).  plots: the figures make_results drew (profiles.png, curves.png, curves-pendulum.png)."""
     made = (f"Reproduce: `{commands[0]}`, then `python tools/make_results.py`." if len(commands) == 1 else
             f"The {len(commands)} sweep commands behind these runs, and the same at the full budget on a GPU: "
             "[results/reproduce.md](results/reproduce.md).")
-    pendulum = ("Pendulum runs (the small datasets): the Pendulum tables of [results/scores.md](results/scores.md)."
+    pendulum = ("Pendulum runs (the small datasets): the Pendulum tables of [results/scores.md](results/scores.md)"
+                + ("; their learning curves: [results/curves-pendulum.png](results/curves-pendulum.png)."
+                   if "curves-pendulum.png" in plots else ".")
                 if pendulum_head else "No Pendulum run in the run roots.")
+    figures = "; ".join(text for name, text in (
+        ("curves.png", "learning curves: [results/curves.png](results/curves.png)"),
+        ("profiles.png", "performance profiles of the aggregate's variants (the fraction of runs above each "
+                         "score): [results/profiles.png](results/profiles.png)")) if name in plots)
     return ["## Results (MuJoCo, local D4RL-style datasets)", "", " ".join(head), "",
             "Interquartile mean of the normalized score (a run's mean over its last 3 evaluations) over the core "
             "datasets and seeds, with a "
@@ -31,8 +38,8 @@ def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: li
             *aggregate_table({v: a for v, a in agg.items() if v not in ABLATIONS and not v.endswith(HALF_BUDGET)}), "",
             "Every dataset, mean ± std and n per cell: [results/scores.md](results/scores.md); ours beside the "
             "peer library d3rlpy on the same data: [results/peer.md](results/peer.md); the papers' published "
-            "D4RL numbers beside ours (not directly comparable): [results/published.md](results/published.md); "
-            "learning curves: [results/curves.png](results/curves.png). " + made + " " + pendulum, "",
+            "D4RL numbers beside ours (not directly comparable): [results/published.md](results/published.md)"
+            + (f"; {figures}. " if figures else ". ") + made + " " + pendulum, "",
             "The chapter's claims, each stated before the runs that decide it and decided under the evidence protocol "
             "[results/protocol.md](results/protocol.md): SUPPORTED, CONTRADICTED or UNDECIDED on 95% t intervals, "
             "UNDECIDED while a side has fewer than 5 seeds; the earlier protocol's verdicts beside them (the numbers: "

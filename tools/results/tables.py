@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import datetime
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Optional
 
 from . import stats
-from .runs import (CORE, HEADLINE, PENDULUM, PEERS, PLANNED, PROJECT, RunRecord, d4rl_citation, dataset_key,
-                   env_of, kind, plural, steps_text, suite, variant_key)
+from .runs import (CORE, HALF_BUDGET, HEADLINE, PENDULUM, PEERS, PLANNED, PROJECT, RunRecord, d4rl_citation,
+                   dataset_key, env_of, kind, plural, steps_text, suite, variant_key)
 from .stats import MIN_SEEDS, WHICH, Stat, cell, interval_text, iqm_interval, welch_interval
 
 CLOSE = 10.0  # normalized-score points: the sanity runs' tolerance
@@ -124,7 +125,9 @@ AGGREGATE_LEGEND = ("Rows are grouped by the updates behind the scores, the larg
 
 
 def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, notes: list[str], builds: list[str],
-                 out: Path) -> None:
+                 out: Path, runs: Optional[list[RunRecord]] = None, plots: tuple[str, ...] = ()) -> None:
+    """scores.md, scores.csv, aggregate.csv.  runs: for the reading of the longer-budget runs (dataset sizes);
+    plots: the figures make_results draws beside (profiles.png, curves.png, curves-pendulum.png), linked here."""
     def number(x: float) -> str:
         return "" if math.isnan(x) else f"{x:.4f}"  # one seed: no std
 
@@ -164,6 +167,12 @@ def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, no
              f"95% CI (rliable; seeds resampled within each dataset, {stats.REPS} resamples), on both scales. Only "
              f"variants with runs on all three core datasets have one, and its CI needs {MIN_SEEDS} seeds on each. "
              + AGGREGATE_LEGEND, "", *aggregate_table(agg)]
+    figures = [f"{what}: [{name}]({name})" for name, what in (
+        ("profiles.png", "performance profiles of the variants with runs on every core dataset (the fraction of "
+                         "their (dataset, seed) scores above each threshold, ours and the peer in separate panels)"),
+        ("curves.png", "learning curves on the core datasets")) if name in plots]
+    if figures:
+        lines += ["", "Plots: " + "; ".join(figures) + "."]
     for which_suite, suite_head in ((HEADLINE, []), (PENDULUM, pendulum_head)):
         if which_suite == PENDULUM and not any(suite(d) == PENDULUM for _, d in table):
             continue
@@ -172,7 +181,11 @@ def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, no
             lines += ["", f"## {which_suite}: {title}", ""]
             if suite_head and which == "score":
                 lines += [*[f"{line}  " for line in suite_head], "", "Pendulum has no D4RL counterpart: local scale "
-                          "only.", ""]
+                          "only." + (" Learning curves: [curves-pendulum.png](curves-pendulum.png)."
+                                     if "curves-pendulum.png" in plots else ""), ""]
+            if which_suite == HEADLINE and which == "score" and runs:
+                reading = longer_budget_reading(table, runs)
+                lines += [reading, ""] if reading else []
             lines += suite_table(table, which_suite, which)
     if builds:
         lines += ["", "## Dataset builds", "", "The size of the local dataset each run read (dataset.txt): builds of "
@@ -181,6 +194,57 @@ def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, no
     if notes:
         lines += ["", "## Failed or unfinished runs", "", *[f"- {note}" for note in notes]]
     (out / "scores.md").write_text("\n".join(lines) + "\n")
+
+
+def longer_budget_reading(table, runs: list[RunRecord]) -> str:
+    """One sentence where the longer-budget runs (<method>_500k) are shown: how their scores stand against the same
+    method at its sweep budget, and the passes over each dataset their updates make (updates x batch / transitions,
+    from the dataset size the runs recorded), with the trajectories %BC keeps (ceil(frac x episodes))."""
+    longer = [r for r in runs if r.variant.endswith(HALF_BUDGET) and r.evaluations]
+    pairs = []  # (dataset, variant, its score, the method's score at its sweep budget, that budget)
+    for variant, dataset in sorted({(r.variant, r.dataset) for r in longer}, key=lambda x: (dataset_key(x[1]),
+                                                                                            variant_key(x[0]))):
+        mine, base = cell(table, variant, dataset), cell(table, variant.removesuffix(HALF_BUDGET), dataset)
+        if mine is not None and base is not None:
+            pairs.append((dataset, variant, mine.mean, base.mean, max(base.budgets)))
+    if not pairs:
+        return ""
+    below = [p for p in pairs if p[2] < p[3]]
+    budget = steps_text(max(r.steps[-1] for r in longer))
+    compared = "; ".join(
+        f"on {dataset} {sum(p in below for p in mine)} of {len(mine)}: "
+        + ", ".join(f"{v} {a:.1f} vs {b:.1f} at {steps_text(n)}" for _, v, a, b, n in mine)
+        for dataset in dict.fromkeys(d for d, *_ in pairs) for mine in [[p for p in pairs if p[0] == dataset]])
+    sizes = []
+    for dataset in sorted({r.dataset for r in longer}, key=dataset_key):
+        mine = [r for r in longer if r.dataset == dataset]
+        found = next((re.search(r"(\d+) episodes, (\d+) (?:steps|transitions)", r.dataset_build) for r in mine
+                      if r.dataset_build), None)
+        if not found:
+            continue
+        episodes, transitions = int(found[1]), int(found[2])
+        updates = max(int(r.config.get("max_steps") or r.steps[-1]) for r in mine)
+        batch = max(int(r.config.get("batch_size") or 0) for r in mine)
+        text = f"{dataset} holds {episodes} episodes ({transitions} transitions)"
+        if batch:
+            text += f", so {steps_text(updates)} updates of batch {batch} are about " \
+                    f"{round(updates * batch / transitions)} passes over it"
+        fracs = sorted({float(r.config["frac"]) for r in mine if "frac" in r.config})
+        for frac in fracs:
+            kept = max(1, math.ceil(frac * episodes))
+            names = sorted({r.variant for r in mine if r.config.get("frac") is not None and float(r.config["frac"])
+                            == frac})
+            text += f", and {'/'.join(names)} trains on its best {plural(kept, 'trajectory')}".replace(
+                "trajectorys", "trajectories")
+        sizes.append(text)
+    runs_per_cell = sorted({cell(table, v, d).n for d, v, *_ in pairs})
+    seeds = "/".join(map(str, runs_per_cell)) + f" seed{'s' * (runs_per_cell != [1])} a cell"
+    head = (f"The {budget}-update runs score below the same method at its sweep budget in {len(below)} of "
+            f"{len(pairs)} cells ({compared})" if below else
+            f"The {budget}-update runs against the same method at its sweep budget: {compared}")
+    return (head + (f"; the likely reason is the size of the data: {'; '.join(sizes)}: many passes over few "
+                    f"trajectories overfit them" if below and sizes else "")
+            + f" (a reading of {seeds}, not a claim under results/protocol.md).")
 
 
 def dataset_builds(runs: list[RunRecord]) -> list[str]:
@@ -297,16 +361,21 @@ def display(path: Path) -> str:
 
 
 def header(runs: list[RunRecord], commands: list[str], roots: list[Path], reproduce: str) -> list[str]:
-    """Runs, budget, device, date: the lines every table, plot and the README start with.  commands: the sweep
-    commands that made the runs, listed in the file reproduce when there are several."""
+    """Runs, budget, device, date: the lines every table, plot and the README start with; the offline runs' budgets,
+    and apart from them the offline-to-online runs' (offline updates, 0 for a learner from scratch, then online
+    environment steps).  commands: the sweep commands that made the runs, listed in the file reproduce when there
+    are several."""
     from processes import machine_description
 
-    def values(name):
-        found = sorted({str(r.config[name]) for r in runs if name in r.config}, key=lambda x: (len(x), x))
+    def values(name, group):
+        found = sorted({str(r.config[name]) for r in group if name in r.config}, key=lambda x: (len(x), x))
         return ", ".join(found) or "unknown"
 
+    def finals(group):
+        return ", ".join(steps_text(s) for s in sorted({r.steps[-1] for r in group if r.evaluations})) or "-"
+
     seeds = sorted({r.seed for r in runs})
-    reached = sorted({r.steps[-1] for r in runs if r.evaluations})
+    offline, online = split_online(runs)
     devices = set()
     for r in runs:
         device = str(r.config.get("device", "auto"))
@@ -323,12 +392,39 @@ def header(runs: list[RunRecord], commands: list[str], roots: list[Path], reprod
     made += f" ({plural(unknown, 'run')} without a run.json not among them)" if unknown and commands else ""
     return [
         f"Runs: {plural(len(runs), 'run')}, {made} ({logs}).",
-        f"Budget: {values('max_steps')} updates per run (final evaluation at "
-        f"{', '.join(map(steps_text, reached)) or '-'}); evaluation every {values('eval_every')} updates, "
-        f"{values('eval_episodes')} episode(s); seeds {', '.join(map(str, seeds)) or '-'}.",
+        *([f"Budget: {values('max_steps', offline)} updates per offline run (final evaluation at {finals(offline)}); "
+           f"evaluation every {values('eval_every', offline)} updates, {values('eval_episodes', offline)} episode(s); "
+           f"seeds {', '.join(map(str, seeds)) or '-'}."] if offline or not online else []),
+        *([online_budget(online, values, finals) + ("" if offline else f"; seeds {', '.join(map(str, seeds))}") + "."]
+          if online else []),
         f"Device: {device}.",
         f"Made by `python tools/make_results.py` on {datetime.date.today().isoformat()}.",
     ]
+
+
+def split_online(runs: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """The offline runs and the offline-to-online ones (online_steps > 0 in their config)."""
+    def steps(r):
+        try:
+            return int(r.config.get("online_steps") or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    return [r for r in runs if steps(r) == 0], [r for r in runs if steps(r) > 0]
+
+
+def online_budget(online: list[RunRecord], values, finals) -> str:
+    """The fine-tuning runs' budget, apart from the offline runs': offline updates (0: online only, named), then
+    online environment steps; their final evaluation at offline + online updates."""
+    scratch = sorted({r.variant for r in online if int(r.config.get("max_steps") or 0) == 0}, key=variant_key)
+    pretrained = [r for r in online if r.variant not in scratch]
+    offline = (f"{values('max_steps', pretrained)} offline updates" if pretrained else "")
+    if scratch:
+        offline += (" (or " if offline else "") + f"0 for {', '.join(scratch)}, which learn online only, from scratch" \
+            + (")" if pretrained else "")
+    return (f"Offline-to-online runs (results/o2o.md): {offline}, then {values('online_steps', online)} online "
+            f"environment steps (final evaluation at update {finals(online)}: offline plus online updates); "
+            f"evaluation every {values('eval_every', online)} updates")
 
 
 def problems(runs: list[RunRecord], roots: list[Path]) -> list[str]:
