@@ -194,6 +194,16 @@ def test_steps_beyond_max_steps_evaluate_at_the_switch_and_log_counters(tmp_path
     assert json.loads((tmp_path / "run" / "finished.json").read_text())["step"] == 8
 
 
+def test_printed_evaluations_carry_the_counters(tmp_path, capsys):
+    """The console's evaluation lines show env_steps (an online phase's progress) beside the scores."""
+    config = Config(checkpoints_path=str(tmp_path / "run"), max_steps=4, eval_every=3)
+    appendix.fit(config, algo="test", trainer=CountingTrainer(), steps=6,
+                 sample=lambda: {"x": torch.randn(4, 3), "y": torch.randn(4)}, evaluate=lambda: {"return": 1.0})
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert printed == ["step 3: env_steps 7, return 1.00", "step 4: env_steps 7, return 1.00",
+                       "step 6: env_steps 7, return 1.00"]
+
+
 def test_yaml_then_command_line_and_an_empty_yaml_is_all_defaults(monkeypatch, tmp_path):
     empty, some = tmp_path / "empty.yaml", tmp_path / "some.yaml"
     empty.write_text("")
