@@ -462,7 +462,8 @@ class FineTuning:
     """What fit() drives when online_steps > 0 (train() builds it only then), around the method's trainer (whose
     update it runs unchanged): periodic(step) collects the next episode once the online updates have used up the
     collected steps, sample() draws the mixed batch, counters() gives env_steps, and the checkpoint adds the online
-    episodes."""
+    episodes.  The console gets a line at the switch and the online phase's own progress, in environment steps (a
+    line at every tenth of online_steps); fit's evaluation lines carry env_steps."""
 
     def __init__(self, config, dataset, trainer, buffer: "DeviceBuffer",
                  explore: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray, std: np.ndarray, scale: float):
@@ -473,13 +474,20 @@ class FineTuning:
         self.steps = config.max_steps + (config.online_steps - config.warmup_steps) * config.utd  # the run's updates
         self.batch_size, self.online_batch = config.batch_size, round(config.online_ratio * config.batch_size)
         self.explore, self.mean, self.std, self.scale, self.gamma = explore, mean, std, scale, config.gamma
-        self.seed, self.episodes, self.online = config.seed + ONLINE_SEEDS, 0, False
+        self.seed, self.episodes, self.online, self.announced = config.seed + ONLINE_SEEDS, 0, False, False
         self.env = training_environment(dataset)
 
     def periodic(self, step: int) -> None:
         self.online = step > self.offline_steps
         if not self.online:
             return
+        if not self.announced:  # the first online update of this call: the switch, or a resume after it
+            self.announced = True
+            print(f"update {self.offline_steps}: offline phase done, online phase begins: {self.online_steps} "
+                  f"environment steps ({self.warmup_steps} of them random warm-up), {self.utd} update(s) per step, "
+                  f"{self.steps - self.offline_steps} online updates" if step == self.offline_steps + 1 else
+                  f"update {step - 1}: online phase resumes at environment step {self.online_buffer.size} of "
+                  f"{self.online_steps}", flush=True)
         while self.online_buffer.size < self.warmup_steps:  # SAC's start_steps: uniform random actions, no updates
             self.collect(self.uniform_actions(), self.warmup_steps)
         if step - self.offline_steps > (self.online_buffer.size - self.warmup_steps) * self.utd:
@@ -492,6 +500,10 @@ class FineTuning:
                                   until - self.online_buffer.size)
         self.online_buffer.add(transitions(episode, self.mean, self.std, self.scale, self.gamma))
         self.episodes += 1
+        done, before = self.online_buffer.size, self.online_buffer.size - len(episode["rewards"])
+        if 10 * done // self.online_steps > 10 * before // self.online_steps:  # the online phase's own progress
+            print(f"online: {done} of {self.online_steps} environment steps ({100 * done // self.online_steps}%), "
+                  f"{self.episodes} episodes", flush=True)
 
     def uniform_actions(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """a ~ Unif(action space), from a generator seeded by the episode's number (a resume draws the same)."""
@@ -523,10 +535,9 @@ class FineTuning:
 
 
 # --- shared: begin
-# The plumbing every script shares, byte-identical in all of them: the command line, seeding and device,
-# Minari loading and checks, normalization, mlp, the normalized score, the exported program, the run directory, logging,
-# checkpoints and the training loop fit().  Its one source is tools/shared/appendix.py: edit it there, then run
-# tools/sync_shared.py.
+# The plumbing every script shares, byte-identical in all of them: the command line, seeding and device, Minari
+# loading and checks, normalization, mlp, the normalized score, the exported program, the run directory, logging,
+# checkpoints and the training loop fit().  One source: tools/shared/appendix.py; edit it, run tools/sync_shared.py.
 
 EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
 MAX_MAGNITUDE = 1e6  # no observation, action or reward of these environments comes near it: a corrupt file
@@ -576,7 +587,7 @@ def check_ranges(config, **ranges) -> None:
     allowed strings; any other integer is a count or a size (at least 1), any other float a weight, scale or rate
     (0 or more; a learning rate, *_lr, above 0)."""
     ranges = {"seed": f"in [0, {2 ** 32})", "stop_after": "0 or more", "logging": ("offline", "online", "disabled"),
-              "precision": ("fp32", "bf16"),
+              "precision": ("fp32", "bf16"), "batch_size": f"in [1, {2 ** 20}]",
               **{field.name: "above 0" for field in dataclasses.fields(config) if field.name.endswith("_lr")}, **ranges}
     for field in dataclasses.fields(config):
         name, value = field.name, getattr(config, field.name)
@@ -616,8 +627,9 @@ def parse_config(config_class):
         parser.error(str(e))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         parser.error(f"config file {known.config_path} is not readable UTF-8 YAML ({' '.join(str(e).split())}).")
-    names = [field.name for field in dataclasses.fields(config_class)]
-    unknown = sorted(set(map(str, values)) - set(names)) if isinstance(values, dict) else ["a " + type(values).__name__]
+    names = {field.name: field.type in (str, Optional[str]) for field in dataclasses.fields(config_class)}  # True: text
+    unknown = [f"a {type(values).__name__}"] if not isinstance(values, dict) else sorted(set(map(str, values)) - set(
+        names)) + [f"{k}: {v}" for k, v in values.items() if names.get(k) and type(v) in (dict, list)]
     if values is not None and unknown:
         parser.error(f"config file {known.config_path} must map TrainConfig fields to values, "
                      f"not {', '.join(unknown)}; fields: {', '.join(names)}.")
@@ -637,9 +649,8 @@ def parse_config(config_class):
 
 
 def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    for seed_with in (random.seed, np.random.seed, torch.manual_seed):
+        seed_with(seed)
 
 
 def pick_device(name: str) -> torch.device:
@@ -774,16 +785,18 @@ def open_run(config, algo: str, fixed: tuple[str, ...], data: Optional[dict]) ->
     whole."""
     run_dir = run_directory(config, algo)
     lock = lock_run(run_dir)
-    record, learning = run_dir / "run.json", learning_fields(config, fixed)
-    if not config.resume and (record.exists() or (run_dir / "checkpoint.pt").exists()):
+    files = [record := run_dir / "run.json", *(run_dir / n for n in ("checkpoint.pt", "log.jsonl", "finished.json"))]
+    learning, kept = learning_fields(config, fixed), [f for f in files if f.exists() and f.stat().st_size]
+    if kept and (not config.resume or files[1] not in kept and kept != [record]):  # a run without its checkpoint too
         aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(run_dir, aside)
-        print(f"--resume false: the earlier run in {run_dir} was moved to {aside}.")
+        print(f"the earlier run in {run_dir} was moved to {aside}.")
         lock.close()
         lock = lock_run(run_dir)
     elif record.exists():
-        before = json.loads(record.read_text())["config"]
-        changed = [f"{k}: {before[k]!r} there, {v!r} now" for k, v in learning.items() if before.get(k, v) != v]
+        before = (read_json(record) or {}).get("config")
+        changed = [f"{k}: {before[k]!r} there, {v!r} now" for k, v in learning.items() if before.get(k, v) != v] \
+            if isinstance(before, dict) else ["its run.json is not readable"]
         if changed:
             lock.close()
             fail(f"{run_dir} holds a run of another config ({'; '.join(changed)}); pass --resume false to "
@@ -814,6 +827,14 @@ def lock_run(run_dir: Path):
     return lock
 
 
+def read_json(path: Path) -> Optional[dict]:
+    """The JSON object in path, else None (a missing, cut or foreign file)."""
+    try:
+        return value if isinstance(value := json.loads(path.read_text()), dict) else None
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -823,13 +844,13 @@ def write_atomic(path: Path, text: str) -> None:
 class RunLog:
     """A JSON-lines file beside the checkpoints, plus wandb unless logging is "disabled".  wall_time counts
     the seconds of the whole run: a resumed run starts its clock at the `elapsed` its checkpoint carried,
-    and the rows written after that checkpoint (by an interrupted call) are dropped.  A non-finite loss ends the
-    run, its row written, the last good checkpoint kept."""
+    and the rows written after that checkpoint (by an interrupted call, a last one cut by a kill included) are dropped.
+    A non-finite loss ends the run, its row written, the last good checkpoint kept."""
 
-    def __init__(self, config, algo: str, run_dir: Path, start_step: int, elapsed: float, fixed: tuple[str, ...],
+    def __init__(self, config, algo: str, run_dir: Path, start: int, elapsed: float, fixed: tuple[str, ...],
                  counters: Callable[[], dict] = dict):
         path, self.run_dir = run_dir / "log.jsonl", run_dir
-        rows = [r for r in (path.read_text().splitlines() if path.exists() else []) if json.loads(r)["step"] <= start_step]
+        rows = [r for r in path.read_text().split("\n")[:-1] if json.loads(r)["step"] <= start] if path.exists() else []
         write_atomic(path, "".join(r + "\n" for r in rows))
         self.last = json.loads(rows[-1]) if rows else {}
         self.file, self.start, self.counters = open(path, "a"), time.time() - elapsed, counters
@@ -888,7 +909,7 @@ def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
              f"values ({type(e).__name__}); it was not loaded: delete it or pass --resume false.")
     try:
         trainer.load_state_dict(state["trainer"])
-        rng = state["rng"]
+        rng, step, wall_time = state["rng"], state["step"], state["wall_time"]
         kind, keys, position, has_gauss, gauss = rng["numpy"]
         np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), position, has_gauss, gauss))
         random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in rng["python"]))
@@ -898,7 +919,7 @@ def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
              f"delete it or pass --resume false.")
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-    return state["step"], state["wall_time"]
+    return step, wall_time
 
 
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
@@ -921,9 +942,10 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
         total = config.max_steps if steps is None else steps
-        if start >= total and finished.exists():
+        if start >= total and (done := read_json(finished)) is not None:
             print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")
-            return json.loads(finished.read_text())
+            return done
+        finished.unlink(missing_ok=True)  # a continuation (a larger max_steps): not finished until it ends
         update = torch.compile(trainer.update) if config.compile else trainer.update
         periodic = getattr(trainer, "periodic", lambda step: None)
         log = RunLog(config, algo, run_dir, start, elapsed, fixed, getattr(trainer, "counters", dict))
@@ -936,8 +958,14 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
             periodic(step)
             with torch.autocast(trainer.device.type, torch.bfloat16, enabled=config.precision == "bf16"):
                 metrics = update(sample(), step)  # hidden layers in bf16 under bf16, outputs fp32 (OutputLinear)
-            if step % config.eval_every == 0 or step in (config.max_steps, total):
-                result = evaluate_and_save(step, metrics, trainer, config, log, evaluate, export, extra or {}, run_dir)
+            if step % config.eval_every == 0 or step in (config.max_steps, total):  # evaluate, log, checkpoint, export
+                evaluation = {f"eval/{k}": v for k, v in evaluate().items() if k != "episodes"}
+                values = log.write(step, {**{f"train/{k}": v for k, v in metrics.items()}, **evaluation})
+                save_checkpoint(checkpoint, step, trainer, config, extra or {}, log.elapsed())
+                export(run_dir / "policy.pt2")
+                result = {k: v for k, v in values.items() if k.startswith("eval/")}
+                print(f"step {step}: " + ", ".join([f"{k} {v}" for k, v in log.counters().items()]
+                                                   + [f"{k[5:]} {v:.2f}" for k, v in result.items()]), flush=True)
             elif step % log_every == 0:
                 log.write(step, {f"train/{k}": v for k, v in metrics.items()})
             if stop or (step == last < total):
@@ -953,19 +981,6 @@ def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Cal
         log.close()
         write_atomic(finished, json.dumps({"step": total, **result}))
         return result
-
-
-def evaluate_and_save(step: int, metrics: dict, trainer, config, log: RunLog, evaluate: Callable[[], dict],
-                      export: Callable[[Path], None], extra: dict, run_dir: Path) -> dict:
-    """Evaluate, log, checkpoint and export the policy; returns the evaluation's metrics."""
-    values = {f"train/{k}": v for k, v in metrics.items()}
-    values.update({f"eval/{k}": v for k, v in evaluate().items() if k != "episodes"})
-    values = log.write(step, values)
-    save_checkpoint(run_dir / "checkpoint.pt", step, trainer, config, extra, log.elapsed())
-    export(run_dir / "policy.pt2")
-    result = {k: v for k, v in values.items() if k.startswith("eval/")}
-    print(f"step {step}: " + ", ".join(f"{k[5:]} {v:.2f}" for k, v in result.items()), flush=True)
-    return result
 # --- shared: end
 
 

@@ -122,6 +122,7 @@ def test_booleans_take_only_true_and_false(monkeypatch, text, value):
     (["--actor_lr", "-1"], "actor_lr must be above 0"),
     (["--seed", "-1"], "seed must be in [0, 4294967296), got -1"),
     (["--seed", "5000000000"], "seed must be in [0, 4294967296), got 5000000000"),
+    (["--batch_size", "100000000000"], "batch_size must be in [1, 1048576], got 100000000000"),
     (["--logging", "bogus"], "logging must be offline, online or disabled"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--max_steps"], "argument --max_steps: expected one argument"),
@@ -147,6 +148,8 @@ def test_floats_read_as_text_by_yaml_are_numbers(monkeypatch, tmp_path):
     (b"\xff\xfe max_steps: 3", "is not readable UTF-8 YAML"),
     ("!!python/object/apply:os.system [\"true\"]\n", "is not readable UTF-8 YAML"),
     ("max_steps: 0\n", "max_steps must be at least 1, got 0"),
+    ("checkpoints_path: {a: 1}\n", "not checkpoints_path: {'a': 1}"),  # a text field: no mapping, no list
+    ("checkpoints_path: [a, b]\n", "not checkpoints_path: ['a', 'b']"),
 ])
 def test_bad_config_files_are_one_sentence(capsys, monkeypatch, tmp_path, text, expected):
     path = tmp_path / "config.yaml"
@@ -189,6 +192,16 @@ def test_steps_beyond_max_steps_evaluate_at_the_switch_and_log_counters(tmp_path
     rows = [json.loads(r) for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["env_steps"]) for r in rows if "eval/return" in r] == [(3, 7), (4, 7), (6, 7), (8, 7)]
     assert json.loads((tmp_path / "run" / "finished.json").read_text())["step"] == 8
+
+
+def test_printed_evaluations_carry_the_counters(tmp_path, capsys):
+    """The console's evaluation lines show env_steps (an online phase's progress) beside the scores."""
+    config = Config(checkpoints_path=str(tmp_path / "run"), max_steps=4, eval_every=3)
+    appendix.fit(config, algo="test", trainer=CountingTrainer(), steps=6,
+                 sample=lambda: {"x": torch.randn(4, 3), "y": torch.randn(4)}, evaluate=lambda: {"return": 1.0})
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert printed == ["step 3: env_steps 7, return 1.00", "step 4: env_steps 7, return 1.00",
+                       "step 6: env_steps 7, return 1.00"]
 
 
 def test_yaml_then_command_line_and_an_empty_yaml_is_all_defaults(monkeypatch, tmp_path):
@@ -334,3 +347,78 @@ def test_an_unwritable_run_directory_is_one_sentence(tmp_path):
 @pytest.mark.parametrize("name,expected", [("cpu", "cpu"), ("auto", "cpu" if not torch.cuda.is_available() else "cuda")])
 def test_pick_device(name, expected):
     assert appendix.pick_device(name).type == expected
+
+
+def rows(run_dir: Path) -> list[int]:
+    return [json.loads(r)["step"] for r in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("resume", [True, False])
+@pytest.mark.parametrize("left", [("log.jsonl", "finished.json", "run.json"), ("log.jsonl", "finished.json"),
+                                  ("log.jsonl",)])
+def test_a_rerun_into_a_run_without_its_checkpoint_keeps_every_row(tmp_path, resume, left):
+    """A finished run copied out without checkpoint.pt (or with it deleted), or parts of it: a rerun, resumed or with
+    --resume false, moves it aside whole; the new run's finished.json describes the new run's files."""
+    run_dir = tmp_path / "run"
+    fit(Config(checkpoints_path=str(run_dir)))
+    old = {name: (run_dir / name).read_text() for name in left}
+    for path in run_dir.iterdir():
+        if path.name not in left:
+            path.unlink()
+    fit(Config(checkpoints_path=str(run_dir), resume=resume))
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(moved) == 1 and {name: (moved[0] / name).read_text() for name in left} == old
+    assert rows(run_dir) == [3, 6] and json.loads((run_dir / "finished.json").read_text())["step"] == 6
+
+
+def test_a_continuation_stopped_midway_is_not_finished(tmp_path):
+    """A finished run continued with a larger max_steps and stopped midway: no finished.json of the old step."""
+    config = Config(checkpoints_path=str(tmp_path / "run"))
+    fit(config)
+    fit(dataclasses.replace(config, max_steps=12, stop_after=3))
+    assert not (tmp_path / "run" / "finished.json").exists() and rows(tmp_path / "run") == [3, 6, 9]
+    fit(dataclasses.replace(config, max_steps=12))
+    assert json.loads((tmp_path / "run" / "finished.json").read_text())["step"] == 12
+    assert rows(tmp_path / "run") == [3, 6, 9, 12]
+
+
+def test_a_log_whose_last_line_a_kill_cut_resumes(tmp_path):
+    config = Config(checkpoints_path=str(tmp_path / "run"), stop_after=3)
+    fit(config)
+    with open(tmp_path / "run" / "log.jsonl", "a") as log:  # a kill in the middle of writing the next row
+        log.write('{"step": 6, "wall_ti')
+    assert fit(dataclasses.replace(config, stop_after=0)) == {"eval/return": 1.0}
+    assert rows(tmp_path / "run") == [3, 6]
+
+
+def drop_step(path: Path) -> None:
+    state = torch.load(path, weights_only=True)
+    del state["step"]
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (lambda run_dir: (run_dir / "run.json").write_text(""), "its run.json is not readable"),
+    (lambda run_dir: (run_dir / "run.json").write_text("[1, 2]"), "its run.json is not readable"),
+    (lambda run_dir: (run_dir / "run.json").write_text('{"config": [1]}'), "its run.json is not readable"),
+    (lambda run_dir: (run_dir / "run.json").write_bytes(b"\xff{"), "its run.json is not readable"),
+    (lambda run_dir: drop_step(run_dir / "checkpoint.pt"), "does not match this script and config"),
+], ids=["empty run.json", "list run.json", "wrong config", "bad UTF-8 run.json", "checkpoint without step"])
+def test_damaged_run_files_are_one_sentence_and_kept(tmp_path, damage, expected):
+    run_dir = tmp_path / "run"
+    fit(Config(checkpoints_path=str(run_dir), stop_after=3))
+    damage(run_dir)
+    kept = ("log.jsonl", "checkpoint.pt") + ("run.json",) * ("run.json" in expected)  # a resume rewrites run.json
+    before = {name: (run_dir / name).read_bytes() for name in kept}
+    fails_with(expected, fit, Config(checkpoints_path=str(run_dir)))
+    assert {name: (run_dir / name).read_bytes() for name in kept} == before
+
+
+@pytest.mark.parametrize("text", ["{", "[]", "\x00", "[" * 100000 + "]" * 100000])
+def test_a_corrupt_finished_json_is_written_again(tmp_path, text):
+    run_dir = tmp_path / "run"
+    fit(Config(checkpoints_path=str(run_dir)))
+    (run_dir / "finished.json").write_text(text)
+    assert fit(Config(checkpoints_path=str(run_dir))) == {"eval/return": 1.0}
+    assert json.loads((run_dir / "finished.json").read_text()) == {"step": 6, "eval/return": 1.0}
+    assert rows(run_dir) == [3, 6]

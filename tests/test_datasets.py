@@ -195,3 +195,33 @@ def test_a_killed_build_leaves_no_folder_behind_for_long(minari_root, capsys):
     assert make_datasets.main(["--envs", "pendulum", "--kinds", "medium", "--size", "100"]) == 0
     assert not dead.exists() and live.exists()
     assert f"removed {dead.name}, left by an interrupted build" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,damage,kind", [
+    ("index.json", b"\xff\xfe{", "medium"),
+    ("index.json", b"[1, 2]", "medium"),
+    ("index.json", b'{"env_id": "Pendulum-v1"}', "medium"),
+    ("index.json", b"[" * 100000, "medium"),
+    ("medium.pt", b"not a checkpoint", "medium"),
+    ("medium.pt", None, "medium"),  # the expert's weights under another name: fine; a dict of other tensors: refused
+    ("replay_medium.npz", b"PK\x03\x04 cut", "medium-replay"),
+], ids=["bad UTF-8 index", "list index", "index without fields", "nested index", "garbage actor", "foreign actor",
+        "cut replay"])
+def test_a_bad_behavior_file_is_one_sentence(name, damage, kind, tmp_path, monkeypatch, capsys):
+    """A damaged file of tools/behavior/<env>: one `error:` line naming it, exit status 2, no dataset written."""
+    import shutil
+
+    import torch
+
+    behavior = tmp_path / "behavior"
+    shutil.copytree(make_datasets.BEHAVIOR_DIR / "pendulum", behavior / "pendulum")
+    if damage is None:
+        torch.save({"weight": torch.zeros(2, 2)}, behavior / "pendulum" / name)
+    else:
+        (behavior / "pendulum" / name).write_bytes(damage)
+    monkeypatch.setattr(make_datasets, "BEHAVIOR_DIR", behavior)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    assert make_datasets.main(["--envs", "pendulum", "--kinds", kind, "--size", "50", "--table", ""]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the behavior file ") and name in err[0], err
+    assert not list((tmp_path / "minari").rglob("*.hdf5"))

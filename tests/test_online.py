@@ -272,3 +272,20 @@ def test_a_resume_under_other_online_fields_is_refused_and_scratch_runs(minari_r
         *SMALL["cql"][:6], "--checkpoints_path", str(scratch), cwd=tmp_path)
     # 100 random steps with no update, then the policy's 200-step episode before update 1: 200 updates in all
     assert [(r["step"], r["env_steps"]) for r in read_log(scratch) if "eval/return" in r] == [(100, 300), (200, 300)]
+
+
+def test_the_console_marks_the_switch_and_counts_the_online_phase_in_environment_steps(minari_root, capsys):
+    """A line at the switch, then the online phase's own progress in environment steps (every tenth of online_steps
+    crossed); a resume after the switch says where the online phase stands."""
+    tuning = fine_tuning(minari_root)
+    for step in range(1, tuning.steps + 1):
+        tuning.periodic(step)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["update 10: offline phase done, online phase begins: 250 environment steps (0 of them random "
+                     "warm-up), 2 update(s) per step, 500 online updates",
+                     "online: 200 of 250 environment steps (80%), 1 episodes",
+                     "online: 250 of 250 environment steps (100%), 2 episodes"]
+    resumed = fine_tuning(minari_root)
+    resumed.load_state_dict(tuning.state_dict())
+    resumed.periodic(300)
+    assert capsys.readouterr().out.splitlines() == ["update 299: online phase resumes at environment step 250 of 250"]

@@ -935,3 +935,30 @@ def _rows(fig, cols: int) -> list:
     """The figure's panels, row by row (matplotlib lists them in that order)."""
     axes = fig.axes
     return [axes[i:i + cols] for i in range(0, len(axes), cols)]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda run_dir: (run_dir / "log.jsonl").write_bytes(b'{"step": 10, "eval/normalized_score": 5\xff0.0}\n'),
+    lambda run_dir: (run_dir / "run.json").write_bytes(b'{"config": "\xff"}'),
+    lambda run_dir: (run_dir / "log.jsonl").write_text("[" * 100000 + "]" * 100000 + "\n"),
+    lambda run_dir: (run_dir / "run.json").write_text('{"a": ' * 100000 + "1" + "}" * 100000),
+    lambda run_dir: (run_dir / "log.jsonl").write_text('{"step": "10", "eval/normalized_score": 50.0}\n'),
+    lambda run_dir: (run_dir / "log.jsonl").write_text('{"step": 10, "eval/normalized_score": "50"}\n'),
+    lambda run_dir: (run_dir / "log.jsonl").write_text('[10, 50.0]\n'),
+    lambda run_dir: (run_dir / "run.json").write_text("[1, 2]"),
+    lambda run_dir: (run_dir / "run.json").write_text('{"config": [1]}'),
+    lambda run_dir: (run_dir / "finished.json").write_text('{"step": ' * 100000),
+], ids=["bad UTF-8 log", "bad UTF-8 run.json", "nested log", "nested run.json", "text step", "text score",
+        "list row", "list run.json", "list config", "nested finished.json"])
+def test_a_run_folder_with_foreign_json_is_skipped_with_one_warning(tmp_path, capsys, damage):
+    """Bad UTF-8, JSON nested too deep, values of the wrong type: the run is skipped with one warning line naming it,
+    the other runs are read (a line cut by a crash is skipped alone, as before)."""
+    root = tmp_path / "runs"
+    write_run(root, "iql", CORE_MR, 0, {10: 50.0}, lines=('{"step": 30, "eval/norm',))
+    bad = write_run(root, "iql", CORE_MR, 1, {10: 60.0})
+    damage(bad)
+    found = runs_module.load_runs([root])
+    warnings = capsys.readouterr().err.splitlines()
+    assert [(r.seed, r.steps) for r in found if r.seed == 0] == [(0, [10])]
+    assert [r.seed for r in found] == [0]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: skipped the run in ") and str(bad) in warnings[0]

@@ -156,6 +156,7 @@ BAD_INPUT = {
     "missing config file": (["--config_path", "missing.yaml"], "config file missing.yaml is not readable UTF-8 YAML"),
     "bogus logging": (["--logging", "bogus"], "logging must be offline, online or disabled"),
     "nan discount": (["--gamma", "nan"], "gamma must be a finite number"),
+    "absurd batch": (["--batch_size", "100000000000"], "batch_size must be in [1, 1048576], got 100000000000"),
 }
 
 
@@ -188,6 +189,8 @@ METHOD_BAD_INPUT = [
     ("dt", ["--n_heads", "0"], "n_heads must be at least 1"),
     ("dt", ["--n_heads", "3"], "embed_dim (128) must be a multiple of n_heads (3)"),
     ("mopo", ["--real_ratio", "2"], "real_ratio must be in [0, 1]"),
+    ("mopo", ["--n_elites", "9", "--n_models", "7"], "n_elites must be in [1, 7], got 9"),
+    ("combo", ["--n_elites", "9", "--n_models", "7"], "n_elites must be in [1, 7], got 9"),
 ]
 
 
@@ -223,7 +226,8 @@ def test_empty_yaml_means_every_default(tmp_path):
 
 @pytest.mark.parametrize("text,expected", [("max_steps: [1\n", "is not readable UTF-8 YAML"),
                                            ("- 1\n- 2\n", "must map TrainConfig fields to values, not a list"),
-                                           (b"\xff\xfe max_steps: 3", "is not readable UTF-8 YAML")])
+                                           (b"\xff\xfe max_steps: 3", "is not readable UTF-8 YAML"),
+                                           ("checkpoints_path: {a: 1}\n", "not checkpoints_path: {'a': 1}")])
 def test_a_bad_yaml_file_is_one_sentence_and_writes_nothing(text, expected, tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_bytes(text if isinstance(text, bytes) else text.encode())

@@ -143,9 +143,18 @@ def train(env: str, wall_minutes: float) -> bool:
 
 
 def load_actor(path: Path, dims: dict) -> Actor:
-    actor = Actor(dims["obs_dim"], dims["act_dim"], dims["hidden"], dims["act_scale"])
-    actor.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        actor = Actor(dims["obs_dim"], dims["act_dim"], dims["hidden"], dims["act_scale"])
+        actor.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:  # noqa: BLE001 - a missing, cut, foreign or unsafe file, or another network's weights
+        raise bad_behavior_file(path, e) from None
     return actor.eval()
+
+
+def bad_behavior_file(path: Path, error: Exception) -> BadInput:
+    return BadInput(f"the behavior file {path} is missing, corrupt or not this tool's "
+                    f"({type(error).__name__}: {' '.join(str(error).split())[:160]}); restore it with "
+                    f"git checkout -- {path.parent}, or retrain with --train-behavior.")
 
 
 def load_behavior(env: str) -> dict:
@@ -153,7 +162,15 @@ def load_behavior(env: str) -> dict:
     if not path.exists():
         raise BadInput(f"no behavior checkpoints for {env} in {path.parent}; "
                        f"train them with: python tools/make_datasets.py --envs {env} --train-behavior.")
-    return json.loads(path.read_text())
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+        missing = [k for k in ("env_id", "actor", "medium", "expert", "ref_min_score", "ref_max_score", "sac",
+                               "checkpoints") if k not in index]
+        if missing or not all(isinstance(index[k], dict) for k in ("actor", "medium", "expert", "sac")):
+            raise TypeError(f"it lacks {', '.join(missing)}" if missing else "a field holds the wrong type")
+    except (OSError, ValueError, TypeError, RecursionError) as e:  # bad UTF-8 and JSON are ValueErrors
+        raise bad_behavior_file(path, e) from None
+    return index
 
 
 def random_policy_return(env_id: str, episodes: int, seed: int) -> float:
@@ -203,8 +220,11 @@ def collect(env_id: str, policy, size: int, seed: int, desc: str) -> list[dict]:
 
 def replay_episodes(path: Path) -> list[dict]:
     """Split the committed SAC replay (flat transitions) into episodes."""
-    with np.load(path) as npz:
-        data = {key: npz[key] for key in npz.files}  # decompress each array once, not once per episode
+    try:
+        with np.load(path) as npz:  # allow_pickle=False: arrays only
+            data = {key: npz[key] for key in ("obs", "next_obs", "act", "rew", "term", "trunc")}  # decompressed once
+    except Exception as e:  # noqa: BLE001 - a missing, cut or foreign file
+        raise bad_behavior_file(path, e) from None
     ends = np.flatnonzero(data["term"] | data["trunc"]) + 1
     episodes, start = [], 0
     for end in ends:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -199,23 +200,43 @@ def dataset_key(dataset: str) -> tuple:
 
 
 def read_run(run_dir: Path, root: Path) -> Optional[RunRecord]:
+    """The run in run_dir, or None: a folder that is not a run's, or one whose files are not what a run writes (bad
+    UTF-8, JSON nested too deep, values of the wrong type), which is skipped with one warning line naming it."""
     parts = run_dir.relative_to(root).parts
     if len(parts) < 3 or not parts[-1].startswith("seed") or not parts[-1][4:].isdigit():
         return None
+    try:
+        return parse_run(run_dir, parts)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        print(f"warning: skipped the run in {run_dir}: its files are not what a run writes ({why}).", file=sys.stderr)
+        return None
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_run(run_dir: Path, parts: tuple) -> RunRecord:
     by_step = {}
-    for line in (run_dir / "log.jsonl").read_text().splitlines():
+    for line in (run_dir / "log.jsonl").read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:  # a line cut by a crash
             continue
-        if isinstance(record, dict) and SCORE in record and "step" in record:
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int) or not all(
+                is_number(v) for k, v in record.items() if k.startswith(("eval/", "train/")) or k == "wall_time"):
+            raise TypeError(f"log.jsonl has a row that is not a run's: {line[:80]}")
+        if SCORE in record:
             by_step[record["step"]] = record
     run = RunRecord(parts[0], "/".join(parts[1:-1]), int(parts[-1][4:]), [by_step[s] for s in sorted(by_step)])
     if (run_dir / "run.json").exists():
         try:
-            run.record = json.loads((run_dir / "run.json").read_text())
+            run.record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError:  # cut by a crash while written: the run still has its log
             pass
+        if not isinstance(run.record, dict) or not isinstance(run.record.get("config", {}), dict):
+            raise TypeError("run.json is not a JSON object with a config")
     if (run_dir / "machine.txt").exists():
         run.machine = (run_dir / "machine.txt").read_text().strip()
     dataset = run.record.get("dataset")

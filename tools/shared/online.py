@@ -85,7 +85,8 @@ class FineTuning:
     """What fit() drives when online_steps > 0 (train() builds it only then), around the method's trainer (whose
     update it runs unchanged): periodic(step) collects the next episode once the online updates have used up the
     collected steps, sample() draws the mixed batch, counters() gives env_steps, and the checkpoint adds the online
-    episodes."""
+    episodes.  The console gets a line at the switch and the online phase's own progress, in environment steps (a
+    line at every tenth of online_steps); fit's evaluation lines carry env_steps."""
 
     def __init__(self, config, dataset, trainer, buffer: "DeviceBuffer",
                  explore: Callable[[torch.Tensor], torch.Tensor], mean: np.ndarray, std: np.ndarray, scale: float):
@@ -96,13 +97,20 @@ class FineTuning:
         self.steps = config.max_steps + (config.online_steps - config.warmup_steps) * config.utd  # the run's updates
         self.batch_size, self.online_batch = config.batch_size, round(config.online_ratio * config.batch_size)
         self.explore, self.mean, self.std, self.scale, self.gamma = explore, mean, std, scale, config.gamma
-        self.seed, self.episodes, self.online = config.seed + ONLINE_SEEDS, 0, False
+        self.seed, self.episodes, self.online, self.announced = config.seed + ONLINE_SEEDS, 0, False, False
         self.env = training_environment(dataset)
 
     def periodic(self, step: int) -> None:
         self.online = step > self.offline_steps
         if not self.online:
             return
+        if not self.announced:  # the first online update of this call: the switch, or a resume after it
+            self.announced = True
+            print(f"update {self.offline_steps}: offline phase done, online phase begins: {self.online_steps} "
+                  f"environment steps ({self.warmup_steps} of them random warm-up), {self.utd} update(s) per step, "
+                  f"{self.steps - self.offline_steps} online updates" if step == self.offline_steps + 1 else
+                  f"update {step - 1}: online phase resumes at environment step {self.online_buffer.size} of "
+                  f"{self.online_steps}", flush=True)
         while self.online_buffer.size < self.warmup_steps:  # SAC's start_steps: uniform random actions, no updates
             self.collect(self.uniform_actions(), self.warmup_steps)
         if step - self.offline_steps > (self.online_buffer.size - self.warmup_steps) * self.utd:
@@ -115,6 +123,10 @@ class FineTuning:
                                   until - self.online_buffer.size)
         self.online_buffer.add(transitions(episode, self.mean, self.std, self.scale, self.gamma))
         self.episodes += 1
+        done, before = self.online_buffer.size, self.online_buffer.size - len(episode["rewards"])
+        if 10 * done // self.online_steps > 10 * before // self.online_steps:  # the online phase's own progress
+            print(f"online: {done} of {self.online_steps} environment steps ({100 * done // self.online_steps}%), "
+                  f"{self.episodes} episodes", flush=True)
 
     def uniform_actions(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """a ~ Unif(action space), from a generator seeded by the episode's number (a resume draws the same)."""
