@@ -16,7 +16,7 @@
 # J_hat is a discounted value: compare its size with the measured discounted return, its ranks with
 # the measured returns; evaluation logs all three.  The state holds no time step, so J_hat values the
 # episode beyond its time limit too (Pendulum's 200 steps leave gamma^200 = 0.13 of the weight there).
-# pi comes from a torch.export file (.pt2): loading one runs code its author chose, so load only files you trust.
+# pi comes from policy_weights.pt, the weights-only form every script writes beside policy.pt2 (a .pt2 can run code).
 #
 # License: MIT (the project's LICENSE file); copy this file anywhere, keeping this line.
 
@@ -25,7 +25,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import os
 import random
@@ -64,7 +63,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
     precision: str = "fp32"  # "fp32", or "bf16": the update's hidden layers in bf16 (autocast), outputs and losses fp32
     normalize_reward: bool = False  # scale r by 1000 / (max return - min return); J_hat is scaled back either way
-    policy_path: Optional[str] = None  # pi: a policy.pt2 of this project (raw observations -> actions); required
+    policy_path: Optional[str] = None  # pi: a run's policy_weights.pt (or its policy.pt2: the file beside it); required
     gamma: float = 0.99  # gamma, discount of Q^pi and J(pi); must equal the evaluation's EVAL_DISCOUNT
     tau: float = 0.005  # Polyak rate of the target Q_theta_bar (Fu et al. 2021's code)
     hidden_dim: int = 256  # width of the two hidden layers of f_theta
@@ -147,35 +146,42 @@ class Trainer:
             getattr(self, name).load_state_dict(value)
 
 
-def load_policy(path: str, dataset_id: str, state_dim: int, action_dim: int) -> nn.Module:
-    """pi from a policy.pt2: one observation batch [B, state_dim] -> one action batch [B, action_dim]."""
-    if not os.path.isfile(path):
-        fail(f"policy file {path} does not exist.")
-    logger = logging.getLogger("torch.export")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)  # torch.export.load logs a stack trace before it raises on a foreign file
+# Policies fqe.py cannot rebuild from weights: it evaluates a policy that maps one state to one action.
+NO_WEIGHTS = {"bcq": "bcq's policy is no single network: it samples actions from a VAE, perturbs them and takes the "
+                     "argmax of Q over them, so it has no weights-only form (policy_weights.pt) that fqe.py reads",
+              "dt": "dt's policy acts on a context of past states, actions and returns-to-go, not on one state"}
+
+
+def weights_file(path: str) -> Path:
+    return Path(path).with_name(POLICY_WEIGHTS) if path.endswith(".pt2") else Path(path)
+
+
+def load_policy(path: str, dataset_id: str, state_dim: int, action_dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pi from the policy_weights.pt a training run writes beside policy.pt2 (a policy.pt2 path names the file beside
+    it): tensors and plain values loaded with weights_only=True, rebuilt as a plain MLP (weights_policy), so that
+    no file fqe.py reads can run code.  policy.pt2 itself is never loaded (loading a .pt2 runs its author's code)."""
+    weights_path = weights_file(path)
+    if not weights_path.is_file():
+        try:
+            algo = json.loads((weights_path.parent / "run.json").read_text())["algo"]
+        except Exception:  # noqa: BLE001 - no run.json beside it: not a run directory
+            algo = None
+        if algo in NO_WEIGHTS:
+            fail(f"fqe.py cannot evaluate {path}: {NO_WEIGHTS[algo]}.")
+        fail(f"policy file {weights_path} does not exist; pass the {POLICY_WEIGHTS} a training run writes beside "
+             f"policy.pt2 (fqe.py never loads a .pt2: loading one runs code).")
     try:
-        program = torch.export.load(path)
-    except Exception as e:  # noqa: BLE001 - any file that is not a torch.export program
-        fail(f"{path} is not a policy: not a torch.export program ({type(e).__name__}); "
-             f"pass the policy.pt2 a training run writes.")
-    finally:
-        logger.setLevel(level)
-    nodes = {node.name: node for node in program.graph.nodes}
-    inputs = [nodes[name].meta.get("val") for name in program.graph_signature.user_inputs]
-    outputs = [nodes[name].meta.get("val") for name in program.graph_signature.user_outputs]
-    if len(inputs) != 1 or len(outputs) != 1 or not all(isinstance(t, torch.Tensor) and t.dim() == 2
-                                                        for t in inputs + outputs):
-        fail(f"{path} is a torch.export program but not a policy: a policy maps one observation batch "
-             f"[B, {state_dim}] to one action batch [B, {action_dim}].")
-    for what, size, wanted in (("observations", inputs[0].shape[1], state_dim),
-                               ("actions", outputs[0].shape[1], action_dim)):
-        if isinstance(size, int) and size != wanted:
-            fail(f"policy {path} has {what} of size {size}, but dataset {dataset_id} has {what} of size {wanted}.")
-    if isinstance(inputs[0].shape[0], int):
-        fail(f"policy {path} was exported for a fixed batch size ({inputs[0].shape[0]}); export it with a dynamic "
-             f"batch dimension (torch.export.Dim.DYNAMIC), as this project's scripts do.")
-    return program.module()
+        weights = torch.load(weights_path, map_location="cpu", weights_only=True)
+        assert weights["format"] == WEIGHTS_FORMAT and len(weights["weights"]) == len(weights["biases"]) >= 1
+        sizes = int(weights["weights"][0].shape[1]), int(weights["action_dim"])
+    except Exception as e:  # noqa: BLE001 - foreign, corrupt or unsafe files
+        fail(f"{weights_path} is not a policy: not the {POLICY_WEIGHTS} ({WEIGHTS_FORMAT}) a training run writes "
+             f"({type(e).__name__}).")
+    for what, size, wanted in (("observations", sizes[0], state_dim), ("actions", sizes[1], action_dim)):
+        if size != wanted:
+            fail(f"policy {weights_path} has {what} of size {size}, but dataset {dataset_id} has {what} of size "
+                 f"{wanted}.")
+    return weights_policy(weights)
 
 
 @torch.no_grad()
@@ -190,7 +196,7 @@ def policy_actions(policy: nn.Module, observations: np.ndarray, path: str, chunk
 
 def check_fqe_config(config: TrainConfig) -> None:
     if not config.policy_path:
-        fail("policy_path is required: the policy.pt2 to evaluate, e.g. runs/iql/<dataset_id>/seed0/policy.pt2.")
+        fail("policy_path is required: the policy to evaluate, e.g. runs/iql/<dataset_id>/seed0/policy_weights.pt.")
     if config.gamma != EVAL_DISCOUNT:
         fail(f"gamma must be {EVAL_DISCOUNT}, the discount of the measured returns J_hat is compared with; "
              f"got {config.gamma}.")
@@ -199,7 +205,8 @@ def check_fqe_config(config: TrainConfig) -> None:
 def policy_run_directory(config: TrainConfig) -> str:
     """The default run directory names the policy by its content, so that a run never resumes the fit of
     another policy: runs/fqe/<dataset_id>/policy-<sha256 prefix>/seed<seed>."""
-    digest = hashlib.sha256(Path(config.policy_path).read_bytes()).hexdigest()[:12]
+    path = weights_file(config.policy_path)
+    digest = hashlib.sha256(path.read_bytes() if path.is_file() else b"").hexdigest()[:12]
     return os.path.join("runs", "fqe", config.dataset_id, f"policy-{digest}", f"seed{config.seed}")
 
 
@@ -404,9 +411,54 @@ class DeployablePolicy(nn.Module):
 
 
 def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
-    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]; beside it,
+    policy_weights.pt (policy_weights) when the policy is a tanh-squashed MLP, what fqe.py and tools read."""
     example = torch.zeros(2, len(mean))
     export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
+    weights = policy_weights(policy, mean, std)
+    if weights is not None:
+        torch.save(weights, path.with_name("policy_weights.partial.pt"))
+        os.replace(path.with_name("policy_weights.partial.pt"), path.with_name(POLICY_WEIGHTS))
+
+
+POLICY_WEIGHTS, WEIGHTS_FORMAT = "policy_weights.pt", "tanh-mlp-policy/1"
+
+
+def policy_weights(policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> Optional[dict]:
+    """The policy as tensors and plain values only (torch.load(weights_only=True) reads them, and no code): the
+    layers of policy.net, ReLU between them, the squashing max_action * tanh of the first action_dim outputs (the
+    mean of a TanhGaussianPolicy's [mean, log_std]) and the state normalizer.  None when the policy is not such an
+    MLP (bcq's), checked by comparing weights_policy's actions with the policy's own."""
+    net, max_action = getattr(policy, "net", None), getattr(policy, "max_action", None)
+    layers_ok = isinstance(net, nn.Sequential) and len(net) % 2 == 1 and all(
+        isinstance(m, nn.Linear) if i % 2 == 0 else type(m) is nn.ReLU for i, m in enumerate(net))
+    if not layers_ok or not isinstance(max_action, float):
+        return None
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    probe = torch.randn(64, len(mean), generator=torch.Generator().manual_seed(0))  # the global RNG is not touched
+    with torch.no_grad():
+        actions = policy(probe.to(linears[0].weight.device)).float().cpu()
+        weights = {"format": WEIGHTS_FORMAT, "activation": "relu",
+                   "squashing": "max_action * tanh(outputs[:, :action_dim])", "action_dim": actions.shape[-1],
+                   "max_action": max_action, "weights": [m.weight.detach().float().cpu().clone() for m in linears],
+                   "biases": [m.bias.detach().float().cpu().clone() for m in linears],
+                   "state_mean": torch.as_tensor(mean, dtype=torch.float32).clone(),
+                   "state_std": torch.as_tensor(std, dtype=torch.float32).clone()}
+        raw = probe * weights["state_std"] + weights["state_mean"]
+        same = torch.allclose(weights_policy(weights)(raw), actions, atol=1e-5)
+    return weights if same else None
+
+
+def weights_policy(weights: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """policy_weights' dict -> raw observations [B, state_dim] -> actions [B, action_dim], a plain MLP."""
+    def act(observations: torch.Tensor) -> torch.Tensor:
+        x = (observations - weights["state_mean"]) / weights["state_std"]
+        for i, (weight, bias) in enumerate(zip(weights["weights"], weights["biases"], strict=True)):
+            x = nn.functional.linear(x, weight, bias)
+            x = torch.relu(x) if i < len(weights["weights"]) - 1 else x
+        return weights["max_action"] * torch.tanh(x[:, :weights["action_dim"]])
+
+    return act
 # --- transitions: end
 
 

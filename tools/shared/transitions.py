@@ -6,6 +6,7 @@ EVAL_DISCOUNT and export_program from the appendix.
 Edit here, then run `python tools/sync_shared.py`."""
 
 import copy
+import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -128,7 +129,52 @@ class DeployablePolicy(nn.Module):
 
 
 def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
-    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]; beside it,
+    policy_weights.pt (policy_weights) when the policy is a tanh-squashed MLP, what fqe.py and tools read."""
     example = torch.zeros(2, len(mean))
     export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
+    weights = policy_weights(policy, mean, std)
+    if weights is not None:
+        torch.save(weights, path.with_name("policy_weights.partial.pt"))
+        os.replace(path.with_name("policy_weights.partial.pt"), path.with_name(POLICY_WEIGHTS))
+
+
+POLICY_WEIGHTS, WEIGHTS_FORMAT = "policy_weights.pt", "tanh-mlp-policy/1"
+
+
+def policy_weights(policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> Optional[dict]:
+    """The policy as tensors and plain values only (torch.load(weights_only=True) reads them, and no code): the
+    layers of policy.net, ReLU between them, the squashing max_action * tanh of the first action_dim outputs (the
+    mean of a TanhGaussianPolicy's [mean, log_std]) and the state normalizer.  None when the policy is not such an
+    MLP (bcq's), checked by comparing weights_policy's actions with the policy's own."""
+    net, max_action = getattr(policy, "net", None), getattr(policy, "max_action", None)
+    layers_ok = isinstance(net, nn.Sequential) and len(net) % 2 == 1 and all(
+        isinstance(m, nn.Linear) if i % 2 == 0 else type(m) is nn.ReLU for i, m in enumerate(net))
+    if not layers_ok or not isinstance(max_action, float):
+        return None
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    probe = torch.randn(64, len(mean), generator=torch.Generator().manual_seed(0))  # the global RNG is not touched
+    with torch.no_grad():
+        actions = policy(probe.to(linears[0].weight.device)).float().cpu()
+        weights = {"format": WEIGHTS_FORMAT, "activation": "relu",
+                   "squashing": "max_action * tanh(outputs[:, :action_dim])", "action_dim": actions.shape[-1],
+                   "max_action": max_action, "weights": [m.weight.detach().float().cpu().clone() for m in linears],
+                   "biases": [m.bias.detach().float().cpu().clone() for m in linears],
+                   "state_mean": torch.as_tensor(mean, dtype=torch.float32).clone(),
+                   "state_std": torch.as_tensor(std, dtype=torch.float32).clone()}
+        raw = probe * weights["state_std"] + weights["state_mean"]
+        same = torch.allclose(weights_policy(weights)(raw), actions, atol=1e-5)
+    return weights if same else None
+
+
+def weights_policy(weights: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """policy_weights' dict -> raw observations [B, state_dim] -> actions [B, action_dim], a plain MLP."""
+    def act(observations: torch.Tensor) -> torch.Tensor:
+        x = (observations - weights["state_mean"]) / weights["state_std"]
+        for i, (weight, bias) in enumerate(zip(weights["weights"], weights["biases"], strict=True)):
+            x = nn.functional.linear(x, weight, bias)
+            x = torch.relu(x) if i < len(weights["weights"]) - 1 else x
+        return weights["max_action"] * torch.tanh(x[:, :weights["action_dim"]])
+
+    return act
 # --- transitions: end
