@@ -731,22 +731,22 @@ def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
         export: Callable[[Path], None] = lambda path: None, extra: Optional[dict] = None,
         fixed: tuple[str, ...] = (), steps: Optional[int] = None, data: Optional[dict] = None) -> dict:
-    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
-    tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
-    (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
-    every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
-    numbers written in every log row beside step (env_steps); the update runs under bf16 autocast when
+    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached tensors
+    (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict() (what a checkpoint
+    holds), an attribute `device`, and optionally prepare(run_dir), called in the locked run directory before the
+    loop (a dynamics model), periodic(step), before every update (refreshing returns, rollouts, online episodes),
+    and counters(), host numbers in every log row beside step (env_steps); the update runs under bf16 autocast when
     config.precision is bf16 (periodic work, evaluation and export in fp32).  `steps`: the run's updates, max_steps
-    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end:
-    evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
-    ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
-    signal ends the call early with a checkpoint that the same command resumes.  `data`: flatten_episodes' arrays,
-    whose size and hash run.json records.  A finished run writes finished.json (its last evaluation); returns the
-    last evaluation."""
+    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end: evaluate, log,
+    checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning ones that a resume may not
+    change (max_steps, where a schedule depends on it).  stop_after or a signal ends the call early with a
+    checkpoint that the same command resumes.  `data`: flatten_episodes' arrays, whose size and hash run.json
+    records.  A finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed, data)
     with lock:  # released when this call ends, however it ends
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        getattr(trainer, "prepare", lambda run_dir: None)(run_dir)
         total = config.max_steps if steps is None else steps
         if start >= total and finished.exists():
             print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")

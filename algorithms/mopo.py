@@ -201,7 +201,7 @@ def train(config: TrainConfig) -> dict:
     rollouts = ModelRollouts(buffer, mean, std, scale, termination, config.rollout_batch_size, config.rollout_length)
     state_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
     trainer = Trainer(state_dim, action_dim, float(dataset.action_space.high[0]), config, device, rollouts)
-    prepare_dynamics(config, "mopo", trainer.dynamics, data)
+    trainer.prepare = lambda run_dir: prepare_dynamics(config, trainer.dynamics, data, run_dir)  # fit() calls it
     policy = trainer.policy()
 
     def sample() -> dict[str, torch.Tensor]:  # does not change the trainer: rollouts happen in trainer.periodic
@@ -825,11 +825,12 @@ def mixed_batch(dataset: "DeviceBuffer", model_buffer: ModelBuffer, batch_size: 
     return {k: torch.cat([real[k], fake[k]]) for k in real}
 
 
-def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str, np.ndarray]) -> None:
-    """The model is trained once, before the policy: not at all when resuming (the checkpoint holds it),
-    loaded when dynamics_path names a saved one (or, when resuming, the run saved one before its first
-    checkpoint), else trained and saved to <run directory>/dynamics.pt."""
-    run_dir = run_directory(config, algo)
+def prepare_dynamics(config, model: EnsembleDynamics, data: dict[str, np.ndarray], run_dir: Path) -> None:
+    """The model is trained once, before the policy, by fit's call of trainer.prepare(run_dir), in the run directory
+    it has locked (after --resume false moved an earlier run aside, and after run.json refused other learning fields,
+    the model's included): not at all when resuming (the checkpoint holds it), loaded when dynamics_path names a saved
+    one (or, when resuming, the run saved one before its first checkpoint), else trained and saved to
+    <run directory>/dynamics.pt."""
     if config.resume and (run_dir / "checkpoint.pt").exists():
         return
     saved = run_dir / "dynamics.pt"
@@ -843,7 +844,6 @@ def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str,
             fail(f"{path} is not a dynamics model of this dataset and config ({type(e).__name__}).")
         print(f"dynamics model loaded from {path}: elite holdout MSE {float(model.elite_mse()):.5f}", flush=True)
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "dynamics_training.pt"  # the model's own resume point: its training takes hours on a CPU
     if not config.resume:
         state_path.unlink(missing_ok=True)
@@ -1238,22 +1238,22 @@ def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
         export: Callable[[Path], None] = lambda path: None, extra: Optional[dict] = None,
         fixed: tuple[str, ...] = (), steps: Optional[int] = None, data: Optional[dict] = None) -> dict:
-    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
-    tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
-    (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
-    every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
-    numbers written in every log row beside step (env_steps); the update runs under bf16 autocast when
+    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached tensors
+    (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict() (what a checkpoint
+    holds), an attribute `device`, and optionally prepare(run_dir), called in the locked run directory before the
+    loop (a dynamics model), periodic(step), before every update (refreshing returns, rollouts, online episodes),
+    and counters(), host numbers in every log row beside step (env_steps); the update runs under bf16 autocast when
     config.precision is bf16 (periodic work, evaluation and export in fp32).  `steps`: the run's updates, max_steps
-    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end:
-    evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
-    ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
-    signal ends the call early with a checkpoint that the same command resumes.  `data`: flatten_episodes' arrays,
-    whose size and hash run.json records.  A finished run writes finished.json (its last evaluation); returns the
-    last evaluation."""
+    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end: evaluate, log,
+    checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning ones that a resume may not
+    change (max_steps, where a schedule depends on it).  stop_after or a signal ends the call early with a
+    checkpoint that the same command resumes.  `data`: flatten_episodes' arrays, whose size and hash run.json
+    records.  A finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed, data)
     with lock:  # released when this call ends, however it ends
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        getattr(trainer, "prepare", lambda run_dir: None)(run_dir)
         total = config.max_steps if steps is None else steps
         if start >= total and finished.exists():
             print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")
