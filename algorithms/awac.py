@@ -283,11 +283,15 @@ class DeviceBuffer:
 
 
 def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B); refused when all
+    returns are equal (a one-episode dataset)."""
     if not enabled:
         return 1.0
     returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+    if not returns.max() - returns.min() > 1e-3:  # one episode, or all of one return: the scale would be absurd
+        fail(f"normalize_reward scales rewards by 1000 / (max return - min return), but the dataset's {len(returns)} "
+             f"episode(s) all return {returns.max():.6g}; pass --normalize_reward false.")
+    return 1000.0 / float(returns.max() - returns.min())
 
 
 def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float) -> np.ndarray:
@@ -341,13 +345,29 @@ def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: in
             "initial_states": np.asarray(initial_states, np.float32)}
 
 
+def checked_environment(dataset_id: str, dataset) -> gym.Env:
+    """The dataset's evaluation environment, before training: a dataset without one (no environment spec), or whose
+    observations or actions have another shape than the environment's, is one sentence."""
+    try:
+        env = dataset.recover_environment(eval_env=True)
+    except Exception as e:  # noqa: BLE001 - no environment spec, or one this machine cannot make
+        fail(f"dataset {dataset_id!r} names no environment that can be made here ({' '.join(str(e).split())}); "
+             f"these scripts evaluate their policy in it.")
+    for what, env_space, data_space in (("observations", env.observation_space, dataset.observation_space),
+                                        ("actions", env.action_space, dataset.action_space)):
+        if env_space.shape != data_space.shape:
+            fail(f"dataset {dataset_id!r} has {what} of shape {data_space.shape}, but its environment "
+                 f"{env.spec.id} has {env_space.shape}.")
+    return env
+
+
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
                    q_initial: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Callable[[], dict]:
     """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
     run() returns the logged metrics and, under "episodes", what evaluate() measured per episode.  With
     q_initial (normalized states -> the critic's Q(s, pi(s))), also its mean over the episodes' initial states:
     the critic's own estimate of the discounted_return beside it (extrapolation error)."""
-    env = dataset.recover_environment(eval_env=True)
+    env = checked_environment(config.dataset_id, dataset)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
     @torch.no_grad()
@@ -712,8 +732,8 @@ def load_dataset(dataset_id: str):
         try:
             dataset = minari.load_dataset(dataset_id, download=True)
         except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
-            fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} and could not be downloaded; "
-                 f"build the local datasets with: python tools/make_datasets.py")
+            fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} nor downloadable; build local/ ids "
+                 f"with tools/make_datasets.py of this project's repository, or a Minari id: mujoco/hopper/medium-v0")
     except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
         fail(f"could not load dataset {dataset_id!r}: {' '.join(str(e).split())}")
     spaces = (dataset.observation_space, dataset.action_space)
@@ -724,14 +744,20 @@ def load_dataset(dataset_id: str):
 
 
 def flatten_episodes(dataset) -> dict[str, np.ndarray]:
-    """Episodes -> transitions.  terminals come from terminations only (a time-limit truncation
-    is not a terminal); next_observations come from the same episode; episode_ids and
-    episode_returns let methods work per trajectory."""
+    """Episodes -> transitions; each episode's fields must match the dataset's spaces and its step count (the length
+    of most of its fields).  terminals come from terminations only (a time-limit truncation is not a terminal);
+    next_observations come from the same episode; episode_ids and episode_returns let methods work per trajectory."""
     columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals",
                                "episode_ends", "episode_ids", "episode_returns")}
+    shapes = {"observations": dataset.observation_space.shape, "actions": dataset.action_space.shape, "rewards": (),
+              "terminations": (), "truncations": ()}
     try:
         for i, ep in enumerate(dataset.iterate_episodes()):
-            n = len(ep.rewards)
+            n = int(np.median([len(getattr(ep, key)) - (key == "observations") for key in shapes]))
+            for key, shape in ((key, (n + (key == "observations"), *shape)) for key, shape in shapes.items()):
+                if np.shape(getattr(ep, key)) != shape:
+                    fail(f"dataset {dataset.spec.dataset_id!r}: episode {i}'s {key} have shape "
+                         f"{np.shape(getattr(ep, key))}, not {shape} (its other fields have {n} steps).")
             for column, value in zip(columns.values(), (
                     ep.observations[:-1], ep.actions, ep.rewards, ep.observations[1:], ep.terminations,
                     np.arange(n) == n - 1, np.full(n, i), np.full(n, np.sum(ep.rewards, dtype=np.float64)))):
@@ -747,9 +773,7 @@ def flatten_episodes(dataset) -> dict[str, np.ndarray]:
         if len(bad):
             fail(f"dataset {dataset.spec.dataset_id!r} has a non-finite or absurd value (beyond {MAX_MAGNITUDE:g}) "
                  f"in {key} at transition {bad[0]}.")
-    for k in set(data) - {"episode_ids"}:
-        data[k] = data[k].astype(np.float32)
-    return data
+    return {k: v if k == "episode_ids" else v.astype(np.float32) for k, v in data.items()}
 
 
 def data_summary(dataset_id: str, data: Optional[dict[str, np.ndarray]]) -> Optional[dict]:
@@ -852,7 +876,6 @@ def lock_run(run_dir: Path):
         fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
     try:
         import fcntl
-
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except ImportError:
         pass
@@ -883,7 +906,6 @@ class RunLog:
         self.wandb = None
         if config.logging != "disabled":
             import wandb
-
             identity = hashlib.sha1(json.dumps(learning_fields(config, fixed), sort_keys=True).encode()).hexdigest()
             name = f"{algo}-{config.dataset_id}-seed{config.seed}"
             self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir),

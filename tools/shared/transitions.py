@@ -1,8 +1,8 @@
 """Canonical source of the `transitions` block: the dataset as (s, a, r, s', done) on the device (DeviceBuffer),
 with the state statistics, the reward scaling and the returns-to-go, and the evaluation and the export (policy.pt2)
 of a policy that acts from one state, for every script that learns from single transitions (tools/sync_shared.py
-lists them; dt, which learns from trajectories, has its own).  It uses state_statistics, normalized_score,
-EVAL_DISCOUNT and export_program from the appendix.
+lists them; dt, which learns from trajectories, has its own).  It uses fail, state_statistics,
+normalized_score, EVAL_DISCOUNT and export_program from the appendix.
 Edit here, then run `python tools/sync_shared.py`."""
 
 import copy
@@ -30,11 +30,15 @@ class DeviceBuffer:
 
 
 def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B); refused when all
+    returns are equal (a one-episode dataset)."""
     if not enabled:
         return 1.0
     returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+    if not returns.max() - returns.min() > 1e-3:  # one episode, or all of one return: the scale would be absurd
+        fail(f"normalize_reward scales rewards by 1000 / (max return - min return), but the dataset's {len(returns)} "
+             f"episode(s) all return {returns.max():.6g}; pass --normalize_reward false.")
+    return 1000.0 / float(returns.max() - returns.min())
 
 
 def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float) -> np.ndarray:
@@ -88,13 +92,29 @@ def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: in
             "initial_states": np.asarray(initial_states, np.float32)}
 
 
+def checked_environment(dataset_id: str, dataset) -> gym.Env:
+    """The dataset's evaluation environment, before training: a dataset without one (no environment spec), or whose
+    observations or actions have another shape than the environment's, is one sentence."""
+    try:
+        env = dataset.recover_environment(eval_env=True)
+    except Exception as e:  # noqa: BLE001 - no environment spec, or one this machine cannot make
+        fail(f"dataset {dataset_id!r} names no environment that can be made here ({' '.join(str(e).split())}); "
+             f"these scripts evaluate their policy in it.")
+    for what, env_space, data_space in (("observations", env.observation_space, dataset.observation_space),
+                                        ("actions", env.action_space, dataset.action_space)):
+        if env_space.shape != data_space.shape:
+            fail(f"dataset {dataset_id!r} has {what} of shape {data_space.shape}, but its environment "
+                 f"{env.spec.id} has {env_space.shape}.")
+    return env
+
+
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
                    q_initial: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Callable[[], dict]:
     """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
     run() returns the logged metrics and, under "episodes", what evaluate() measured per episode.  With
     q_initial (normalized states -> the critic's Q(s, pi(s))), also its mean over the episodes' initial states:
     the critic's own estimate of the discounted_return beside it (extrapolation error)."""
-    env = dataset.recover_environment(eval_env=True)
+    env = checked_environment(config.dataset_id, dataset)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
     @torch.no_grad()
