@@ -145,11 +145,15 @@ class DeviceBuffer:
 
 
 def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B); refused when all
+    returns are equal (a one-episode dataset)."""
     if not enabled:
         return 1.0
     returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+    if not returns.max() - returns.min() > 1e-3:  # one episode, or all of one return: the scale would be absurd
+        fail(f"normalize_reward scales rewards by 1000 / (max return - min return), but the dataset's {len(returns)} "
+             f"episode(s) all return {returns.max():.6g}; pass --normalize_reward false.")
+    return 1000.0 / float(returns.max() - returns.min())
 
 
 def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float) -> np.ndarray:
@@ -203,13 +207,29 @@ def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: in
             "initial_states": np.asarray(initial_states, np.float32)}
 
 
+def checked_environment(dataset_id: str, dataset) -> gym.Env:
+    """The dataset's evaluation environment, before training: a dataset without one (no environment spec), or whose
+    observations or actions have another shape than the environment's, is one sentence."""
+    try:
+        env = dataset.recover_environment(eval_env=True)
+    except Exception as e:  # noqa: BLE001 - no environment spec, or one this machine cannot make
+        fail(f"dataset {dataset_id!r} names no environment that can be made here ({' '.join(str(e).split())}); "
+             f"these scripts evaluate their policy in it.")
+    for what, env_space, data_space in (("observations", env.observation_space, dataset.observation_space),
+                                        ("actions", env.action_space, dataset.action_space)):
+        if env_space.shape != data_space.shape:
+            fail(f"dataset {dataset_id!r} has {what} of shape {data_space.shape}, but its environment "
+                 f"{env.spec.id} has {env_space.shape}.")
+    return env
+
+
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
                    q_initial: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Callable[[], dict]:
     """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
     run() returns the logged metrics and, under "episodes", what evaluate() measured per episode.  With
     q_initial (normalized states -> the critic's Q(s, pi(s))), also its mean over the episodes' initial states:
     the critic's own estimate of the discounted_return beside it (extrapolation error)."""
-    env = dataset.recover_environment(eval_env=True)
+    env = checked_environment(config.dataset_id, dataset)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
     @torch.no_grad()
@@ -244,9 +264,54 @@ class DeployablePolicy(nn.Module):
 
 
 def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
-    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]; beside it,
+    policy_weights.pt (policy_weights) when the policy is a tanh-squashed MLP, what fqe.py and tools read."""
     example = torch.zeros(2, len(mean))
     export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
+    weights = policy_weights(policy, mean, std)
+    if weights is not None:
+        torch.save(weights, path.with_name("policy_weights.partial.pt"))
+        os.replace(path.with_name("policy_weights.partial.pt"), path.with_name(POLICY_WEIGHTS))
+
+
+POLICY_WEIGHTS, WEIGHTS_FORMAT = "policy_weights.pt", "tanh-mlp-policy/1"
+
+
+def policy_weights(policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> Optional[dict]:
+    """The policy as tensors and plain values only (torch.load(weights_only=True) reads them, and no code): the
+    layers of policy.net, ReLU between them, the squashing max_action * tanh of the first action_dim outputs (the
+    mean of a TanhGaussianPolicy's [mean, log_std]) and the state normalizer.  None when the policy is not such an
+    MLP (bcq's), checked by comparing weights_policy's actions with the policy's own."""
+    net, max_action = getattr(policy, "net", None), getattr(policy, "max_action", None)
+    layers_ok = isinstance(net, nn.Sequential) and len(net) % 2 == 1 and all(
+        isinstance(m, nn.Linear) if i % 2 == 0 else type(m) is nn.ReLU for i, m in enumerate(net))
+    if not layers_ok or not isinstance(max_action, float):
+        return None
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    probe = torch.randn(64, len(mean), generator=torch.Generator().manual_seed(0))  # the global RNG is not touched
+    with torch.no_grad():
+        actions = policy(probe.to(linears[0].weight.device)).float().cpu()
+        weights = {"format": WEIGHTS_FORMAT, "activation": "relu",
+                   "squashing": "max_action * tanh(outputs[:, :action_dim])", "action_dim": actions.shape[-1],
+                   "max_action": max_action, "weights": [m.weight.detach().float().cpu().clone() for m in linears],
+                   "biases": [m.bias.detach().float().cpu().clone() for m in linears],
+                   "state_mean": torch.as_tensor(mean, dtype=torch.float32).clone(),
+                   "state_std": torch.as_tensor(std, dtype=torch.float32).clone()}
+        raw = probe * weights["state_std"] + weights["state_mean"]
+        same = torch.allclose(weights_policy(weights)(raw), actions, atol=1e-5)
+    return weights if same else None
+
+
+def weights_policy(weights: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """policy_weights' dict -> raw observations [B, state_dim] -> actions [B, action_dim], a plain MLP."""
+    def act(observations: torch.Tensor) -> torch.Tensor:
+        x = (observations - weights["state_mean"]) / weights["state_std"]
+        for i, (weight, bias) in enumerate(zip(weights["weights"], weights["biases"], strict=True)):
+            x = nn.functional.linear(x, weight, bias)
+            x = torch.relu(x) if i < len(weights["weights"]) - 1 else x
+        return weights["max_action"] * torch.tanh(x[:, :weights["action_dim"]])
+
+    return act
 # --- transitions: end
 
 
@@ -392,8 +457,8 @@ def load_dataset(dataset_id: str):
         try:
             dataset = minari.load_dataset(dataset_id, download=True)
         except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
-            fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} and could not be downloaded; "
-                 f"build the local datasets with: python tools/make_datasets.py")
+            fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} nor downloadable; build local/ ids "
+                 f"with tools/make_datasets.py of this project's repository, or a Minari id: mujoco/hopper/medium-v0")
     except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
         fail(f"could not load dataset {dataset_id!r}: {' '.join(str(e).split())}")
     spaces = (dataset.observation_space, dataset.action_space)
@@ -404,14 +469,20 @@ def load_dataset(dataset_id: str):
 
 
 def flatten_episodes(dataset) -> dict[str, np.ndarray]:
-    """Episodes -> transitions.  terminals come from terminations only (a time-limit truncation
-    is not a terminal); next_observations come from the same episode; episode_ids and
-    episode_returns let methods work per trajectory."""
+    """Episodes -> transitions; each episode's fields must match the dataset's spaces and its step count (the length
+    of most of its fields).  terminals come from terminations only (a time-limit truncation is not a terminal);
+    next_observations come from the same episode; episode_ids and episode_returns let methods work per trajectory."""
     columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals",
                                "episode_ends", "episode_ids", "episode_returns")}
+    shapes = {"observations": dataset.observation_space.shape, "actions": dataset.action_space.shape, "rewards": (),
+              "terminations": (), "truncations": ()}
     try:
         for i, ep in enumerate(dataset.iterate_episodes()):
-            n = len(ep.rewards)
+            n = int(np.median([len(getattr(ep, key)) - (key == "observations") for key in shapes]))
+            for key, shape in ((key, (n + (key == "observations"), *shape)) for key, shape in shapes.items()):
+                if np.shape(getattr(ep, key)) != shape:
+                    fail(f"dataset {dataset.spec.dataset_id!r}: episode {i}'s {key} have shape "
+                         f"{np.shape(getattr(ep, key))}, not {shape} (its other fields have {n} steps).")
             for column, value in zip(columns.values(), (
                     ep.observations[:-1], ep.actions, ep.rewards, ep.observations[1:], ep.terminations,
                     np.arange(n) == n - 1, np.full(n, i), np.full(n, np.sum(ep.rewards, dtype=np.float64)))):
@@ -427,9 +498,7 @@ def flatten_episodes(dataset) -> dict[str, np.ndarray]:
         if len(bad):
             fail(f"dataset {dataset.spec.dataset_id!r} has a non-finite or absurd value (beyond {MAX_MAGNITUDE:g}) "
                  f"in {key} at transition {bad[0]}.")
-    for k in set(data) - {"episode_ids"}:
-        data[k] = data[k].astype(np.float32)
-    return data
+    return {k: v if k == "episode_ids" else v.astype(np.float32) for k, v in data.items()}
 
 
 def data_summary(dataset_id: str, data: Optional[dict[str, np.ndarray]]) -> Optional[dict]:
@@ -534,7 +603,6 @@ def lock_run(run_dir: Path):
         fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
     try:
         import fcntl
-
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except ImportError:
         pass
@@ -573,7 +641,6 @@ class RunLog:
         self.wandb = None
         if config.logging != "disabled":
             import wandb
-
             identity = hashlib.sha1(json.dumps(learning_fields(config, fixed), sort_keys=True).encode()).hexdigest()
             name = f"{algo}-{config.dataset_id}-seed{config.seed}"
             self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir),
@@ -641,22 +708,22 @@ def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
         export: Callable[[Path], None] = lambda path: None, extra: Optional[dict] = None,
         fixed: tuple[str, ...] = (), steps: Optional[int] = None, data: Optional[dict] = None) -> dict:
-    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
-    tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
-    (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
-    every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
-    numbers written in every log row beside step (env_steps); the update runs under bf16 autocast when
+    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached tensors
+    (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict() (what a checkpoint
+    holds), an attribute `device`, and optionally prepare(run_dir), called in the locked run directory before the
+    loop (a dynamics model), periodic(step), before every update (refreshing returns, rollouts, online episodes),
+    and counters(), host numbers in every log row beside step (env_steps); the update runs under bf16 autocast when
     config.precision is bf16 (periodic work, evaluation and export in fp32).  `steps`: the run's updates, max_steps
-    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end:
-    evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
-    ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
-    signal ends the call early with a checkpoint that the same command resumes.  `data`: flatten_episodes' arrays,
-    whose size and hash run.json records.  A finished run writes finished.json (its last evaluation); returns the
-    last evaluation."""
+    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end: evaluate, log,
+    checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning ones that a resume may not
+    change (max_steps, where a schedule depends on it).  stop_after or a signal ends the call early with a
+    checkpoint that the same command resumes.  `data`: flatten_episodes' arrays, whose size and hash run.json
+    records.  A finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed, data)
     with lock:  # released when this call ends, however it ends
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        getattr(trainer, "prepare", lambda run_dir: None)(run_dir)
         total = config.max_steps if steps is None else steps
         if start >= total and (done := read_json(finished)) is not None:
             print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")

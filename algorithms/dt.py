@@ -491,8 +491,8 @@ def load_dataset(dataset_id: str):
         try:
             dataset = minari.load_dataset(dataset_id, download=True)
         except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
-            fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} and could not be downloaded; "
-                 f"build the local datasets with: python tools/make_datasets.py")
+            fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} nor downloadable; build local/ ids "
+                 f"with tools/make_datasets.py of this project's repository, or a Minari id: mujoco/hopper/medium-v0")
     except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
         fail(f"could not load dataset {dataset_id!r}: {' '.join(str(e).split())}")
     spaces = (dataset.observation_space, dataset.action_space)
@@ -503,14 +503,20 @@ def load_dataset(dataset_id: str):
 
 
 def flatten_episodes(dataset) -> dict[str, np.ndarray]:
-    """Episodes -> transitions.  terminals come from terminations only (a time-limit truncation
-    is not a terminal); next_observations come from the same episode; episode_ids and
-    episode_returns let methods work per trajectory."""
+    """Episodes -> transitions; each episode's fields must match the dataset's spaces and its step count (the length
+    of most of its fields).  terminals come from terminations only (a time-limit truncation is not a terminal);
+    next_observations come from the same episode; episode_ids and episode_returns let methods work per trajectory."""
     columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals",
                                "episode_ends", "episode_ids", "episode_returns")}
+    shapes = {"observations": dataset.observation_space.shape, "actions": dataset.action_space.shape, "rewards": (),
+              "terminations": (), "truncations": ()}
     try:
         for i, ep in enumerate(dataset.iterate_episodes()):
-            n = len(ep.rewards)
+            n = int(np.median([len(getattr(ep, key)) - (key == "observations") for key in shapes]))
+            for key, shape in ((key, (n + (key == "observations"), *shape)) for key, shape in shapes.items()):
+                if np.shape(getattr(ep, key)) != shape:
+                    fail(f"dataset {dataset.spec.dataset_id!r}: episode {i}'s {key} have shape "
+                         f"{np.shape(getattr(ep, key))}, not {shape} (its other fields have {n} steps).")
             for column, value in zip(columns.values(), (
                     ep.observations[:-1], ep.actions, ep.rewards, ep.observations[1:], ep.terminations,
                     np.arange(n) == n - 1, np.full(n, i), np.full(n, np.sum(ep.rewards, dtype=np.float64)))):
@@ -526,9 +532,7 @@ def flatten_episodes(dataset) -> dict[str, np.ndarray]:
         if len(bad):
             fail(f"dataset {dataset.spec.dataset_id!r} has a non-finite or absurd value (beyond {MAX_MAGNITUDE:g}) "
                  f"in {key} at transition {bad[0]}.")
-    for k in set(data) - {"episode_ids"}:
-        data[k] = data[k].astype(np.float32)
-    return data
+    return {k: v if k == "episode_ids" else v.astype(np.float32) for k, v in data.items()}
 
 
 def data_summary(dataset_id: str, data: Optional[dict[str, np.ndarray]]) -> Optional[dict]:
@@ -633,7 +637,6 @@ def lock_run(run_dir: Path):
         fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
     try:
         import fcntl
-
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except ImportError:
         pass
@@ -672,7 +675,6 @@ class RunLog:
         self.wandb = None
         if config.logging != "disabled":
             import wandb
-
             identity = hashlib.sha1(json.dumps(learning_fields(config, fixed), sort_keys=True).encode()).hexdigest()
             name = f"{algo}-{config.dataset_id}-seed{config.seed}"
             self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir),
@@ -740,22 +742,22 @@ def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
         export: Callable[[Path], None] = lambda path: None, extra: Optional[dict] = None,
         fixed: tuple[str, ...] = (), steps: Optional[int] = None, data: Optional[dict] = None) -> dict:
-    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
-    tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
-    (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
-    every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
-    numbers written in every log row beside step (env_steps); the update runs under bf16 autocast when
+    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached tensors
+    (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict() (what a checkpoint
+    holds), an attribute `device`, and optionally prepare(run_dir), called in the locked run directory before the
+    loop (a dynamics model), periodic(step), before every update (refreshing returns, rollouts, online episodes),
+    and counters(), host numbers in every log row beside step (env_steps); the update runs under bf16 autocast when
     config.precision is bf16 (periodic work, evaluation and export in fp32).  `steps`: the run's updates, max_steps
-    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end:
-    evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
-    ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
-    signal ends the call early with a checkpoint that the same command resumes.  `data`: flatten_episodes' arrays,
-    whose size and hash run.json records.  A finished run writes finished.json (its last evaluation); returns the
-    last evaluation."""
+    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end: evaluate, log,
+    checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning ones that a resume may not
+    change (max_steps, where a schedule depends on it).  stop_after or a signal ends the call early with a
+    checkpoint that the same command resumes.  `data`: flatten_episodes' arrays, whose size and hash run.json
+    records.  A finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed, data)
     with lock:  # released when this call ends, however it ends
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        getattr(trainer, "prepare", lambda run_dir: None)(run_dir)
         total = config.max_steps if steps is None else steps
         if start >= total and (done := read_json(finished)) is not None:
             print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")

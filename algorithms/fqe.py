@@ -16,7 +16,7 @@
 # J_hat is a discounted value: compare its size with the measured discounted return, its ranks with
 # the measured returns; evaluation logs all three.  The state holds no time step, so J_hat values the
 # episode beyond its time limit too (Pendulum's 200 steps leave gamma^200 = 0.13 of the weight there).
-# pi comes from a torch.export file (.pt2): loading one runs code its author chose, so load only files you trust.
+# pi comes from policy_weights.pt, the weights-only form every script writes beside policy.pt2 (a .pt2 can run code).
 #
 # License: MIT (the project's LICENSE file); copy this file anywhere, keeping this line.
 
@@ -25,7 +25,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import os
 import random
@@ -64,7 +63,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the update (same results as eager; faster after a warm-up)
     precision: str = "fp32"  # "fp32", or "bf16": the update's hidden layers in bf16 (autocast), outputs and losses fp32
     normalize_reward: bool = False  # scale r by 1000 / (max return - min return); J_hat is scaled back either way
-    policy_path: Optional[str] = None  # pi: a policy.pt2 of this project (raw observations -> actions); required
+    policy_path: Optional[str] = None  # pi: a run's policy_weights.pt (or its policy.pt2: the file beside it); required
     gamma: float = 0.99  # gamma, discount of Q^pi and J(pi); must equal the evaluation's EVAL_DISCOUNT
     tau: float = 0.005  # Polyak rate of the target Q_theta_bar (Fu et al. 2021's code)
     hidden_dim: int = 256  # width of the two hidden layers of f_theta
@@ -147,35 +146,42 @@ class Trainer:
             getattr(self, name).load_state_dict(value)
 
 
-def load_policy(path: str, dataset_id: str, state_dim: int, action_dim: int) -> nn.Module:
-    """pi from a policy.pt2: one observation batch [B, state_dim] -> one action batch [B, action_dim]."""
-    if not os.path.isfile(path):
-        fail(f"policy file {path} does not exist.")
-    logger = logging.getLogger("torch.export")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)  # torch.export.load logs a stack trace before it raises on a foreign file
+# Policies fqe.py cannot rebuild from weights: it evaluates a policy that maps one state to one action.
+NO_WEIGHTS = {"bcq": "bcq's policy is no single network: it samples actions from a VAE, perturbs them and takes the "
+                     "argmax of Q over them, so it has no weights-only form (policy_weights.pt) that fqe.py reads",
+              "dt": "dt's policy acts on a context of past states, actions and returns-to-go, not on one state"}
+
+
+def weights_file(path: str) -> Path:
+    return Path(path).with_name(POLICY_WEIGHTS) if path.endswith(".pt2") else Path(path)
+
+
+def load_policy(path: str, dataset_id: str, state_dim: int, action_dim: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """pi from the policy_weights.pt a training run writes beside policy.pt2 (a policy.pt2 path names the file beside
+    it): tensors and plain values loaded with weights_only=True, rebuilt as a plain MLP (weights_policy), so that
+    no file fqe.py reads can run code.  policy.pt2 itself is never loaded (loading a .pt2 runs its author's code)."""
+    weights_path = weights_file(path)
+    if not weights_path.is_file():
+        try:
+            algo = json.loads((weights_path.parent / "run.json").read_text())["algo"]
+        except Exception:  # noqa: BLE001 - no run.json beside it: not a run directory
+            algo = None
+        if algo in NO_WEIGHTS:
+            fail(f"fqe.py cannot evaluate {path}: {NO_WEIGHTS[algo]}.")
+        fail(f"policy file {weights_path} does not exist; pass the {POLICY_WEIGHTS} a training run writes beside "
+             f"policy.pt2 (fqe.py never loads a .pt2: loading one runs code).")
     try:
-        program = torch.export.load(path)
-    except Exception as e:  # noqa: BLE001 - any file that is not a torch.export program
-        fail(f"{path} is not a policy: not a torch.export program ({type(e).__name__}); "
-             f"pass the policy.pt2 a training run writes.")
-    finally:
-        logger.setLevel(level)
-    nodes = {node.name: node for node in program.graph.nodes}
-    inputs = [nodes[name].meta.get("val") for name in program.graph_signature.user_inputs]
-    outputs = [nodes[name].meta.get("val") for name in program.graph_signature.user_outputs]
-    if len(inputs) != 1 or len(outputs) != 1 or not all(isinstance(t, torch.Tensor) and t.dim() == 2
-                                                        for t in inputs + outputs):
-        fail(f"{path} is a torch.export program but not a policy: a policy maps one observation batch "
-             f"[B, {state_dim}] to one action batch [B, {action_dim}].")
-    for what, size, wanted in (("observations", inputs[0].shape[1], state_dim),
-                               ("actions", outputs[0].shape[1], action_dim)):
-        if isinstance(size, int) and size != wanted:
-            fail(f"policy {path} has {what} of size {size}, but dataset {dataset_id} has {what} of size {wanted}.")
-    if isinstance(inputs[0].shape[0], int):
-        fail(f"policy {path} was exported for a fixed batch size ({inputs[0].shape[0]}); export it with a dynamic "
-             f"batch dimension (torch.export.Dim.DYNAMIC), as this project's scripts do.")
-    return program.module()
+        weights = torch.load(weights_path, map_location="cpu", weights_only=True)
+        assert weights["format"] == WEIGHTS_FORMAT and len(weights["weights"]) == len(weights["biases"]) >= 1
+        sizes = int(weights["weights"][0].shape[1]), int(weights["action_dim"])
+    except Exception as e:  # noqa: BLE001 - foreign, corrupt or unsafe files
+        fail(f"{weights_path} is not a policy: not the {POLICY_WEIGHTS} ({WEIGHTS_FORMAT}) a training run writes "
+             f"({type(e).__name__}).")
+    for what, size, wanted in (("observations", sizes[0], state_dim), ("actions", sizes[1], action_dim)):
+        if size != wanted:
+            fail(f"policy {weights_path} has {what} of size {size}, but dataset {dataset_id} has {what} of size "
+                 f"{wanted}.")
+    return weights_policy(weights)
 
 
 @torch.no_grad()
@@ -190,7 +196,7 @@ def policy_actions(policy: nn.Module, observations: np.ndarray, path: str, chunk
 
 def check_fqe_config(config: TrainConfig) -> None:
     if not config.policy_path:
-        fail("policy_path is required: the policy.pt2 to evaluate, e.g. runs/iql/<dataset_id>/seed0/policy.pt2.")
+        fail("policy_path is required: the policy to evaluate, e.g. runs/iql/<dataset_id>/seed0/policy_weights.pt.")
     if config.gamma != EVAL_DISCOUNT:
         fail(f"gamma must be {EVAL_DISCOUNT}, the discount of the measured returns J_hat is compared with; "
              f"got {config.gamma}.")
@@ -199,7 +205,8 @@ def check_fqe_config(config: TrainConfig) -> None:
 def policy_run_directory(config: TrainConfig) -> str:
     """The default run directory names the policy by its content, so that a run never resumes the fit of
     another policy: runs/fqe/<dataset_id>/policy-<sha256 prefix>/seed<seed>."""
-    digest = hashlib.sha256(Path(config.policy_path).read_bytes()).hexdigest()[:12]
+    path = weights_file(config.policy_path)
+    digest = hashlib.sha256(path.read_bytes() if path.is_file() else b"").hexdigest()[:12]
     return os.path.join("runs", "fqe", config.dataset_id, f"policy-{digest}", f"seed{config.seed}")
 
 
@@ -305,11 +312,15 @@ class DeviceBuffer:
 
 
 def reward_scale(data: dict[str, np.ndarray], enabled: bool) -> float:
-    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B)."""
+    """1000 / (max return - min return) over trajectories (Kostrikov et al. 2022, appendix B); refused when all
+    returns are equal (a one-episode dataset)."""
     if not enabled:
         return 1.0
     returns = data["episode_returns"][data["episode_ends"] > 0]
-    return 1000.0 / max(float(returns.max() - returns.min()), 1e-6)
+    if not returns.max() - returns.min() > 1e-3:  # one episode, or all of one return: the scale would be absurd
+        fail(f"normalize_reward scales rewards by 1000 / (max return - min return), but the dataset's {len(returns)} "
+             f"episode(s) all return {returns.max():.6g}; pass --normalize_reward false.")
+    return 1000.0 / float(returns.max() - returns.min())
 
 
 def returns_to_go(rewards: np.ndarray, episode_ends: np.ndarray, gamma: float) -> np.ndarray:
@@ -363,13 +374,29 @@ def evaluate(env: gym.Env, act: Callable[[np.ndarray], np.ndarray], episodes: in
             "initial_states": np.asarray(initial_states, np.float32)}
 
 
+def checked_environment(dataset_id: str, dataset) -> gym.Env:
+    """The dataset's evaluation environment, before training: a dataset without one (no environment spec), or whose
+    observations or actions have another shape than the environment's, is one sentence."""
+    try:
+        env = dataset.recover_environment(eval_env=True)
+    except Exception as e:  # noqa: BLE001 - no environment spec, or one this machine cannot make
+        fail(f"dataset {dataset_id!r} names no environment that can be made here ({' '.join(str(e).split())}); "
+             f"these scripts evaluate their policy in it.")
+    for what, env_space, data_space in (("observations", env.observation_space, dataset.observation_space),
+                                        ("actions", env.action_space, dataset.action_space)):
+        if env_space.shape != data_space.shape:
+            fail(f"dataset {dataset_id!r} has {what} of shape {data_space.shape}, but its environment "
+                 f"{env.spec.id} has {env_space.shape}.")
+    return env
+
+
 def make_evaluator(config, dataset, policy: nn.Module, mean: np.ndarray, std: np.ndarray, device: torch.device,
                    q_initial: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Callable[[], dict]:
     """Evaluation of `policy` (normalized states -> deterministic actions) in the dataset's eval env.
     run() returns the logged metrics and, under "episodes", what evaluate() measured per episode.  With
     q_initial (normalized states -> the critic's Q(s, pi(s))), also its mean over the episodes' initial states:
     the critic's own estimate of the discounted_return beside it (extrapolation error)."""
-    env = dataset.recover_environment(eval_env=True)
+    env = checked_environment(config.dataset_id, dataset)
     mean_t, std_t = torch.as_tensor(mean, device=device), torch.as_tensor(std, device=device)
 
     @torch.no_grad()
@@ -404,9 +431,54 @@ class DeployablePolicy(nn.Module):
 
 
 def export_policy(path: Path, policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> None:
-    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]."""
+    """policy.pt2: a batch of raw observations [B, state_dim] -> deterministic actions [B, action_dim]; beside it,
+    policy_weights.pt (policy_weights) when the policy is a tanh-squashed MLP, what fqe.py and tools read."""
     example = torch.zeros(2, len(mean))
     export_program(path, DeployablePolicy(policy, mean, std), (example,), ({0: torch.export.Dim.DYNAMIC},))
+    weights = policy_weights(policy, mean, std)
+    if weights is not None:
+        torch.save(weights, path.with_name("policy_weights.partial.pt"))
+        os.replace(path.with_name("policy_weights.partial.pt"), path.with_name(POLICY_WEIGHTS))
+
+
+POLICY_WEIGHTS, WEIGHTS_FORMAT = "policy_weights.pt", "tanh-mlp-policy/1"
+
+
+def policy_weights(policy: nn.Module, mean: np.ndarray, std: np.ndarray) -> Optional[dict]:
+    """The policy as tensors and plain values only (torch.load(weights_only=True) reads them, and no code): the
+    layers of policy.net, ReLU between them, the squashing max_action * tanh of the first action_dim outputs (the
+    mean of a TanhGaussianPolicy's [mean, log_std]) and the state normalizer.  None when the policy is not such an
+    MLP (bcq's), checked by comparing weights_policy's actions with the policy's own."""
+    net, max_action = getattr(policy, "net", None), getattr(policy, "max_action", None)
+    layers_ok = isinstance(net, nn.Sequential) and len(net) % 2 == 1 and all(
+        isinstance(m, nn.Linear) if i % 2 == 0 else type(m) is nn.ReLU for i, m in enumerate(net))
+    if not layers_ok or not isinstance(max_action, float):
+        return None
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    probe = torch.randn(64, len(mean), generator=torch.Generator().manual_seed(0))  # the global RNG is not touched
+    with torch.no_grad():
+        actions = policy(probe.to(linears[0].weight.device)).float().cpu()
+        weights = {"format": WEIGHTS_FORMAT, "activation": "relu",
+                   "squashing": "max_action * tanh(outputs[:, :action_dim])", "action_dim": actions.shape[-1],
+                   "max_action": max_action, "weights": [m.weight.detach().float().cpu().clone() for m in linears],
+                   "biases": [m.bias.detach().float().cpu().clone() for m in linears],
+                   "state_mean": torch.as_tensor(mean, dtype=torch.float32).clone(),
+                   "state_std": torch.as_tensor(std, dtype=torch.float32).clone()}
+        raw = probe * weights["state_std"] + weights["state_mean"]
+        same = torch.allclose(weights_policy(weights)(raw), actions, atol=1e-5)
+    return weights if same else None
+
+
+def weights_policy(weights: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """policy_weights' dict -> raw observations [B, state_dim] -> actions [B, action_dim], a plain MLP."""
+    def act(observations: torch.Tensor) -> torch.Tensor:
+        x = (observations - weights["state_mean"]) / weights["state_std"]
+        for i, (weight, bias) in enumerate(zip(weights["weights"], weights["biases"], strict=True)):
+            x = nn.functional.linear(x, weight, bias)
+            x = torch.relu(x) if i < len(weights["weights"]) - 1 else x
+        return weights["max_action"] * torch.tanh(x[:, :weights["action_dim"]])
+
+    return act
 # --- transitions: end
 
 
@@ -552,8 +624,8 @@ def load_dataset(dataset_id: str):
         try:
             dataset = minari.load_dataset(dataset_id, download=True)
         except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
-            fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} and could not be downloaded; "
-                 f"build the local datasets with: python tools/make_datasets.py")
+            fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} nor downloadable; build local/ ids "
+                 f"with tools/make_datasets.py of this project's repository, or a Minari id: mujoco/hopper/medium-v0")
     except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
         fail(f"could not load dataset {dataset_id!r}: {' '.join(str(e).split())}")
     spaces = (dataset.observation_space, dataset.action_space)
@@ -564,14 +636,20 @@ def load_dataset(dataset_id: str):
 
 
 def flatten_episodes(dataset) -> dict[str, np.ndarray]:
-    """Episodes -> transitions.  terminals come from terminations only (a time-limit truncation
-    is not a terminal); next_observations come from the same episode; episode_ids and
-    episode_returns let methods work per trajectory."""
+    """Episodes -> transitions; each episode's fields must match the dataset's spaces and its step count (the length
+    of most of its fields).  terminals come from terminations only (a time-limit truncation is not a terminal);
+    next_observations come from the same episode; episode_ids and episode_returns let methods work per trajectory."""
     columns = {k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals",
                                "episode_ends", "episode_ids", "episode_returns")}
+    shapes = {"observations": dataset.observation_space.shape, "actions": dataset.action_space.shape, "rewards": (),
+              "terminations": (), "truncations": ()}
     try:
         for i, ep in enumerate(dataset.iterate_episodes()):
-            n = len(ep.rewards)
+            n = int(np.median([len(getattr(ep, key)) - (key == "observations") for key in shapes]))
+            for key, shape in ((key, (n + (key == "observations"), *shape)) for key, shape in shapes.items()):
+                if np.shape(getattr(ep, key)) != shape:
+                    fail(f"dataset {dataset.spec.dataset_id!r}: episode {i}'s {key} have shape "
+                         f"{np.shape(getattr(ep, key))}, not {shape} (its other fields have {n} steps).")
             for column, value in zip(columns.values(), (
                     ep.observations[:-1], ep.actions, ep.rewards, ep.observations[1:], ep.terminations,
                     np.arange(n) == n - 1, np.full(n, i), np.full(n, np.sum(ep.rewards, dtype=np.float64)))):
@@ -587,9 +665,7 @@ def flatten_episodes(dataset) -> dict[str, np.ndarray]:
         if len(bad):
             fail(f"dataset {dataset.spec.dataset_id!r} has a non-finite or absurd value (beyond {MAX_MAGNITUDE:g}) "
                  f"in {key} at transition {bad[0]}.")
-    for k in set(data) - {"episode_ids"}:
-        data[k] = data[k].astype(np.float32)
-    return data
+    return {k: v if k == "episode_ids" else v.astype(np.float32) for k, v in data.items()}
 
 
 def data_summary(dataset_id: str, data: Optional[dict[str, np.ndarray]]) -> Optional[dict]:
@@ -694,7 +770,6 @@ def lock_run(run_dir: Path):
         fail(f"cannot write the run directory {run_dir} ({e.strerror or type(e).__name__}); pass another --checkpoints_path.")
     try:
         import fcntl
-
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except ImportError:
         pass
@@ -733,7 +808,6 @@ class RunLog:
         self.wandb = None
         if config.logging != "disabled":
             import wandb
-
             identity = hashlib.sha1(json.dumps(learning_fields(config, fixed), sort_keys=True).encode()).hexdigest()
             name = f"{algo}-{config.dataset_id}-seed{config.seed}"
             self.wandb = wandb.init(mode=config.logging, project=config.project, dir=str(run_dir),
@@ -801,22 +875,22 @@ def resume(path: Path, trainer, device: torch.device) -> tuple[int, float]:
 def fit(config, *, algo: str, trainer, sample: Callable[[], dict], evaluate: Callable[[], dict],
         export: Callable[[Path], None] = lambda path: None, extra: Optional[dict] = None,
         fixed: tuple[str, ...] = (), steps: Optional[int] = None, data: Optional[dict] = None) -> dict:
-    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached
-    tensors (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict()
-    (what a checkpoint holds), an attribute `device`, and optionally periodic(step), called before
-    every update for work outside it (refreshing returns, model rollouts, online episodes), and counters(), host
-    numbers written in every log row beside step (env_steps); the update runs under bf16 autocast when
+    """The loop every script shares.  The trainer's contract: update(batch, step) -> dict of detached tensors
+    (step = 1, 2, ... counts updates, for host-side schedules), state_dict() / load_state_dict() (what a checkpoint
+    holds), an attribute `device`, and optionally prepare(run_dir), called in the locked run directory before the
+    loop (a dynamics model), periodic(step), before every update (refreshing returns, rollouts, online episodes),
+    and counters(), host numbers in every log row beside step (env_steps); the update runs under bf16 autocast when
     config.precision is bf16 (periodic work, evaluation and export in fp32).  `steps`: the run's updates, max_steps
-    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end:
-    evaluate, log, checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning
-    ones that a resume may not change (max_steps, where a schedule depends on it).  stop_after or a
-    signal ends the call early with a checkpoint that the same command resumes.  `data`: flatten_episodes' arrays,
-    whose size and hash run.json records.  A finished run writes finished.json (its last evaluation); returns the
-    last evaluation."""
+    unless an online phase adds its own.  Every eval_every updates, at max_steps and at the end: evaluate, log,
+    checkpoint, and export(run_dir / "policy.pt2").  `fixed`: fields besides the learning ones that a resume may not
+    change (max_steps, where a schedule depends on it).  stop_after or a signal ends the call early with a
+    checkpoint that the same command resumes.  `data`: flatten_episodes' arrays, whose size and hash run.json
+    records.  A finished run writes finished.json (its last evaluation); returns the last evaluation."""
     run_dir, lock = open_run(config, algo, fixed, data)
     with lock:  # released when this call ends, however it ends
         checkpoint, finished = run_dir / "checkpoint.pt", run_dir / "finished.json"
         start, elapsed = resume(checkpoint, trainer, trainer.device) if checkpoint.exists() else (0, 0.0)
+        getattr(trainer, "prepare", lambda run_dir: None)(run_dir)
         total = config.max_steps if steps is None else steps
         if start >= total and (done := read_json(finished)) is not None:
             print(f"{run_dir}: already trained for {start} updates (of {total}); nothing to do.")

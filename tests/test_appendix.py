@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -220,12 +221,14 @@ class Episode:
         self.observations = np.zeros((n + 1, 2), np.float32) if observations is None else observations
         self.actions = np.zeros((n, 1), np.float32)
         self.terminations = np.zeros(n, bool)
+        self.truncations = np.zeros(n, bool)
 
 
 class Dataset:
     def __init__(self, episodes):
         self.episodes = episodes
         self.spec = type("Spec", (), {"dataset_id": "local/test/bad-v0"})()
+        self.observation_space, self.action_space = gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(-1, 1, (1,))
 
     def iterate_episodes(self):
         return iter(self.episodes)
@@ -238,6 +241,69 @@ def test_bad_data_is_one_sentence_naming_the_field_and_index():
     observations = np.zeros((3, 2), np.float32)
     observations[1, 1] = 3e38
     fails_with("in observations at transition 1", appendix.flatten_episodes, Dataset([Episode([0.0, 1.0], observations)]))
+
+
+def damaged(field, rows=0, width=None):
+    """Two episodes of 12 steps, the second's `field` `rows` rows longer (negative: shorter) or `width` wide."""
+    episodes = [Episode([0.0] * 12), Episode([1.0] * 12)]
+    value = getattr(episodes[1], field)
+    value = np.resize(value, (len(value) + rows, *value.shape[1:]))
+    setattr(episodes[1], field, value if width is None else np.zeros((len(value), width), np.float32))
+    return Dataset(episodes)
+
+
+# Inconsistent data (issue 45, item 4): one sentence naming the episode and the field, before training.
+MISALIGNED = {
+    "actions a row short": (damaged("actions", -1), "episode 1's actions have shape (11, 1), not (12, 1)"),
+    "rewards 10 rows short": (damaged("rewards", -10), "episode 1's rewards have shape (2,), not (12,)"),
+    "2-D actions for a 1-D action space": (damaged("actions", width=2), "episode 1's actions have shape (12, 2)"),
+    "observations longer than actions": (damaged("observations", 2), "episode 1's observations have shape (15, 2)"),
+    "3-D observations for a 2-D space": (damaged("observations", width=3), "episode 1's observations have shape (13, 3)"),
+}
+
+
+@pytest.mark.parametrize("case", MISALIGNED)
+def test_misaligned_data_is_one_sentence_naming_the_episode_and_field(case):
+    dataset, expected = MISALIGNED[case]
+    fails_with(expected, appendix.flatten_episodes, dataset)
+
+
+class EnvDataset(Dataset):
+    """A dataset whose environment is Pendulum (observations 3-D, actions 1-D), or none (no environment spec)."""
+
+    def __init__(self, observation_dim=3, env=True):
+        super().__init__([])
+        self.observation_space = gym.spaces.Box(-1, 1, (observation_dim,))
+        self.env = env
+
+    def recover_environment(self, eval_env=False):
+        if not self.env:
+            raise ValueError("Environment cannot be recovered when env_spec is None")  # minari's own words
+        return gym.make("Pendulum-v1")
+
+
+def one_episode():
+    return {"episode_returns": np.full(5, -120.0), "episode_ends": np.r_[0, 0, 0, 0, 1]}
+
+
+# The data against its environment, and a reward scale that would be absurd (issue 45, item 4): one sentence.
+ENV_MISMATCH = {
+    "4-D observations for a 3-D env": (lambda iql: iql.checked_environment("d", EnvDataset(4)),
+                                       "has observations of shape (4,), but its environment Pendulum-v1 has (3,)"),
+    "no environment spec": (lambda iql: iql.checked_environment("d", EnvDataset(env=False)),
+                            "names no environment that can be made here (Environment cannot be recovered"),
+    "one episode: reward scale": (lambda iql: iql.reward_scale(one_episode(), True),
+                                  "the dataset's 1 episode(s) all return -120; pass --normalize_reward false"),
+}
+
+
+@pytest.mark.parametrize("case", ENV_MISMATCH)
+def test_data_against_its_environment_is_one_sentence(case):
+    import iql
+
+    call, expected = ENV_MISMATCH[case]
+    fails_with(expected, call, iql)
+    assert iql.checked_environment("d", EnvDataset(3)).spec.id == "Pendulum-v1"
 
 
 def test_statistics_do_not_overflow():

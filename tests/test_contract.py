@@ -66,6 +66,23 @@ def test_policy_export_matches_trainer(name, tmp_path):
     assert_export_matches_policy(module, make_trainer(), state_dim, tmp_path)
 
 
+@pytest.mark.parametrize("name", EXPORTED)
+def test_policy_weights_give_the_exported_actions(name, tmp_path):
+    """policy_weights.pt beside policy.pt2, read as fqe.py reads it (weights_only=True, a plain MLP), gives
+    policy.pt2's actions; bcq's policy (VAE, perturbation, argmax over samples) has no such form."""
+    module, make_trainer, _, state_dim = CASES[name]
+    module.export_policy(tmp_path / "policy.pt2", make_trainer().policy(), torch.randn(state_dim).numpy(),
+                         torch.rand(state_dim).add(0.5).numpy())
+    if name == "bcq":
+        assert not (tmp_path / "policy_weights.pt").exists()
+        return
+    raw = torch.randn(50, state_dim)
+    with torch.no_grad():
+        exported = torch.export.load(tmp_path / "policy.pt2").module()(raw)
+        policy = test_fqe.fqe.load_policy(str(tmp_path / "policy.pt2"), "d", state_dim, exported.shape[1])
+        assert torch.allclose(policy(raw), exported, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_checkpoint_state_continues_bit_identically(name):
     _, make_trainer, sample, _ = CASES[name]

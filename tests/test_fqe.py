@@ -159,18 +159,22 @@ def assert_one_sentence(result, expected: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
 
 
-def export_linear(path, in_features, out_features):
-    program = torch.export.export(nn.Linear(in_features, out_features), (torch.zeros(2, in_features),),
-                                  dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
-    torch.export.save(program, path)
+def write_weights(path, in_features, out_features, max_action=2.0):
+    """A policy_weights.pt of a linear policy, as the scripts' export_policy writes one beside policy.pt2."""
+    layer = nn.Linear(in_features, out_features)
+    policy = nn.Module()
+    policy.net, policy.max_action = nn.Sequential(layer), max_action
+    policy.forward = lambda s: max_action * torch.tanh(layer(s))
+    weights = fqe.policy_weights(policy, np.zeros(in_features, np.float32), np.ones(in_features, np.float32))
+    torch.save(weights, path)
 
 
 def test_estimate_is_written_once_max_steps_is_reached(minari_root, tmp_path):
-    export_linear(tmp_path / "policy.pt2", 3, 1)
-    stopped = run_fqe(tmp_path / "policy.pt2", minari_root, tmp_path, "--stop_after", "6", "--eval_every", "5")
+    write_weights(tmp_path / "policy_weights.pt", 3, 1)
+    stopped = run_fqe(tmp_path / "policy_weights.pt", minari_root, tmp_path, "--stop_after", "6", "--eval_every", "5")
     assert stopped.returncode == 0, stopped.stderr
     assert (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "estimate.json").exists()
-    finished = run_fqe(tmp_path / "policy.pt2", minari_root, tmp_path, "--eval_every", "5")
+    finished = run_fqe(tmp_path / "policy_weights.pt", minari_root, tmp_path, "--eval_every", "5")
     assert finished.returncode == 0, finished.stderr
     estimate = json.loads((tmp_path / "run" / "estimate.json").read_text())
     last = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
@@ -181,17 +185,53 @@ def test_estimate_is_written_once_max_steps_is_reached(minari_root, tmp_path):
                                              ((3, 2), "actions of size 2, but dataset")])
 def test_policy_of_the_wrong_size_is_one_sentence(sizes, expected, minari_root, tmp_path):
     # Pendulum: observations of size 3, actions of size 1.
-    export_linear(tmp_path / "policy.pt2", *sizes)
-    assert_one_sentence(run_fqe(tmp_path / "policy.pt2", minari_root, tmp_path), expected)
+    write_weights(tmp_path / "policy_weights.pt", *sizes)
+    assert_one_sentence(run_fqe(tmp_path / "policy_weights.pt", minari_root, tmp_path), expected)
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("content", [b"not a policy", None])
-def test_a_file_that_is_not_a_policy_is_one_sentence(content, minari_root, tmp_path):
-    path = tmp_path / "policy.pt2"
-    if content is None:  # a real torch file, but a checkpoint rather than an exported program
-        torch.save({"trainer": {}}, path)
-    else:
-        path.write_bytes(content)
-    assert_one_sentence(run_fqe(path, minari_root, tmp_path), "is not a policy")
-    assert not (tmp_path / "run").exists()
+class Planted:
+    """An object whose unpickling creates a marker file: what a crafted file can do to a loader that unpickles."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# Bad policy files (issue 45, item 1): made here, never committed.  name -> (write(path, marker), expected line).
+BAD_POLICIES = {
+    "not a torch file": (lambda path, marker: path.write_bytes(b"not a policy"), "is not a policy"),
+    "a checkpoint": (lambda path, marker: torch.save({"trainer": {}}, path), "is not a policy"),
+    "planted pickle": (lambda path, marker: torch.save({"format": Planted(marker)}, path), "is not a policy"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_POLICIES)
+def test_a_file_that_is_not_a_policy_is_one_sentence(case, minari_root, tmp_path):
+    write, expected = BAD_POLICIES[case]
+    path, marker = tmp_path / "policy_weights.pt", tmp_path / "marker"
+    write(path, marker)
+    assert_one_sentence(run_fqe(path, minari_root, tmp_path), expected)
+    assert not (tmp_path / "run").exists() and not marker.exists()
+
+
+def test_a_crafted_pt2_is_never_loaded(minari_root, tmp_path, monkeypatch):
+    """fqe.py never calls torch.export.load (a .pt2 can run code): given a policy.pt2, it reads the weights-only
+    file beside it, and without one it refuses in one line; a .pt2 of a pickled object creates no file."""
+    marker = tmp_path / "marker"
+    torch.save({"program": Planted(marker)}, tmp_path / "policy.pt2")
+    monkeypatch.setattr(torch.export, "load", lambda *a, **k: marker.write_text("loaded"))
+    with pytest.raises(SystemExit, match="does not exist; pass the policy_weights.pt"):
+        fqe.load_policy(str(tmp_path / "policy.pt2"), "d", 3, 1)
+    assert not marker.exists()
+    assert_one_sentence(run_fqe(tmp_path / "policy.pt2", minari_root, tmp_path), "fqe.py never loads a .pt2")
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("algo", ["bcq", "dt"])
+def test_bcq_and_dt_policies_are_refused_in_one_line(algo, minari_root, tmp_path):
+    (tmp_path / "policy.pt2").write_bytes(b"")
+    (tmp_path / "run.json").write_text(json.dumps({"algo": algo}))
+    assert_one_sentence(run_fqe(tmp_path / "policy.pt2", minari_root, tmp_path), f"{algo}'s policy")

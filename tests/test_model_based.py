@@ -203,21 +203,21 @@ def test_model_is_trained_once_then_reused(tmp_path):
         return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
     trained = model()
-    mopo.prepare_dynamics(config, "mopo", trained, data)
+    mopo.prepare_dynamics(config, trained, data, tmp_path)
     assert (tmp_path / "dynamics.pt").exists() and not same(trained, model())
     resumed = model()  # resume (the default) with a saved model and no checkpoint yet: loaded, not retrained
-    mopo.prepare_dynamics(config, "mopo", resumed, data)
+    mopo.prepare_dynamics(config, resumed, data, tmp_path)
     assert same(trained, resumed)
     elsewhere = model()
     reuse = dataclasses.replace(config, resume=False, checkpoints_path=str(tmp_path / "other"),
                                 dynamics_path=str(tmp_path / "dynamics.pt"))
-    mopo.prepare_dynamics(reuse, "mopo", elsewhere, data)
+    mopo.prepare_dynamics(reuse, elsewhere, data, tmp_path / "other")
     assert same(trained, elsewhere) and not (tmp_path / "other" / "dynamics.pt").exists()
     with pytest.raises(SystemExit, match="missing.pt does not exist"):
-        mopo.prepare_dynamics(dataclasses.replace(reuse, dynamics_path=str(tmp_path / "missing.pt")), "mopo", model(),
-                              data)
+        mopo.prepare_dynamics(dataclasses.replace(reuse, dynamics_path=str(tmp_path / "missing.pt")), model(), data,
+                              tmp_path / "other")
     with pytest.raises(SystemExit, match="not a dynamics model of this dataset"):
-        mopo.prepare_dynamics(reuse, "mopo", mopo.EnsembleDynamics(3, 1, 16, 3, 2), data)
+        mopo.prepare_dynamics(reuse, mopo.EnsembleDynamics(3, 1, 16, 3, 2), data, tmp_path / "other")
 
 
 def test_interrupted_model_training_resumes_to_the_same_model(tmp_path, monkeypatch):
@@ -247,7 +247,7 @@ def test_model_training_state_is_removed_once_the_model_is_saved(tmp_path):
     config = mopo.TrainConfig(checkpoints_path=str(tmp_path), model_max_epochs=1, n_models=3, n_elites=2,
                               resume=False)
     (tmp_path / "dynamics_training.pt").write_bytes(b"a stale state that resume=False must not read")
-    mopo.prepare_dynamics(config, "mopo", mopo.EnsembleDynamics(3, 1, 8, 3, 2), data)
+    mopo.prepare_dynamics(config, mopo.EnsembleDynamics(3, 1, 8, 3, 2), data, tmp_path)
     assert (tmp_path / "dynamics.pt").exists() and not (tmp_path / "dynamics_training.pt").exists()
 
 
@@ -423,3 +423,61 @@ def test_checkpoint_state_round_trips_with_the_model_buffer(module, tmp_path):
     b_state = dict(tensors_of(b.state_dict()))
     for path, tensor in tensors_of(a.state_dict()):
         assert torch.equal(tensor, b_state[path]), path
+
+
+# Model files under the run's protection (issue 45, item 3): the model is trained or loaded by fit's call of
+# trainer.prepare, after the run directory is locked, an old run moved aside, and run.json checked.
+MOPO_SMALL = ["--dataset_id", "local/pendulum/medium-replay-v0", "--model_max_epochs", "2", "--rollout_batch_size",
+              "50", "--hidden_dim", "32", "--model_hidden_dim", "16", "--max_steps", "4", "--eval_every", "4"]
+
+
+def resume_false_keeps_the_old_model_in_the_moved_folder(run_dir, run):
+    run("mopo", *MOPO_SMALL, "--checkpoints_path", str(run_dir))
+    old = (run_dir / "dynamics.pt").read_bytes()
+    run("mopo", *MOPO_SMALL, "--checkpoints_path", str(run_dir), "--resume", "false", "--model_lr", "3e-3")
+    [aside] = run_dir.parent.glob(f"{run_dir.name}.replaced-*")
+    assert (aside / "dynamics.pt").read_bytes() == old and (run_dir / "dynamics.pt").read_bytes() != old
+
+
+def a_refused_second_run_writes_no_model(run_dir, run):
+    lock = mopo.lock_run(run_dir)  # a first run writing the directory
+    result = run("mopo", *MOPO_SMALL, "--checkpoints_path", str(run_dir), check=False)
+    lock.close()
+    assert result.returncode != 0 and "another run is writing" in result.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock"]
+
+
+def interrupted_model_training_resumes_only_under_the_same_model_fields(run_dir, run):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_scripts import ONE_THREAD, ROOT
+
+    longer = [*MOPO_SMALL, "--checkpoints_path", str(run_dir), "--model_max_epochs", "100000", "--model_patience",
+              "100000", "--logging", "disabled", "--device", "cpu"]
+    with open(run_dir.parent / "stderr.txt", "w") as stderr:
+        child = subprocess.Popen([sys.executable, str(ROOT / "algorithms" / "mopo.py"), *longer], stderr=stderr,
+                                 stdout=subprocess.DEVNULL, env={**os.environ, **ONE_THREAD})
+        deadline = time.time() + 120
+        while "dynamics model" not in (run_dir.parent / "stderr.txt").read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGKILL)  # kill -9 in the middle of the model's training
+        child.wait()
+    assert not (run_dir / "dynamics.pt").exists()
+    changed = run("mopo", *longer, "--model_lr", "3e-3", check=False)
+    assert changed.returncode != 0 and "model_lr: 0.001 there, 0.003 now" in changed.stderr
+    assert not (run_dir / "dynamics.pt").exists()
+
+
+MODEL_FILE_FAULTS = {f.__name__: f for f in (resume_false_keeps_the_old_model_in_the_moved_folder,
+                                            a_refused_second_run_writes_no_model,
+                                            interrupted_model_training_resumes_only_under_the_same_model_fields)}
+
+
+@pytest.mark.parametrize("case", MODEL_FILE_FAULTS)
+def test_model_files_live_under_the_run_lock(case, minari_root, tmp_path):
+    from test_scripts import run
+
+    MODEL_FILE_FAULTS[case](tmp_path / "run", run)

@@ -60,7 +60,7 @@ def test_report_ranks_errors_and_drift_from_committed_files(tmp_path):
 def test_a_committed_estimate_is_not_made_again(tmp_path, monkeypatch):
     runs, fqe = tmp_path / "runs", tmp_path / "fqe"
     commit(runs, fqe, "bc", 0, 1.0, [1.0])
-    (runs / "bc" / DATASET / "seed0" / "policy.pt2").write_bytes(b"")
+    (runs / "bc" / DATASET / "seed0" / "policy_weights.pt").write_bytes(b"")
     monkeypatch.setattr(ope, "run_child", lambda *a, **k: pytest.fail("FQE ran for a committed estimate"))
     [run] = ope.finished_runs(runs)
     assert "error" not in ope.estimate(runs, run, [], fqe)
@@ -70,3 +70,39 @@ def test_no_estimates_is_one_sentence(tmp_path, capsys):
     assert ope.main(["--report-only", "--runs", str(tmp_path), "--commit-dir", str(tmp_path / "none"),
                      "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("error: no committed estimates")
+
+
+class Planted:
+    """An object whose unpickling creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_pt2_under_root_is_never_loaded(tmp_path, monkeypatch, capsys):
+    """ope.py hands fqe.py policy_weights.pt, never a .pt2 (loading one runs code): a run holding only a crafted
+    policy.pt2, and a bcq run, are skipped with one line each, and nothing creates the marker."""
+    import torch
+
+    runs, fqe, marker = tmp_path / "runs", tmp_path / "fqe", tmp_path / "marker"
+    commit(runs, fqe, "bc", 0, 1.0, [1.0])
+    commit(runs, fqe, "bcq", 0, 1.0, [1.0])
+    commit(runs, fqe, "iql", 0, 1.0, [1.0])
+    for variant in ("bc", "bcq", "iql"):
+        torch.save({"program": Planted(marker)}, runs / variant / DATASET / "seed0" / "policy.pt2")
+    (runs / "bcq" / DATASET / "seed0" / "run.json").write_text(json.dumps({"algo": "bcq"}))
+    (runs / "iql" / DATASET / "seed0" / "policy_weights.pt").write_bytes(b"")
+    monkeypatch.setattr(torch.export, "load", lambda *a, **k: marker.write_text("loaded"))
+    commands = []
+    monkeypatch.setattr(ope, "run_child", lambda command, **k: commands.append(command) or 1)
+    [run] = ope.finished_runs(runs)
+    assert run["variant"] == "iql"
+    skipped = capsys.readouterr().err.splitlines()
+    assert len(skipped) == 2 and "bcq" in skipped[1] and "argmax of Q" in skipped[1] and "no policy_weights" in skipped[0]
+    (fqe / "iql" / DATASET / "seed0" / "estimate.json").unlink()
+    ope.estimate(runs, run, [], fqe)
+    assert commands[0][commands[0].index("--policy_path") + 1].endswith("policy_weights.pt")
+    assert not marker.exists()

@@ -111,6 +111,8 @@ def test_unknown_dataset_is_one_sentence(algo, minari_root, tmp_path):
                  check=False)
     assert result.returncode != 0
     assert "local/pendulum/nonexistent-v0" in result.stderr and "tools/make_datasets.py" in result.stderr
+    # a lone copy has no tools/: the sentence says where it lives, and that ids of the network work (issue 45, item 12)
+    assert "this project's repository" in result.stderr and "mujoco/hopper/medium-v0" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -4,7 +4,8 @@
   python tools/ope.py --report-only          # the report from the committed files alone (a fresh clone)
 
 For every finished run under ROOT (ROOT/<variant>/<dataset_id>/seed<S>/ with finished.json and
-policy.pt2), algorithms/fqe.py estimates J = E_{s0}[Q(s0, pi(s0))] from the run's own dataset in
+policy_weights.pt, the weights-only form of policy.pt2), algorithms/fqe.py estimates J = E_{s0}[Q(s0, pi(s0))]
+from the run's own dataset in
 ROOT/fqe/<variant>/<dataset_id>/seed<S>/ (compiled update, no wandb; --set overrides any field), two at a
 time, one thread each. Each finished estimate's small files (estimate.json, log.jsonl, run.json, command.txt) are
 committed to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ (default results/fqe), and a policy whose estimate
@@ -20,8 +21,8 @@ eval/discounted_return over its episodes). Per dataset:
   - drift: |J_T - J_T'| / |J_T| between the last two of FQE's evaluations (T' = T - eval_every), median:
     how far from converged the estimates are at the budget used;
 the first three with a 95% bootstrap interval over policies (resampled with replacement); a scatter plot.
-Writes OUT/ope.md, OUT/ope.csv, OUT/ope.png. Decision Transformer's policies are skipped: FQE needs a
-state -> action policy and DT's acts on a context.
+Writes OUT/ope.md, OUT/ope.csv, OUT/ope.png. Decision Transformer's and BCQ's policies are skipped: FQE needs a
+state -> action network and DT's acts on a context, BCQ's samples and maximizes.
 """
 
 from __future__ import annotations
@@ -49,9 +50,27 @@ COMMITTED_FILES = ("command.txt", "run.json", "log.jsonl", "estimate.json")  # e
 FQE_DEFAULTS = ["--compile", "true", "--logging", "disabled"]  # the compiled update is ~2x faster on a CPU
 
 
+# Policies without a weights-only form: fqe.py evaluates a state -> action MLP, read from policy_weights.pt.
+NO_WEIGHTS = {"bcq": "its policy samples from a VAE, perturbs and takes the argmax of Q, no single network",
+              "dt": "its policy acts on a context, not on one state"}
+
+
 def finished_runs(root: Path, datasets: list[str] | None = None) -> list[dict]:
-    """Benchmark runs with a final evaluation and a deployable state -> action policy (policy.pt2 present)."""
-    return [run for run in measured_runs(root, datasets) if (run["run_dir"] / "policy.pt2").exists()]
+    """Benchmark runs with a final evaluation and a state -> action policy in its weights-only form,
+    policy_weights.pt (loaded with weights_only=True by fqe.py: no file under root can run code; policy.pt2, whose
+    loading runs code, is never read).  Each run without one is named on one line."""
+    runs = []
+    for run in measured_runs(root, datasets):
+        if (run["run_dir"] / "policy_weights.pt").is_file():
+            runs.append(run)
+            continue
+        try:
+            algo = json.loads((run["run_dir"] / "run.json").read_text())["algo"]
+        except Exception:  # noqa: BLE001 - no readable run.json
+            algo = run["variant"]
+        why = NO_WEIGHTS.get(algo, "no policy_weights.pt (runs before issue 45 wrote only policy.pt2: rerun it)")
+        print(f"skipped {run['run_dir']}: {why}.", file=sys.stderr)
+    return runs
 
 
 def measured_runs(root: Path, datasets: list[str] | None = None) -> list[dict]:
@@ -88,7 +107,7 @@ def estimate(root: Path, run: dict, sets: list[str], commit_dir: Path) -> dict:
         config = ROOT / "configs" / "fqe" / f"{config_name(run['dataset'])}.yaml"
         # fqe.py works in its run directory, so that MuJoCo's MUJOCO_LOG.TXT (written to the working directory) stays there
         args = [str(ROOT / "algorithms" / "fqe.py"), *(["--config_path", str(config)] if config.exists() else []),
-                "--dataset_id", run["dataset"], "--policy_path", str(run["run_dir"].resolve() / "policy.pt2"),
+                "--dataset_id", run["dataset"], "--policy_path", str(run["run_dir"].resolve() / "policy_weights.pt"),
                 "--checkpoints_path", str(out.resolve()), "--seed", "0", *FQE_DEFAULTS, *sets]
         (out / "command.txt").write_text(f"cd {out.resolve()} && OMP_NUM_THREADS=1 python {' '.join(args)}\n")
         with open(out / "stdout.log", "a") as stdout, open(out / "stderr.log", "w") as stderr:
@@ -212,7 +231,7 @@ def report(rows: list[dict], out: Path, command: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="runs/bench", help="benchmark runs with their policy.pt2")
+    parser.add_argument("--root", default="runs/bench", help="benchmark runs with their policy_weights.pt")
     parser.add_argument("--runs", default="results/runs", help="committed benchmark runs (what the policies measured)")
     parser.add_argument("--commit-dir", default="results/fqe", help="committed estimates")
     parser.add_argument("--out", default="results")
@@ -226,7 +245,7 @@ def main(argv=None) -> int:
     if not args.report_only:
         runs = finished_runs(Path(args.root), args.datasets)
         if not runs:
-            print(f"error: no finished runs with a policy.pt2 under {args.root}.", file=sys.stderr)
+            print(f"error: no finished runs with a policy_weights.pt under {args.root}.", file=sys.stderr)
             return 2
         sets = [x for item in args.set for x in (f"--{item.split('=', 1)[0]}", item.split("=", 1)[1])]
         signal.signal(signal.SIGTERM, stop_runs)  # as the sweep: the running fqe.py checkpoints and exits too

@@ -1,12 +1,13 @@
 """Canonical source of the `dynamics` block: the probabilistic dynamics ensemble, its training, the
 termination functions, model rollouts and the model buffer D_model, carried by mopo.py and combo.py
-(tools/sync_shared.py lists them). It uses (Output)VectorizedLinear of the `critic` block and fail, run_directory
+(tools/sync_shared.py lists them). It uses (Output)VectorizedLinear of the `critic` block and fail
 and DeviceBuffer of the shared appendix. What a method does with the rollouts (MOPO's penalized reward) stays
 in its script. Edit here, then run `python tools/sync_shared.py dynamics`."""
 
 import math
 import os
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -329,11 +330,12 @@ def mixed_batch(dataset: "DeviceBuffer", model_buffer: ModelBuffer, batch_size: 
     return {k: torch.cat([real[k], fake[k]]) for k in real}
 
 
-def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str, np.ndarray]) -> None:
-    """The model is trained once, before the policy: not at all when resuming (the checkpoint holds it),
-    loaded when dynamics_path names a saved one (or, when resuming, the run saved one before its first
-    checkpoint), else trained and saved to <run directory>/dynamics.pt."""
-    run_dir = run_directory(config, algo)
+def prepare_dynamics(config, model: EnsembleDynamics, data: dict[str, np.ndarray], run_dir: Path) -> None:
+    """The model is trained once, before the policy, by fit's call of trainer.prepare(run_dir), in the run directory
+    it has locked (after --resume false moved an earlier run aside, and after run.json refused other learning fields,
+    the model's included): not at all when resuming (the checkpoint holds it), loaded when dynamics_path names a saved
+    one (or, when resuming, the run saved one before its first checkpoint), else trained and saved to
+    <run directory>/dynamics.pt."""
     if config.resume and (run_dir / "checkpoint.pt").exists():
         return
     saved = run_dir / "dynamics.pt"
@@ -347,7 +349,6 @@ def prepare_dynamics(config, algo: str, model: EnsembleDynamics, data: dict[str,
             fail(f"{path} is not a dynamics model of this dataset and config ({type(e).__name__}).")
         print(f"dynamics model loaded from {path}: elite holdout MSE {float(model.elite_mse()):.5f}", flush=True)
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "dynamics_training.pt"  # the model's own resume point: its training takes hours on a CPU
     if not config.resume:
         state_path.unlink(missing_ok=True)
