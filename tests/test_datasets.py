@@ -23,9 +23,16 @@ def episode(rewards, terminated, start=0.0):
                            rewards=np.asarray(rewards, np.float64), terminations=term, truncations=trunc)
 
 
+def fake_dataset(*episodes):
+    """A fake Minari dataset of these episodes: 2-dim observations, 1-dim actions."""
+    from gymnasium.spaces import Box
+
+    return SimpleNamespace(iterate_episodes=lambda: iter(episodes), observation_space=Box(-1e3, 1e3, (2,)),
+                           action_space=Box(-1, 1, (1,)))
+
+
 def test_flatten_terminals_come_from_terminations_only():
-    fake = SimpleNamespace(iterate_episodes=lambda: iter([episode([1, 2, 3], terminated=True),
-                                                           episode([4, 5], terminated=False, start=100)]))
+    fake = fake_dataset(episode([1, 2, 3], terminated=True), episode([4, 5], terminated=False, start=100))
     data = bc_filtered.flatten_episodes(fake)
     assert data["terminals"].tolist() == [0, 0, 1, 0, 0]  # the truncated end is not a terminal
     assert data["episode_ends"].tolist() == [0, 0, 1, 0, 1]
@@ -34,8 +41,7 @@ def test_flatten_terminals_come_from_terminations_only():
 
 
 def test_flatten_next_observation_at_episode_end_is_the_episodes_own():
-    fake = SimpleNamespace(iterate_episodes=lambda: iter([episode([1, 2], terminated=False),
-                                                           episode([3], terminated=True, start=100)]))
+    fake = fake_dataset(episode([1, 2], terminated=False), episode([3], terminated=True, start=100))
     data = bc_filtered.flatten_episodes(fake)
     # the last transition of episode 0 goes to its own final observation (2), not to episode 1's first (100)
     assert data["next_observations"][:, 0].tolist() == [1, 2, 101]
