@@ -140,7 +140,7 @@ BAD_INPUT = {
     "unknown device": (["--device", "tpu"], "unknown device 'tpu'"),
     "absent device": (["--device", "cuda:7"], "not available"),
     "max_steps below 1": (["--max_steps", "-5"], "max_steps must be at least 1"),
-    "batch_size below 1": (["--batch_size", "0"], "batch_size must be at least 1"),
+    "batch_size below 1": (["--batch_size", "0"], "batch_size must be in [1, 1048576], got 0"),
     "eval_every below 1": (["--eval_every", "0"], "eval_every must be at least 1"),
     "eval_episodes below 1": (["--eval_episodes", "0"], "eval_episodes must be at least 1"),
     "missing value": (["--max_steps"], "argument --max_steps: expected one argument"),
