@@ -97,20 +97,26 @@ def test_one_episode_as_the_dataset_holds_them():
     assert np.array_equal(again["observations"], episode["observations"][:50])  # the seed fixes the episode
 
 
+def arrivals(tuning) -> list[tuple[int, int]]:
+    """Runs the schedule of fine_tuning (10 offline updates) to its end: (online update, buffer size) at each episode's
+    arrival; at every step env_steps is the buffer's size and the phase follows the step."""
+    found = []
+    for step in range(1, tuning.steps + 1):
+        before = tuning.online_buffer.size
+        tuning.periodic(step)
+        if tuning.online_buffer.size != before:
+            found.append((step - 10, tuning.online_buffer.size))
+        assert tuning.counters() == {"env_steps": tuning.online_buffer.size}
+        assert tuning.online == (step > 10)
+    return found
+
+
 def test_episodes_arrive_as_the_updates_use_up_their_steps(minari_root):
     """utd 2 and a budget of 250 steps: the 200-step episode comes before online update 1, the remaining 50 (cut by the
     budget) before update 401; 500 online updates in all, then nothing more is collected."""
     tuning = fine_tuning(minari_root)
     assert tuning.steps == 10 + 250 * 2
-    arrivals = []
-    for step in range(1, tuning.steps + 1):
-        before = tuning.online_buffer.size
-        tuning.periodic(step)
-        if tuning.online_buffer.size != before:
-            arrivals.append((step - 10, tuning.online_buffer.size))
-        assert tuning.counters() == {"env_steps": tuning.online_buffer.size}
-        assert tuning.online == (step > 10)
-    assert arrivals == [(1, 200), (401, 250)] and tuning.episodes == 2
+    assert arrivals(tuning) == [(1, 200), (401, 250)] and tuning.episodes == 2
     ends = tuning.online_buffer.data["returns_to_go"][[199, 249]]
     assert torch.equal(ends, tuning.online_buffer.data["rewards"][[199, 249]])  # G = r where an episode ends
     assert torch.allclose(tuning.online_buffer.data["rewards"][:200], 0.5 * torch.as_tensor(
@@ -123,13 +129,7 @@ def test_warmup_collects_uniform_random_steps_before_the_first_update(minari_roo
     arrive before online update 1, the policy's 150 steps before update 1 as well; 300 online updates in all."""
     tuning = fine_tuning(minari_root, online_steps=450, warmup_steps=300)
     assert tuning.steps == 10 + (450 - 300) * 2
-    arrivals = []
-    for step in range(1, tuning.steps + 1):
-        before = tuning.online_buffer.size
-        tuning.periodic(step)
-        if tuning.online_buffer.size != before:
-            arrivals.append((step - 10, tuning.online_buffer.size))
-    assert arrivals == [(1, 450)] and tuning.episodes == 3
+    assert arrivals(tuning) == [(1, 450)] and tuning.episodes == 3
     actions = tuning.online_buffer.data["actions"]
     assert not (actions[:300] == 0.5).any() and (actions[:300].abs() <= 2.0).all()  # Unif([-2, 2]), Pendulum's
     assert (actions[300:] == 0.5).all()  # then the policy's (constant_explore)

@@ -223,16 +223,17 @@ def compare_precisions(args, device: torch.device, command: str) -> int:
     return 0
 
 
+def page_head(title: str, command: str, device: torch.device) -> list[str]:
+    """The lines every throughput page opens with: its title, the command, the machine and the date."""
+    return [title, "", f"Command: `{command}`  ", f"Machine: {machine(device)} (torch {torch.__version__}, device {device})  ",
+            f"Date: {datetime.date.today().isoformat()}", ""]
+
+
 def write_precision_table(path: Path, rows: list[dict], precisions: list[str], device: torch.device,
                           command: str) -> None:
     ratio = {"fp32", "bf16"} <= set(precisions)
     lines = [
-        "# Training throughput: --precision " + " against ".join(precisions),
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {machine(device)} (torch {torch.__version__}, device {device})  ",
-        f"Date: {datetime.date.today().isoformat()}",
-        "",
+        *page_head("# Training throughput: --precision " + " against ".join(precisions), command, device),
         "Updates per second of the training step alone (synthetic 17-dim states, 6-dim actions, 100k transitions"
         " on the device), run as fit() runs it under each --precision (bf16: bf16 autocast, output layers fp32), after"
         " the warm-up.  The precisions' windows alternate; each column is the median of the rounds, and bf16 / fp32 is"
@@ -258,12 +259,7 @@ def write_precision_table(path: Path, rows: list[dict], precisions: list[str], d
 def write_table(path: Path, rows: list[dict], device: torch.device, command: str) -> None:
     eager = {(r["algo"], r["batch_size"]): r.get("updates_per_s") for r in rows if r["mode"] == "eager"}
     lines = [
-        "# Training throughput",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {machine(device)} (torch {torch.__version__}, device {device})  ",
-        f"Date: {datetime.date.today().isoformat()}",
-        "",
+        *page_head("# Training throughput", command, device),
         "Updates per second of the training step alone (synthetic 17-dim states, 6-dim actions, 100k transitions"
         " on the device), median of the timed windows (min-max in brackets), after the warm-up.",
         "",
