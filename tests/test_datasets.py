@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import bc_filtered  # the shared block (identical in every script)
-import make_datasets
+from tools import make_datasets
 from conftest import TINY
 
 
@@ -153,7 +153,7 @@ def test_behavior_training_resumes_where_it_stopped(tmp_path):
     made with other settings."""
     import math
 
-    from behavior_sac import SACSettings, train_behavior
+    from tools.behavior_sac import SACSettings, train_behavior
 
     state = tmp_path / "train_state.pt"
     settings = SACSettings(total_steps=400, start_steps=100, eval_every=200, eval_episodes=1, hidden=16,

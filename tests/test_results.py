@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-import migrate_run_json
-import peer_d3rlpy
-import sweep
-from results import claims as claims_module
-from results import (make_results, o2o, plots, published, readme, reproduce, runs as runs_module, stats, tables,
+from tools import migrate_run_json, peer_d3rlpy, sweep
+from tools.results import claims as claims_module
+from tools.results import (make_results, o2o, plots, published, readme, reproduce, runs as runs_module, stats, tables,
                      verdicts)
-from results.verdicts import CONTRADICTED, EQUIVALENT, GREATER, LESS, SUPPORTED, UNDECIDED
+from tools.results.verdicts import CONTRADICTED, EQUIVALENT, GREATER, LESS, SUPPORTED, UNDECIDED
 
 MEDIUM_REPLAY = "local/pendulum/medium-replay-v0"
 CORE_MR, CORE_HC, CORE_ME = runs_module.CORE
@@ -189,7 +187,7 @@ def test_the_dataset_build_comes_from_run_json_else_dataset_txt(tmp_path):
     (old / "dataset.txt").write_text(f"{CORE_MR}: 11 episodes, 2999 steps\n")
     by_seed = {r.seed: r for r in runs_module.load_runs([tmp_path])}
     assert (by_seed[0].dataset_build, by_seed[1].dataset_build) == ("12 episodes, 3000 steps", "11 episodes, 2999 steps")
-    from results.rerun import commit_of
+    from tools.results.rerun import commit_of
 
     assert (commit_of(by_seed[0]), commit_of(by_seed[1])) == ("0123456", "not recorded")
 

@@ -4,14 +4,13 @@ scripts are self-contained."""
 
 import ast
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from tools import sync_shared
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import sync_shared  # noqa: E402
 
 SCRIPTS = sorted((ROOT / "algorithms").glob("*.py"))
 COPIES = [(script, name) for name, scripts in sync_shared.BLOCKS.items() for script in scripts]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import sweep
-from results import make_results
-from results.runs import CORE
+from tools import sweep
+from tools.results import make_results
+from tools.results.runs import CORE
 from conftest import TINY as TINY_SIZE
 
 CORE_MR = CORE[0]
@@ -197,7 +197,7 @@ def test_sigterm_to_the_sweep_stops_its_runs_resumably(minari_root, tmp_path):
     """kill <sweep pid> must not leave its runs going on alone (a second sweep would then share their directories):
     the run gets SIGTERM, checkpoints and exits, and the sweep exits with 143."""
     root = tmp_path / "bench"
-    command = [sys.executable, "tools/sweep.py", "--variants", "bc", "--datasets", "local/pendulum/medium-v0",
+    command = [sys.executable, "-m", "tools.sweep", "--variants", "bc", "--datasets", "local/pendulum/medium-v0",
                "--seeds", "0", "--root", str(root), "--commit-dir", "none", "--set", "max_steps=1000000",
                "eval_every=500000", "logging=disabled", "device=cpu"]
     sweeper = subprocess.Popen(command, cwd=Path(sweep.__file__).parents[1], stdout=subprocess.DEVNULL,

@@ -34,8 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from behavior_sac import Actor, SACSettings, evaluate, train_behavior  # noqa: E402
+from tools.behavior_sac import Actor, SACSettings, evaluate, train_behavior
 
 BEHAVIOR_DIR = Path(__file__).resolve().parent / "behavior"
 KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")

@@ -35,8 +35,6 @@ from typing import Optional
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOTS = ("results/runs", "results/fqe")
 DATASET_LINE = re.compile(r"^(?P<id>\S+): (?P<episodes>\d+) episodes, (?P<steps>\d+) steps$")
@@ -148,7 +146,7 @@ def ours_config(script: str, flags: list[tuple[str, str]], commit: str, committe
 
 
 def peer_config(words: list[str]) -> dict:
-    from peer_d3rlpy import make_parser
+    from tools.peer_d3rlpy import make_parser
 
     args = make_parser().parse_args(words)
     return {k: v for k, v in vars(args).items() if k != "setup"}

@@ -39,9 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_configs import config_name  # noqa: E402
-from processes import copy_in_order, run_child, stop_runs  # noqa: E402
+from tools.make_configs import config_name
+from tools.processes import copy_in_order, run_child, stop_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = 2000

@@ -65,9 +65,8 @@ from typing import Callable, Optional
 import yaml
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_configs import config_name  # noqa: E402
-from processes import copy_in_order, last_lines, machine_description, run_child, stop_runs  # noqa: E402
+from tools.make_configs import config_name
+from tools.processes import copy_in_order, last_lines, machine_description, run_child, stop_runs
 
 PROJECT = Path(__file__).resolve().parents[1]
 # name -> (script in algorithms/, extra flags); every script is also a variant of its own name.
@@ -126,7 +125,7 @@ def dataset_description(dataset_id: str) -> str:
     tools/make_datasets.py builds the same dataset on one machine, but builds on two machines have differed
     (Hopper medium-expert: 4354 and 4323 episodes, likely the last bits of the float arithmetic, which the
     rollouts amplify): this line tells the builds apart."""
-    from make_datasets import datasets_root
+    from tools.make_datasets import datasets_root
 
     root = datasets_root()
     try:
@@ -153,7 +152,7 @@ def in_run_directory(args: list[str], project: str) -> list[str]:
 
 def peer_run(variant: str, dataset: str, seed: int, run_dir: Path, sets: list[str]) -> Run:
     """A d3rlpy_<algo> variant: tools/peer_d3rlpy.py in the peer environment, same budget flags."""
-    from peer_d3rlpy import ALGOS, PEER_PYTHON
+    from tools.peer_d3rlpy import ALGOS, PEER_PYTHON
 
     algo = variant.removeprefix("d3rlpy_")
     if algo not in ALGOS:
@@ -311,10 +310,8 @@ def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gp
             report: Callable[[dict], None]) -> None:
     import ray
 
-    # tools/ is not a package: the workers import this file and its neighbours (make_datasets) from
-    # the project checkout, which is at the same path on every node.
-    tools = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "tools"),
-                                                                       os.environ.get("PYTHONPATH")]))}}
+    # The workers import tools.sweep (run_one) from the project checkout, which is at the same path on every node.
+    project = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}}
     started = not ray.is_initialized()
     if started and address == "local":
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
@@ -322,7 +319,7 @@ def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gp
         ray.init(address=address, log_to_driver=False)
     try:
         resources = {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
-        task = ray.remote(run_one).options(runtime_env=tools, **resources)  # also on an instance started before
+        task = ray.remote(run_one).options(runtime_env=project, **resources)  # also on an instance started before
         env = {**{k: os.environ[k] for k in FORWARDED if k in os.environ}, **env}
         runs_of = {task.remote(run, env, str(PROJECT)): run for run in runs}
         pending = list(runs_of)

@@ -36,23 +36,20 @@ claims (the claims' parts), readings (their sentences), tables, reproduce, plots
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: sweep, processes, make_configs
-
-from . import stats  # noqa: E402
-from .claims import CLAIMS, Claim, check_claims, write_claims  # noqa: E402
-from .o2o import O2O, write_o2o  # noqa: E402
-from .plots import curve_datasets, plot_curves, plot_profiles  # noqa: E402
-from .published import write_published  # noqa: E402
-from .readme import readme_section, update_readme  # noqa: E402
-from .reproduce import gpu_commands, reproduce_sweeps, write_reproduce  # noqa: E402
-from .rerun import RERUN_DIR, write_rerun  # noqa: E402
-from .runs import DEFAULT_ROOT, HEADLINE, PENDULUM, PROJECT, load_runs, suite  # noqa: E402
-from .stats import score_table  # noqa: E402
-from .tables import (aggregate, dataset_builds, display, grid, header, peer_rows, problems, write_peer,  # noqa: E402
+from . import stats
+from .claims import CLAIMS, Claim, check_claims, write_claims
+from .o2o import O2O, write_o2o
+from .plots import curve_datasets, plot_curves, plot_profiles
+from .published import write_published
+from .readme import readme_section, update_readme
+from .reproduce import gpu_commands, reproduce_sweeps, write_reproduce
+from .rerun import RERUN_DIR, write_rerun
+from .runs import DEFAULT_ROOT, HEADLINE, PENDULUM, PROJECT, load_runs, suite
+from .stats import score_table
+from .tables import (aggregate, dataset_builds, display, grid, header, peer_rows, problems, write_peer,
                      write_sanity, write_scores)
 
 __all__ = ["make_results", "main", "CLAIMS", "Claim"]

@@ -47,7 +47,7 @@ def run_root(checkpoints_path: str, run: RunRecord) -> str:
 
 def sweep_key(run: RunRecord) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """(root, --define items, --set items) of the sweep that made the run, from its run.json."""
-    from sweep import VARIANTS
+    from tools.sweep import VARIANTS
 
     own = dict(zip(VARIANTS[run.variant][1][::2], VARIANTS[run.variant][1][1::2])) if run.variant in VARIANTS else {}
     defines = () if run.variant in VARIANTS or run.variant.startswith("d3rlpy_") or run.algo == run.variant \
@@ -81,8 +81,8 @@ def reproduce_sweeps(runs: list[RunRecord]) -> list[Sweep]:
 def full_budget(variant: str, dataset: str) -> int:
     """The method's own budget of updates on the dataset: max_steps of its config (DT 100k, the others 1M as in
     D4RL); a peer variant takes that of our script of the same algorithm."""
-    from make_configs import config_name
-    from sweep import VARIANTS
+    from tools.make_configs import config_name
+    from tools.sweep import VARIANTS
 
     algo = variant.removeprefix("d3rlpy_")
     script = PEER_SCRIPTS.get(algo, algo) if variant.startswith("d3rlpy_") else VARIANTS.get(variant, (variant,))[0]

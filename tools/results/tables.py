@@ -365,7 +365,7 @@ def header(runs: list[RunRecord], commands: list[str], roots: list[Path], reprod
     and apart from them the offline-to-online runs' (offline updates, 0 for a learner from scratch, then online
     environment steps).  commands: the sweep commands that made the runs, listed in the file reproduce when there
     are several."""
-    from processes import machine_description
+    from tools.processes import machine_description
 
     def values(name, group):
         found = sorted({str(r.config[name]) for r in group if name in r.config}, key=lambda x: (len(x), x))
