@@ -146,7 +146,7 @@ def test_a_runs_score_is_the_mean_of_its_last_3_evaluations():
 
 def test_scores_from_hand_written_logs(fake_root, tmp_path):
     out = tmp_path / "results"
-    make_results(fake_root, out, command="python tools/sweep.py --fake")
+    make_results(fake_root, out, command="python -m tools.sweep --fake")
     rows = read_csv(out / "scores.csv")
     # bc: scores (20+30)/2 = 25 and (50+40)/2 = 45 -> 35 ± 14.1 (sample std); last 30 and 40 -> 35 ± 7.1; best 30
     # and 50 -> 40 ± 14.1.
@@ -167,7 +167,7 @@ def test_scores_from_hand_written_logs(fake_root, tmp_path):
     last = md[md.index("## Pendulum: last evaluation"):md.index("## Pendulum: best")]
     assert "| bc | 35.0 ± 14.1 (n=2, 20) |" in score and "| td3_bc | 75.0 ± 14.1 (n=2, 20) |" in score
     assert "| bc | 35.0 ± 7.1 (n=2, 20) |" in last
-    assert "python tools/sweep.py --fake" in md and "20 updates per offline run" in md
+    assert "python -m tools.sweep --fake" in md and "20 updates per offline run" in md
     assert (out / "curves-pendulum.png").stat().st_size > 0 and (out / "profiles.png").stat().st_size > 0
     claims = (out / "claims.md").read_text()
     assert claims.count(f"| {UNDECIDED} |") == len(LABELS)  # no MuJoCo run: every claim names what is missing
@@ -562,7 +562,7 @@ def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_
     assert text.endswith("<!-- results: end -->\nafter\n")
     assert "stale table" not in text
     section = text[text.index("<!-- results: begin -->"):]
-    cpu = (f"python tools/sweep.py --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers 2 --root runs/bench "
+    cpu = (f"python -m tools.sweep --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers 2 --root runs/bench "
            "--set max_steps=50000 eval_every=5000 eval_episodes=10")
     assert f"Runs: 4 runs, made by `{cpu}`" in section and f"Reproduce: `{cpu}`" in section
     assert "IQM [95% CI], local" in section
@@ -580,10 +580,10 @@ def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_
     assert "| td3_nobc |" not in section.split("| # | claim |")[0]  # ablations: in the claims, not the aggregate
     assert "| td3_nobc |" in (tmp_path / "results" / "scores.md").read_text()
     reproduce_md = (tmp_path / "results" / "reproduce.md").read_text()
-    pendulum_sweep = (f"python tools/sweep.py --variants bc bc_10 td3_bc --datasets {MEDIUM_REPLAY} --seeds 0 1 "
+    pendulum_sweep = (f"python -m tools.sweep --variants bc bc_10 td3_bc --datasets {MEDIUM_REPLAY} --seeds 0 1 "
                       "--workers 2 --root runs/bench --set max_steps=20 eval_every=10 eval_episodes=5")
     assert cpu in reproduce_md and pendulum_sweep in reproduce_md
-    assert (f"python tools/sweep.py --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers N --root "
+    assert (f"python -m tools.sweep --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers N --root "
             "runs/d4rl --commit-dir results/runs-d4rl --set eval_episodes=10 max_steps=1000000 eval_every=5000 device=cuda"
             ) in reproduce_md
 
@@ -602,13 +602,13 @@ def test_few_sweeps_make_exactly_the_runs(tmp_path):
     (bc_25 / "run.json").write_text(json.dumps(record))
     loaded = runs_module.load_runs([root])
     assert [s.command() for s in reproduce.reproduce_sweeps(loaded)] == [
-        f"python tools/sweep.py --variants bc_10 iql d3rlpy_iql --datasets {CORE_MR} --seeds 0 1 2 --workers 2 "
+        f"python -m tools.sweep --variants bc_10 iql d3rlpy_iql --datasets {CORE_MR} --seeds 0 1 2 --workers 2 "
         "--root runs/bench --set max_steps=50000 eval_every=5000",
-        f"python tools/sweep.py --variants bc_10 --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
+        f"python -m tools.sweep --variants bc_10 --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
         "--set max_steps=50000 eval_every=5000 compile=true",
-        f"python tools/sweep.py --variants iql --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
+        f"python -m tools.sweep --variants iql --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
         "--set max_steps=50000 eval_every=5000",
-        f"python tools/sweep.py --variants bc_25 --define bc_25=bc_filtered --datasets {CORE_HC} --seeds 0 "
+        f"python -m tools.sweep --variants bc_25 --define bc_25=bc_filtered --datasets {CORE_HC} --seeds 0 "
         "--workers 2 --root runs/bench --set frac=0.25 max_steps=50000 eval_every=5000"]
     # The sweep is what tools/sweep.py would run: its plan writes the same commands as the runs'.
     planned = sweep.plan(["bc_10"], [CORE_MR], [0], tmp_path / "runs" / "bench", sweep.parse_sets(
@@ -626,7 +626,7 @@ def test_a_run_without_run_json_is_counted_not_parsed(tmp_path, fast_bootstrap):
     (old / "command.txt").write_text("cd /x && python algorithms/iql.py --seed 1 --max_steps 999\n")
     make_results(root, tmp_path / "results", command=None)
     md = (tmp_path / "results" / "scores.md").read_text()
-    assert "Runs: 2 runs, made by `python tools/sweep.py --variants iql" in md and "(1 run without a run.json" in md
+    assert "Runs: 2 runs, made by `python -m tools.sweep --variants iql" in md and "(1 run without a run.json" in md
     assert "999" not in md and "| iql | 55.0 ± 7.1 / D4RL" in md
 
 
@@ -642,7 +642,7 @@ def test_gpu_sweeps_take_each_methods_full_budget():
         (["mopo_nopen", "d3rlpy_bc"], ["compile=true", "dynamics_path=runs/d4rl/mopo/local/hopper/medium-replay-v0/"
                                        "seed0/dynamics.pt", "max_steps=1000000", "eval_every=5000", "device=cuda"])]
     assert gpu[0].command("N", "results/runs-d4rl").startswith(
-        f"python tools/sweep.py --variants dt d3rlpy_dt --datasets {CORE_MR} --seeds 0 --workers N --root runs/d4rl "
+        f"python -m tools.sweep --variants dt d3rlpy_dt --datasets {CORE_MR} --seeds 0 --workers N --root runs/d4rl "
         "--commit-dir results/runs-d4rl --set compile=true")
 
 

@@ -27,7 +27,7 @@ def test_blocks_cover_exactly_the_scripts():
 def test_every_copy_equals_its_source(script, name):
     text = (ROOT / "algorithms" / f"{script}.py").read_text()
     assert sync_shared.block(text, name) == sync_shared.source(name), \
-        f"algorithms/{script}.py: block {name} differs from its source; run python tools/sync_shared.py"
+        f"algorithms/{script}.py: block {name} differs from its source; run python -m tools.sync_shared"
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)

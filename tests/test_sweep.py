@@ -136,7 +136,7 @@ def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch
     done.mkdir(parents=True)
     (done / "finished.json").write_text('{"step": 20}')
     (done / "log.jsonl").write_text("")
-    grid = dict(sets=TINY, progress=False, commit_dir=committed, command="python tools/sweep.py --the-grid")
+    grid = dict(sets=TINY, progress=False, commit_dir=committed, command="python -m tools.sweep --the-grid")
     # Seed 0 is committed at the budget asked for: skipped without running.  Seed 1 runs and is committed.
     results = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], bench, **grid)
     assert [(r["status"], r["committed"]) for r in results] == [("skipped", True), ("done", True)]

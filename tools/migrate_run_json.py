@@ -1,7 +1,7 @@
 """Gives every committed run that has none a run.json, built once from the files committed beside it.
 
-  python tools/migrate_run_json.py                    # results/runs and results/fqe
-  python tools/migrate_run_json.py --check            # list the runs still without a run.json, change nothing
+  python -m tools.migrate_run_json                    # results/runs and results/fqe
+  python -m tools.migrate_run_json --check            # list the runs still without a run.json, change nothing
 
 Since the plain-PyTorch rewrite every script writes run.json in its run directory ({"algo", "config" (the
 resolved TrainConfig), "commit" (until issue 44; since, the sweep's commit.txt), "dataset" (since issue 44: id,

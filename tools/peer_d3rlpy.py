@@ -2,8 +2,8 @@
 
 Runs inside the peer environment (d3rlpy 2.8.1 pins gymnasium 1.0.0, so it cannot share ours):
 
-  python tools/peer_d3rlpy.py --setup          # creates .venv-peer/ from requirements-peer.txt
-  .venv-peer/bin/python tools/peer_d3rlpy.py --algo iql --dataset_id local/hopper/medium-replay-v0 \
+  python -m tools.peer_d3rlpy --setup          # creates .venv-peer/ from requirements-peer.txt
+  .venv-peer/bin/python -m tools.peer_d3rlpy --algo iql --dataset_id local/hopper/medium-replay-v0 \
       --seed 0 --max_steps 50000 --eval_every 5000 --eval_episodes 10 --checkpoints_path runs/peer/iql
 
 tools/sweep.py runs it for the variants d3rlpy_bc, d3rlpy_td3_bc, d3rlpy_iql, d3rlpy_cql, d3rlpy_bcq and
@@ -200,7 +200,7 @@ def train(args) -> int:
         dataset = minari.load_dataset(args.dataset_id)
     except Exception as e:  # noqa: BLE001 - a missing dataset is one sentence, as in the scripts
         print(f"error: could not load dataset {args.dataset_id!r} ({type(e).__name__}); build it with "
-              f"python tools/make_datasets.py.", file=sys.stderr)
+              f"python -m tools.make_datasets.", file=sys.stderr)
         return 2
     env = dataset.recover_environment(eval_env=True)
     d3rlpy.seed(args.seed)

@@ -1,9 +1,9 @@
 """Run a benchmark grid: variants x datasets x seeds, each run one algorithm script in its own process.
 
-  python tools/sweep.py --variants bc bc_10 awr td3_bc iql \\
+  python -m tools.sweep --variants bc bc_10 awr td3_bc iql \\
       --datasets local/hopper/medium-replay-v0 local/halfcheetah/medium-replay-v0 local/hopper/medium-expert-v0 \\
       --seeds 0 1 2 --workers 2 --root runs/bench --commit-dir results/runs --set max_steps=50000 eval_every=5000
-  python tools/make_results.py --root results/runs   # then the tables, curves and claims
+  python -m tools.make_results --root results/runs   # then the tables, curves and claims
 
 A variant is a name for (script, extra flags): "bc" is bc_filtered with --frac 1.0, "bc_10" is
 bc_filtered with --frac 0.1, "mopo_nopen" is mopo with its uncertainty penalty off (--penalty_coef 0.0),
@@ -38,7 +38,7 @@ checkpoints or policies) are copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>
 finished.json is already there (committed by an earlier session) is skipped without being rerun, and
 the sweep command is appended to COMMIT_DIR/sweeps.txt (the history of the sweeps; make_results derives
 the commands that reproduce the tables from each run's run.json).  Benchmark grids use it;
-tools/make_results.py --root results/runs rebuilds every table and plot from those files alone.
+python -m tools.make_results --root results/runs rebuilds every table and plot from those files alone.
 
 Locally, --workers runs go at a time, each with OMP_NUM_THREADS=--threads-per-run (1), so N
 workers use N cores.  With --ray-address the same runs are Ray tasks on a cluster (num_cpus=1
@@ -159,7 +159,7 @@ def peer_run(variant: str, dataset: str, seed: int, run_dir: Path, sets: list[st
         raise SystemExit(f"error: peer variant {variant!r} is not one of {', '.join('d3rlpy_' + a for a in ALGOS)}.")
     if not PEER_PYTHON.exists():
         raise SystemExit(f"error: the peer environment {PEER_PYTHON.parent.parent} does not exist; "
-                         f"create it with: python tools/peer_d3rlpy.py --setup")
+                         f"create it with: python -m tools.peer_d3rlpy --setup")
     args = ["tools/peer_d3rlpy.py", "--algo", algo, "--dataset_id", dataset, "--seed", str(seed),
             "--checkpoints_path", str(run_dir), *sets]
     return Run(variant, dataset, seed, str(run_dir), args, int(flag_value(sets, "max_steps") or 50_000),
@@ -216,7 +216,7 @@ def plan(variants: list[str], datasets: list[str], seeds: list[int], root: Path,
             defaults = (yaml.safe_load((PROJECT / config).read_text()) or {}) if config_flags else {}
             if not config_flags:
                 print(f"warning: no config {config or 'for ' + dataset}: {variant} on {dataset} runs with "
-                      f"{script}.py's defaults (python tools/make_configs.py writes the configs).", file=sys.stderr)
+                      f"{script}.py's defaults (python -m tools.make_configs writes the configs).", file=sys.stderr)
             for seed in seeds:
                 run_dir = (root / variant / dataset / f"seed{seed}").resolve()
                 flags = [*variant_flags, *sets]
@@ -440,7 +440,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         runs = plan(args.variants, args.datasets, args.seeds, Path(args.root).resolve(), parse_sets(args.set), defines)
         print("\n".join(f"{shlex.quote(run.python)} {shlex.join(run.args)}" for run in runs))
         return 0
-    command = "python tools/sweep.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m tools.sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, stop_runs)
     commit_dir = None if args.commit_dir.lower() == "none" else \
         PROJECT / args.commit_dir if args.commit_dir == DEFAULT_COMMIT_DIR else Path(args.commit_dir)

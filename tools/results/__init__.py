@@ -1,5 +1,5 @@
-"""Tables, plots and the chapter's claims from the run directories of tools/sweep.py (the entry point is
-tools/make_results.py).
+"""Tables, plots and the chapter's claims from the run directories of tools/sweep.py (the entry point:
+python -m tools.make_results).
 
 Reads ROOT/<variant>/<dataset_id>/seed<S>/: log.jsonl (the evaluations), run.json (what the run is: algorithm,
 resolved config, the data it read, command), commit.txt, machine.txt, dataset.txt (older runs' data record) and
@@ -107,7 +107,7 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="make_results.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.make_results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", nargs="+", default=[str(PROJECT / DEFAULT_ROOT)],
                         help=f"run roots: the --commit-dir of tools/sweep.py (default {DEFAULT_ROOT}) or its --root")

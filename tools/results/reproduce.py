@@ -29,7 +29,7 @@ class Sweep:
     defines: list[str] = field(default_factory=list)
 
     def command(self, workers: str = "2", commit_dir: Optional[str] = None) -> str:
-        words = ["python tools/sweep.py", "--variants", *self.variants,
+        words = ["python -m tools.sweep", "--variants", *self.variants,
                  *(w for d in self.defines for w in ("--define", shlex.quote(d))), "--datasets", *self.datasets,
                  "--seeds", *map(str, self.seeds), "--workers", workers, "--root", self.root]
         words += ["--commit-dir", commit_dir] if commit_dir else []
@@ -117,11 +117,11 @@ def gpu_commands(sweeps: list[Sweep]) -> list[str]:
 def reproduce_blocks(commands: list[str], gpu: list[str]) -> list[str]:
     """The CPU commands that made the runs, then the same sweeps at the full budget on a GPU."""
     return ["Reproduce these runs on CPU (each finished run is committed to `results/runs`, which "
-            "`python tools/make_results.py` reads):", "", "```bash",
-            *(commands or ["# no run has a run.json"]), "python tools/make_results.py", "```", "",
+            "`python -m tools.make_results` reads):", "", "```bash",
+            *(commands or ["# no run has a run.json"]), "python -m tools.make_results", "```", "",
             "The full budget on a GPU (each method's own, from its config: on MuJoCo 1M updates, DT 100k; "
             "evaluation every 5k; the CPU's scaled-down settings dropped): the same sweeps with N runs at a time "
-            "(as many as the GPU's memory holds), then `python tools/make_results.py --root results/runs-d4rl`:",
+            "(as many as the GPU's memory holds), then `python -m tools.make_results --root results/runs-d4rl`:",
             "", "```bash", *(gpu or ["# no run has a run.json"]), "```"]
 
 

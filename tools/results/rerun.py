@@ -1,5 +1,5 @@
 """Reruns: a benchmark run made again on newer code (results/rerun/<variant>/<dataset>/seed<S>/, written by
-tools/sweep.py --commit-dir results/rerun with the same settings), beside the committed run of the same
+python -m tools.sweep --commit-dir results/rerun with the same settings), beside the committed run of the same
 variant, dataset and seed: does the newer code learn as the older did?  rerun.md and rerun.png."""
 
 from __future__ import annotations

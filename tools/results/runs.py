@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 PROJECT = Path(__file__).resolve().parents[2]
-DEFAULT_ROOT = "results/runs"  # where tools/sweep.py --commit-dir puts the committed runs
+DEFAULT_ROOT = "results/runs"  # where python -m tools.sweep --commit-dir puts the committed runs
 D4RL_REFERENCE = PROJECT / "results" / "d4rl_reference.csv"
 SCORE = "eval/normalized_score"
 LAST = 3  # a run's score: the mean of its last LAST evaluations (results/protocol.md)

@@ -330,7 +330,7 @@ def write_sanity(table, head: list[str], out: Path) -> list[str]:
              "table rather than as learning curves. The D4RL scale beside it shows where this project's expert "
              "and random policies sit against D4RL's.", "", d4rl_citation(), ""]
     if not envs:
-        lines.append("Not run: no bc run on a local/<env>/expert-v0 or random-v0 dataset (python tools/sweep.py "
+        lines.append("Not run: no bc run on a local/<env>/expert-v0 or random-v0 dataset (python -m tools.sweep "
                      "--variants bc --datasets local/hopper/expert-v0 local/hopper/random-v0 ... --commit-dir "
                      "results/runs).")
     rows = []
@@ -398,7 +398,7 @@ def header(runs: list[RunRecord], commands: list[str], roots: list[Path], reprod
         *([online_budget(online, values, finals) + ("" if offline else f"; seeds {', '.join(map(str, seeds))}") + "."]
           if online else []),
         f"Device: {device}.",
-        f"Made by `python tools/make_results.py` on {datetime.date.today().isoformat()}.",
+        f"Made by `python -m tools.make_results` on {datetime.date.today().isoformat()}.",
     ]
 
 
