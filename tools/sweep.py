@@ -125,7 +125,7 @@ def dataset_description(dataset_id: str) -> str:
     tools/make_datasets.py builds the same dataset on one machine, but builds on two machines have differed
     (Hopper medium-expert: 4354 and 4323 episodes, likely the last bits of the float arithmetic, which the
     rollouts amplify): this line tells the builds apart."""
-    from tools.make_datasets import datasets_root
+    from tools.datasets.store import datasets_root
 
     root = datasets_root()
     try:
