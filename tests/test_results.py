@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-from tools import migrate_run_json, peer_d3rlpy, sweep
+from tools import migrate_run_json, peer_d3rlpy, variants
 from tools.results import claims as claims_module
 from tools.results import (make_results, o2o, plots, published, readme, reproduce, runs as runs_module, stats, tables,
                      verdicts)
@@ -49,7 +49,7 @@ def write_run(root: Path, variant: str, dataset: str, seed: int, scores: dict, e
         command = ["python", "tools/peer_d3rlpy.py", "--algo", algo, "--dataset_id", dataset, "--seed", str(seed),
                    "--checkpoints_path", checkpoints, *words]
     else:
-        algo, flags = sweep.VARIANTS.get(variant, (variant, []))
+        algo, flags = variants.VARIANTS.get(variant, (variant, []))
         command = ["python", f"algorithms/{algo}.py", "--config_path", f"configs/{algo}/x.yaml", "--dataset_id",
                    dataset, "--seed", str(seed), "--checkpoints_path", checkpoints, *flags, *words]
     config = {"dataset_id": dataset, "seed": seed, "checkpoints_path": checkpoints, "device": "auto",
@@ -86,7 +86,7 @@ def write_online_run(root: Path, variant: str, dataset: str, seed: int, offline_
     config = {"dataset_id": dataset, "seed": seed, "max_steps": offline, "online_steps": online_steps, "utd": 1,
               "eval_every": every, "eval_episodes": episodes}
     command = ["python", f"algorithms/{algo}.py", "--dataset_id", dataset, "--seed", str(seed), "--checkpoints_path",
-               f"/x/runs/bench/{variant}/{dataset}/seed{seed}", *sweep.VARIANTS.get(variant, (algo, []))[1],
+               f"/x/runs/bench/{variant}/{dataset}/seed{seed}", *variants.VARIANTS.get(variant, (algo, []))[1],
                "--online_steps", str(online_steps)]
     (run_dir / "run.json").write_text(json.dumps({"algo": algo, "config": config, "command": command}))
     (run_dir / "finished.json").write_text(json.dumps({"step": offline + online_steps}))
@@ -611,7 +611,7 @@ def test_few_sweeps_make_exactly_the_runs(tmp_path):
         f"python -m tools.sweep --variants bc_25 --define bc_25=bc_filtered --datasets {CORE_HC} --seeds 0 "
         "--workers 2 --root runs/bench --set frac=0.25 max_steps=50000 eval_every=5000"]
     # The sweep is what tools/sweep.py would run: its plan writes the same commands as the runs'.
-    planned = sweep.plan(["bc_10"], [CORE_MR], [0], tmp_path / "runs" / "bench", sweep.parse_sets(
+    planned = variants.plan(["bc_10"], [CORE_MR], [0], tmp_path / "runs" / "bench", variants.parse_sets(
         ["max_steps=50000", "eval_every=5000"]), {})
     assert planned[0].args[-6:] == ["--frac", "0.1", "--max_steps", "50000", "--eval_every", "5000"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import sweep
+from tools import sweep, variants
 from tools.results import make_results
 from tools.results.runs import CORE
 from conftest import TINY as TINY_SIZE
@@ -45,29 +45,29 @@ def assert_records_the_dataset_build(run_dir: Path) -> None:
 
 
 def test_variants_and_sets_become_flags(tmp_path):
-    runs = sweep.plan(["bc", "bc_10", "td3_bc"], ["local/pendulum/medium-v0"], [3], tmp_path,
-                      sweep.parse_sets(["max_steps=50", "eval_targets=[-150.0]"]), {})
+    runs = variants.plan(["bc", "bc_10", "td3_bc"], ["local/pendulum/medium-v0"], [3], tmp_path,
+                      variants.parse_sets(["max_steps=50", "eval_targets=[-150.0]"]), {})
     bc, bc_10, td3 = runs
     assert bc.args[:3] == ["algorithms/bc_filtered.py", "--config_path", "configs/bc_filtered/pendulum-medium.yaml"]
     assert bc.args[-6:] == ["--frac", "1.0", "--max_steps", "50", "--eval_targets", "[-150.0]"]
     assert bc_10.args[bc_10.args.index("--frac") + 1] == "0.1" and td3.args[0] == "algorithms/td3_bc.py"
     assert bc.run_dir == str(tmp_path / "bc" / "local/pendulum/medium-v0" / "seed3") and bc.max_steps == 50
     # The ablations of the claims: MOPO without its penalty, TD3+BC without its BC term.
-    mopo_nopen, td3_nobc = sweep.plan(["mopo_nopen", "td3_nobc"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    mopo_nopen, td3_nobc = variants.plan(["mopo_nopen", "td3_nobc"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     assert mopo_nopen.args[0] == "algorithms/mopo.py" and mopo_nopen.args[-2:] == ["--penalty_coef", "0.0"]
     assert td3_nobc.args[0] == "algorithms/td3_bc.py" and td3_nobc.args[-2:] == ["--bc_coef", "0.0"]
     # DT with the authors' N(0, 1) timestep embedding (ours starts it as GPT-2, std 0.02).
-    dt_init1, = sweep.plan(["dt_init1"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    dt_init1, = variants.plan(["dt_init1"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     assert dt_init1.args[0] == "algorithms/dt.py" and dt_init1.args[-2:] == ["--timestep_embedding_std", "1.0"]
     # Without --set max_steps, the config's value decides when a run is finished.
-    assert sweep.plan(["iql"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})[0].max_steps == 30_000
+    assert variants.plan(["iql"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})[0].max_steps == 30_000
     with pytest.raises(SystemExit, match="no_such_algo"):
-        sweep.plan(["no_such_algo"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+        variants.plan(["no_such_algo"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     # CQL with the policy's mean next action in its target (the peer's choice), beside the authors' sampled a'.
-    mean_target, = sweep.plan(["cql_mean_target"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    mean_target, = variants.plan(["cql_mean_target"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     assert mean_target.args[0] == "algorithms/cql.py" and mean_target.args[-2:] == ["--target_action", "mean"]
     # The bf16 equivalence runs (issue 47): the script with --precision bf16, in a directory of their own.
-    for run in sweep.plan(["td3_bc_bf16", "iql_bf16", "cql_bf16", "combo_bf16"], ["local/pendulum/medium-v0"], [0],
+    for run in variants.plan(["td3_bc_bf16", "iql_bf16", "cql_bf16", "combo_bf16"], ["local/pendulum/medium-v0"], [0],
                           tmp_path, [], {}):
         script = Path(run.args[0]).stem
         assert run.args[-2:] == ["--precision", "bf16"] and run.run_dir.startswith(str(tmp_path / f"{script}_bf16"))
@@ -109,7 +109,7 @@ def test_a_run_works_in_its_run_directory(tmp_path, monkeypatch):
         return 0
 
     monkeypatch.setattr(sweep, "run_child", fake_child)
-    run, = sweep.plan(["td3_bc"], ["local/pendulum/medium-replay-v0"], [0], tmp_path, [], {})
+    run, = variants.plan(["td3_bc"], ["local/pendulum/medium-replay-v0"], [0], tmp_path, [], {})
     sweep.run_one(run, {"OMP_NUM_THREADS": "1"}, str(sweep.PROJECT))
     args, run_dir = seen["args"], Path(run.run_dir)
     assert Path(seen["cwd"]) == run_dir and args[1] == str(sweep.PROJECT / "algorithms" / "td3_bc.py")

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from tools.make_configs import config_name
+from tools.variants import VARIANTS
+
 from .runs import PROJECT, RunRecord, dataset_key, variant_key
 
 SWEEP_WRITES = ("config_path", "dataset_id", "seed", "checkpoints_path", "algo")  # flags sweep.py writes per run
@@ -47,8 +50,6 @@ def run_root(checkpoints_path: str, run: RunRecord) -> str:
 
 def sweep_key(run: RunRecord) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """(root, --define items, --set items) of the sweep that made the run, from its run.json."""
-    from tools.sweep import VARIANTS
-
     own = dict(zip(VARIANTS[run.variant][1][::2], VARIANTS[run.variant][1][1::2])) if run.variant in VARIANTS else {}
     defines = () if run.variant in VARIANTS or run.variant.startswith("d3rlpy_") or run.algo == run.variant \
         else (f"{run.variant}={run.algo}",)
@@ -81,9 +82,6 @@ def reproduce_sweeps(runs: list[RunRecord]) -> list[Sweep]:
 def full_budget(variant: str, dataset: str) -> int:
     """The method's own budget of updates on the dataset: max_steps of its config (DT 100k, the others 1M as in
     D4RL); a peer variant takes that of our script of the same algorithm."""
-    from tools.make_configs import config_name
-    from tools.sweep import VARIANTS
-
     algo = variant.removeprefix("d3rlpy_")
     script = PEER_SCRIPTS.get(algo, algo) if variant.startswith("d3rlpy_") else VARIANTS.get(variant, (variant,))[0]
     path = PROJECT / "configs" / script / f"{config_name(dataset)}.yaml"
