@@ -16,8 +16,8 @@ from scipy import stats as scipy_stats
 
 from tools import migrate_run_json, peer_d3rlpy, variants
 from tools.results import claims as claims_module
-from tools.results import (make_results, o2o, plots, published, readme, reproduce, runs as runs_module, stats, tables,
-                     verdicts)
+from tools.results import (headers, make_results, o2o, plots, published, readme, reproduce, runs as runs_module,
+                           scores as scores_module, stats, verdicts)
 from tools.results.verdicts import CONTRADICTED, EQUIVALENT, GREATER, LESS, SUPPORTED, UNDECIDED
 
 MEDIUM_REPLAY = "local/pendulum/medium-replay-v0"
@@ -856,7 +856,7 @@ def test_the_header_lists_offline_budgets_apart_from_fine_tuning_without_phantom
     write_online_run(root, "iql_o2o", CORE_MR, 0, 50.0, lambda env: 60.0, budget=(50, 50, 10))
     write_online_run(root, "sac_scratch", CORE_MR, 0, 0.0, lambda env: 30.0, budget=(0, 40, 10))
     runs = runs_module.load_runs([root])
-    head = tables.header(runs, ["c"], [root], "reproduce.md")
+    head = headers.header(runs, ["c"], [root], "reproduce.md")
     offline = next(line for line in head if line.startswith("Budget:"))
     assert offline.startswith("Budget: 20, 50 updates per offline run (final evaluation at 20, 50);"), offline
     assert "100" not in offline and "40" not in offline  # no fine-tuning run's final update among offline budgets
@@ -864,7 +864,7 @@ def test_the_header_lists_offline_budgets_apart_from_fine_tuning_without_phantom
     assert "0 for sac_scratch, which learn online only" in online and "50 offline updates" in online
     assert "then 40, 50 online environment steps" in online and "final evaluation at update 40, 100" in online
     # Only offline runs (the Pendulum suite's, say): one budget line, no fine-tuning line.
-    only = tables.header([r for r in runs if r.variant in ("bc", "iql")], ["c"], [root], "reproduce.md")
+    only = headers.header([r for r in runs if r.variant in ("bc", "iql")], ["c"], [root], "reproduce.md")
     assert not any(line.startswith("Offline-to-online") for line in only)
 
 
@@ -896,7 +896,7 @@ def test_the_longer_budget_runs_get_a_reading_from_the_dataset_sizes(tmp_path):
         record["dataset"] = {"episodes": 40, "transitions": 40000}
         (run_dir / "run.json").write_text(json.dumps(record))
     runs = runs_module.load_runs([root])
-    reading = tables.longer_budget_reading(stats.score_table(runs), runs)
+    reading = scores_module.longer_budget_reading(stats.score_table(runs), runs)
     assert reading.startswith("The 500k-update runs score below the same method at its sweep budget in 2 of 2 cells")
     assert f"on {CORE_HC} 2 of 2: bc_10_500k 15.0 vs 30.0 at 50k, iql_500k 20.0 vs 40.0 at 50k" in reading
     assert "holds 40 episodes (40000 transitions), so 500k updates of batch 256 are about 3200 passes" in reading

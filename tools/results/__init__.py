@@ -30,7 +30,8 @@ and, when --out is the project's results/, the README's results section (between
 Every file names the runs, the budget, the device and the date.
 
 Modules: runs (loading, a run's score), stats (cells, t intervals, IQM), verdicts (the protocol's decisions),
-claims (the claims' parts), readings (their sentences), tables, reproduce, plots, published, rerun, o2o, readme.
+claims (the claims' parts), readings (their sentences), headers (every page's head), tables (Markdown tables),
+the pages scores, peer, sanity, reproduce, plots, published, rerun, o2o, and readme.
 """
 
 from __future__ import annotations
@@ -41,16 +42,19 @@ from typing import Optional
 
 from . import stats
 from .claims import CLAIMS, Claim, check_claims, write_claims
+from .headers import display, header
 from .o2o import O2O, write_o2o
+from .peer import peer_rows, write_peer
 from .plots import curve_datasets, plot_curves, plot_profiles
 from .published import write_published
 from .readme import readme_section, update_readme
 from .reproduce import gpu_commands, reproduce_sweeps, write_reproduce
 from .rerun import RERUN_DIR, write_rerun
 from .runs import DEFAULT_ROOT, HEADLINE, PENDULUM, PROJECT, load_runs, suite
+from .sanity import write_sanity
+from .scores import aggregate, dataset_builds, problems, write_scores
 from .stats import score_table
-from .tables import (aggregate, dataset_builds, display, grid, header, peer_rows, problems, write_peer,
-                     write_sanity, write_scores)
+from .tables import grid
 
 __all__ = ["make_results", "main", "CLAIMS", "Claim"]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .claims import OLD_COLUMN, Claim
 from .runs import HALF_BUDGET
-from .tables import AGGREGATE_LEGEND, aggregate_table, markdown_table
+from .scores import AGGREGATE_LEGEND, aggregate_table
+from .tables import markdown_table
 
 BEGIN, END = "<!-- results: begin -->", "<!-- results: end -->"
 # Ablations answer a claim: the claims table reads them, the aggregate of results/scores.md lists them.
