@@ -691,8 +691,10 @@ def test_plots_keep_panels_readable():
 
 def test_peer_run_json_has_the_scripts_shape():
     args = peer_d3rlpy.make_parser().parse_args(["--algo", "iql", "--seed", "2", "--max_steps", "100"])
-    record = peer_d3rlpy.run_record(args, "d3rlpy 2.8.1", "2.13.0", "abc", ["python", "tools/peer_d3rlpy.py"])
-    assert set(record) == {"algo", "library", "config", "commit", "torch", "command"}
+    size = {"id": MEDIUM_REPLAY, "episodes": 3, "transitions": 600}
+    record = peer_d3rlpy.run_record(args, "d3rlpy 2.8.1", "2.13.0", "abc", ["python", "tools/peer_d3rlpy.py"], size)
+    assert set(record) == {"algo", "library", "config", "commit", "torch", "dataset", "command"}
+    assert record["dataset"] == size
     assert record["algo"] == "iql" and record["config"]["max_steps"] == 100 and "setup" not in record["config"]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tools import sweep, variants
+from tools.processes import machine_description
 from tools.results import make_results
 from tools.results.runs import CORE
 from conftest import TINY as TINY_SIZE
@@ -38,10 +39,15 @@ def read_csv(path: Path) -> dict:
     return {(row["variant"], row["dataset"]): row for row in csv.DictReader(path.open())}
 
 
-def assert_records_the_dataset_build(run_dir: Path) -> None:
-    """The run's dataset.txt names the build it read: episodes and steps of Minari's local copy."""
-    assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
-                        (run_dir / "dataset.txt").read_text())
+def assert_records_the_machine_and_the_data(run_dir: Path) -> None:
+    """The run's run.json names the build it read (the script's record: episodes, transitions, content hash) and the
+    machine it ran on (the sweep's); no machine.txt or dataset.txt beside it."""
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["machine"] == machine_description()
+    dataset = record["dataset"]
+    assert dataset["id"] == "local/pendulum/medium-v0" and dataset["transitions"] == TINY_SIZE
+    assert isinstance(dataset["episodes"], int) and len(dataset["sha256"]) == 64
+    assert not (run_dir / "machine.txt").exists() and not (run_dir / "dataset.txt").exists()
 
 
 def test_variants_and_sets_become_flags(tmp_path):
@@ -88,12 +94,12 @@ def test_commit_run_copies_the_small_files_of_a_finished_run(tmp_path):
     run_dir = write_run(tmp_path / "bench", "bc", CORE_MR, 0)
     (run_dir / "checkpoint.pt").write_bytes(b"big")
     (run_dir / "policy.pt2").write_bytes(b"big")
-    (run_dir / "machine.txt").write_text("cpu\n")
+    (run_dir / "machine.txt").write_text("cpu\n")  # an older sweep's file: no longer committed
     committed = tmp_path / "committed" / "bc" / CORE_MR / "seed0"
     assert not sweep.commit_run(run_dir, committed)  # unfinished: nothing to commit
     (run_dir / "finished.json").write_text('{"step": 20}')
     assert sweep.commit_run(run_dir, committed)
-    assert sorted(p.name for p in committed.iterdir()) == ["command.txt", "finished.json", "log.jsonl", "machine.txt",
+    assert sorted(p.name for p in committed.iterdir()) == ["command.txt", "finished.json", "log.jsonl",
                                                            "run.json"]  # no commit.txt: write_run made none
     assert not sweep.commit_run(run_dir, committed)  # the same run is committed already
 
@@ -122,9 +128,10 @@ def test_a_run_works_in_its_run_directory(tmp_path, monkeypatch):
 def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch):
     started = []
 
-    def fake_script(args, **kwargs):  # the script's side of the contract: a log, a checkpoint, finished.json
+    def fake_script(args, **kwargs):  # the script's side of the contract: run.json, a log, a checkpoint, finished.json
         run_dir = Path(args[args.index("--checkpoints_path") + 1])
         started.append(run_dir.name)
+        (run_dir / "run.json").write_text(json.dumps({"algo": "bc_filtered", "config": {}, "command": []}))
         (run_dir / "log.jsonl").write_text(json.dumps({"step": 20, "eval/normalized_score": 1.0}) + "\n")
         (run_dir / "checkpoint.pt").write_bytes(b"big")
         (run_dir / "finished.json").write_text('{"step": 20}')
@@ -141,15 +148,17 @@ def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch
     results = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], bench, **grid)
     assert [(r["status"], r["committed"]) for r in results] == [("skipped", True), ("done", True)]
     assert started == ["seed1"] and not (bench / "bc" / "local/pendulum/medium-v0" / "seed0").exists()
-    assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
-        ["command.txt", "commit.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt"]
+    seed1 = committed / "bc" / "local/pendulum/medium-v0" / "seed1"
+    assert sorted(p.name for p in seed1.iterdir()) == ["command.txt", "commit.txt", "finished.json", "log.jsonl",
+                                                       "run.json"]
+    assert json.loads((seed1 / "run.json").read_text())["machine"] == machine_description()  # the sweep's addition
     # A run committed at a smaller budget is run again (resuming in ROOT) and its commit replaced.
     (done / "finished.json").write_text('{"step": 10}')
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], bench, **grid)
     assert [(r["status"], r["committed"]) for r in again] == [("done", True), ("skipped", True)]
     assert started == ["seed1", "seed0"] and json.loads((done / "finished.json").read_text())["step"] == 20
-    # The command is recorded once in the commit directory, however often the sweep runs.
-    assert (committed / "sweeps.txt").read_text().count("--the-grid") == 1
+    # The command is appended to both histories each time the sweep runs (people read them; no tool parses them).
+    assert (committed / "sweeps.txt").read_text().count("--the-grid") == 2
     assert (bench / "sweeps.txt").read_text().count("--the-grid") == 2
 
 
@@ -164,7 +173,7 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     assert [bool(r.get("committed")) for r in first] == [False, False, True, True]
     assert not (committed / "bc" / "local/pendulum/nonexistent-v0").exists()
     assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
-        ["command.txt", "commit.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt", "run.json"]
+        ["command.txt", "commit.txt", "finished.json", "log.jsonl", "run.json"]
     record = json.loads((committed / "bc" / "local/pendulum/medium-v0" / "seed1" / "run.json").read_text())
     assert (record["algo"], record["config"]["frac"], record["config"]["max_steps"]) == ("bc_filtered", 1.0, 20)
     assert "nonexistent" in first[0]["error"]
@@ -175,9 +184,7 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     assert [r["step"] for r in log if "eval/normalized_score" in r] == [10, 20]
     command = (run_dir / "command.txt").read_text()
     assert "OMP_NUM_THREADS=1" in command and "--frac 1.0" in command and "--seed 1" in command
-    assert_records_the_dataset_build(run_dir)
-    dataset = json.loads((run_dir / "run.json").read_text())["dataset"]  # the script's own record of the data
-    assert dataset["transitions"] == TINY_SIZE and f"{dataset['episodes']} episodes" in (run_dir / "dataset.txt").read_text()
+    assert_records_the_machine_and_the_data(run_dir)
 
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], root, **grid)
     assert [r["status"] for r in again] == ["skipped", "skipped"]
@@ -227,8 +234,8 @@ def test_sweep_on_a_local_ray_instance(minari_root, tmp_path):
     for seed in (0, 1):
         run_dir = tmp_path / "bench" / "bc_10" / "local/pendulum/medium-v0" / f"seed{seed}"
         assert (run_dir / "checkpoint.pt").exists() and "--frac 0.1" in (run_dir / "command.txt").read_text()
-        # The Ray worker imports make_datasets too (tools/ on its path) and reads the same local copy.
-        assert_records_the_dataset_build(run_dir)
+        # The Ray worker imports tools.sweep (the project on its path) and records the machine it ran on.
+        assert_records_the_machine_and_the_data(run_dir)
 
 
 def test_sweep_on_a_ray_instance_started_by_the_caller(minari_root, tmp_path):
@@ -242,4 +249,4 @@ def test_sweep_on_a_ray_instance_started_by_the_caller(minari_root, tmp_path):
         ray.shutdown()
     assert [r["status"] for r in results] == ["done"], results
     run_dir = tmp_path / "bench" / "bc" / "local/pendulum/medium-v0" / "seed0"
-    assert_records_the_dataset_build(run_dir)
+    assert_records_the_machine_and_the_data(run_dir)

@@ -14,30 +14,31 @@ policy's mean next action in its target (--target_action mean, as the peer libra
 learns online from nothing (each with --set online_steps=N), "td3_bc_bf16", "iql_bf16", "cql_bf16" and "combo_bf16"
 are the script with --precision bf16 (the equivalence runs of issue 47), "d3rlpy_<algo>" is the peer
 library (tools/peer_d3rlpy.py, in its own environment), and every script in algorithms/ is a variant
-of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
+of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25": NAME=, the script, then its
+flags, words separated by spaces, no quoting).  Each run is
 
   python algorithms/<script>.py --config_path configs/<script>/<env>-<kind>.yaml --seed S
          --checkpoints_path ROOT/<variant>/<dataset_id>/seed<S> <variant flags> <--set flags>
 
 in ROOT/<variant>/<dataset_id>/seed<S>/, where the script writes run.json (what the run is, as data: its
-algorithm, resolved config, the size and content hash of the data it read, and command) and the sweep adds
-command.txt (the exact shell command), commit.txt (the git commit of the checkout; a script copied alone has no
-git, so it records none), machine.txt, dataset.txt (the size of the local dataset, from Minari's metadata: builds
-of a collected dataset on two machines can differ), stdout.log, stderr.log and, when the run fails, error.txt
-(the end of its stderr).  Each run works in its run directory (the script and its config are passed by absolute
-path), so that what a library writes to the working directory stays with its run: MuJoCo's warnings go to
-MUJOCO_LOG.TXT there.
+algorithm, resolved config, the size and content hash of the data it read, and command; builds of a collected
+dataset on two machines can differ, and this record tells them apart), the sweep adds the machine to it ("machine":
+CPU model and count, GPU; when the run's process ends), and writes command.txt (the exact shell command), commit.txt
+(the git commit of the checkout; a script copied alone has no git, so it records none), stdout.log, stderr.log and,
+when the run fails, error.txt (the end of its stderr).  Each run works in its run directory (the script and its
+config are passed by absolute path), so that what a library writes to the working directory stays with its run:
+MuJoCo's warnings go to MUJOCO_LOG.TXT there.
 A run that wrote finished.json (all its updates done) is skipped; an interrupted run resumes from its
 checkpoint (the scripts do that themselves); a failed run is reported and the others go on.  Ctrl-C or
 SIGTERM to the sweep stops it: its running runs get the signal too (they checkpoint and exit), no new
 run starts, and the same command resumes.
 
 Runs outlive a session with --commit-dir (default results/runs; "none" turns it off): each finished
-run's small files (log.jsonl, run.json, command.txt, commit.txt, machine.txt, dataset.txt, finished.json; never
-checkpoints or policies) are copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose
-finished.json is already there (committed by an earlier session) is skipped without being rerun, and
-the sweep command is appended to COMMIT_DIR/sweeps.txt (the history of the sweeps; make_results derives
-the commands that reproduce the tables from each run's run.json).  Benchmark grids use it;
+run's small files (log.jsonl, run.json, command.txt, commit.txt, finished.json; never checkpoints or policies) are
+copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose finished.json is
+already there (committed by an earlier session) is skipped without being rerun.  Each sweep command is appended to
+ROOT/sweeps.txt and COMMIT_DIR/sweeps.txt, a history for people: no tool reads it (make_results derives the commands
+that reproduce the tables from each run's run.json).  Benchmark grids use it;
 python -m tools.make_results --root results/runs rebuilds every table and plot from those files alone.
 
 Locally, --workers runs go at a time, each with OMP_NUM_THREADS=--threads-per-run (1), so N
@@ -67,28 +68,12 @@ from tools.processes import copy_in_order, last_lines, machine_description, run_
 from tools.variants import PROJECT, Run, parse_define, parse_sets, plan
 
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
-COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "commit.txt", "machine.txt", "dataset.txt",
-                   "finished.json")
+COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "commit.txt", "finished.json")
 DEFAULT_COMMIT_DIR = "results/runs"
 # Environment variables a Ray task takes from the driver (a local run inherits the whole environment).
 FORWARDED = ("MINARI_DATASETS_PATH", "WANDB_MODE")
 ERROR_LINES = 20  # lines of stderr kept in error.txt
 STOPPED_CODES = (128 + signal.SIGTERM, -signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGINT)  # checkpointed, resumable
-
-
-def dataset_description(dataset_id: str) -> str:
-    """'<dataset_id>: N episodes, M steps' from the metadata of Minari's local copy.  The same command of
-    tools/make_datasets.py builds the same dataset on one machine, but builds on two machines have differed
-    (Hopper medium-expert: 4354 and 4323 episodes, likely the last bits of the float arithmetic, which the
-    rollouts amplify): this line tells the builds apart."""
-    from tools.datasets.store import datasets_root
-
-    root = datasets_root()
-    try:
-        meta = json.loads((root / dataset_id / "data" / "metadata.json").read_text())
-        return f"{dataset_id}: {meta['total_episodes']} episodes, {meta['total_steps']} steps"
-    except (OSError, ValueError, KeyError):
-        return f"{dataset_id}: no local copy in {root}"
 
 
 def git_commit(project: str) -> str:
@@ -98,6 +83,19 @@ def git_commit(project: str) -> str:
     except OSError:
         return "unknown"
     return result.stdout.strip() or "unknown"
+
+
+def record_machine(path: Path) -> None:
+    """Adds "machine" (machine_description(): CPU model and count, GPU) to the run.json the script wrote when it
+    started (and rewrites at each start); a run stopped before it wrote one has none to add to."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict):
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_text(json.dumps({**record, "machine": machine_description()}, indent=1))
+        os.replace(tmp, path)
 
 
 def in_run_directory(args: list[str], project: str) -> list[str]:
@@ -153,13 +151,12 @@ def run_one(run: Run, env: dict[str, str], project: str) -> dict:
         args = in_run_directory(run.args, project)
         (run_dir / "command.txt").write_text(f"cd {shlex.quote(str(run_dir))} && {prefix} {python} {shlex.join(args)}\n")
         (run_dir / "commit.txt").write_text(git_commit(project) + "\n")
-        (run_dir / "machine.txt").write_text(machine_description() + "\n")
         stdout_log, stderr_log = run_dir / "stdout.log", run_dir / "stderr.log"
         with open(stdout_log, "ab") as out, open(stderr_log, "wb") as err:
             code = run_child([run.python, *args], cwd=run_dir, env={**os.environ, **env},
                              stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         result["seconds"] = time.time() - start
-        (run_dir / "dataset.txt").write_text(dataset_description(run.dataset) + "\n")  # after a download, too
+        record_machine(run_dir / "run.json")
         if code in STOPPED_CODES:
             return {**result, "status": "stopped"}
         if code != 0:
@@ -212,6 +209,15 @@ def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gp
             ray.shutdown()
 
 
+def append_history(command: str, folders: list[Path]) -> None:
+    """Appends the sweep command, with the time, to each folder's sweeps.txt: a history for people, read by no tool."""
+    stamped = f"{datetime.datetime.now().isoformat(timespec='seconds')}  {command}\n"
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "sweeps.txt", "a") as f:
+            f.write(stamped)
+
+
 def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: str | Path = "runs/bench",
              sets: Optional[list[str]] = None, workers: int = 1, threads_per_run: int = 1,
              defines: Optional[dict[str, tuple[str, list[str]]]] = None, ray_address: Optional[str] = None,
@@ -229,16 +235,7 @@ def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: s
         for run in runs:
             run.commit_dir = str(commit_dir / run.variant / run.dataset / f"seed{run.seed}")
     if command:
-        stamped = f"{datetime.datetime.now().isoformat(timespec='seconds')}  {command}\n"
-        with open(root / "sweeps.txt", "a") as f:
-            f.write(stamped)
-        if commit_dir is not None:  # each distinct command once: make_results quotes them as the way to reproduce
-            commit_dir.mkdir(parents=True, exist_ok=True)
-            known = commit_dir / "sweeps.txt"
-            lines = known.read_text().splitlines() if known.exists() else []
-            if command not in {line.split("  ", 1)[-1] for line in lines}:
-                with open(known, "a") as f:
-                    f.write(stamped)
+        append_history(command, [root] if commit_dir is None else [root, commit_dir])
     env = {"OMP_NUM_THREADS": str(threads_per_run), "MKL_NUM_THREADS": str(threads_per_run)}
     if "MINARI_DATASETS_PATH" in os.environ:
         env["MINARI_DATASETS_PATH"] = os.environ["MINARI_DATASETS_PATH"]
@@ -296,7 +293,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="TrainConfig fields given to every run, e.g. max_steps=20000")
     parser.add_argument("--define", nargs="*", default=[], metavar="NAME=SCRIPT FLAGS",
-                        help="more variants, e.g. 'bc_25=bc_filtered --frac 0.25'")
+                        help="more variants, e.g. 'bc_25=bc_filtered --frac 0.25' (words separated by spaces)")
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (Ray: CPUs of a local instance)")
     parser.add_argument("--threads-per-run", type=int, default=1, help="OMP_NUM_THREADS of each run")
     parser.add_argument("--ray-address", default=None,

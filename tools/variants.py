@@ -3,7 +3,6 @@ variants x datasets x seeds into the runs' commands (tools/sweep.py runs them; i
 
 from __future__ import annotations
 
-import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,9 +80,10 @@ def resolve_variant(name: str, defines: dict[str, tuple[str, list[str]]]) -> tup
 
 
 def parse_define(text: str) -> tuple[str, tuple[str, list[str]]]:
-    """'bc_25=bc_filtered --frac 0.25' -> ('bc_25', ('bc_filtered', ['--frac', '0.25']))."""
+    """'bc_25=bc_filtered --frac 0.25' -> ('bc_25', ('bc_filtered', ['--frac', '0.25'])): the script and its flags are
+    words separated by spaces (no quoting: a value cannot hold a space)."""
     name, _, rest = text.partition("=")
-    words = shlex.split(rest)
+    words = rest.split()
     if not name or not words:
         raise SystemExit(f"error: --define {text!r} is not NAME=SCRIPT [--flag value ...].")
     return name, (words[0], words[1:])
