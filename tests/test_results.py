@@ -174,19 +174,26 @@ def test_scores_from_hand_written_logs(fake_root, tmp_path):
     assert f"{CORE_MR}: bc_10 - bc: missing: bc_10 and bc not run at the claim's budget: UNDECIDED (missing)." in claims
 
 
-def test_the_dataset_build_comes_from_run_json_else_dataset_txt(tmp_path):
-    """Scripts record the data they read in run.json; runs made before read dataset.txt (the sweep's); the sweep's
-    commit.txt names the checkout."""
+def test_the_dataset_build_and_the_machine_come_from_run_json_only(tmp_path):
+    """Scripts record the data they read in run.json and the sweep adds the machine there; the text files of older
+    sweeps (dataset.txt, machine.txt) are not read; the sweep's commit.txt names the checkout."""
     new = write_run(tmp_path, "iql", CORE_MR, 0, {20: 50.0})
     record = json.loads((new / "run.json").read_text())
     record["dataset"] = {"id": CORE_MR, "episodes": 12, "transitions": 3000, "sha256": "ab" * 32}
+    record["machine"] = "AMD EPYC (2 CPUs), no GPU"
     (new / "run.json").write_text(json.dumps(record))
-    (new / "dataset.txt").write_text(f"{CORE_MR}: 11 episodes, 2999 steps\n")  # run.json wins
+    (new / "dataset.txt").write_text(f"{CORE_MR}: 11 episodes, 2999 steps\n")  # not read
+    (new / "machine.txt").write_text("another machine\n")  # not read
     (new / "commit.txt").write_text("0123456789abcdef\n")
     old = write_run(tmp_path, "iql", CORE_MR, 1, {20: 50.0})
     (old / "dataset.txt").write_text(f"{CORE_MR}: 11 episodes, 2999 steps\n")
+    (old / "machine.txt").write_text("another machine\n")
     by_seed = {r.seed: r for r in runs_module.load_runs([tmp_path])}
-    assert (by_seed[0].dataset_build, by_seed[1].dataset_build) == ("12 episodes, 3000 steps", "11 episodes, 2999 steps")
+    assert (by_seed[0].dataset_size, by_seed[1].dataset_size) == ((12, 3000), None)
+    assert (by_seed[0].machine, by_seed[1].machine) == ("AMD EPYC (2 CPUs), no GPU", "")
+    assert scores_module.dataset_builds(list(by_seed.values())) == [
+        f"{CORE_MR}: 12 episodes, 3000 steps: 1 run; not recorded (committed before runs recorded it): 1 run"]
+    assert "cpu on AMD EPYC (2 CPUs), no GPU" in "\n".join(headers.header([by_seed[0]], ["c"], [tmp_path], "r.md"))
     from tools.results.rerun import commit_of
 
     assert (commit_of(by_seed[0]), commit_of(by_seed[1])) == ("0123456", "not recorded")
@@ -736,6 +743,10 @@ def test_a_rerun_on_newer_code_is_compared_with_the_older_seeds(fake_root, tmp_p
     assert (f"| bc_10 | {MEDIUM_REPLAY} | 1 | 20 | 12.0 (not recorded) | 25.0 (not recorded) | 11.5 ± 0.7 (n=2) "
             "| NO |") in text
     assert "| bc |" not in text and (out / "rerun.png").stat().st_size > 0
+    # The sweep commands come from the reruns' run.json, not from a sweeps.txt.
+    assert f"made by `python -m tools.sweep --variants bc_10 --datasets {MEDIUM_REPLAY} --seeds 1 " in text
+    assert (f"; `python -m tools.sweep --variants td3_bc --datasets {MEDIUM_REPLAY} --seeds 0 --workers 2 --root "
+            f"runs/bench --commit-dir {out / 'rerun'} --set max_steps=20 eval_every=10 eval_episodes=5`") in text
 
 
 def test_offline_to_online_runs_have_their_own_page(fake_root, tmp_path):

@@ -101,7 +101,7 @@ BUILD_HISTORY = (
     "environment, the random actions and the policy's samples). On another machine a collected dataset can differ: "
     "Hopper medium-expert had 4354 episodes when built for the runs of the first 2026-12-01 session and 4323 when "
     "rebuilt on an AMD EPYC for the next (same checkpoints and recipe; the replay-based medium-replay datasets are "
-    "the same everywhere). Each run records the size of the dataset it read (dataset.txt and run.json, listed per "
+    "the same everywhere). Each run records the size of the dataset it read (its run.json's dataset, listed per "
     "dataset at the end of results/scores.md). Builds before 2026-12-01 did not seed the policy's samples; the "
     "runs committed before then were trained on such a build, from the same checkpoints and recipe (its table: "
     "`git show 2e57b07:results/datasets.md`). Sizes against D4RL's: random, medium and expert have D4RL's 1M "

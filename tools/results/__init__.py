@@ -2,9 +2,8 @@
 python -m tools.make_results).
 
 Reads ROOT/<variant>/<dataset_id>/seed<S>/: log.jsonl (the evaluations), run.json (what the run is: algorithm,
-resolved config, the data it read, command), commit.txt, machine.txt, dataset.txt (older runs' data record) and
-finished.json; nothing else.  Writes in --out
-(results/):
+resolved config, the data it read, the machine, command), commit.txt and finished.json; nothing else.  Writes in
+--out (results/):
   scores.md, scores.csv  normalized score per (variant, dataset), on the local scale and on D4RL's (D4RL's
                          reference returns, results/d4rl_reference.csv): the score (a run's mean over its last 3
                          evaluations, results/protocol.md), the last evaluation and the best, mean ± sample std over

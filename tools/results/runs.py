@@ -1,5 +1,5 @@
-"""Loading runs: ROOT/<variant>/<dataset_id>/seed<S>/ (log.jsonl, run.json, commit.txt, machine.txt, dataset.txt,
-finished.json) into RunRecords, the benchmark grid's names, and D4RL's reference returns."""
+"""Loading runs: ROOT/<variant>/<dataset_id>/seed<S>/ (log.jsonl, run.json, commit.txt, finished.json) into
+RunRecords, the benchmark grid's names, and D4RL's reference returns."""
 
 from __future__ import annotations
 
@@ -51,11 +51,7 @@ class RunRecord:
     dataset: str
     seed: int
     evaluations: list[dict]  # log records with an evaluation, by step (a resumed run's repeats: the last wins)
-    record: dict = field(default_factory=dict)  # run.json: {"algo", "config", "dataset", "torch", "command", ...}
-    machine: str = ""
-    # The size of the local dataset the run read: run.json's "dataset" (episodes, transitions), else, for the runs made
-    # before the scripts recorded it, dataset.txt ("" when neither was recorded)
-    dataset_build: str = ""
+    record: dict = field(default_factory=dict)  # run.json: {"algo", "config", "dataset", "machine", "command", ...}
     commit: str = ""  # commit.txt, the sweep's record of the checkout (older runs: run.json's "commit")
     finished_step: Optional[int] = None  # finished.json's step: all the run's updates are done
 
@@ -68,6 +64,21 @@ class RunRecord:
     def command(self) -> list[str]:
         """run.json's command: the interpreter's name, the script and its arguments."""
         return list(self.record.get("command") or [])
+
+    @property
+    def machine(self) -> str:
+        """run.json's machine (CPU model and count, GPU), added by the sweep; "" when not recorded."""
+        machine = self.record.get("machine")
+        return machine if isinstance(machine, str) else ""
+
+    @property
+    def dataset_size(self) -> Optional[tuple[int, int]]:
+        """(episodes, transitions) of the local dataset the run read, from run.json's "dataset" (builds of a collected
+        dataset on two machines can differ); None when not recorded."""
+        dataset = self.record.get("dataset")
+        if isinstance(dataset, dict) and all(isinstance(dataset.get(k), int) for k in ("episodes", "transitions")):
+            return dataset["episodes"], dataset["transitions"]
+        return None
 
     @property
     def algo(self) -> str:
@@ -237,13 +248,6 @@ def parse_run(run_dir: Path, parts: tuple) -> RunRecord:
             pass
         if not isinstance(run.record, dict) or not isinstance(run.record.get("config", {}), dict):
             raise TypeError("run.json is not a JSON object with a config")
-    if (run_dir / "machine.txt").exists():
-        run.machine = (run_dir / "machine.txt").read_text().strip()
-    dataset = run.record.get("dataset")
-    if isinstance(dataset, dict) and "episodes" in dataset:
-        run.dataset_build = f"{dataset['episodes']} episodes, {dataset.get('transitions', dataset.get('steps'))} steps"
-    elif (run_dir / "dataset.txt").exists():
-        run.dataset_build = (run_dir / "dataset.txt").read_text().strip().removeprefix(f"{run.dataset}: ")
     if (run_dir / "commit.txt").exists():
         run.commit = (run_dir / "commit.txt").read_text().strip()
     if (run_dir / "finished.json").exists():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -157,7 +156,7 @@ def write_scores(table, head: list[str], pendulum_head: list[str], agg: dict, no
                 lines += [reading, ""] if reading else []
             lines += suite_table(table, which_suite, which)
     if builds:
-        lines += ["", "## Dataset builds", "", "The size of the local dataset each run read (dataset.txt): builds of "
+        lines += ["", "## Dataset builds", "", "The size of the local dataset each run read (its run.json): builds of "
                   "a collected dataset on two machines can differ (same recipe and behavior checkpoints, other "
                   "episodes).", "", *[f"- {line}" for line in builds]]
     if notes:
@@ -184,28 +183,8 @@ def longer_budget_reading(table, runs: list[RunRecord]) -> str:
         f"on {dataset} {sum(p in below for p in mine)} of {len(mine)}: "
         + ", ".join(f"{v} {a:.1f} vs {b:.1f} at {steps_text(n)}" for _, v, a, b, n in mine)
         for dataset in dict.fromkeys(d for d, *_ in pairs) for mine in [[p for p in pairs if p[0] == dataset]])
-    sizes = []
-    for dataset in sorted({r.dataset for r in longer}, key=dataset_key):
-        mine = [r for r in longer if r.dataset == dataset]
-        found = next((re.search(r"(\d+) episodes, (\d+) (?:steps|transitions)", r.dataset_build) for r in mine
-                      if r.dataset_build), None)
-        if not found:
-            continue
-        episodes, transitions = int(found[1]), int(found[2])
-        updates = max(int(r.config.get("max_steps") or r.steps[-1]) for r in mine)
-        batch = max(int(r.config.get("batch_size") or 0) for r in mine)
-        text = f"{dataset} holds {episodes} episodes ({transitions} transitions)"
-        if batch:
-            text += f", so {steps_text(updates)} updates of batch {batch} are about " \
-                    f"{round(updates * batch / transitions)} passes over it"
-        fracs = sorted({float(r.config["frac"]) for r in mine if "frac" in r.config})
-        for frac in fracs:
-            kept = max(1, math.ceil(frac * episodes))
-            names = sorted({r.variant for r in mine if r.config.get("frac") is not None and float(r.config["frac"])
-                            == frac})
-            text += f", and {'/'.join(names)} trains on its best {plural(kept, 'trajectory')}".replace(
-                "trajectorys", "trajectories")
-        sizes.append(text)
+    datasets = sorted({r.dataset for r in longer}, key=dataset_key)
+    sizes = [text for text in (size_reading(d, [r for r in longer if r.dataset == d]) for d in datasets) if text]
     runs_per_cell = sorted({cell(table, v, d).n for d, v, *_ in pairs})
     seeds = "/".join(map(str, runs_per_cell)) + f" seed{'s' * (runs_per_cell != [1])} a cell"
     head = (f"The {budget}-update runs score below the same method at its sweep budget in {len(below)} of "
@@ -216,12 +195,39 @@ def longer_budget_reading(table, runs: list[RunRecord]) -> str:
             + f" (a reading of {seeds}, not a claim under results/protocol.md).")
 
 
+def size_reading(dataset: str, runs: list[RunRecord]) -> str:
+    """How big the dataset the runs read is, from the size they recorded: episodes and transitions, the passes over it
+    their updates make, and the trajectories %BC keeps; "" when no run recorded the size."""
+    size = next((r.dataset_size for r in runs if r.dataset_size), None)
+    if size is None:
+        return ""
+    episodes, transitions = size
+    updates = max(int(r.config.get("max_steps") or r.steps[-1]) for r in runs)
+    batch = max(int(r.config.get("batch_size") or 0) for r in runs)
+    text = f"{dataset} holds {episodes} episodes ({transitions} transitions)"
+    if batch:
+        text += f", so {steps_text(updates)} updates of batch {batch} are about " \
+                f"{round(updates * batch / transitions)} passes over it"
+    fracs = sorted({float(r.config["frac"]) for r in runs if "frac" in r.config})
+    for frac in fracs:
+        kept = max(1, math.ceil(frac * episodes))
+        names = sorted({r.variant for r in runs if r.config.get("frac") is not None and float(r.config["frac"])
+                        == frac})
+        text += f", and {'/'.join(names)} trains on its best {plural(kept, 'trajectory')}".replace(
+            "trajectorys", "trajectories")
+    return text
+
+
+def build_text(size: Optional[tuple[int, int]]) -> str:
+    """A dataset build as the scores page lists it: (episodes, transitions) -> 'N episodes, M steps'."""
+    return "not recorded (committed before runs recorded it)" if size is None else f"{size[0]} episodes, {size[1]} steps"
+
+
 def dataset_builds(runs: list[RunRecord]) -> list[str]:
     """Per dataset with a recorded build: each build and its runs, then the runs that recorded none."""
     lines = []
-    for dataset in sorted({r.dataset for r in runs if r.dataset_build}, key=dataset_key):
-        mine = [r for r in runs if r.dataset == dataset]
-        counts = Counter(r.dataset_build or "not recorded (committed before runs recorded it)" for r in mine)
+    for dataset in sorted({r.dataset for r in runs if r.dataset_size}, key=dataset_key):
+        counts = Counter(build_text(r.dataset_size) for r in runs if r.dataset == dataset)
         lines.append(f"{dataset}: " + "; ".join(f"{build}: {plural(n, 'run')}" for build, n in counts.items()))
     return lines
 
