@@ -155,17 +155,18 @@ def d4rl_score(env: str, episode_return: float) -> float:
 
 
 def d4rl_citation() -> str:
-    """One line naming D4RL's reference returns and where they come from (the file and lines of d4rl/infos.py)."""
+    """One line naming D4RL's reference returns and where they come from: the repository, commit, file and lines of
+    results/d4rl_reference.csv's columns (its source column says the same in prose, for people)."""
     if not D4RL_REFERENCE.is_file():
         return "D4RL reference returns: results/d4rl_reference.csv is missing."
     rows = list(csv.DictReader(D4RL_REFERENCE.open()))
     values = "; ".join(f"{ENV_NAMES.get(r['env'], r['env'])} {r['ref_min_score']} / {r['ref_max_score']}" for r in rows)
-    line_numbers = {r["env"]: " and ".join(re.findall(r"[(]line (\d+)[)]", r["source"])) for r in rows}
-    where = ", ".join(f"{ENV_NAMES.get(env, env)} lines {found}" for env, found in line_numbers.items())
-    repo = rows[0]["source"].split(", file ")[0]
-    loop = re.search(r"the loop at lines ([0-9-]+)", rows[0]["source"])
-    return (f"D4RL reference returns REF_MIN_SCORE / REF_MAX_SCORE: {values} ({repo}, d4rl/infos.py, {where}"
-            f"{f'; lines {loop[1]} apply them to every -v2 dataset' if loop else ''}; results/d4rl_reference.csv).")
+    where = ", ".join(f"{ENV_NAMES.get(r['env'], r['env'])} lines {r['ref_min_line']} and {r['ref_max_line']}"
+                      for r in rows)
+    first = rows[0]
+    return (f"D4RL reference returns REF_MIN_SCORE / REF_MAX_SCORE: {values} ({first['repository']} commit "
+            f"{first['commit']}, {first['file']}, {where}; lines {first['v2_lines']} apply them to every -v2 dataset; "
+            "results/d4rl_reference.csv).")
 
 
 def steps_text(steps: int) -> str:
