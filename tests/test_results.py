@@ -663,9 +663,10 @@ def test_published_numbers_beside_ours(tmp_path, fast_bootstrap):
     with open(table_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "env", "dataset", "score", "std", "seeds", "budget_updates", "dataset_version",
-                         "source"])
-        writer.writerow(["iql", "hopper", "medium-replay", "94.7", "8.6", "5", "1000000", "v2", source])
-        writer.writerow(["iql", "walker2d", "medium", "78.3", "", "", "", "v2", source])
+                         "label", "source"])
+        label = "Some et al. 2022"
+        writer.writerow(["iql", "hopper", "medium-replay", "94.7", "8.6", "5", "1000000", "v2", label, source])
+        writer.writerow(["iql", "walker2d", "medium", "78.3", "", "", "", "v2", label, source])
     out = tmp_path / "results"
     out.mkdir()
     published.write_published(stats.score_table(runs_module.load_runs([root])), ["head"], out, table_csv)
@@ -894,8 +895,9 @@ def test_half_budget_runs_stand_beside_the_published_numbers_not_in_the_readme_a
     with open(table_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "env", "dataset", "score", "std", "seeds", "budget_updates", "dataset_version",
-                         "source"])
-        writer.writerow(["td3_bc", "hopper", "medium-replay", "60.9", "", "", "1000000", "v2", "Some et al. 2022"])
+                         "label", "source"])
+        writer.writerow(["td3_bc", "hopper", "medium-replay", "60.9", "", "", "1000000", "v2", "Some et al. 2022",
+                         "Some et al. 2022"])
     out = tmp_path / "results"
     out.mkdir()
     published.write_published(stats.score_table(runs_module.load_runs([root])), ["head"], out, table_csv)
