@@ -729,7 +729,7 @@ def load_dataset(dataset_id: str):
             dataset = minari.load_dataset(dataset_id, download=True)
         except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
             fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} nor downloadable; build local/ ids "
-                 f"with tools/make_datasets.py of this project's repository, or a Minari id: mujoco/hopper/medium-v0")
+                 f"with python -m tools.make_datasets in this project's repository, or a Minari id: mujoco/hopper/medium-v0")
     except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
         fail(f"could not load dataset {dataset_id!r}: {' '.join(str(e).split())}")
     spaces = (dataset.observation_space, dataset.action_space)

@@ -2,14 +2,9 @@
 checkpoints, in a temporary MINARI_DATASETS_PATH (never the user's own)."""
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "algorithms"))
 os.environ.setdefault("WANDB_SILENT", "true")
 
 TINY = 2_000  # transitions per tiny dataset
@@ -18,7 +13,7 @@ TINY = 2_000  # transitions per tiny dataset
 @pytest.fixture(scope="session")
 def minari_root(tmp_path_factory):
     """A Minari root with local/pendulum/{medium,medium-replay,expert}-v0 of TINY transitions."""
-    import make_datasets
+    from tools import make_datasets
 
     root = tmp_path_factory.mktemp("minari")
     saved = os.environ.get("MINARI_DATASETS_PATH")

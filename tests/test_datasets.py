@@ -1,4 +1,5 @@
-"""tools/make_datasets.py and the shared block's flattening: the D4RL recipe, atomic writes, bad input."""
+"""tools/make_datasets.py (its parts in tools/datasets/) and the shared block's flattening: the D4RL recipe, atomic
+writes, bad input."""
 
 import json
 import os
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 import bc_filtered  # the shared block (identical in every script)
-import make_datasets
+from tools import make_datasets
+from tools.datasets import recipe, store, table
 from conftest import TINY
 
 
@@ -54,7 +56,7 @@ def test_builder_writes_a_complete_minari_dataset(minari_root):
     ds = minari.load_dataset("local/pendulum/medium-v0")
     assert ds.total_steps == TINY
     metadata = ds.storage.metadata
-    index = json.loads((make_datasets.BEHAVIOR_DIR / "pendulum" / "index.json").read_text())
+    index = json.loads((recipe.BEHAVIOR_DIR / "pendulum" / "index.json").read_text())
     assert metadata["ref_min_score"] == pytest.approx(index["ref_min_score"])
     assert metadata["ref_max_score"] == pytest.approx(index["ref_max_score"])
     assert "seed" in metadata["description"] and "medium" in metadata["description"]
@@ -76,8 +78,8 @@ def test_medium_expert_is_medium_then_expert_collected_once(minari_root, monkeyp
 
     before = {kind: observations(kind) for kind in ("medium", "expert")}  # the fixture's, built by another call
     calls = []
-    collect = make_datasets.collect
-    monkeypatch.setattr(make_datasets, "collect", lambda *args: calls.append(args[-1]) or collect(*args))
+    collect = recipe.collect
+    monkeypatch.setattr(recipe, "collect", lambda *args: calls.append(args[-1]) or collect(*args))
     assert make_datasets.main(["--envs", "pendulum", "--kinds", "medium", "expert", "medium-expert",
                                "--size", str(TINY), "--force"]) == 0
     assert calls == ["pendulum medium", "pendulum expert"]  # medium-expert reused both
@@ -129,7 +131,7 @@ def test_a_kill_between_the_two_renames_is_repaired_by_the_next_call(minari_root
     import minari
 
     final = minari_root / "local" / "pendulum" / "medium-v0"
-    aside = minari_root / make_datasets.REPLACED / "local" / "pendulum" / "medium-v0"
+    aside = minari_root / store.REPLACED / "local" / "pendulum" / "medium-v0"
     aside.parent.mkdir(parents=True, exist_ok=True)
     os.replace(final, aside)
     assert make_datasets.main(["--envs", "pendulum", "--kinds", "medium", "--size", "100"]) == 0
@@ -153,7 +155,7 @@ def test_behavior_training_resumes_where_it_stopped(tmp_path):
     made with other settings."""
     import math
 
-    from behavior_sac import SACSettings, train_behavior
+    from tools.behavior_sac import SACSettings, train_behavior
 
     state = tmp_path / "train_state.pt"
     settings = SACSettings(total_steps=400, start_steps=100, eval_every=200, eval_episodes=1, hidden=16,
@@ -178,12 +180,12 @@ def test_expert_target_is_judged_on_the_expert_data_when_it_is_built(monkeypatch
     index = {"checkpoints": [{"step": 240_000, "cpu_seconds": 3600.0, "eval_return": 3219.2, "verified_return": 3153.9}],
              "medium": {"step": 150_000, "mean_return": 951.9}, "expert": {"step": 240_000, "mean_return": 2909.8},
              "ref_min_score": 18.0}
-    monkeypatch.setattr(make_datasets, "load_behavior", lambda env: index)
-    [built] = make_datasets.behavior_lines("hopper", 3045.2)
+    monkeypatch.setattr(table, "load_behavior", lambda env: index)
+    [built] = table.behavior_lines("hopper", 3045.2)
     assert "| 3045.2 |" in built and "verified 3153.9" in built and "expert data meets the 3000 target" in built
-    [unbuilt] = make_datasets.behavior_lines("hopper", None)
+    [unbuilt] = table.behavior_lines("hopper", None)
     assert "| not built |" in unbuilt and "reference evaluation BELOW the 3000 target" in unbuilt
-    [short] = make_datasets.behavior_lines("hopper", 2950.0)
+    [short] = table.behavior_lines("hopper", 2950.0)
     assert "expert data BELOW the 3000 target" in short
 
 
@@ -193,8 +195,8 @@ def test_a_killed_build_leaves_no_folder_behind_for_long(minari_root, capsys):
     import sys
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = minari_root / f"{make_datasets.BUILDING}{gone.stdout.strip()}-abc"
-    live = minari_root / f"{make_datasets.BUILDING}{os.getpid()}-xyz"
+    dead = minari_root / f"{store.BUILDING}{gone.stdout.strip()}-abc"
+    live = minari_root / f"{store.BUILDING}{os.getpid()}-xyz"
     for folder in (dead, live):
         (folder / "local").mkdir(parents=True)
         (folder / "local" / "part.hdf5").write_bytes(b"0" * 1000)
@@ -220,12 +222,12 @@ def test_a_bad_behavior_file_is_one_sentence(name, damage, kind, tmp_path, monke
     import torch
 
     behavior = tmp_path / "behavior"
-    shutil.copytree(make_datasets.BEHAVIOR_DIR / "pendulum", behavior / "pendulum")
+    shutil.copytree(recipe.BEHAVIOR_DIR / "pendulum", behavior / "pendulum")
     if damage is None:
         torch.save({"weight": torch.zeros(2, 2)}, behavior / "pendulum" / name)
     else:
         (behavior / "pendulum" / name).write_bytes(damage)
-    monkeypatch.setattr(make_datasets, "BEHAVIOR_DIR", behavior)
+    monkeypatch.setattr(recipe, "BEHAVIOR_DIR", behavior)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     assert make_datasets.main(["--envs", "pendulum", "--kinds", kind, "--size", "50", "--table", ""]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,14 +1,12 @@
 """tools/ope.py: the report's statistics, from committed files alone."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import ope  # noqa: E402
+from tools import ope
 
 DATASET = "local/pendulum/medium-replay-v0"
 

@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-import migrate_run_json
-import peer_d3rlpy
-import sweep
-from results import claims as claims_module
-from results import (make_results, o2o, plots, published, readme, reproduce, runs as runs_module, stats, tables,
-                     verdicts)
-from results.verdicts import CONTRADICTED, EQUIVALENT, GREATER, LESS, SUPPORTED, UNDECIDED
+from tools import migrate_run_json, peer_d3rlpy, variants
+from tools.results import claims as claims_module
+from tools.results import (headers, make_results, o2o, plots, published, readme, reproduce, runs as runs_module,
+                           scores as scores_module, stats, verdicts)
+from tools.results.verdicts import CONTRADICTED, EQUIVALENT, GREATER, LESS, SUPPORTED, UNDECIDED
 
 MEDIUM_REPLAY = "local/pendulum/medium-replay-v0"
 CORE_MR, CORE_HC, CORE_ME = runs_module.CORE
@@ -51,7 +49,7 @@ def write_run(root: Path, variant: str, dataset: str, seed: int, scores: dict, e
         command = ["python", "tools/peer_d3rlpy.py", "--algo", algo, "--dataset_id", dataset, "--seed", str(seed),
                    "--checkpoints_path", checkpoints, *words]
     else:
-        algo, flags = sweep.VARIANTS.get(variant, (variant, []))
+        algo, flags = variants.VARIANTS.get(variant, (variant, []))
         command = ["python", f"algorithms/{algo}.py", "--config_path", f"configs/{algo}/x.yaml", "--dataset_id",
                    dataset, "--seed", str(seed), "--checkpoints_path", checkpoints, *flags, *words]
     config = {"dataset_id": dataset, "seed": seed, "checkpoints_path": checkpoints, "device": "auto",
@@ -88,7 +86,7 @@ def write_online_run(root: Path, variant: str, dataset: str, seed: int, offline_
     config = {"dataset_id": dataset, "seed": seed, "max_steps": offline, "online_steps": online_steps, "utd": 1,
               "eval_every": every, "eval_episodes": episodes}
     command = ["python", f"algorithms/{algo}.py", "--dataset_id", dataset, "--seed", str(seed), "--checkpoints_path",
-               f"/x/runs/bench/{variant}/{dataset}/seed{seed}", *sweep.VARIANTS.get(variant, (algo, []))[1],
+               f"/x/runs/bench/{variant}/{dataset}/seed{seed}", *variants.VARIANTS.get(variant, (algo, []))[1],
                "--online_steps", str(online_steps)]
     (run_dir / "run.json").write_text(json.dumps({"algo": algo, "config": config, "command": command}))
     (run_dir / "finished.json").write_text(json.dumps({"step": offline + online_steps}))
@@ -148,7 +146,7 @@ def test_a_runs_score_is_the_mean_of_its_last_3_evaluations():
 
 def test_scores_from_hand_written_logs(fake_root, tmp_path):
     out = tmp_path / "results"
-    make_results(fake_root, out, command="python tools/sweep.py --fake")
+    make_results(fake_root, out, command="python -m tools.sweep --fake")
     rows = read_csv(out / "scores.csv")
     # bc: scores (20+30)/2 = 25 and (50+40)/2 = 45 -> 35 ± 14.1 (sample std); last 30 and 40 -> 35 ± 7.1; best 30
     # and 50 -> 40 ± 14.1.
@@ -169,27 +167,34 @@ def test_scores_from_hand_written_logs(fake_root, tmp_path):
     last = md[md.index("## Pendulum: last evaluation"):md.index("## Pendulum: best")]
     assert "| bc | 35.0 ± 14.1 (n=2, 20) |" in score and "| td3_bc | 75.0 ± 14.1 (n=2, 20) |" in score
     assert "| bc | 35.0 ± 7.1 (n=2, 20) |" in last
-    assert "python tools/sweep.py --fake" in md and "20 updates per offline run" in md
+    assert "python -m tools.sweep --fake" in md and "20 updates per offline run" in md
     assert (out / "curves-pendulum.png").stat().st_size > 0 and (out / "profiles.png").stat().st_size > 0
     claims = (out / "claims.md").read_text()
     assert claims.count(f"| {UNDECIDED} |") == len(LABELS)  # no MuJoCo run: every claim names what is missing
     assert f"{CORE_MR}: bc_10 - bc: missing: bc_10 and bc not run at the claim's budget: UNDECIDED (missing)." in claims
 
 
-def test_the_dataset_build_comes_from_run_json_else_dataset_txt(tmp_path):
-    """Scripts record the data they read in run.json; runs made before read dataset.txt (the sweep's); the sweep's
-    commit.txt names the checkout."""
+def test_the_dataset_build_and_the_machine_come_from_run_json_only(tmp_path):
+    """Scripts record the data they read in run.json and the sweep adds the machine there; the text files of older
+    sweeps (dataset.txt, machine.txt) are not read; the sweep's commit.txt names the checkout."""
     new = write_run(tmp_path, "iql", CORE_MR, 0, {20: 50.0})
     record = json.loads((new / "run.json").read_text())
     record["dataset"] = {"id": CORE_MR, "episodes": 12, "transitions": 3000, "sha256": "ab" * 32}
+    record["machine"] = "AMD EPYC (2 CPUs), no GPU"
     (new / "run.json").write_text(json.dumps(record))
-    (new / "dataset.txt").write_text(f"{CORE_MR}: 11 episodes, 2999 steps\n")  # run.json wins
+    (new / "dataset.txt").write_text(f"{CORE_MR}: 11 episodes, 2999 steps\n")  # not read
+    (new / "machine.txt").write_text("another machine\n")  # not read
     (new / "commit.txt").write_text("0123456789abcdef\n")
     old = write_run(tmp_path, "iql", CORE_MR, 1, {20: 50.0})
     (old / "dataset.txt").write_text(f"{CORE_MR}: 11 episodes, 2999 steps\n")
+    (old / "machine.txt").write_text("another machine\n")
     by_seed = {r.seed: r for r in runs_module.load_runs([tmp_path])}
-    assert (by_seed[0].dataset_build, by_seed[1].dataset_build) == ("12 episodes, 3000 steps", "11 episodes, 2999 steps")
-    from results.rerun import commit_of
+    assert (by_seed[0].dataset_size, by_seed[1].dataset_size) == ((12, 3000), None)
+    assert (by_seed[0].machine, by_seed[1].machine) == ("AMD EPYC (2 CPUs), no GPU", "")
+    assert scores_module.dataset_builds(list(by_seed.values())) == [
+        f"{CORE_MR}: 12 episodes, 3000 steps: 1 run; not recorded (committed before runs recorded it): 1 run"]
+    assert "cpu on AMD EPYC (2 CPUs), no GPU" in "\n".join(headers.header([by_seed[0]], ["c"], [tmp_path], "r.md"))
+    from tools.results.rerun import commit_of
 
     assert (commit_of(by_seed[0]), commit_of(by_seed[1])) == ("0123456", "not recorded")
 
@@ -564,7 +569,7 @@ def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_
     assert text.endswith("<!-- results: end -->\nafter\n")
     assert "stale table" not in text
     section = text[text.index("<!-- results: begin -->"):]
-    cpu = (f"python tools/sweep.py --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers 2 --root runs/bench "
+    cpu = (f"python -m tools.sweep --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers 2 --root runs/bench "
            "--set max_steps=50000 eval_every=5000 eval_episodes=10")
     assert f"Runs: 4 runs, made by `{cpu}`" in section and f"Reproduce: `{cpu}`" in section
     assert "IQM [95% CI], local" in section
@@ -582,10 +587,10 @@ def test_readme_section_summarizes_and_points_to_the_long_tables(fake_root, tmp_
     assert "| td3_nobc |" not in section.split("| # | claim |")[0]  # ablations: in the claims, not the aggregate
     assert "| td3_nobc |" in (tmp_path / "results" / "scores.md").read_text()
     reproduce_md = (tmp_path / "results" / "reproduce.md").read_text()
-    pendulum_sweep = (f"python tools/sweep.py --variants bc bc_10 td3_bc --datasets {MEDIUM_REPLAY} --seeds 0 1 "
+    pendulum_sweep = (f"python -m tools.sweep --variants bc bc_10 td3_bc --datasets {MEDIUM_REPLAY} --seeds 0 1 "
                       "--workers 2 --root runs/bench --set max_steps=20 eval_every=10 eval_episodes=5")
     assert cpu in reproduce_md and pendulum_sweep in reproduce_md
-    assert (f"python tools/sweep.py --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers N --root "
+    assert (f"python -m tools.sweep --variants iql td3_nobc --datasets {CORE_MR} --seeds 0 1 --workers N --root "
             "runs/d4rl --commit-dir results/runs-d4rl --set eval_episodes=10 max_steps=1000000 eval_every=5000 device=cuda"
             ) in reproduce_md
 
@@ -604,16 +609,16 @@ def test_few_sweeps_make_exactly_the_runs(tmp_path):
     (bc_25 / "run.json").write_text(json.dumps(record))
     loaded = runs_module.load_runs([root])
     assert [s.command() for s in reproduce.reproduce_sweeps(loaded)] == [
-        f"python tools/sweep.py --variants bc_10 iql d3rlpy_iql --datasets {CORE_MR} --seeds 0 1 2 --workers 2 "
+        f"python -m tools.sweep --variants bc_10 iql d3rlpy_iql --datasets {CORE_MR} --seeds 0 1 2 --workers 2 "
         "--root runs/bench --set max_steps=50000 eval_every=5000",
-        f"python tools/sweep.py --variants bc_10 --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
+        f"python -m tools.sweep --variants bc_10 --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
         "--set max_steps=50000 eval_every=5000 compile=true",
-        f"python tools/sweep.py --variants iql --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
+        f"python -m tools.sweep --variants iql --datasets {CORE_HC} --seeds 0 --workers 2 --root runs/bench "
         "--set max_steps=50000 eval_every=5000",
-        f"python tools/sweep.py --variants bc_25 --define bc_25=bc_filtered --datasets {CORE_HC} --seeds 0 "
+        f"python -m tools.sweep --variants bc_25 --define bc_25=bc_filtered --datasets {CORE_HC} --seeds 0 "
         "--workers 2 --root runs/bench --set frac=0.25 max_steps=50000 eval_every=5000"]
     # The sweep is what tools/sweep.py would run: its plan writes the same commands as the runs'.
-    planned = sweep.plan(["bc_10"], [CORE_MR], [0], tmp_path / "runs" / "bench", sweep.parse_sets(
+    planned = variants.plan(["bc_10"], [CORE_MR], [0], tmp_path / "runs" / "bench", variants.parse_sets(
         ["max_steps=50000", "eval_every=5000"]), {})
     assert planned[0].args[-6:] == ["--frac", "0.1", "--max_steps", "50000", "--eval_every", "5000"]
 
@@ -628,7 +633,7 @@ def test_a_run_without_run_json_is_counted_not_parsed(tmp_path, fast_bootstrap):
     (old / "command.txt").write_text("cd /x && python algorithms/iql.py --seed 1 --max_steps 999\n")
     make_results(root, tmp_path / "results", command=None)
     md = (tmp_path / "results" / "scores.md").read_text()
-    assert "Runs: 2 runs, made by `python tools/sweep.py --variants iql" in md and "(1 run without a run.json" in md
+    assert "Runs: 2 runs, made by `python -m tools.sweep --variants iql" in md and "(1 run without a run.json" in md
     assert "999" not in md and "| iql | 55.0 ± 7.1 / D4RL" in md
 
 
@@ -644,7 +649,7 @@ def test_gpu_sweeps_take_each_methods_full_budget():
         (["mopo_nopen", "d3rlpy_bc"], ["compile=true", "dynamics_path=runs/d4rl/mopo/local/hopper/medium-replay-v0/"
                                        "seed0/dynamics.pt", "max_steps=1000000", "eval_every=5000", "device=cuda"])]
     assert gpu[0].command("N", "results/runs-d4rl").startswith(
-        f"python tools/sweep.py --variants dt d3rlpy_dt --datasets {CORE_MR} --seeds 0 --workers N --root runs/d4rl "
+        f"python -m tools.sweep --variants dt d3rlpy_dt --datasets {CORE_MR} --seeds 0 --workers N --root runs/d4rl "
         "--commit-dir results/runs-d4rl --set compile=true")
 
 
@@ -658,9 +663,10 @@ def test_published_numbers_beside_ours(tmp_path, fast_bootstrap):
     with open(table_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "env", "dataset", "score", "std", "seeds", "budget_updates", "dataset_version",
-                         "source"])
-        writer.writerow(["iql", "hopper", "medium-replay", "94.7", "8.6", "5", "1000000", "v2", source])
-        writer.writerow(["iql", "walker2d", "medium", "78.3", "", "", "", "v2", source])
+                         "label", "source"])
+        label = "Some et al. 2022"
+        writer.writerow(["iql", "hopper", "medium-replay", "94.7", "8.6", "5", "1000000", "v2", label, source])
+        writer.writerow(["iql", "walker2d", "medium", "78.3", "", "", "", "v2", label, source])
     out = tmp_path / "results"
     out.mkdir()
     published.write_published(stats.score_table(runs_module.load_runs([root])), ["head"], out, table_csv)
@@ -693,8 +699,10 @@ def test_plots_keep_panels_readable():
 
 def test_peer_run_json_has_the_scripts_shape():
     args = peer_d3rlpy.make_parser().parse_args(["--algo", "iql", "--seed", "2", "--max_steps", "100"])
-    record = peer_d3rlpy.run_record(args, "d3rlpy 2.8.1", "2.13.0", "abc", ["python", "tools/peer_d3rlpy.py"])
-    assert set(record) == {"algo", "library", "config", "commit", "torch", "command"}
+    size = {"id": MEDIUM_REPLAY, "episodes": 3, "transitions": 600}
+    record = peer_d3rlpy.run_record(args, "d3rlpy 2.8.1", "2.13.0", "abc", ["python", "tools/peer_d3rlpy.py"], size)
+    assert set(record) == {"algo", "library", "config", "commit", "torch", "dataset", "command"}
+    assert record["dataset"] == size
     assert record["algo"] == "iql" and record["config"]["max_steps"] == 100 and "setup" not in record["config"]
 
 
@@ -709,7 +717,10 @@ def test_migration_rebuilds_the_committed_run_json():
     run_dir = project / "results" / "runs" / "bc_10" / CORE_MR / "seed0"
     if not (run_dir / "run.json").exists():
         pytest.skip("no committed run")
-    assert migrate_run_json.build(run_dir) == json.loads((run_dir / "run.json").read_text())
+    if not (run_dir / "machine.txt").exists():
+        pytest.skip("the committed runs are migrated already: their text files are folded into run.json")
+    committed = migrate_run_json.fold(json.loads((run_dir / "run.json").read_text()), run_dir)
+    assert migrate_run_json.fold(migrate_run_json.build(run_dir), run_dir) == committed
     record = json.loads((run_dir / "run.json").read_text())
     assert record["algo"] == "bc_filtered" and record["config"]["frac"] == 0.1
     assert record["config"]["max_steps"] == 50000 and record["command"][1] == "algorithms/bc_filtered.py"
@@ -724,6 +735,48 @@ def test_migration_rebuilds_the_committed_run_json():
 
 
 
+def test_migration_folds_the_text_files_into_run_json(tmp_path, capsys):
+    """The last migration (issue 44, item 5): the older sweeps' machine.txt and dataset.txt go into run.json ("machine";
+    "dataset" where run.json has no size: transitions, no sha256), an earlier migration's "steps" becomes
+    "transitions", the text files are deleted, and a second pass changes nothing."""
+    root = tmp_path / "runs"
+    size = {"id": CORE_MR, "episodes": 150, "transitions": 150000}
+    older = write_run(root, "iql", CORE_MR, 0, {20: 50.0})  # a script of before issue 44: no dataset in run.json
+    (older / "machine.txt").write_text("AMD EPYC (2 CPUs), no GPU\n")
+    (older / "dataset.txt").write_text(f"{CORE_MR}: 150 episodes, 150000 steps\n")
+    migrated = write_run(root, "iql", CORE_MR, 1, {20: 50.0})  # built by an earlier migration: "steps"
+    record = json.loads((migrated / "run.json").read_text())
+    record["dataset"] = {"id": CORE_MR, "episodes": 150, "steps": 150000}
+    (migrated / "run.json").write_text(json.dumps(record))
+    (migrated / "dataset.txt").write_text(f"{CORE_MR}: 150 episodes, 150000 transitions\n")
+    newer = write_run(root, "iql", CORE_MR, 2, {20: 50.0})  # the script's own record stays
+    own = {"id": CORE_MR, "episodes": 151, "transitions": 150001, "sha256": "ab" * 32}
+    (newer / "run.json").write_text(json.dumps({**json.loads((newer / "run.json").read_text()), "dataset": own}))
+    (newer / "dataset.txt").write_text(f"{CORE_MR}: 150 episodes, 150000 steps\n")
+    (newer / "machine.txt").write_text("Intel(R) Xeon(R) Processor (2 CPUs), no GPU\n")
+    untouched = write_run(root, "iql", CORE_MR, 3, {20: 50.0})
+    text = (untouched / "run.json").read_text()
+    sizeless = write_run(root, "iql", CORE_MR, 4, {20: 50.0})
+    (sizeless / "dataset.txt").write_text(f"{CORE_MR}: no local copy in /x\n")
+    assert migrate_run_json.main(["--roots", str(root)]) == 1  # the dataset.txt that names no size is kept, and named
+    assert "kept" in capsys.readouterr().err
+    records = [json.loads((root / "iql" / CORE_MR / f"seed{seed}" / "run.json").read_text()) for seed in range(5)]
+    assert (records[0]["machine"], records[0]["dataset"]) == ("AMD EPYC (2 CPUs), no GPU", size)
+    assert records[1]["dataset"] == size and "machine" not in records[1]
+    assert (records[2]["dataset"], records[2]["machine"]) == (own, "Intel(R) Xeon(R) Processor (2 CPUs), no GPU")
+    assert (untouched / "run.json").read_text() == text and "dataset" not in records[4]
+    assert not list(root.rglob("machine.txt")) and [p.parent for p in root.rglob("dataset.txt")] == [sizeless]
+    runs = {r.seed: r for r in runs_module.load_runs([root])}
+    assert [(runs[s].machine, runs[s].dataset_size) for s in (0, 2)] == [
+        ("AMD EPYC (2 CPUs), no GPU", (150, 150000)), ("Intel(R) Xeon(R) Processor (2 CPUs), no GPU", (151, 150001))]
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert migrate_run_json.main(["--roots", str(root)]) == 1
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files
+    capsys.readouterr()
+    assert migrate_run_json.main(["--roots", str(root), "--check"]) == 1
+    assert capsys.readouterr().out.strip() == f"to fold: {sizeless}"
+
+
 def test_a_rerun_on_newer_code_is_compared_with_the_older_seeds(fake_root, tmp_path):
     out = tmp_path / "results"
     write_run(out / "rerun", "td3_bc", MEDIUM_REPLAY, 0, {10: 61.0, 20: 72.0})  # older seeds score 65 and 85
@@ -736,6 +789,10 @@ def test_a_rerun_on_newer_code_is_compared_with_the_older_seeds(fake_root, tmp_p
     assert (f"| bc_10 | {MEDIUM_REPLAY} | 1 | 20 | 12.0 (not recorded) | 25.0 (not recorded) | 11.5 ± 0.7 (n=2) "
             "| NO |") in text
     assert "| bc |" not in text and (out / "rerun.png").stat().st_size > 0
+    # The sweep commands come from the reruns' run.json, not from a sweeps.txt.
+    assert f"made by `python -m tools.sweep --variants bc_10 --datasets {MEDIUM_REPLAY} --seeds 1 " in text
+    assert (f"; `python -m tools.sweep --variants td3_bc --datasets {MEDIUM_REPLAY} --seeds 0 --workers 2 --root "
+            f"runs/bench --commit-dir {out / 'rerun'} --set max_steps=20 eval_every=10 eval_episodes=5`") in text
 
 
 def test_offline_to_online_runs_have_their_own_page(fake_root, tmp_path):
@@ -838,8 +895,9 @@ def test_half_budget_runs_stand_beside_the_published_numbers_not_in_the_readme_a
     with open(table_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "env", "dataset", "score", "std", "seeds", "budget_updates", "dataset_version",
-                         "source"])
-        writer.writerow(["td3_bc", "hopper", "medium-replay", "60.9", "", "", "1000000", "v2", "Some et al. 2022"])
+                         "label", "source"])
+        writer.writerow(["td3_bc", "hopper", "medium-replay", "60.9", "", "", "1000000", "v2", "Some et al. 2022",
+                         "Some et al. 2022"])
     out = tmp_path / "results"
     out.mkdir()
     published.write_published(stats.score_table(runs_module.load_runs([root])), ["head"], out, table_csv)
@@ -858,7 +916,7 @@ def test_the_header_lists_offline_budgets_apart_from_fine_tuning_without_phantom
     write_online_run(root, "iql_o2o", CORE_MR, 0, 50.0, lambda env: 60.0, budget=(50, 50, 10))
     write_online_run(root, "sac_scratch", CORE_MR, 0, 0.0, lambda env: 30.0, budget=(0, 40, 10))
     runs = runs_module.load_runs([root])
-    head = tables.header(runs, ["c"], [root], "reproduce.md")
+    head = headers.header(runs, ["c"], [root], "reproduce.md")
     offline = next(line for line in head if line.startswith("Budget:"))
     assert offline.startswith("Budget: 20, 50 updates per offline run (final evaluation at 20, 50);"), offline
     assert "100" not in offline and "40" not in offline  # no fine-tuning run's final update among offline budgets
@@ -866,7 +924,7 @@ def test_the_header_lists_offline_budgets_apart_from_fine_tuning_without_phantom
     assert "0 for sac_scratch, which learn online only" in online and "50 offline updates" in online
     assert "then 40, 50 online environment steps" in online and "final evaluation at update 40, 100" in online
     # Only offline runs (the Pendulum suite's, say): one budget line, no fine-tuning line.
-    only = tables.header([r for r in runs if r.variant in ("bc", "iql")], ["c"], [root], "reproduce.md")
+    only = headers.header([r for r in runs if r.variant in ("bc", "iql")], ["c"], [root], "reproduce.md")
     assert not any(line.startswith("Offline-to-online") for line in only)
 
 
@@ -898,7 +956,7 @@ def test_the_longer_budget_runs_get_a_reading_from_the_dataset_sizes(tmp_path):
         record["dataset"] = {"episodes": 40, "transitions": 40000}
         (run_dir / "run.json").write_text(json.dumps(record))
     runs = runs_module.load_runs([root])
-    reading = tables.longer_budget_reading(stats.score_table(runs), runs)
+    reading = scores_module.longer_budget_reading(stats.score_table(runs), runs)
     assert reading.startswith("The 500k-update runs score below the same method at its sweep budget in 2 of 2 cells")
     assert f"on {CORE_HC} 2 of 2: bc_10_500k 15.0 vs 30.0 at 50k, iql_500k 20.0 vs 40.0 at 50k" in reading
     assert "holds 40 episodes (40000 transitions), so 500k updates of batch 256 are about 3200 passes" in reading

@@ -110,7 +110,7 @@ def test_unknown_dataset_is_one_sentence(algo, minari_root, tmp_path):
     result = run(algo, "--dataset_id", "local/pendulum/nonexistent-v0", "--checkpoints_path", str(tmp_path),
                  check=False)
     assert result.returncode != 0
-    assert "local/pendulum/nonexistent-v0" in result.stderr and "tools/make_datasets.py" in result.stderr
+    assert "local/pendulum/nonexistent-v0" in result.stderr and "python -m tools.make_datasets" in result.stderr
     # a lone copy has no tools/: the sentence says where it lives, and that ids of the network work (issue 45, item 12)
     assert "this project's repository" in result.stderr and "mujoco/hopper/medium-v0" in result.stderr
     assert "Traceback" not in result.stderr

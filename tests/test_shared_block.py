@@ -4,14 +4,13 @@ scripts are self-contained."""
 
 import ast
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from tools import sync_shared
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import sync_shared  # noqa: E402
 
 SCRIPTS = sorted((ROOT / "algorithms").glob("*.py"))
 COPIES = [(script, name) for name, scripts in sync_shared.BLOCKS.items() for script in scripts]
@@ -28,7 +27,7 @@ def test_blocks_cover_exactly_the_scripts():
 def test_every_copy_equals_its_source(script, name):
     text = (ROOT / "algorithms" / f"{script}.py").read_text()
     assert sync_shared.block(text, name) == sync_shared.source(name), \
-        f"algorithms/{script}.py: block {name} differs from its source; run python tools/sync_shared.py"
+        f"algorithms/{script}.py: block {name} differs from its source; run python -m tools.sync_shared"
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import sweep
-from results import make_results
-from results.runs import CORE
+from tools import sweep, variants
+from tools.processes import machine_description
+from tools.results import make_results
+from tools.results.runs import CORE
 from conftest import TINY as TINY_SIZE
 
 CORE_MR = CORE[0]
@@ -38,36 +39,41 @@ def read_csv(path: Path) -> dict:
     return {(row["variant"], row["dataset"]): row for row in csv.DictReader(path.open())}
 
 
-def assert_records_the_dataset_build(run_dir: Path) -> None:
-    """The run's dataset.txt names the build it read: episodes and steps of Minari's local copy."""
-    assert re.fullmatch(rf"local/pendulum/medium-v0: \d+ episodes, {TINY_SIZE} steps\n",
-                        (run_dir / "dataset.txt").read_text())
+def assert_records_the_machine_and_the_data(run_dir: Path) -> None:
+    """The run's run.json names the build it read (the script's record: episodes, transitions, content hash) and the
+    machine it ran on (the sweep's); no machine.txt or dataset.txt beside it."""
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["machine"] == machine_description()
+    dataset = record["dataset"]
+    assert dataset["id"] == "local/pendulum/medium-v0" and dataset["transitions"] == TINY_SIZE
+    assert isinstance(dataset["episodes"], int) and len(dataset["sha256"]) == 64
+    assert not (run_dir / "machine.txt").exists() and not (run_dir / "dataset.txt").exists()
 
 
 def test_variants_and_sets_become_flags(tmp_path):
-    runs = sweep.plan(["bc", "bc_10", "td3_bc"], ["local/pendulum/medium-v0"], [3], tmp_path,
-                      sweep.parse_sets(["max_steps=50", "eval_targets=[-150.0]"]), {})
+    runs = variants.plan(["bc", "bc_10", "td3_bc"], ["local/pendulum/medium-v0"], [3], tmp_path,
+                      variants.parse_sets(["max_steps=50", "eval_targets=[-150.0]"]), {})
     bc, bc_10, td3 = runs
     assert bc.args[:3] == ["algorithms/bc_filtered.py", "--config_path", "configs/bc_filtered/pendulum-medium.yaml"]
     assert bc.args[-6:] == ["--frac", "1.0", "--max_steps", "50", "--eval_targets", "[-150.0]"]
     assert bc_10.args[bc_10.args.index("--frac") + 1] == "0.1" and td3.args[0] == "algorithms/td3_bc.py"
     assert bc.run_dir == str(tmp_path / "bc" / "local/pendulum/medium-v0" / "seed3") and bc.max_steps == 50
     # The ablations of the claims: MOPO without its penalty, TD3+BC without its BC term.
-    mopo_nopen, td3_nobc = sweep.plan(["mopo_nopen", "td3_nobc"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    mopo_nopen, td3_nobc = variants.plan(["mopo_nopen", "td3_nobc"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     assert mopo_nopen.args[0] == "algorithms/mopo.py" and mopo_nopen.args[-2:] == ["--penalty_coef", "0.0"]
     assert td3_nobc.args[0] == "algorithms/td3_bc.py" and td3_nobc.args[-2:] == ["--bc_coef", "0.0"]
     # DT with the authors' N(0, 1) timestep embedding (ours starts it as GPT-2, std 0.02).
-    dt_init1, = sweep.plan(["dt_init1"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    dt_init1, = variants.plan(["dt_init1"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     assert dt_init1.args[0] == "algorithms/dt.py" and dt_init1.args[-2:] == ["--timestep_embedding_std", "1.0"]
     # Without --set max_steps, the config's value decides when a run is finished.
-    assert sweep.plan(["iql"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})[0].max_steps == 30_000
+    assert variants.plan(["iql"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})[0].max_steps == 30_000
     with pytest.raises(SystemExit, match="no_such_algo"):
-        sweep.plan(["no_such_algo"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+        variants.plan(["no_such_algo"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     # CQL with the policy's mean next action in its target (the peer's choice), beside the authors' sampled a'.
-    mean_target, = sweep.plan(["cql_mean_target"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
+    mean_target, = variants.plan(["cql_mean_target"], ["local/pendulum/medium-v0"], [0], tmp_path, [], {})
     assert mean_target.args[0] == "algorithms/cql.py" and mean_target.args[-2:] == ["--target_action", "mean"]
     # The bf16 equivalence runs (issue 47): the script with --precision bf16, in a directory of their own.
-    for run in sweep.plan(["td3_bc_bf16", "iql_bf16", "cql_bf16", "combo_bf16"], ["local/pendulum/medium-v0"], [0],
+    for run in variants.plan(["td3_bc_bf16", "iql_bf16", "cql_bf16", "combo_bf16"], ["local/pendulum/medium-v0"], [0],
                           tmp_path, [], {}):
         script = Path(run.args[0]).stem
         assert run.args[-2:] == ["--precision", "bf16"] and run.run_dir.startswith(str(tmp_path / f"{script}_bf16"))
@@ -88,12 +94,12 @@ def test_commit_run_copies_the_small_files_of_a_finished_run(tmp_path):
     run_dir = write_run(tmp_path / "bench", "bc", CORE_MR, 0)
     (run_dir / "checkpoint.pt").write_bytes(b"big")
     (run_dir / "policy.pt2").write_bytes(b"big")
-    (run_dir / "machine.txt").write_text("cpu\n")
+    (run_dir / "machine.txt").write_text("cpu\n")  # an older sweep's file: no longer committed
     committed = tmp_path / "committed" / "bc" / CORE_MR / "seed0"
     assert not sweep.commit_run(run_dir, committed)  # unfinished: nothing to commit
     (run_dir / "finished.json").write_text('{"step": 20}')
     assert sweep.commit_run(run_dir, committed)
-    assert sorted(p.name for p in committed.iterdir()) == ["command.txt", "finished.json", "log.jsonl", "machine.txt",
+    assert sorted(p.name for p in committed.iterdir()) == ["command.txt", "finished.json", "log.jsonl",
                                                            "run.json"]  # no commit.txt: write_run made none
     assert not sweep.commit_run(run_dir, committed)  # the same run is committed already
 
@@ -109,7 +115,7 @@ def test_a_run_works_in_its_run_directory(tmp_path, monkeypatch):
         return 0
 
     monkeypatch.setattr(sweep, "run_child", fake_child)
-    run, = sweep.plan(["td3_bc"], ["local/pendulum/medium-replay-v0"], [0], tmp_path, [], {})
+    run, = variants.plan(["td3_bc"], ["local/pendulum/medium-replay-v0"], [0], tmp_path, [], {})
     sweep.run_one(run, {"OMP_NUM_THREADS": "1"}, str(sweep.PROJECT))
     args, run_dir = seen["args"], Path(run.run_dir)
     assert Path(seen["cwd"]) == run_dir and args[1] == str(sweep.PROJECT / "algorithms" / "td3_bc.py")
@@ -122,9 +128,10 @@ def test_a_run_works_in_its_run_directory(tmp_path, monkeypatch):
 def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch):
     started = []
 
-    def fake_script(args, **kwargs):  # the script's side of the contract: a log, a checkpoint, finished.json
+    def fake_script(args, **kwargs):  # the script's side of the contract: run.json, a log, a checkpoint, finished.json
         run_dir = Path(args[args.index("--checkpoints_path") + 1])
         started.append(run_dir.name)
+        (run_dir / "run.json").write_text(json.dumps({"algo": "bc_filtered", "config": {}, "command": []}))
         (run_dir / "log.jsonl").write_text(json.dumps({"step": 20, "eval/normalized_score": 1.0}) + "\n")
         (run_dir / "checkpoint.pt").write_bytes(b"big")
         (run_dir / "finished.json").write_text('{"step": 20}')
@@ -136,20 +143,22 @@ def test_sweep_skips_a_run_committed_by_an_earlier_session(tmp_path, monkeypatch
     done.mkdir(parents=True)
     (done / "finished.json").write_text('{"step": 20}')
     (done / "log.jsonl").write_text("")
-    grid = dict(sets=TINY, progress=False, commit_dir=committed, command="python tools/sweep.py --the-grid")
+    grid = dict(sets=TINY, progress=False, commit_dir=committed, command="python -m tools.sweep --the-grid")
     # Seed 0 is committed at the budget asked for: skipped without running.  Seed 1 runs and is committed.
     results = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], bench, **grid)
     assert [(r["status"], r["committed"]) for r in results] == [("skipped", True), ("done", True)]
     assert started == ["seed1"] and not (bench / "bc" / "local/pendulum/medium-v0" / "seed0").exists()
-    assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
-        ["command.txt", "commit.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt"]
+    seed1 = committed / "bc" / "local/pendulum/medium-v0" / "seed1"
+    assert sorted(p.name for p in seed1.iterdir()) == ["command.txt", "commit.txt", "finished.json", "log.jsonl",
+                                                       "run.json"]
+    assert json.loads((seed1 / "run.json").read_text())["machine"] == machine_description()  # the sweep's addition
     # A run committed at a smaller budget is run again (resuming in ROOT) and its commit replaced.
     (done / "finished.json").write_text('{"step": 10}')
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], bench, **grid)
     assert [(r["status"], r["committed"]) for r in again] == [("done", True), ("skipped", True)]
     assert started == ["seed1", "seed0"] and json.loads((done / "finished.json").read_text())["step"] == 20
-    # The command is recorded once in the commit directory, however often the sweep runs.
-    assert (committed / "sweeps.txt").read_text().count("--the-grid") == 1
+    # The command is appended to both histories each time the sweep runs (people read them; no tool parses them).
+    assert (committed / "sweeps.txt").read_text().count("--the-grid") == 2
     assert (bench / "sweeps.txt").read_text().count("--the-grid") == 2
 
 
@@ -164,7 +173,7 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     assert [bool(r.get("committed")) for r in first] == [False, False, True, True]
     assert not (committed / "bc" / "local/pendulum/nonexistent-v0").exists()
     assert sorted(p.name for p in (committed / "bc" / "local/pendulum/medium-v0" / "seed1").iterdir()) == \
-        ["command.txt", "commit.txt", "dataset.txt", "finished.json", "log.jsonl", "machine.txt", "run.json"]
+        ["command.txt", "commit.txt", "finished.json", "log.jsonl", "run.json"]
     record = json.loads((committed / "bc" / "local/pendulum/medium-v0" / "seed1" / "run.json").read_text())
     assert (record["algo"], record["config"]["frac"], record["config"]["max_steps"]) == ("bc_filtered", 1.0, 20)
     assert "nonexistent" in first[0]["error"]
@@ -175,9 +184,7 @@ def test_sweep_runs_skips_and_reports_a_failure(minari_root, tmp_path):
     assert [r["step"] for r in log if "eval/normalized_score" in r] == [10, 20]
     command = (run_dir / "command.txt").read_text()
     assert "OMP_NUM_THREADS=1" in command and "--frac 1.0" in command and "--seed 1" in command
-    assert_records_the_dataset_build(run_dir)
-    dataset = json.loads((run_dir / "run.json").read_text())["dataset"]  # the script's own record of the data
-    assert dataset["transitions"] == TINY_SIZE and f"{dataset['episodes']} episodes" in (run_dir / "dataset.txt").read_text()
+    assert_records_the_machine_and_the_data(run_dir)
 
     again = sweep.run_grid(["bc"], ["local/pendulum/medium-v0"], [0, 1], root, **grid)
     assert [r["status"] for r in again] == ["skipped", "skipped"]
@@ -197,7 +204,7 @@ def test_sigterm_to_the_sweep_stops_its_runs_resumably(minari_root, tmp_path):
     """kill <sweep pid> must not leave its runs going on alone (a second sweep would then share their directories):
     the run gets SIGTERM, checkpoints and exits, and the sweep exits with 143."""
     root = tmp_path / "bench"
-    command = [sys.executable, "tools/sweep.py", "--variants", "bc", "--datasets", "local/pendulum/medium-v0",
+    command = [sys.executable, "-m", "tools.sweep", "--variants", "bc", "--datasets", "local/pendulum/medium-v0",
                "--seeds", "0", "--root", str(root), "--commit-dir", "none", "--set", "max_steps=1000000",
                "eval_every=500000", "logging=disabled", "device=cpu"]
     sweeper = subprocess.Popen(command, cwd=Path(sweep.__file__).parents[1], stdout=subprocess.DEVNULL,
@@ -227,8 +234,8 @@ def test_sweep_on_a_local_ray_instance(minari_root, tmp_path):
     for seed in (0, 1):
         run_dir = tmp_path / "bench" / "bc_10" / "local/pendulum/medium-v0" / f"seed{seed}"
         assert (run_dir / "checkpoint.pt").exists() and "--frac 0.1" in (run_dir / "command.txt").read_text()
-        # The Ray worker imports make_datasets too (tools/ on its path) and reads the same local copy.
-        assert_records_the_dataset_build(run_dir)
+        # The Ray worker imports tools.sweep (the project on its path) and records the machine it ran on.
+        assert_records_the_machine_and_the_data(run_dir)
 
 
 def test_sweep_on_a_ray_instance_started_by_the_caller(minari_root, tmp_path):
@@ -242,4 +249,4 @@ def test_sweep_on_a_ray_instance_started_by_the_caller(minari_root, tmp_path):
         ray.shutdown()
     assert [r["status"] for r in results] == ["done"], results
     run_dir = tmp_path / "bench" / "bc" / "local/pendulum/medium-v0" / "seed0"
-    assert_records_the_dataset_build(run_dir)
+    assert_records_the_machine_and_the_data(run_dir)

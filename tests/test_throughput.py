@@ -1,7 +1,7 @@
 """tools/throughput.py runs every kind of script's update (transitions, AWR's refreshed returns,
 DT's windows) on the CPU and writes its table."""
 
-import throughput
+from tools import throughput
 
 
 def test_throughput_table_on_cpu(tmp_path):

@@ -1,6 +1,6 @@
 """Write configs/<algo>/<env>-<kind>.yaml for every algorithm and dataset.
 
-  python tools/make_configs.py
+  python -m tools.make_configs
 
 Keys are TrainConfig fields; anything not written here is the script's default (the paper's value
 for MuJoCo locomotion).  Per-dataset values that papers tune are in OVERRIDES.

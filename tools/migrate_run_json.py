@@ -1,7 +1,8 @@
-"""Gives every committed run that has none a run.json, built once from the files committed beside it.
+"""Gives every committed run that has none a run.json, built once from the files committed beside it, and folds the
+older sweeps' machine.txt and dataset.txt into every run.json.
 
-  python tools/migrate_run_json.py                    # results/runs and results/fqe
-  python tools/migrate_run_json.py --check            # list the runs still without a run.json, change nothing
+  python -m tools.migrate_run_json      # results/runs, results/rerun, results/fqe and results/runs-*
+  python -m tools.migrate_run_json --check      # list what is still to migrate, change nothing
 
 Since the plain-PyTorch rewrite every script writes run.json in its run directory ({"algo", "config" (the
 resolved TrainConfig), "commit" (until issue 44; since, the sweep's commit.txt), "dataset" (since issue 44: id,
@@ -15,10 +16,17 @@ those this tool writes, from what is there:
            were in git just before the commit that committed the run's log (the newest code the run can
            have been made with): a field renamed since keeps the run's name.
   command  the command's words after the environment variables (python, the script, its flags)
-  dataset  dataset.txt when there is one: {"id", "episodes", "steps"} of the local build the run read
+  dataset  dataset.txt when there is one: {"id", "episodes", "transitions"} of the local build the run read
   commit, torch  null: not recorded by runs of that time
   migrated what it was built from, and the commit of the code and YAML read.
-A run with a run.json is left alone, so the tool may run again when older runs arrive.
+A run with a run.json keeps it.  Then, in every run.json (issue 44, "tools read data, not text": the sweep writes the
+machine into run.json, and the scripts record the data they read there):
+  machine  machine.txt's text, which the sweep wrote beside run.json before
+  dataset  dataset.txt's {"id", "episodes", "transitions"} (it says "N steps" or "N transitions": transitions either
+           way; no sha256, which only the scripts record) where run.json has no size of its own; an earlier
+           migration's "steps" becomes "transitions"
+and machine.txt and dataset.txt are deleted (a dataset.txt that names no size, e.g. "no local copy in ...", is kept
+and named).  Every step leaves a migrated run unchanged, so the tool may run again when older runs arrive.
 """
 
 from __future__ import annotations
@@ -35,11 +43,10 @@ from typing import Optional
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 PROJECT = Path(__file__).resolve().parents[1]
-DEFAULT_ROOTS = ("results/runs", "results/fqe")
-DATASET_LINE = re.compile(r"^(?P<id>\S+): (?P<episodes>\d+) episodes, (?P<steps>\d+) steps$")
+DEFAULT_ROOTS = ("results/runs", "results/rerun", "results/fqe")  # and every results/runs-*
+DATASET_LINE = re.compile(r"^(?P<id>\S+): (?P<episodes>\d+) episodes, (?P<transitions>\d+) (?:steps|transitions)$")
+FOLDED = ("machine.txt", "dataset.txt")
 
 
 def git(*args: str) -> str:
@@ -114,13 +121,11 @@ def project_path(path: str) -> str:
 
 
 def dataset_record(run_dir: Path) -> Optional[dict]:
+    """{"id", "episodes", "transitions"} of the run's dataset.txt; None without one, or when it names no size."""
     if not (run_dir / "dataset.txt").exists():
         return None
-    line = (run_dir / "dataset.txt").read_text().strip()
-    match = DATASET_LINE.match(line)
-    if not match:
-        return {"id": line.split(":", 1)[0], "build": line.split(": ", 1)[-1]}  # e.g. "no local copy in ..."
-    return {"id": match["id"], "episodes": int(match["episodes"]), "steps": int(match["steps"])}
+    match = DATASET_LINE.match((run_dir / "dataset.txt").read_text().strip())
+    return match and {"id": match["id"], "episodes": int(match["episodes"]), "transitions": int(match["transitions"])}
 
 
 def ours_config(script: str, flags: list[tuple[str, str]], commit: str, committed: str) -> dict:
@@ -148,7 +153,7 @@ def ours_config(script: str, flags: list[tuple[str, str]], commit: str, committe
 
 
 def peer_config(words: list[str]) -> dict:
-    from peer_d3rlpy import make_parser
+    from tools.peer_d3rlpy import make_parser
 
     args = make_parser().parse_args(words)
     return {k: v for k, v in vars(args).items() if k != "setup"}
@@ -184,27 +189,84 @@ def run_dirs(roots: list[Path]) -> list[Path]:
                   if p.parent.name.startswith("seed") and (p.parent / "command.txt").exists())
 
 
+def has_size(dataset) -> bool:
+    return isinstance(dataset, dict) and "episodes" in dataset
+
+
+def fold(record: dict, run_dir: Path) -> dict:
+    """run.json with machine.txt's text as "machine" and dataset.txt's size as "dataset" (where run.json has none); an
+    earlier migration's dataset "steps" renamed "transitions".  The key order is kept; new keys come last."""
+    record = dict(record)
+    if (run_dir / "machine.txt").exists() and not record.get("machine"):
+        record["machine"] = (run_dir / "machine.txt").read_text().strip()
+    dataset = record.get("dataset")
+    if isinstance(dataset, dict) and "steps" in dataset:
+        record["dataset"] = {("transitions" if k == "steps" else k): v for k, v in dataset.items()}
+    elif not has_size(dataset) and dataset_record(run_dir):
+        record["dataset"] = dataset_record(run_dir)
+    return record
+
+
+def folded_dirs(roots: list[Path]) -> list[Path]:
+    """The runs whose run.json is still to fold: a machine.txt or dataset.txt beside it, or a dataset with "steps"."""
+    found = []
+    records = sorted(p for root in roots for p in root.rglob("run.json") if p.parent.name.startswith("seed"))
+    for run_dir in (p.parent for p in records):
+        record = json.loads((run_dir / "run.json").read_text())
+        if any((run_dir / name).exists() for name in FOLDED) or fold(record, run_dir) != record:
+            found.append(run_dir)
+    return found
+
+
+def write_folded(run_dir: Path) -> Optional[Path]:
+    """Folds the run's text files into its run.json and deletes them; returns a dataset.txt kept (it names no size)."""
+    record = fold(json.loads((run_dir / "run.json").read_text()), run_dir)
+    write_record(run_dir, record)
+    (run_dir / "machine.txt").unlink(missing_ok=True)
+    if has_size(record.get("dataset")):
+        (run_dir / "dataset.txt").unlink(missing_ok=True)
+    return run_dir / "dataset.txt" if (run_dir / "dataset.txt").exists() else None
+
+
+def write_record(run_dir: Path, record: dict) -> None:
+    tmp = run_dir / "run.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(run_dir / "run.json")
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(PROJECT)) if path.is_relative_to(PROJECT) else str(path)
+
+
+def default_roots() -> list[str]:
+    return [*DEFAULT_ROOTS, *sorted(str(p.relative_to(PROJECT)) for p in (PROJECT / "results").glob("runs-*"))]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--roots", nargs="+", default=list(DEFAULT_ROOTS), help="committed run roots")
-    parser.add_argument("--check", action="store_true", help="only list the runs without a run.json")
+    parser.add_argument("--roots", nargs="+", default=default_roots(), help="committed run roots")
+    parser.add_argument("--check", action="store_true", help="only list the runs still to migrate")
     args = parser.parse_args(argv)
     roots = [p if p.is_absolute() else PROJECT / p for p in map(Path, args.roots)]
     missing = [d for d in run_dirs(roots) if not (d / "run.json").exists()]
     without_command = sorted(p.parent for root in roots for p in root.rglob("log.jsonl")
                              if not (p.parent / "run.json").exists() and not (p.parent / "command.txt").exists())
     for run_dir in without_command:
-        print(f"warning: {run_dir.relative_to(PROJECT)} has neither run.json nor command.txt", file=sys.stderr)
+        print(f"warning: {shown(run_dir)} has neither run.json nor command.txt", file=sys.stderr)
     if args.check:
-        print("\n".join(str(d.relative_to(PROJECT)) for d in missing) or "every run has a run.json")
-        return 1 if missing or without_command else 0
+        to_fold = folded_dirs(roots)
+        print("\n".join([*(f"no run.json: {shown(d)}" for d in missing), *(f"to fold: {shown(d)}" for d in to_fold)])
+              or "every run has a run.json, with no text file to fold")
+        return 1 if missing or to_fold or without_command else 0
     for run_dir in missing:
-        record = build(run_dir)
-        tmp = run_dir / "run.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(run_dir / "run.json")
-    print(f"wrote {len(missing)} run.json ({len(run_dirs(roots)) - len(missing)} runs had one)")
-    return 1 if without_command else 0
+        write_record(run_dir, build(run_dir))
+    to_fold = folded_dirs(roots)
+    kept = [path for path in map(write_folded, to_fold) if path]
+    for path in kept:
+        print(f"warning: kept {shown(path)}: it names no size ({path.read_text().strip()})", file=sys.stderr)
+    print(f"wrote {len(missing)} run.json ({len(run_dirs(roots)) - len(missing)} runs had one); folded the text files "
+          f"of {len(to_fold)} runs into their run.json")
+    return 1 if without_command or kept else 0
 
 
 if __name__ == "__main__":

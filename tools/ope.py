@@ -1,7 +1,7 @@
 """Off-policy evaluation of the benchmark's policies: how well FQE, from data alone, ranks them.
 
-  python tools/ope.py --root runs/bench --datasets local/halfcheetah/medium-replay-v0 --set max_steps=100000
-  python tools/ope.py --report-only          # the report from the committed files alone (a fresh clone)
+  python -m tools.ope --root runs/bench --datasets local/halfcheetah/medium-replay-v0 --set max_steps=100000
+  python -m tools.ope --report-only          # the report from the committed files alone (a fresh clone)
 
 For every finished run under ROOT (ROOT/<variant>/<dataset_id>/seed<S>/ with finished.json and
 policy_weights.pt, the weights-only form of policy.pt2), algorithms/fqe.py estimates J = E_{s0}[Q(s0, pi(s0))]
@@ -39,9 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_configs import config_name  # noqa: E402
-from processes import copy_in_order, run_child, stop_runs  # noqa: E402
+from tools.make_configs import config_name
+from tools.processes import copy_in_order, run_child, stop_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = 2000
@@ -260,7 +259,7 @@ def main(argv=None) -> int:
     if not any("estimate" in r for r in rows):
         print(f"error: no committed estimates in {commit_dir} match the runs in {args.runs}.", file=sys.stderr)
         return 2
-    report(rows, Path(args.out), "python tools/ope.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    report(rows, Path(args.out), "python -m tools.ope " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"{sum('estimate' in r for r in rows)} policies estimated; report in {Path(args.out) / 'ope.md'}")
     return 0
 

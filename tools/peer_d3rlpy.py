@@ -2,16 +2,16 @@
 
 Runs inside the peer environment (d3rlpy 2.8.1 pins gymnasium 1.0.0, so it cannot share ours):
 
-  python tools/peer_d3rlpy.py --setup          # creates .venv-peer/ from requirements-peer.txt
-  .venv-peer/bin/python tools/peer_d3rlpy.py --algo iql --dataset_id local/hopper/medium-replay-v0 \
+  python -m tools.peer_d3rlpy --setup          # creates .venv-peer/ from requirements-peer.txt
+  .venv-peer/bin/python -m tools.peer_d3rlpy --algo iql --dataset_id local/hopper/medium-replay-v0 \
       --seed 0 --max_steps 50000 --eval_every 5000 --eval_episodes 10 --checkpoints_path runs/peer/iql
 
 tools/sweep.py runs it for the variants d3rlpy_bc, d3rlpy_td3_bc, d3rlpy_iql, d3rlpy_cql, d3rlpy_bcq and
 d3rlpy_dt. The same dataset (converted in memory), the same budget of updates, the same seeds of the
 evaluation episodes (seed + 10000 + episode), the deterministic policy, the same normalization
 (minari.get_normalized_score) and the same files (log.jsonl, finished.json, and run.json: the algorithm, the
-library and its version, the resolved arguments, the git commit, the command) as algorithms/, so
-tools/make_results.py reads both alike. Hyperparameters: d3rlpy's own D4RL reproductions
+library and its version, the resolved arguments, the size of the data, the git commit, the command) as
+algorithms/, so tools/make_results.py reads both alike. Hyperparameters: d3rlpy's own D4RL reproductions
 (reproductions/offline/<algo>.py in takuseno/d3rlpy), except the step budget; for BC (which has no
 reproduction script), batch 256 and learning rate 3e-4 as our bc_filtered; and for BCQ, the sampled actions
 as the authors' code (sfujim/BCQ) and our bcq: 10 per next state in the target, 100 per state when acting.
@@ -45,11 +45,13 @@ def git_commit() -> str | None:
         return None
 
 
-def run_record(args, library: str, torch_version: str | None, commit: str | None, command: list[str]) -> dict:
-    """run.json of a peer run, the shape algorithms/ write ({"algo", "config", "commit", "torch", "command"}) and the
-    library that ran it: config is the resolved arguments."""
+def run_record(args, library: str, torch_version: str | None, commit: str | None, command: list[str],
+               dataset: dict | None) -> dict:
+    """run.json of a peer run, the shape algorithms/ write ({"algo", "config", "commit", "torch", "dataset",
+    "command"}) and the library that ran it: config is the resolved arguments, dataset the id, episodes and
+    transitions of the Minari dataset it read (no content hash: the peer reads the data its own way)."""
     return {"algo": args.algo, "library": library, "config": {k: v for k, v in vars(args).items() if k != "setup"},
-            "commit": commit, "torch": torch_version, "command": command}
+            "commit": commit, "torch": torch_version, "dataset": dataset, "command": command}
 
 
 def setup() -> int:
@@ -191,17 +193,18 @@ def train(args) -> int:
         print(f"{run_dir}: finished already; nothing to do.")
         return 0
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = run_record(args, f"d3rlpy {d3rlpy.__version__}", torch.__version__, git_commit(),
-                        [Path(sys.executable).name, *sys.argv])
-    tmp = run_dir / "run.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(run_dir / "run.json")
     try:
         dataset = minari.load_dataset(args.dataset_id)
     except Exception as e:  # noqa: BLE001 - a missing dataset is one sentence, as in the scripts
         print(f"error: could not load dataset {args.dataset_id!r} ({type(e).__name__}); build it with "
-              f"python tools/make_datasets.py.", file=sys.stderr)
+              f"python -m tools.make_datasets.", file=sys.stderr)
         return 2
+    size = {"id": args.dataset_id, "episodes": int(dataset.total_episodes), "transitions": int(dataset.total_steps)}
+    record = run_record(args, f"d3rlpy {d3rlpy.__version__}", torch.__version__, git_commit(),
+                        [Path(sys.executable).name, *sys.argv], size)
+    tmp = run_dir / "run.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(run_dir / "run.json")
     env = dataset.recover_environment(eval_env=True)
     d3rlpy.seed(args.seed)
     algo = make_algo(args.algo, args.max_steps, "cpu:0" if args.device == "cpu" else args.device)

@@ -1,9 +1,9 @@
 """Run a benchmark grid: variants x datasets x seeds, each run one algorithm script in its own process.
 
-  python tools/sweep.py --variants bc bc_10 awr td3_bc iql \\
+  python -m tools.sweep --variants bc bc_10 awr td3_bc iql \\
       --datasets local/hopper/medium-replay-v0 local/halfcheetah/medium-replay-v0 local/hopper/medium-expert-v0 \\
       --seeds 0 1 2 --workers 2 --root runs/bench --commit-dir results/runs --set max_steps=50000 eval_every=5000
-  python tools/make_results.py --root results/runs   # then the tables, curves and claims
+  python -m tools.make_results --root results/runs   # then the tables, curves and claims
 
 A variant is a name for (script, extra flags): "bc" is bc_filtered with --frac 1.0, "bc_10" is
 bc_filtered with --frac 0.1, "mopo_nopen" is mopo with its uncertainty penalty off (--penalty_coef 0.0),
@@ -14,31 +14,32 @@ policy's mean next action in its target (--target_action mean, as the peer libra
 learns online from nothing (each with --set online_steps=N), "td3_bc_bf16", "iql_bf16", "cql_bf16" and "combo_bf16"
 are the script with --precision bf16 (the equivalence runs of issue 47), "d3rlpy_<algo>" is the peer
 library (tools/peer_d3rlpy.py, in its own environment), and every script in algorithms/ is a variant
-of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25").  Each run is
+of its own name with no flags; --define adds more ("bc_25=bc_filtered --frac 0.25": NAME=, the script, then its
+flags, words separated by spaces, no quoting).  Each run is
 
   python algorithms/<script>.py --config_path configs/<script>/<env>-<kind>.yaml --seed S
          --checkpoints_path ROOT/<variant>/<dataset_id>/seed<S> <variant flags> <--set flags>
 
 in ROOT/<variant>/<dataset_id>/seed<S>/, where the script writes run.json (what the run is, as data: its
-algorithm, resolved config, the size and content hash of the data it read, and command) and the sweep adds
-command.txt (the exact shell command), commit.txt (the git commit of the checkout; a script copied alone has no
-git, so it records none), machine.txt, dataset.txt (the size of the local dataset, from Minari's metadata: builds
-of a collected dataset on two machines can differ), stdout.log, stderr.log and, when the run fails, error.txt
-(the end of its stderr).  Each run works in its run directory (the script and its config are passed by absolute
-path), so that what a library writes to the working directory stays with its run: MuJoCo's warnings go to
-MUJOCO_LOG.TXT there.
+algorithm, resolved config, the size and content hash of the data it read, and command; builds of a collected
+dataset on two machines can differ, and this record tells them apart), the sweep adds the machine to it ("machine":
+CPU model and count, GPU; when the run's process ends), and writes command.txt (the exact shell command), commit.txt
+(the git commit of the checkout; a script copied alone has no git, so it records none), stdout.log, stderr.log and,
+when the run fails, error.txt (the end of its stderr).  Each run works in its run directory (the script and its
+config are passed by absolute path), so that what a library writes to the working directory stays with its run:
+MuJoCo's warnings go to MUJOCO_LOG.TXT there.
 A run that wrote finished.json (all its updates done) is skipped; an interrupted run resumes from its
 checkpoint (the scripts do that themselves); a failed run is reported and the others go on.  Ctrl-C or
 SIGTERM to the sweep stops it: its running runs get the signal too (they checkpoint and exit), no new
 run starts, and the same command resumes.
 
 Runs outlive a session with --commit-dir (default results/runs; "none" turns it off): each finished
-run's small files (log.jsonl, run.json, command.txt, commit.txt, machine.txt, dataset.txt, finished.json; never
-checkpoints or policies) are copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose
-finished.json is already there (committed by an earlier session) is skipped without being rerun, and
-the sweep command is appended to COMMIT_DIR/sweeps.txt (the history of the sweeps; make_results derives
-the commands that reproduce the tables from each run's run.json).  Benchmark grids use it;
-tools/make_results.py --root results/runs rebuilds every table and plot from those files alone.
+run's small files (log.jsonl, run.json, command.txt, commit.txt, finished.json; never checkpoints or policies) are
+copied to COMMIT_DIR/<variant>/<dataset_id>/seed<S>/ as soon as it finishes, for git; a run whose finished.json is
+already there (committed by an earlier session) is skipped without being rerun.  Each sweep command is appended to
+ROOT/sweeps.txt and COMMIT_DIR/sweeps.txt, a history for people: no tool reads it (make_results derives the commands
+that reproduce the tables from each run's run.json).  Benchmark grids use it;
+python -m tools.make_results --root results/runs rebuilds every table and plot from those files alone.
 
 Locally, --workers runs go at a time, each with OMP_NUM_THREADS=--threads-per-run (1), so N
 workers use N cores.  With --ray-address the same runs are Ray tasks on a cluster (num_cpus=1
@@ -58,82 +59,21 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import yaml
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_configs import config_name  # noqa: E402
-from processes import copy_in_order, last_lines, machine_description, run_child, stop_runs  # noqa: E402
+from tools.processes import copy_in_order, last_lines, machine_description, run_child, stop_runs
+from tools.variants import PROJECT, Run, parse_define, parse_sets, plan
 
-PROJECT = Path(__file__).resolve().parents[1]
-# name -> (script in algorithms/, extra flags); every script is also a variant of its own name.
-VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "bc": ("bc_filtered", ["--frac", "1.0"]),
-    "bc_10": ("bc_filtered", ["--frac", "0.1"]),  # %BC: the best 10% of the trajectories
-    "mopo_nopen": ("mopo", ["--penalty_coef", "0.0"]),  # lambda = 0 in r~ = r - lambda u: no uncertainty penalty
-    "td3_nobc": ("td3_bc", ["--bc_coef", "0.0"]),  # no BC term: plain TD3 on the dataset (extrapolation error)
-    "dt_init1": ("dt", ["--timestep_embedding_std", "1.0"]),  # the authors' N(0, 1) timestep embedding
-    "cql_mean_target": ("cql", ["--target_action", "mean"]),  # a' = the policy's mean in the target (as d3rlpy)
-    # Offline-to-online fine-tuning (results/o2o.md): the online budget comes with --set online_steps=N.
-    "iql_o2o": ("iql", []),  # IQL offline, then online with its offline settings
-    "awac_o2o": ("awac", []),  # AWAC offline, then online with the same settings (as the authors'); "awac" offline only
-    "cql_o2o": ("cql", []),  # CQL offline, then online
-    "calql_o2o": ("cql", ["--calibrated", "true"]),  # Cal-QL: CQL with the return-to-go bound, offline then online
-    # SAC from scratch, the online baseline: cql.py with no offline phase, no regularizer, no dataset batch or
-    # state statistics, and the entropy term in its target; no --set max_steps with it.  sac_scratch has SAC's own
-    # settings (Haarnoja et al. 2018; tools/behavior_sac.py): actor lr 3e-4, two hidden layers, 10k random steps
-    # before learning.  sac_scratch_cql keeps CQL's (actor lr 1e-4, three layers, no warm-up): claim 9's old runs.
-    "sac_scratch_cql": ("cql", ["--max_steps", "0", "--bc_steps", "0", "--cql_alpha", "0", "--online_ratio", "1",
-                                "--normalize_states", "false", "--backup_entropy", "true"]),
-    "sac_scratch": ("cql", ["--max_steps", "0", "--bc_steps", "0", "--cql_alpha", "0", "--online_ratio", "1",
-                            "--normalize_states", "false", "--backup_entropy", "true", "--actor_lr", "3e-4",
-                            "--n_hidden", "2", "--warmup_steps", "10000"]),
-    # Half the papers' 1M updates (issue 33): their own names keep them apart from the 50k runs of a seed.
-    **{f"{name}_500k": (script, [*flags, "--max_steps", "500000", "--eval_every", "10000"])
-       for name, (script, flags) in {"td3_bc": ("td3_bc", []), "iql": ("iql", []), "awr": ("awr", []),
-                                     "bc_10": ("bc_filtered", ["--frac", "0.1"])}.items()},
-    # --precision bf16 (issue 47): the same runs with the update's hidden layers in bf16, against their fp32 runs.
-    **{f"{script}_bf16": (script, ["--precision", "bf16"]) for script in ("td3_bc", "iql", "cql", "combo")},
-}
 # A committed run keeps only these files of its run directory (kilobytes; never checkpoints or policies).
-COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "commit.txt", "machine.txt", "dataset.txt",
-                   "finished.json")
+COMMITTED_FILES = ("log.jsonl", "run.json", "command.txt", "commit.txt", "finished.json")
 DEFAULT_COMMIT_DIR = "results/runs"
 # Environment variables a Ray task takes from the driver (a local run inherits the whole environment).
 FORWARDED = ("MINARI_DATASETS_PATH", "WANDB_MODE")
 ERROR_LINES = 20  # lines of stderr kept in error.txt
 STOPPED_CODES = (128 + signal.SIGTERM, -signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGINT)  # checkpointed, resumable
-
-
-@dataclass
-class Run:
-    variant: str
-    dataset: str
-    seed: int
-    run_dir: str  # absolute
-    args: list[str]  # after the Python interpreter, relative to PROJECT
-    max_steps: Optional[int]  # None when neither --set nor the config names it (the script's default)
-    python: str = sys.executable  # the peer library's variants run in its own environment
-    commit_dir: Optional[str] = None  # absolute: where the finished run's small files are committed, if anywhere
-
-
-def dataset_description(dataset_id: str) -> str:
-    """'<dataset_id>: N episodes, M steps' from the metadata of Minari's local copy.  The same command of
-    tools/make_datasets.py builds the same dataset on one machine, but builds on two machines have differed
-    (Hopper medium-expert: 4354 and 4323 episodes, likely the last bits of the float arithmetic, which the
-    rollouts amplify): this line tells the builds apart."""
-    from make_datasets import datasets_root
-
-    root = datasets_root()
-    try:
-        meta = json.loads((root / dataset_id / "data" / "metadata.json").read_text())
-        return f"{dataset_id}: {meta['total_episodes']} episodes, {meta['total_steps']} steps"
-    except (OSError, ValueError, KeyError):
-        return f"{dataset_id}: no local copy in {root}"
 
 
 def git_commit(project: str) -> str:
@@ -145,90 +85,23 @@ def git_commit(project: str) -> str:
     return result.stdout.strip() or "unknown"
 
 
+def record_machine(path: Path) -> None:
+    """Adds "machine" (machine_description(): CPU model and count, GPU) to the run.json the script wrote when it
+    started (and rewrites at each start); a run stopped before it wrote one has none to add to."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict):
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_text(json.dumps({**record, "machine": machine_description()}, indent=1))
+        os.replace(tmp, path)
+
+
 def in_run_directory(args: list[str], project: str) -> list[str]:
     """A run's arguments (relative to the project) for a process working in its run directory: the script and
     --config_path as absolute paths."""
     return [os.path.join(project, arg) if i == 0 or args[i - 1] == "--config_path" else arg for i, arg in enumerate(args)]
-
-
-def peer_run(variant: str, dataset: str, seed: int, run_dir: Path, sets: list[str]) -> Run:
-    """A d3rlpy_<algo> variant: tools/peer_d3rlpy.py in the peer environment, same budget flags."""
-    from peer_d3rlpy import ALGOS, PEER_PYTHON
-
-    algo = variant.removeprefix("d3rlpy_")
-    if algo not in ALGOS:
-        raise SystemExit(f"error: peer variant {variant!r} is not one of {', '.join('d3rlpy_' + a for a in ALGOS)}.")
-    if not PEER_PYTHON.exists():
-        raise SystemExit(f"error: the peer environment {PEER_PYTHON.parent.parent} does not exist; "
-                         f"create it with: python tools/peer_d3rlpy.py --setup")
-    args = ["tools/peer_d3rlpy.py", "--algo", algo, "--dataset_id", dataset, "--seed", str(seed),
-            "--checkpoints_path", str(run_dir), *sets]
-    return Run(variant, dataset, seed, str(run_dir), args, int(flag_value(sets, "max_steps") or 50_000),
-               str(PEER_PYTHON))
-
-
-def resolve_variant(name: str, defines: dict[str, tuple[str, list[str]]]) -> tuple[str, list[str]]:
-    script, flags = {**VARIANTS, **defines}.get(name, (name, []))
-    if not (PROJECT / "algorithms" / f"{script}.py").exists():
-        known = sorted({*VARIANTS, *defines, *(p.stem for p in (PROJECT / "algorithms").glob("*.py"))})
-        raise SystemExit(f"error: variant {name!r} names no script algorithms/{script}.py; known: {', '.join(known)}.")
-    return script, flags
-
-
-def parse_define(text: str) -> tuple[str, tuple[str, list[str]]]:
-    """'bc_25=bc_filtered --frac 0.25' -> ('bc_25', ('bc_filtered', ['--frac', '0.25']))."""
-    name, _, rest = text.partition("=")
-    words = shlex.split(rest)
-    if not name or not words:
-        raise SystemExit(f"error: --define {text!r} is not NAME=SCRIPT [--flag value ...].")
-    return name, (words[0], words[1:])
-
-
-def parse_sets(items: list[str]) -> list[str]:
-    """['max_steps=20000', 'eval_targets=[-150.0]'] -> ['--max_steps', '20000', '--eval_targets', '[-150.0]']."""
-    flags = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --set {item!r} is not FIELD=VALUE.")
-        flags += [f"--{key}", value]
-    return flags
-
-
-def flag_value(flags: list[str], name: str) -> Optional[str]:
-    """The last value given to --name in a flag list (pyrallis keeps the last one too)."""
-    values = [flags[i + 1] for i, f in enumerate(flags[:-1]) if f == f"--{name}"]
-    return values[-1] if values else None
-
-
-def plan(variants: list[str], datasets: list[str], seeds: list[int], root: Path, sets: list[str],
-         defines: dict[str, tuple[str, list[str]]]) -> list[Run]:
-    """The grid, in the order variants x datasets x seeds."""
-    runs = []
-    for variant in variants:
-        if variant.startswith("d3rlpy_"):
-            runs += [peer_run(variant, dataset, seed, (root / variant / dataset / f"seed{seed}").resolve(), sets)
-                     for dataset in datasets for seed in seeds]
-            continue
-        script, variant_flags = resolve_variant(variant, defines)
-        for dataset in datasets:
-            config = Path("configs") / script / f"{config_name(dataset)}.yaml" if dataset.count("/") == 2 else None
-            config_flags = ["--config_path", str(config)] if config and (PROJECT / config).exists() else []
-            defaults = (yaml.safe_load((PROJECT / config).read_text()) or {}) if config_flags else {}
-            if not config_flags:
-                print(f"warning: no config {config or 'for ' + dataset}: {variant} on {dataset} runs with "
-                      f"{script}.py's defaults (python tools/make_configs.py writes the configs).", file=sys.stderr)
-            for seed in seeds:
-                run_dir = (root / variant / dataset / f"seed{seed}").resolve()
-                flags = [*variant_flags, *sets]
-                max_steps = flag_value(flags, "max_steps") or defaults.get("max_steps")
-                if max_steps is not None and not str(max_steps).isdigit():
-                    raise SystemExit(f"error: max_steps must be a positive integer, got {max_steps!r}.")
-                args = [f"algorithms/{script}.py", *config_flags, "--dataset_id", dataset, "--seed", str(seed),
-                        "--checkpoints_path", str(run_dir), *flags]
-                runs.append(Run(variant, dataset, seed, str(run_dir), args,
-                                None if max_steps is None else int(max_steps)))
-    return runs
 
 
 def finished(run_dir: Path, max_steps: Optional[int]) -> bool:
@@ -278,13 +151,12 @@ def run_one(run: Run, env: dict[str, str], project: str) -> dict:
         args = in_run_directory(run.args, project)
         (run_dir / "command.txt").write_text(f"cd {shlex.quote(str(run_dir))} && {prefix} {python} {shlex.join(args)}\n")
         (run_dir / "commit.txt").write_text(git_commit(project) + "\n")
-        (run_dir / "machine.txt").write_text(machine_description() + "\n")
         stdout_log, stderr_log = run_dir / "stdout.log", run_dir / "stderr.log"
         with open(stdout_log, "ab") as out, open(stderr_log, "wb") as err:
             code = run_child([run.python, *args], cwd=run_dir, env={**os.environ, **env},
                              stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         result["seconds"] = time.time() - start
-        (run_dir / "dataset.txt").write_text(dataset_description(run.dataset) + "\n")  # after a download, too
+        record_machine(run_dir / "run.json")
         if code in STOPPED_CODES:
             return {**result, "status": "stopped"}
         if code != 0:
@@ -311,10 +183,8 @@ def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gp
             report: Callable[[dict], None]) -> None:
     import ray
 
-    # tools/ is not a package: the workers import this file and its neighbours (make_datasets) from
-    # the project checkout, which is at the same path on every node.
-    tools = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT / "tools"),
-                                                                       os.environ.get("PYTHONPATH")]))}}
+    # The workers import tools.sweep (run_one) from the project checkout, which is at the same path on every node.
+    project = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))}}
     started = not ray.is_initialized()
     if started and address == "local":
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
@@ -322,7 +192,7 @@ def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gp
         ray.init(address=address, log_to_driver=False)
     try:
         resources = {"num_cpus": 1, "num_gpus": gpus} if gpus else {"num_cpus": 1}
-        task = ray.remote(run_one).options(runtime_env=tools, **resources)  # also on an instance started before
+        task = ray.remote(run_one).options(runtime_env=project, **resources)  # also on an instance started before
         env = {**{k: os.environ[k] for k in FORWARDED if k in os.environ}, **env}
         runs_of = {task.remote(run, env, str(PROJECT)): run for run in runs}
         pending = list(runs_of)
@@ -337,6 +207,15 @@ def run_ray(runs: list[Run], env: dict[str, str], address: str, workers: int, gp
     finally:
         if started:
             ray.shutdown()
+
+
+def append_history(command: str, folders: list[Path]) -> None:
+    """Appends the sweep command, with the time, to each folder's sweeps.txt: a history for people, read by no tool."""
+    stamped = f"{datetime.datetime.now().isoformat(timespec='seconds')}  {command}\n"
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "sweeps.txt", "a") as f:
+            f.write(stamped)
 
 
 def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: str | Path = "runs/bench",
@@ -356,16 +235,7 @@ def run_grid(variants: list[str], datasets: list[str], seeds: list[int], root: s
         for run in runs:
             run.commit_dir = str(commit_dir / run.variant / run.dataset / f"seed{run.seed}")
     if command:
-        stamped = f"{datetime.datetime.now().isoformat(timespec='seconds')}  {command}\n"
-        with open(root / "sweeps.txt", "a") as f:
-            f.write(stamped)
-        if commit_dir is not None:  # each distinct command once: make_results quotes them as the way to reproduce
-            commit_dir.mkdir(parents=True, exist_ok=True)
-            known = commit_dir / "sweeps.txt"
-            lines = known.read_text().splitlines() if known.exists() else []
-            if command not in {line.split("  ", 1)[-1] for line in lines}:
-                with open(known, "a") as f:
-                    f.write(stamped)
+        append_history(command, [root] if commit_dir is None else [root, commit_dir])
     env = {"OMP_NUM_THREADS": str(threads_per_run), "MKL_NUM_THREADS": str(threads_per_run)}
     if "MINARI_DATASETS_PATH" in os.environ:
         env["MINARI_DATASETS_PATH"] = os.environ["MINARI_DATASETS_PATH"]
@@ -423,7 +293,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="TrainConfig fields given to every run, e.g. max_steps=20000")
     parser.add_argument("--define", nargs="*", default=[], metavar="NAME=SCRIPT FLAGS",
-                        help="more variants, e.g. 'bc_25=bc_filtered --frac 0.25'")
+                        help="more variants, e.g. 'bc_25=bc_filtered --frac 0.25' (words separated by spaces)")
     parser.add_argument("--workers", type=int, default=1, help="runs at a time (Ray: CPUs of a local instance)")
     parser.add_argument("--threads-per-run", type=int, default=1, help="OMP_NUM_THREADS of each run")
     parser.add_argument("--ray-address", default=None,
@@ -443,7 +313,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         runs = plan(args.variants, args.datasets, args.seeds, Path(args.root).resolve(), parse_sets(args.set), defines)
         print("\n".join(f"{shlex.quote(run.python)} {shlex.join(run.args)}" for run in runs))
         return 0
-    command = "python tools/sweep.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m tools.sweep " + shlex.join(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, stop_runs)
     commit_dir = None if args.commit_dir.lower() == "none" else \
         PROJECT / args.commit_dir if args.commit_dir == DEFAULT_COMMIT_DIR else Path(args.commit_dir)

@@ -1,8 +1,8 @@
 """Write every copied block of algorithms/ from its one canonical source in tools/shared/.
 
-  python tools/sync_shared.py            # after editing a file in tools/shared/
-  python tools/sync_shared.py --check    # exit 1 and name the copies that differ (what the test checks)
-  python tools/sync_shared.py sac        # only the named blocks
+  python -m tools.sync_shared            # after editing a file in tools/shared/
+  python -m tools.sync_shared --check    # exit 1 and name the copies that differ (what the test checks)
+  python -m tools.sync_shared sac        # only the named blocks
 
 A block is the text from `# --- <name>: begin` to `# --- <name>: end`. Its source is
 tools/shared/<name>.py, the appendix's tools/shared/appendix.py (the block is the part of that file between the same markers; the file's

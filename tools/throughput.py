@@ -1,8 +1,8 @@
 """Updates per second of each script's training step (no evaluation), eager and compiled.
 
-  python tools/throughput.py                                   # every script, this machine's device
-  python tools/throughput.py --algos td3_bc iql --device cpu --batch-sizes 256 --modes eager
-  python tools/throughput.py --algos cql iql --precisions fp32 bf16   # fp32 against --precision bf16
+  python -m tools.throughput                                   # every script, this machine's device
+  python -m tools.throughput --algos td3_bc iql --device cpu --batch-sizes 256 --modes eager
+  python -m tools.throughput --algos cql iql --precisions fp32 bf16   # fp32 against --precision bf16
 
 For each (script, batch size, mode): the script's own trainer is built on a synthetic
 Hopper-sized dataset (17-dim states, 6-dim actions, 100k transitions, on the device), warmed up,
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         print(f"error: unknown algorithm(s) {', '.join(unknown)}; valid: {', '.join(algos_present)}.", file=sys.stderr)
         return 2
     device = torch.device(args.device)
-    command = "python tools/throughput.py " + " ".join(argv or sys.argv[1:])
+    command = "python -m tools.throughput " + " ".join(argv or sys.argv[1:])
     if args.precisions != ["fp32"]:
         return compare_precisions(args, device, command)
     rows = []

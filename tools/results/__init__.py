@@ -1,10 +1,9 @@
-"""Tables, plots and the chapter's claims from the run directories of tools/sweep.py (the entry point is
-tools/make_results.py).
+"""Tables, plots and the chapter's claims from the run directories of tools/sweep.py (the entry point:
+python -m tools.make_results).
 
 Reads ROOT/<variant>/<dataset_id>/seed<S>/: log.jsonl (the evaluations), run.json (what the run is: algorithm,
-resolved config, the data it read, command), commit.txt, machine.txt, dataset.txt (older runs' data record) and
-finished.json; nothing else.  Writes in --out
-(results/):
+resolved config, the data it read, the machine, command), commit.txt and finished.json; nothing else.  Writes in
+--out (results/):
   scores.md, scores.csv  normalized score per (variant, dataset), on the local scale and on D4RL's (D4RL's
                          reference returns, results/d4rl_reference.csv): the score (a run's mean over its last 3
                          evaluations, results/protocol.md), the last evaluation and the best, mean ± sample std over
@@ -30,30 +29,31 @@ and, when --out is the project's results/, the README's results section (between
 Every file names the runs, the budget, the device and the date.
 
 Modules: runs (loading, a run's score), stats (cells, t intervals, IQM), verdicts (the protocol's decisions),
-claims (the claims' parts), readings (their sentences), tables, reproduce, plots, published, rerun, o2o, readme.
+claims (the claims' parts), readings (their sentences), headers (every page's head), tables (Markdown tables),
+the pages scores, peer, sanity, reproduce, plots, published, rerun, o2o, and readme.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: sweep, processes, make_configs
-
-from . import stats  # noqa: E402
-from .claims import CLAIMS, Claim, check_claims, write_claims  # noqa: E402
-from .o2o import O2O, write_o2o  # noqa: E402
-from .plots import curve_datasets, plot_curves, plot_profiles  # noqa: E402
-from .published import write_published  # noqa: E402
-from .readme import readme_section, update_readme  # noqa: E402
-from .reproduce import gpu_commands, reproduce_sweeps, write_reproduce  # noqa: E402
-from .rerun import RERUN_DIR, write_rerun  # noqa: E402
-from .runs import DEFAULT_ROOT, HEADLINE, PENDULUM, PROJECT, load_runs, suite  # noqa: E402
-from .stats import score_table  # noqa: E402
-from .tables import (aggregate, dataset_builds, display, grid, header, peer_rows, problems, write_peer,  # noqa: E402
-                     write_sanity, write_scores)
+from . import stats
+from .claims import CLAIMS, Claim, check_claims, write_claims
+from .headers import display, header
+from .o2o import O2O, write_o2o
+from .peer import peer_rows, write_peer
+from .plots import curve_datasets, plot_curves, plot_profiles
+from .published import write_published
+from .readme import readme_section, update_readme
+from .reproduce import gpu_commands, reproduce_sweeps, write_reproduce
+from .rerun import RERUN_DIR, write_rerun
+from .runs import DEFAULT_ROOT, HEADLINE, PENDULUM, PROJECT, load_runs, suite
+from .sanity import write_sanity
+from .scores import aggregate, dataset_builds, problems, write_scores
+from .stats import score_table
+from .tables import grid
 
 __all__ = ["make_results", "main", "CLAIMS", "Claim"]
 
@@ -110,7 +110,7 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="make_results.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.make_results", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", nargs="+", default=[str(PROJECT / DEFAULT_ROOT)],
                         help=f"run roots: the --commit-dir of tools/sweep.py (default {DEFAULT_ROOT}) or its --root")

@@ -1,6 +1,6 @@
-"""results/published.md: the papers' and libraries' published D4RL numbers (results/published.csv, each with
-its source and budget) beside ours on the same environment and dataset kind, on both scales; marked not
-directly comparable (other data, a fraction of their budgets)."""
+"""results/published.md: the papers' and libraries' published D4RL numbers (results/published.csv, each with its
+source, the source's short label and budget) beside ours on the same environment and dataset kind, on both scales;
+marked not directly comparable (other data, a fraction of their budgets)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,6 @@ from .stats import Stat, cell, mean_std
 from .tables import markdown_table
 
 PUBLISHED = PROJECT / "results" / "published.csv"
-
-
-def source_label(source: str) -> str:
-    """The source's first clause: 'CORL README.md', 'Kostrikov et al. 2022 (IQL)', ..."""
-    return source.split(", ")[0]
 
 
 def budget_fraction(ours: Optional[Stat], theirs: str) -> str:
@@ -60,7 +55,7 @@ def write_published(table, head: list[str], out: Path, path: Path = PUBLISHED) -
             published = f"{float(r['score']):.1f}" + (f" ± {float(r['std']):.1f}" if r["std"] else "")
             body.append([ENV_NAMES.get(r["env"], r["env"]), r["dataset"], published, r["seeds"] or "-",
                          steps_text(int(r["budget_updates"])) if r["budget_updates"] else "-", r["dataset_version"],
-                         f"{source_label(r['source'])} [{note[r['source']]}]",
+                         f"{r['label']} [{note[r['source']]}]",
                          "; ".join(mean_std(s.d4rl) if s.has_d4rl else "-" for s in found)
                          or "not run",
                          "; ".join(mean_std(s.values) for s in found) or "not run",

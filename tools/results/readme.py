@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .claims import OLD_COLUMN, Claim
 from .runs import HALF_BUDGET
-from .tables import AGGREGATE_LEGEND, aggregate_table, markdown_table
+from .scores import AGGREGATE_LEGEND, aggregate_table
+from .tables import markdown_table
 
 BEGIN, END = "<!-- results: begin -->", "<!-- results: end -->"
 # Ablations answer a claim: the claims table reads them, the aggregate of results/scores.md lists them.
@@ -19,7 +20,7 @@ def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: li
     """The summary a newcomer reads: how the runs were made, the aggregate by budget, the claims with their
     readings, and where the long tables and the plots are (every dataset, the peer, the published numbers,
     Pendulum).  plots: the figures make_results drew (profiles.png, curves.png, curves-pendulum.png)."""
-    made = (f"Reproduce: `{commands[0]}`, then `python tools/make_results.py`." if len(commands) == 1 else
+    made = (f"Reproduce: `{commands[0]}`, then `python -m tools.make_results`." if len(commands) == 1 else
             f"The {len(commands)} sweep commands behind these runs, and the same at the full budget on a GPU: "
             "[results/reproduce.md](results/reproduce.md).")
     pendulum = ("Pendulum runs (the small datasets): the Pendulum tables of [results/scores.md](results/scores.md)"

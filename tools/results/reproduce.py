@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from tools.make_configs import config_name
+from tools.variants import VARIANTS
+
 from .runs import PROJECT, RunRecord, dataset_key, variant_key
 
 SWEEP_WRITES = ("config_path", "dataset_id", "seed", "checkpoints_path", "algo")  # flags sweep.py writes per run
@@ -29,7 +32,7 @@ class Sweep:
     defines: list[str] = field(default_factory=list)
 
     def command(self, workers: str = "2", commit_dir: Optional[str] = None) -> str:
-        words = ["python tools/sweep.py", "--variants", *self.variants,
+        words = ["python -m tools.sweep", "--variants", *self.variants,
                  *(w for d in self.defines for w in ("--define", shlex.quote(d))), "--datasets", *self.datasets,
                  "--seeds", *map(str, self.seeds), "--workers", workers, "--root", self.root]
         words += ["--commit-dir", commit_dir] if commit_dir else []
@@ -47,8 +50,6 @@ def run_root(checkpoints_path: str, run: RunRecord) -> str:
 
 def sweep_key(run: RunRecord) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """(root, --define items, --set items) of the sweep that made the run, from its run.json."""
-    from sweep import VARIANTS
-
     own = dict(zip(VARIANTS[run.variant][1][::2], VARIANTS[run.variant][1][1::2])) if run.variant in VARIANTS else {}
     defines = () if run.variant in VARIANTS or run.variant.startswith("d3rlpy_") or run.algo == run.variant \
         else (f"{run.variant}={run.algo}",)
@@ -81,9 +82,6 @@ def reproduce_sweeps(runs: list[RunRecord]) -> list[Sweep]:
 def full_budget(variant: str, dataset: str) -> int:
     """The method's own budget of updates on the dataset: max_steps of its config (DT 100k, the others 1M as in
     D4RL); a peer variant takes that of our script of the same algorithm."""
-    from make_configs import config_name
-    from sweep import VARIANTS
-
     algo = variant.removeprefix("d3rlpy_")
     script = PEER_SCRIPTS.get(algo, algo) if variant.startswith("d3rlpy_") else VARIANTS.get(variant, (variant,))[0]
     path = PROJECT / "configs" / script / f"{config_name(dataset)}.yaml"
@@ -117,11 +115,11 @@ def gpu_commands(sweeps: list[Sweep]) -> list[str]:
 def reproduce_blocks(commands: list[str], gpu: list[str]) -> list[str]:
     """The CPU commands that made the runs, then the same sweeps at the full budget on a GPU."""
     return ["Reproduce these runs on CPU (each finished run is committed to `results/runs`, which "
-            "`python tools/make_results.py` reads):", "", "```bash",
-            *(commands or ["# no run has a run.json"]), "python tools/make_results.py", "```", "",
+            "`python -m tools.make_results` reads):", "", "```bash",
+            *(commands or ["# no run has a run.json"]), "python -m tools.make_results", "```", "",
             "The full budget on a GPU (each method's own, from its config: on MuJoCo 1M updates, DT 100k; "
             "evaluation every 5k; the CPU's scaled-down settings dropped): the same sweeps with N runs at a time "
-            "(as many as the GPU's memory holds), then `python tools/make_results.py --root results/runs-d4rl`:",
+            "(as many as the GPU's memory holds), then `python -m tools.make_results --root results/runs-d4rl`:",
             "", "```bash", *(gpu or ["# no run has a run.json"]), "```"]
 
 

@@ -1,5 +1,5 @@
 """Reruns: a benchmark run made again on newer code (results/rerun/<variant>/<dataset>/seed<S>/, written by
-tools/sweep.py --commit-dir results/rerun with the same settings), beside the committed run of the same
+python -m tools.sweep --commit-dir results/rerun with the same settings), beside the committed run of the same
 variant, dataset and seed: does the newer code learn as the older did?  rerun.md and rerun.png."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .headers import display
+from .reproduce import reproduce_sweeps
 from .runs import SCORE, RunRecord, load_runs, steps_text
 from .stats import mean_std
 from .tables import markdown_table
@@ -46,9 +48,11 @@ def write_rerun(rerun_root: Path, committed: list[RunRecord], out: Path, head: l
     if not pairs:
         return False
     rows = [agreement(new, old) for new, old in pairs]
+    commands = [s.command(commit_dir=display(rerun_root)) for s in reproduce_sweeps([new for new, _ in pairs])]
+    made = "; ".join(f"`{c}`" for c in commands) or "commands not recorded (no run.json)"
     lines = ["# Reruns on newer code", "", *[f"{line}  " for line in head], "",
-             "A committed benchmark run made again, same command, on newer code (the sweep command is in "
-             f"results/{RERUN_DIR}/sweeps.txt, the logs beside it). It agrees when its score (the mean of its last 3 "
+             f"A committed benchmark run made again, same command, on newer code (made by {made}, from the reruns' "
+             f"run.json; the logs in {display(rerun_root)}). It agrees when its score (the mean of its last 3 "
              f"evaluations) is within {NOISE:g} sample standard deviations of the older seeds' mean (the older code's "
              "seed noise at the same budget); the curves are in [rerun.png](rerun.png).", "",
              *markdown_table(["variant", "dataset", "seed", "updates", "older run, same seed (commit)",

@@ -1,5 +1,5 @@
-"""Loading runs: ROOT/<variant>/<dataset_id>/seed<S>/ (log.jsonl, run.json, commit.txt, machine.txt, dataset.txt,
-finished.json) into RunRecords, the benchmark grid's names, and D4RL's reference returns."""
+"""Loading runs: ROOT/<variant>/<dataset_id>/seed<S>/ (log.jsonl, run.json, commit.txt, finished.json) into
+RunRecords, the benchmark grid's names, and D4RL's reference returns."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 PROJECT = Path(__file__).resolve().parents[2]
-DEFAULT_ROOT = "results/runs"  # where tools/sweep.py --commit-dir puts the committed runs
+DEFAULT_ROOT = "results/runs"  # where python -m tools.sweep --commit-dir puts the committed runs
 D4RL_REFERENCE = PROJECT / "results" / "d4rl_reference.csv"
 SCORE = "eval/normalized_score"
 LAST = 3  # a run's score: the mean of its last LAST evaluations (results/protocol.md)
@@ -51,11 +51,7 @@ class RunRecord:
     dataset: str
     seed: int
     evaluations: list[dict]  # log records with an evaluation, by step (a resumed run's repeats: the last wins)
-    record: dict = field(default_factory=dict)  # run.json: {"algo", "config", "dataset", "torch", "command", ...}
-    machine: str = ""
-    # The size of the local dataset the run read: run.json's "dataset" (episodes, transitions), else, for the runs made
-    # before the scripts recorded it, dataset.txt ("" when neither was recorded)
-    dataset_build: str = ""
+    record: dict = field(default_factory=dict)  # run.json: {"algo", "config", "dataset", "machine", "command", ...}
     commit: str = ""  # commit.txt, the sweep's record of the checkout (older runs: run.json's "commit")
     finished_step: Optional[int] = None  # finished.json's step: all the run's updates are done
 
@@ -68,6 +64,21 @@ class RunRecord:
     def command(self) -> list[str]:
         """run.json's command: the interpreter's name, the script and its arguments."""
         return list(self.record.get("command") or [])
+
+    @property
+    def machine(self) -> str:
+        """run.json's machine (CPU model and count, GPU), added by the sweep; "" when not recorded."""
+        machine = self.record.get("machine")
+        return machine if isinstance(machine, str) else ""
+
+    @property
+    def dataset_size(self) -> Optional[tuple[int, int]]:
+        """(episodes, transitions) of the local dataset the run read, from run.json's "dataset" (builds of a collected
+        dataset on two machines can differ); None when not recorded."""
+        dataset = self.record.get("dataset")
+        if isinstance(dataset, dict) and all(isinstance(dataset.get(k), int) for k in ("episodes", "transitions")):
+            return dataset["episodes"], dataset["transitions"]
+        return None
 
     @property
     def algo(self) -> str:
@@ -144,17 +155,18 @@ def d4rl_score(env: str, episode_return: float) -> float:
 
 
 def d4rl_citation() -> str:
-    """One line naming D4RL's reference returns and where they come from (the file and lines of d4rl/infos.py)."""
+    """One line naming D4RL's reference returns and where they come from: the repository, commit, file and lines of
+    results/d4rl_reference.csv's columns (its source column says the same in prose, for people)."""
     if not D4RL_REFERENCE.is_file():
         return "D4RL reference returns: results/d4rl_reference.csv is missing."
     rows = list(csv.DictReader(D4RL_REFERENCE.open()))
     values = "; ".join(f"{ENV_NAMES.get(r['env'], r['env'])} {r['ref_min_score']} / {r['ref_max_score']}" for r in rows)
-    line_numbers = {r["env"]: " and ".join(re.findall(r"[(]line (\d+)[)]", r["source"])) for r in rows}
-    where = ", ".join(f"{ENV_NAMES.get(env, env)} lines {found}" for env, found in line_numbers.items())
-    repo = rows[0]["source"].split(", file ")[0]
-    loop = re.search(r"the loop at lines ([0-9-]+)", rows[0]["source"])
-    return (f"D4RL reference returns REF_MIN_SCORE / REF_MAX_SCORE: {values} ({repo}, d4rl/infos.py, {where}"
-            f"{f'; lines {loop[1]} apply them to every -v2 dataset' if loop else ''}; results/d4rl_reference.csv).")
+    where = ", ".join(f"{ENV_NAMES.get(r['env'], r['env'])} lines {r['ref_min_line']} and {r['ref_max_line']}"
+                      for r in rows)
+    first = rows[0]
+    return (f"D4RL reference returns REF_MIN_SCORE / REF_MAX_SCORE: {values} ({first['repository']} commit "
+            f"{first['commit']}, {first['file']}, {where}; lines {first['v2_lines']} apply them to every -v2 dataset; "
+            "results/d4rl_reference.csv).")
 
 
 def steps_text(steps: int) -> str:
@@ -237,13 +249,6 @@ def parse_run(run_dir: Path, parts: tuple) -> RunRecord:
             pass
         if not isinstance(run.record, dict) or not isinstance(run.record.get("config", {}), dict):
             raise TypeError("run.json is not a JSON object with a config")
-    if (run_dir / "machine.txt").exists():
-        run.machine = (run_dir / "machine.txt").read_text().strip()
-    dataset = run.record.get("dataset")
-    if isinstance(dataset, dict) and "episodes" in dataset:
-        run.dataset_build = f"{dataset['episodes']} episodes, {dataset.get('transitions', dataset.get('steps'))} steps"
-    elif (run_dir / "dataset.txt").exists():
-        run.dataset_build = (run_dir / "dataset.txt").read_text().strip().removeprefix(f"{run.dataset}: ")
     if (run_dir / "commit.txt").exists():
         run.commit = (run_dir / "commit.txt").read_text().strip()
     if (run_dir / "finished.json").exists():

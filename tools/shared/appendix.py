@@ -2,8 +2,9 @@
 
 tools/sync_shared.py copies the block below, from its begin marker to its end marker, into every
 script (between the same markers there), and tests/test_shared_block.py checks that every copy
-equals this source. Edit here, then run `python tools/sync_shared.py`. The imports above
+equals this source. Edit here, then run `python -m tools.sync_shared`. The imports above
 the block are the ones every script has at its top.
+The one module of tools/ over 400 lines, by design: the single source of the ~450-line block every script carries.
 """
 
 import argparse
@@ -172,7 +173,7 @@ def load_dataset(dataset_id: str):
             dataset = minari.load_dataset(dataset_id, download=True)
         except Exception:  # noqa: BLE001 - no network, or an id the remote does not know
             fail(f"dataset {dataset_id!r} is not in {get_dataset_path(dataset_id)} nor downloadable; build local/ ids "
-                 f"with tools/make_datasets.py of this project's repository, or a Minari id: mujoco/hopper/medium-v0")
+                 f"with python -m tools.make_datasets in this project's repository, or a Minari id: mujoco/hopper/medium-v0")
     except Exception as e:  # noqa: BLE001 - a malformed id or a broken dataset directory
         fail(f"could not load dataset {dataset_id!r}: {' '.join(str(e).split())}")
     spaces = (dataset.observation_space, dataset.action_space)

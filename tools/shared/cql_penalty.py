@@ -1,7 +1,7 @@
 """Canonical source of the `cql_penalty` block: CQL(H)'s estimate of log sum_a exp Q(s, a) by importance
 sampling (Kumar et al. 2020; the authors' rlkit/torch/sac/cql.py, min_q_version 3), carried by cql.py and
 combo.py (tools/sync_shared.py lists them). It uses the actor of the `sac` block. Edit here, then run
-`python tools/sync_shared.py cql_penalty`."""
+`python -m tools.sync_shared cql_penalty`."""
 
 import math
 from typing import Optional

@@ -1,6 +1,6 @@
 """Canonical source of the `critic` block: Q_1..Q_n as one module with stacked weights, and soft_update, the
 Polyak averaging of target networks, in every script with a critic (tools/sync_shared.py lists them). Edit here,
-then run `python tools/sync_shared.py`."""
+then run `python -m tools.sync_shared`."""
 
 import math
 

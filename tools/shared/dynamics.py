@@ -2,7 +2,7 @@
 termination functions, model rollouts and the model buffer D_model, carried by mopo.py and combo.py
 (tools/sync_shared.py lists them). It uses (Output)VectorizedLinear of the `critic` block and fail
 and DeviceBuffer of the shared appendix. What a method does with the rollouts (MOPO's penalized reward) stays
-in its script. Edit here, then run `python tools/sync_shared.py dynamics`."""
+in its script. Edit here, then run `python -m tools.sync_shared dynamics`."""
 
 import math
 import os

@@ -1,7 +1,7 @@
 """Canonical source of the `online` block: the online phase of offline-to-online fine-tuning (the online buffer, the
 episode collector, the mixed batch, the online fields' ranges), carried by iql.py, cql.py, td3_bc.py and awac.py
 (tools/sync_shared.py lists them).  It uses fail from the appendix and DeviceBuffer and transitions from the
-`transitions` block.  Edit here, then run `python tools/sync_shared.py online`."""
+`transitions` block.  Edit here, then run `python -m tools.sync_shared online`."""
 
 from typing import Callable
 

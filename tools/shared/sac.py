@@ -1,7 +1,7 @@
 """Canonical source of the `sac` block: the tanh-Gaussian actor of SAC (Haarnoja et al. 2018), its
 log-density, the soft Q target and the critic, actor and temperature losses, carried by cql.py, mopo.py
 and combo.py (tools/sync_shared.py lists them). It uses `mlp` from the shared appendix. Edit here, then
-run `python tools/sync_shared.py sac`."""
+run `python -m tools.sync_shared sac`."""
 
 import math
 

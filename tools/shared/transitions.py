@@ -3,7 +3,7 @@ with the state statistics, the reward scaling and the returns-to-go, and the eva
 of a policy that acts from one state, for every script that learns from single transitions (tools/sync_shared.py
 lists them; dt, which learns from trajectories, has its own).  It uses fail, state_statistics,
 normalized_score, EVAL_DISCOUNT and export_program from the appendix.
-Edit here, then run `python tools/sync_shared.py`."""
+Edit here, then run `python -m tools.sync_shared`."""
 
 import copy
 import os
