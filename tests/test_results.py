@@ -1020,3 +1020,28 @@ def test_a_run_folder_with_foreign_json_is_skipped_with_one_warning(tmp_path, ca
     assert [(r.seed, r.steps) for r in found if r.seed == 0] == [(0, [10])]
     assert [r.seed for r in found] == [0]
     assert len(warnings) == 1 and warnings[0].startswith("warning: skipped the run in ") and str(bad) in warnings[0]
+
+
+def test_precision_page_decides_claim_p_from_five_seeds_a_side(tmp_path):
+    """bf16 within 1 point of fp32 with 5 seeds a side: SUPPORTED (inside ±10) in precision.md's row and its claim
+    line; a reported cell (cql) shows its difference without a verdict; a claim cell with no bf16 run says so."""
+    from tools.results import precision
+
+    root = tmp_path / "runs"
+    for seed, noise in enumerate((-1.0, -0.5, 0.0, 0.5, 1.0)):
+        claim_run(root, "td3_bc", CORE_HC, seed, 50.0 + noise)
+        claim_run(root, "td3_bc_bf16", CORE_HC, seed, 50.5 + noise)
+    for seed in (0, 1):
+        claim_run(root, "cql", CORE_HC, seed, 30.0 + seed)
+        claim_run(root, "cql_bf16", CORE_HC, seed, 29.0 + seed)
+    runs = runs_module.load_runs([root])
+    found = claims_module.check_claims(runs)
+    precision.write_precision(runs, found, ["Runs: made up."], tmp_path)
+    page = (tmp_path / "precision.md").read_text()
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in page.splitlines()
+            if line.startswith("| ") and not line.startswith("| script")}
+    hc = runs_module.dataset_name(CORE_HC)
+    assert "| 50.0 ± 0.8 (n=5, 50k) | 50.5 ± 0.8 (n=5, 50k) | +0.5 [-0.7, 1.7] | SUPPORTED |" in rows["td3_bc", hc]
+    assert rows["iql", hc].endswith("| not run | not run | - | UNDECIDED (missing) |")
+    assert rows["cql", hc].endswith("| -1.0 [-4.0, 2.0] | reported |")  # t(2) = 4.303 x 0.707
+    assert "Claim P: **UNDECIDED**" in page  # iql has no bf16 run

@@ -22,6 +22,7 @@ resolved config, the data it read, the machine, command), commit.txt and finishe
   reproduce.md           the sweep commands that make the runs again, derived from each run's run.json, and the
                          same sweeps at each method's full budget on a GPU
   rerun.md, rerun.png    when --out holds rerun/ (runs made again on newer code): each beside its older seeds
+  precision.md           --precision bf16 beside fp32 on the same cells: the difference with its Welch interval, claim P
   o2o.md, o2o.png        offline-to-online fine-tuning (variants iql_o2o, awac_o2o, cql_o2o, calql_o2o, sac_scratch,
                          sac_scratch_cql): the score at the switch, through the online phase and at its end, end
                          minus switch, the initial collapse (drop) and the dip
@@ -45,6 +46,7 @@ from .headers import display, header
 from .o2o import O2O, write_o2o
 from .peer import peer_rows, write_peer
 from .plots import curve_datasets, plot_curves, plot_profiles
+from .precision import write_precision
 from .published import write_published
 from .readme import readme_section, update_readme
 from .reproduce import gpu_commands, reproduce_sweeps, write_reproduce
@@ -100,6 +102,7 @@ def make_results(root: str | Path | list, out: str | Path = PROJECT / "results",
     write_o2o(every_run, head, out)
     claims = check_claims(every_run)
     write_claims(claims, head, out / "claims.md")
+    write_precision(runs, claims, head, out)
     if (out / RERUN_DIR).is_dir():
         write_rerun(out / RERUN_DIR, runs, out, head)
     if readme is None and out.resolve() == (PROJECT / "results").resolve():
@@ -124,5 +127,5 @@ def main(argv: Optional[list[str]] = None) -> int:
     for c in claims:
         print(f"claim {c.label:>3}: {c.verdict:12s} (2026-12-04: {c.old:4s}) {c.short}")
     print(f"wrote {Path(args.out) / 'scores.md'}, scores.csv, aggregate.csv, published.md, profiles.png, curves.png, "
-          f"peer.md, peer.csv, claims.md, sanity.md, reproduce.md, o2o.md")
+          f"peer.md, peer.csv, claims.md, precision.md, sanity.md, reproduce.md, o2o.md")
     return 0
