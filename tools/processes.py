@@ -14,22 +14,25 @@ from pathlib import Path
 
 
 def machine_description() -> str:
-    """CPU model and count, and the GPU this process sees, e.g. 'AMD EPYC 7B13 (2 CPUs), no GPU'."""
+    """CPU model, count and the vector instructions torch uses on it, and the GPU this process sees, e.g.
+    'AMD EPYC 7B13 (2 CPUs, AVX2), no GPU' (the same model name comes with AVX2 or AVX512: they round differently,
+    and bf16 is native only on some AVX512 CPUs)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    gpu = "no GPU"
+    gpu, vector = "no GPU", "?"
     try:
         import torch
 
+        vector = torch.backends.cpu.get_cpu_capability()
         if torch.cuda.is_available():
             gpu = f"GPU {torch.cuda.get_device_name(0)}"
     except Exception:  # noqa: BLE001 - a broken CUDA install still gets a description
         pass
-    return f"{cpu} ({os.cpu_count()} CPUs), {gpu}"
+    return f"{cpu} ({os.cpu_count()} CPUs, {vector}), {gpu}"
 
 
 def copy_in_order(source: Path, target: Path, names: tuple[str, ...]) -> None:
