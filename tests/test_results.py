@@ -2,19 +2,18 @@
 t intervals (Welch's, one-sample) and the protocol's verdicts (SUPPORTED / CONTRADICTED / UNDECIDED) on made-up
 cells, the aggregate grouped by budget, the peer table, the published numbers, every claim (SUPPORTED and
 CONTRADICTED, and its reading) from hand-written run directories, fine-tuning (o2o.md, the drop and the dip), the
-reproduce commands from run.json, the plots' rules; tools/migrate_run_json.py."""
+reproduce commands from run.json, the plots' rules."""
 
 import csv
 import json
 import math
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from scipy import stats as scipy_stats
 
-from tools import migrate_run_json, peer_d3rlpy, variants
+from tools import peer_d3rlpy, variants
 from tools.results import claims as claims_module
 from tools.results import (headers, make_results, o2o, plots, published, readme, reproduce, runs as runs_module,
                            scores as scores_module, stats, verdicts)
@@ -704,77 +703,6 @@ def test_peer_run_json_has_the_scripts_shape():
     assert set(record) == {"algo", "library", "config", "commit", "torch", "dataset", "command"}
     assert record["dataset"] == size
     assert record["algo"] == "iql" and record["config"]["max_steps"] == 100 and "setup" not in record["config"]
-
-
-def test_migration_rebuilds_the_committed_run_json():
-    """tools/migrate_run_json.py is deterministic: a committed run's run.json is what it builds again from the
-    run's command.txt, the script's TrainConfig and the YAML as they were in git."""
-    project = migrate_run_json.PROJECT
-    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=project, capture_output=True,
-                             text=True)
-    if shallow.returncode != 0 or shallow.stdout.strip() != "false":
-        pytest.skip("not a git checkout with its history")
-    run_dir = project / "results" / "runs" / "bc_10" / CORE_MR / "seed0"
-    if not (run_dir / "run.json").exists():
-        pytest.skip("no committed run")
-    if not (run_dir / "machine.txt").exists():
-        pytest.skip("the committed runs are migrated already: their text files are folded into run.json")
-    committed = migrate_run_json.fold(json.loads((run_dir / "run.json").read_text()), run_dir)
-    assert migrate_run_json.fold(migrate_run_json.build(run_dir), run_dir) == committed
-    record = json.loads((run_dir / "run.json").read_text())
-    assert record["algo"] == "bc_filtered" and record["config"]["frac"] == 0.1
-    assert record["config"]["max_steps"] == 50000 and record["command"][1] == "algorithms/bc_filtered.py"
-    # The helpers: a command.txt's words after cd and the environment; a dataclass's fields and defaults.
-    assert migrate_run_json.command_words("cd /x && A=1 B=2 python algorithms/iql.py --seed 1") == \
-        ["python", "algorithms/iql.py", "--seed", "1"]
-    fields = migrate_run_json.train_config_fields(
-        "import dataclasses\nclass TrainConfig:\n    seed: int = 0\n    name: Optional[str] = None\n"
-        "    targets: list[float] = dataclasses.field(default_factory=list)\n")
-    assert fields == {"seed": ("int", 0), "name": ("Optional[str]", None), "targets": ("list[float]", [])}
-    assert migrate_run_json.decode("Optional[int]", "none") is None and migrate_run_json.decode("bool", "false") is False
-
-
-
-def test_migration_folds_the_text_files_into_run_json(tmp_path, capsys):
-    """The last migration (issue 44, item 5): the older sweeps' machine.txt and dataset.txt go into run.json ("machine";
-    "dataset" where run.json has no size: transitions, no sha256), an earlier migration's "steps" becomes
-    "transitions", the text files are deleted, and a second pass changes nothing."""
-    root = tmp_path / "runs"
-    size = {"id": CORE_MR, "episodes": 150, "transitions": 150000}
-    older = write_run(root, "iql", CORE_MR, 0, {20: 50.0})  # a script of before issue 44: no dataset in run.json
-    (older / "machine.txt").write_text("AMD EPYC (2 CPUs), no GPU\n")
-    (older / "dataset.txt").write_text(f"{CORE_MR}: 150 episodes, 150000 steps\n")
-    migrated = write_run(root, "iql", CORE_MR, 1, {20: 50.0})  # built by an earlier migration: "steps"
-    record = json.loads((migrated / "run.json").read_text())
-    record["dataset"] = {"id": CORE_MR, "episodes": 150, "steps": 150000}
-    (migrated / "run.json").write_text(json.dumps(record))
-    (migrated / "dataset.txt").write_text(f"{CORE_MR}: 150 episodes, 150000 transitions\n")
-    newer = write_run(root, "iql", CORE_MR, 2, {20: 50.0})  # the script's own record stays
-    own = {"id": CORE_MR, "episodes": 151, "transitions": 150001, "sha256": "ab" * 32}
-    (newer / "run.json").write_text(json.dumps({**json.loads((newer / "run.json").read_text()), "dataset": own}))
-    (newer / "dataset.txt").write_text(f"{CORE_MR}: 150 episodes, 150000 steps\n")
-    (newer / "machine.txt").write_text("Intel(R) Xeon(R) Processor (2 CPUs), no GPU\n")
-    untouched = write_run(root, "iql", CORE_MR, 3, {20: 50.0})
-    text = (untouched / "run.json").read_text()
-    sizeless = write_run(root, "iql", CORE_MR, 4, {20: 50.0})
-    (sizeless / "dataset.txt").write_text(f"{CORE_MR}: no local copy in /x\n")
-    assert migrate_run_json.main(["--roots", str(root)]) == 1  # the dataset.txt that names no size is kept, and named
-    assert "kept" in capsys.readouterr().err
-    records = [json.loads((root / "iql" / CORE_MR / f"seed{seed}" / "run.json").read_text()) for seed in range(5)]
-    assert (records[0]["machine"], records[0]["dataset"]) == ("AMD EPYC (2 CPUs), no GPU", size)
-    assert records[1]["dataset"] == size and "machine" not in records[1]
-    assert (records[2]["dataset"], records[2]["machine"]) == (own, "Intel(R) Xeon(R) Processor (2 CPUs), no GPU")
-    assert (untouched / "run.json").read_text() == text and "dataset" not in records[4]
-    assert not list(root.rglob("machine.txt")) and [p.parent for p in root.rglob("dataset.txt")] == [sizeless]
-    runs = {r.seed: r for r in runs_module.load_runs([root])}
-    assert [(runs[s].machine, runs[s].dataset_size) for s in (0, 2)] == [
-        ("AMD EPYC (2 CPUs), no GPU", (150, 150000)), ("Intel(R) Xeon(R) Processor (2 CPUs), no GPU", (151, 150001))]
-    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    assert migrate_run_json.main(["--roots", str(root)]) == 1
-    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files
-    capsys.readouterr()
-    assert migrate_run_json.main(["--roots", str(root), "--check"]) == 1
-    assert capsys.readouterr().out.strip() == f"to fold: {sizeless}"
 
 
 def test_a_rerun_on_newer_code_is_compared_with_the_older_seeds(fake_root, tmp_path):
