@@ -1,8 +1,15 @@
 """Fixtures: tiny local datasets built by tools/make_datasets.py from the committed behavior
-checkpoints, in a temporary MINARI_DATASETS_PATH (never the user's own)."""
+checkpoints, in a temporary MINARI_DATASETS_PATH (never the user's own).  Helpers: a script's command line run in
+this process (run_script), the trainer contract's shared checks."""
 
+import contextlib
+import importlib
+import io
 import os
+import signal
+import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -31,6 +38,53 @@ def minari_root(tmp_path_factory):
         os.environ.pop("MINARI_DATASETS_PATH", None)
     else:
         os.environ["MINARI_DATASETS_PATH"] = saved
+
+
+def run_script(algo: str, *args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """`python algorithms/<algo>.py *args` run in this process, for tests whose subject is the script, not a process
+    (tests/test_scripts.py checks that every script's __main__ block is exactly the call made here): the same command
+    line (sys.argv), environment, working directory and single torch thread, warnings shown on stderr as a fresh
+    interpreter shows them, the exit status the interpreter makes of a SystemExit (none: 0, a number: itself, text:
+    printed on stderr, 1), and the signal handlers fit() installs put back after.  Any other exception propagates
+    where a process would print a traceback: a test expecting one sentence fails all the same."""
+    import torch
+
+    module = importlib.import_module(algo)
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    handlers, threads = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}, torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(), contextlib.redirect_stdout(stdout), \
+            contextlib.redirect_stderr(stderr):
+        patch.setattr(sys, "argv", [module.__file__, *args])
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        if cwd is not None:
+            patch.chdir(cwd)
+        fresh_interpreter_warnings(module.__name__)
+        torch.set_num_threads(1)
+        try:
+            module.train(module.parse_config(module.TrainConfig))
+        except SystemExit as stop:
+            code = stop.code
+            if code is not None and not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+        finally:
+            torch.set_num_threads(threads)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    return subprocess.CompletedProcess(["python", module.__file__, *args], code or 0, stdout.getvalue(),
+                                       stderr.getvalue())
+
+
+def fresh_interpreter_warnings(main: str) -> None:
+    """Python's own warning filters, with `main` in the place of __main__, and warnings printed on sys.stderr (pytest
+    would record them instead); inside warnings.catch_warnings(), which restores pytest's."""
+    warnings.resetwarnings()
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module=main)
+    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+        warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def tensors_of(state, path="state"):
