@@ -101,6 +101,22 @@ def tensors_of(state, path="state"):
             yield from tensors_of(value, f"{path}[{i}]")
 
 
+def two_updates_then_a_copy(make_trainer, sample):
+    """A trainer after two updates (steps 1, 2) and a fresh one loaded with its state as fit() resumes a checkpoint
+    (torch.save, then torch.load with weights_only=True): make_trainer() builds a trainer, sample(trainer) draws one
+    batch."""
+    import torch
+
+    a, b = make_trainer(), make_trainer()
+    for step in (1, 2):
+        a.update(sample(a), step)
+    saved = io.BytesIO()
+    torch.save(a.state_dict(), saved)
+    saved.seek(0)
+    b.load_state_dict(torch.load(saved, weights_only=True))
+    return a, b
+
+
 def assert_compiled_matches_eager(make_trainer, sample, steps: int = 3, rtol: float = 1e-4, atol: float = 1e-5):
     """The contract's update, under torch.compile as fit() applies it (graph breaks allowed), matches eager
     on the same seed and batches: every returned metric and every tensor of state_dict() after `steps`
