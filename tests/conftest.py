@@ -40,6 +40,25 @@ def minari_root(tmp_path_factory):
         os.environ["MINARI_DATASETS_PATH"] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def field_help_read_once():
+    """pyrallis reads a field's help (its comment) anew for every field of every parse, through inspect.getsource,
+    which parses the whole script each time: about 1 s of CPU per command line of a script.  The scripts do not
+    change during a session: what it read is kept, by (config class, field)."""
+    import pyrallis.wrappers.docstring as docstring
+
+    read, found = docstring.get_attribute_docstring, {}
+
+    def field_help(config_class, field):
+        if (config_class, field) not in found:
+            found[config_class, field] = read(config_class, field)
+        return found[config_class, field]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(docstring, "get_attribute_docstring", field_help)
+        yield
+
+
 def run_script(algo: str, *args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     """`python algorithms/<algo>.py *args` run in this process, for tests whose subject is the script, not a process
     (tests/test_scripts.py checks that every script's __main__ block is exactly the call made here): the same command
