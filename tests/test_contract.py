@@ -3,8 +3,6 @@ compiles it gives eager's results; policy.pt2 gives the trainer's own actions; a
 loaded as fit() does it (torch.load with weights_only=True), continues bit-identically.  Each case takes the
 script's small trainer and batch from its own test file."""
 
-import io
-
 import pytest
 import torch
 
@@ -18,7 +16,8 @@ import test_fqe
 import test_iql
 import test_model_based
 import test_td3_bc
-from conftest import assert_compiled_matches_eager, assert_export_matches_policy, tensors_of
+from conftest import (assert_compiled_matches_eager, assert_export_matches_policy, tensors_of,
+                      two_updates_then_a_copy)
 
 
 def awr_trainer():  # steps 1-2 fit V_psi, step 3 fits pi_phi
@@ -86,13 +85,7 @@ def test_policy_weights_give_the_exported_actions(name, tmp_path):
 @pytest.mark.parametrize("name", CASES)
 def test_checkpoint_state_continues_bit_identically(name):
     _, make_trainer, sample, _ = CASES[name]
-    a, b = make_trainer(), make_trainer()
-    for step in (1, 2):
-        a.update(sample(a), step)
-    saved = io.BytesIO()
-    torch.save(a.state_dict(), saved)
-    saved.seek(0)
-    b.load_state_dict(torch.load(saved, weights_only=True))
+    a, b = two_updates_then_a_copy(make_trainer, sample)
     batch = sample(a)
     metrics = []
     for trainer in (a, b):  # the same random draws, the same scheduled learning rates, the same moments

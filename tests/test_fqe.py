@@ -5,19 +5,13 @@ is not a policy)."""
 
 import json
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 import fqe
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_script
 
 
 def constant_critic(values, gamma):
@@ -145,11 +139,11 @@ def test_weight_decay_multiplies_theta_by_one_minus_weight_decay_per_update():
 
 
 def run_fqe(policy_path, minari_root, tmp_path, *args):
-    command = [sys.executable, str(ROOT / "algorithms" / "fqe.py"), "--dataset_id", "local/pendulum/medium-replay-v0",
-               "--policy_path", str(policy_path), "--logging", "disabled", "--device", "cpu", "--eval_episodes", "1",
-               "--max_steps", "10", "--checkpoints_path", str(tmp_path / "run"), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env={**os.environ, "MINARI_DATASETS_PATH": str(minari_root), "OMP_NUM_THREADS": "1"})
+    """fqe.py's command line, in this process (conftest.run_script)."""
+    return run_script("fqe", "--dataset_id", "local/pendulum/medium-replay-v0", "--policy_path", str(policy_path),
+                      "--logging", "disabled", "--device", "cpu", "--eval_episodes", "1", "--max_steps", "10",
+                      "--checkpoints_path", str(tmp_path / "run"), *args, cwd=tmp_path,
+                      env={"MINARI_DATASETS_PATH": str(minari_root)})
 
 
 def assert_one_sentence(result, expected: str) -> None:

@@ -431,7 +431,9 @@ MOPO_SMALL = ["--dataset_id", "local/pendulum/medium-replay-v0", "--model_max_ep
               "50", "--hidden_dim", "32", "--model_hidden_dim", "16", "--max_steps", "4", "--eval_every", "4"]
 
 
-def resume_false_keeps_the_old_model_in_the_moved_folder(run_dir, run):
+def resume_false_keeps_the_old_model_in_the_moved_folder(run_dir):
+    from test_scripts import run
+
     run("mopo", *MOPO_SMALL, "--checkpoints_path", str(run_dir))
     old = (run_dir / "dynamics.pt").read_bytes()
     run("mopo", *MOPO_SMALL, "--checkpoints_path", str(run_dir), "--resume", "false", "--model_lr", "3e-3")
@@ -439,21 +441,23 @@ def resume_false_keeps_the_old_model_in_the_moved_folder(run_dir, run):
     assert (aside / "dynamics.pt").read_bytes() == old and (run_dir / "dynamics.pt").read_bytes() != old
 
 
-def a_refused_second_run_writes_no_model(run_dir, run):
-    lock = mopo.lock_run(run_dir)  # a first run writing the directory
-    result = run("mopo", *MOPO_SMALL, "--checkpoints_path", str(run_dir), check=False)
+def a_refused_second_run_writes_no_model(run_dir):
+    from test_scripts import run_process
+
+    lock = mopo.lock_run(run_dir)  # a first run writing the directory, in this process; the second in its own
+    result = run_process("mopo", *MOPO_SMALL, "--checkpoints_path", str(run_dir), check=False)
     lock.close()
     assert result.returncode != 0 and "another run is writing" in result.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == ["run.lock"]
 
 
-def interrupted_model_training_resumes_only_under_the_same_model_fields(run_dir, run):
+def interrupted_model_training_resumes_only_under_the_same_model_fields(run_dir):
     import os
     import signal
     import subprocess
     import sys
 
-    from test_scripts import ONE_THREAD, ROOT
+    from test_scripts import ONE_THREAD, ROOT, run_process
 
     longer = [*MOPO_SMALL, "--checkpoints_path", str(run_dir), "--model_max_epochs", "100000", "--model_patience",
               "100000", "--logging", "disabled", "--device", "cpu"]
@@ -466,7 +470,7 @@ def interrupted_model_training_resumes_only_under_the_same_model_fields(run_dir,
         os.kill(child.pid, signal.SIGKILL)  # kill -9 in the middle of the model's training
         child.wait()
     assert not (run_dir / "dynamics.pt").exists()
-    changed = run("mopo", *longer, "--model_lr", "3e-3", check=False)
+    changed = run_process("mopo", *longer, "--model_lr", "3e-3", check=False)  # what the killed process left
     assert changed.returncode != 0 and "model_lr: 0.001 there, 0.003 now" in changed.stderr
     assert not (run_dir / "dynamics.pt").exists()
 
@@ -478,6 +482,4 @@ MODEL_FILE_FAULTS = {f.__name__: f for f in (resume_false_keeps_the_old_model_in
 
 @pytest.mark.parametrize("case", MODEL_FILE_FAULTS)
 def test_model_files_live_under_the_run_lock(case, minari_root, tmp_path):
-    from test_scripts import run
-
-    MODEL_FILE_FAULTS[case](tmp_path / "run", run)
+    MODEL_FILE_FAULTS[case](tmp_path / "run")

@@ -3,16 +3,16 @@ bf16: every network's output layer (OutputLinear in the appendix, OutputVectoriz
 fp32, so Q- and V-values, targets, losses, log-probabilities and optimizer states are fp32.  Tolerance of a bf16
 update against the fp32 update from the same weights, batch and random draws: every returned metric within
 rtol 2e-2 + atol 1e-2, and every parameter tensor's move within 25% of the fp32 move (in norm; measured at most
-about 10%).  fp32 stays bit-identical: tests/test_contract.py is unchanged and the README's quick start ends at 84.33."""
+about 10%).  fp32 stays bit-identical: tests/test_contract.py's checks are unchanged and the README's quick start
+ends at 84.33."""
 
-import io
 import json
 
 import pytest
 import torch
 import torch.nn as nn
 
-from conftest import tensors_of
+from conftest import tensors_of, two_updates_then_a_copy
 from test_contract import CASES
 from test_scripts import assert_one_sentence, run
 
@@ -24,13 +24,7 @@ def trained(name):
     and the batch of update 3."""
     _, make_trainer, sample, _ = CASES[name]
     torch.manual_seed(0)
-    a, b = make_trainer(), make_trainer()
-    for step in (1, 2):
-        a.update(sample(a), step)
-    saved = io.BytesIO()
-    torch.save(a.state_dict(), saved)
-    saved.seek(0)
-    b.load_state_dict(torch.load(saved, weights_only=True))
+    a, b = two_updates_then_a_copy(make_trainer, sample)
     return a, b, sample(a)
 
 

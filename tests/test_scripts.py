@@ -1,5 +1,7 @@
 """Smoke runs of every algorithm script through its command line: a short training on a tiny
-dataset, an evaluation, a checkpoint, and a resume that continues exactly where it stopped."""
+dataset, an evaluation, a checkpoint, and a resume that continues exactly where it stopped.  The command line runs
+in this process (conftest.run_script), except where the subject is the process itself: a signal, a script copied
+alone into an empty directory."""
 
 import json
 import math
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGOS = sorted(p.stem for p in (ROOT / "algorithms").glob("*.py"))
@@ -30,9 +34,21 @@ SMALL = {
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+SMOKE = ["--logging", "disabled", "--device", "cpu", "--eval_episodes", "1"]
+
+
 def run(algo, *args, env=None, check=True, cwd=None):
-    command = [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), "--logging", "disabled",
-               "--device", "cpu", "--eval_episodes", "1", *args]
+    """The script's command line with SMOKE's flags, in this process."""
+    result = run_script(algo, *SMOKE, *args, env=env, cwd=cwd)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def run_process(algo, *args, env=None, check=True, cwd=None):
+    """The same command line in its own interpreter, for what only a process shows (another process's lock, a
+    resume after a kill or a signal)."""
+    command = [sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), *SMOKE, *args]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **ONE_THREAD, **(env or {})},
                             timeout=600, cwd=cwd)
     if check:
@@ -96,10 +112,16 @@ def assert_same(a, b, path="trainer"):
         assert a == b, path
 
 
+def test_every_script_runs_its_command_line_as_run_script_does():
+    """conftest.run_script calls train(parse_config(TrainConfig)) in this process: what each script's __main__ does."""
+    for algo in ALGOS:
+        source = (ROOT / "algorithms" / f"{algo}.py").read_text()
+        assert source.endswith('\nif __name__ == "__main__":\n    train(parse_config(TrainConfig))\n'), algo
+
+
 @pytest.mark.parametrize("algo", ALGOS)
 def test_help_lists_every_field(algo):
-    result = subprocess.run([sys.executable, str(ROOT / "algorithms" / f"{algo}.py"), "--help"],
-                            capture_output=True, text=True, timeout=120)
+    result = run_script(algo, "--help")
     assert result.returncode == 0
     for field in ("--seed", "--dataset_id", "--max_steps", "--checkpoints_path", "--compile"):
         assert field in result.stdout
@@ -264,8 +286,8 @@ def test_a_signal_stops_with_a_checkpoint_that_resumes(minari_root, tmp_path):
     assert process.returncode == 128 + signal.SIGTERM
     step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
     assert 100 <= step < 1_000_000 and f"stopped at update {step}" in stdout
-    resumed = run("td3_bc", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir),
-                  "--max_steps", str(step + 50), "--eval_every", "100", "--resume", "true", cwd=tmp_path)
+    resumed = run_process("td3_bc", "--dataset_id", "local/pendulum/medium-v0", "--checkpoints_path", str(run_dir),
+                          "--max_steps", str(step + 50), "--eval_every", "100", "--resume", "true", cwd=tmp_path)
     assert f"step {step + 50}:" in resumed.stdout
     assert json.loads((run_dir / "finished.json").read_text())["step"] == step + 50
 
