@@ -58,10 +58,11 @@ def field_help_read_once():
 def run_script(algo: str, *args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     """`python algorithms/<algo>.py *args` run in this process, for tests whose subject is the script, not a process
     (tests/test_scripts.py checks that every script's __main__ block is exactly the call made here): the same command
-    line (sys.argv), environment, working directory and single torch thread, warnings shown on stderr as a fresh
-    interpreter shows them, the exit status the interpreter makes of a SystemExit (none: 0, a number: itself, text:
-    printed on stderr, 1), and the signal handlers fit() installs put back after.  Any other exception propagates
-    where a process would print a traceback: a test expecting one sentence fails all the same."""
+    line (sys.argv), environment, working directory and single torch thread, torch.compile's caches empty as in a new
+    process (and emptied after), warnings shown on stderr as a fresh interpreter shows them, the exit status the
+    interpreter makes of a SystemExit (none: 0, a number: itself, text: printed on stderr, 1), and the signal handlers
+    fit() installs put back after.  Any other exception propagates where a process would print a traceback: a test
+    expecting one sentence fails all the same."""
     import torch
 
     module = importlib.import_module(algo)
@@ -76,6 +77,7 @@ def run_script(algo: str, *args: str, env: dict | None = None, cwd=None) -> subp
             patch.chdir(cwd)
         fresh_interpreter_warnings(module.__name__)
         torch.set_num_threads(1)
+        torch.compiler.reset()  # code compiled by earlier tests (dt's tensor lr in Adam) changes what dynamo traces
         try:
             module.train(module.parse_config(module.TrainConfig))
         except SystemExit as stop:
@@ -84,6 +86,7 @@ def run_script(algo: str, *args: str, env: dict | None = None, cwd=None) -> subp
                 print(code, file=sys.stderr)
                 code = 1
         finally:
+            torch.compiler.reset()
             torch.set_num_threads(threads)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
