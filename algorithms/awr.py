@@ -437,7 +437,7 @@ def weights_policy(weights: dict) -> Callable[[torch.Tensor], torch.Tensor]:
 # --- shared: begin
 # The plumbing every script shares, byte-identical in all of them: the command line, seeding and device, Minari
 # loading and checks, normalization, mlp, the normalized score, the exported program, the run directory, logging,
-# checkpoints and the training loop fit().  One source: tools/shared/appendix.py; edit it, run tools/sync_shared.py.
+# checkpoints and the training loop fit().  One source: tools/shared/appendix.py; edit it, run `python -m tools.sync_shared`.
 
 EVAL_DISCOUNT = 0.99  # gamma of the discounted returns that evaluation logs beside the returns (for OPE)
 MAX_MAGNITUDE = 1e6  # no observation, action or reward of these environments comes near it: a corrupt file
