@@ -622,6 +622,23 @@ def test_few_sweeps_make_exactly_the_runs(tmp_path):
     assert planned[0].args[-6:] == ["--frac", "0.1", "--max_steps", "50000", "--eval_every", "5000"]
 
 
+def test_a_path_in_a_runs_command_reproduces_as_the_sweeps(tmp_path, monkeypatch):
+    """The sweep makes a relative *_path absolute (each run works in its own directory); the reproduce command
+    writes it back from runs/ on, as it was typed, so the command runs again from the project root."""
+    monkeypatch.chdir(tmp_path)
+    dynamics = f"runs/bench/mopo/{CORE_MR}/seed3/dynamics.pt"
+    planned, = variants.plan(["mopo_nopen"], [CORE_MR], [3], tmp_path / "runs" / "bench",
+                             variants.parse_sets(["max_steps=50000", f"dynamics_path={dynamics}"]), {})
+    assert planned.args[-2:] == ["--dynamics_path", str(tmp_path / dynamics)]
+    assert variants.parse_sets(["dynamics_path=None"]) == ["--dynamics_path", "None"]
+    root = tmp_path / "results" / "runs"
+    write_run(root, "mopo_nopen", CORE_MR, 3, {50000: 1.0}, budget=f"--max_steps 50000 --dynamics_path "
+              f"{tmp_path / 'other-checkout' / dynamics}")
+    sweep, = reproduce.reproduce_sweeps(runs_module.load_runs([root]))
+    assert sweep.command() == (f"python -m tools.sweep --variants mopo_nopen --datasets {CORE_MR} --seeds 3 "
+                               f"--workers 2 --root runs/bench --set max_steps=50000 dynamics_path={dynamics}")
+
+
 def test_a_run_without_run_json_is_counted_not_parsed(tmp_path, fast_bootstrap):
     """The tools read run.json only: a run with a command.txt and no run.json is in the tables, not in the
     reproduce commands, and the header says so."""

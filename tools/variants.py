@@ -3,6 +3,7 @@ variants x datasets x seeds into the runs' commands (tools/sweep.py runs them; i
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,12 +91,16 @@ def parse_define(text: str) -> tuple[str, tuple[str, list[str]]]:
 
 
 def parse_sets(items: list[str]) -> list[str]:
-    """['max_steps=20000', 'eval_targets=[-150.0]'] -> ['--max_steps', '20000', '--eval_targets', '[-150.0]']."""
+    """['max_steps=20000', 'eval_targets=[-150.0]'] -> ['--max_steps', '20000', '--eval_targets', '[-150.0]'].
+    A relative *_path value (dynamics_path=runs/bench/...) is made absolute from the directory the sweep is run in:
+    each run works in its own run directory, where the relative path would point nowhere."""
     flags = []
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"error: --set {item!r} is not FIELD=VALUE.")
+        if key.endswith("_path") and value and value != "None" and not os.path.isabs(value):
+            value = os.path.abspath(value)
         flags += [f"--{key}", value]
     return flags
 

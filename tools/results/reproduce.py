@@ -39,13 +39,18 @@ class Sweep:
         return " ".join(words + (["--set", *map(shlex.quote, self.sets)] if self.sets else []))
 
 
+def portable(path: str) -> str:
+    """A path as the project's commands write it: relative to the project, else from its runs/ folder on (a run
+    made in another checkout of the project)."""
+    path = Path(path)
+    if path.is_absolute() and path.is_relative_to(PROJECT):
+        return str(path.relative_to(PROJECT))
+    return str(Path(*path.parts[path.parts.index("runs"):])) if "runs" in path.parts else str(path)
+
+
 def run_root(checkpoints_path: str, run: RunRecord) -> str:
-    """The sweep root of a run directory ROOT/<variant>/<dataset>/seed<S>: relative to the project, else from
-    its runs/ folder on (a run made in another checkout of the project)."""
-    root = Path(checkpoints_path.removesuffix(f"/{run.variant}/{run.dataset}/seed{run.seed}"))
-    if root.is_absolute() and root.is_relative_to(PROJECT):
-        return str(root.relative_to(PROJECT))
-    return str(Path(*root.parts[root.parts.index("runs"):])) if "runs" in root.parts else str(root)
+    """The sweep root of a run directory ROOT/<variant>/<dataset>/seed<S>, portable."""
+    return portable(checkpoints_path.removesuffix(f"/{run.variant}/{run.dataset}/seed{run.seed}"))
 
 
 def sweep_key(run: RunRecord) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
@@ -53,7 +58,8 @@ def sweep_key(run: RunRecord) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     own = dict(zip(VARIANTS[run.variant][1][::2], VARIANTS[run.variant][1][1::2])) if run.variant in VARIANTS else {}
     defines = () if run.variant in VARIANTS or run.variant.startswith("d3rlpy_") or run.algo == run.variant \
         else (f"{run.variant}={run.algo}",)
-    sets = tuple(f"{k}={v}" for k, v in run.flags.items() if k not in SWEEP_WRITES and own.get(f"--{k}") != v)
+    sets = tuple(f"{k}={portable(v) if k.endswith('_path') else v}" for k, v in run.flags.items()
+                 if k not in SWEEP_WRITES and own.get(f"--{k}") != v)  # *_path: absolute in a run's command
     return run_root(str(run.config.get("checkpoints_path") or "runs"), run), defines, sets
 
 
