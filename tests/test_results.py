@@ -502,6 +502,23 @@ def test_a_critic_still_rising_is_said_beside_the_lower_bound(tmp_path):
                                   "tested only weakly there.")
 
 
+def test_every_seed_beyond_the_threshold_is_said_beside_an_interval_that_straddles(tmp_path):
+    root = tmp_path / "runs"
+    walker, cheetah = claims_module.NARROW
+    spread = {walker: [600.0, 250000.0, 17000.0, 900.0, 2200.0], cheetah: [400.0, -900.0, 30000.0, 500.0, 450.0]}
+    for dataset, q_values in spread.items():  # Q - G - 0.5 |G| = Q - 150 with G = 100; one cheetah seed below 0
+        for seed, q in enumerate(q_values):
+            claim_run(root, "td3_bc", dataset, seed, 80.0 + seed)
+            claim_run(root, "td3_nobc", dataset, seed, 1.0, {"eval/q_initial": q, "eval/discounted_return": 100.0})
+    claim = by_label(claims_module.check_claims(runs_module.load_runs([root])))["8b"]
+    assert claim.verdict == UNDECIDED
+    assert [p.reason for p in claim.parts if len(p.samples) == 1] == ["straddles", "straddles"]
+    assert claim.reading.endswith("; on Walker2d medium-expert td3_nobc's Q(s0, pi(s0)) - G - 0.5 |G| lies above 0 on "
+                                  "every seed (+450.0 to +249850.0): the interval straddles 0 because the seeds spread "
+                                  "widely, not because a seed falls short.")
+    assert "HalfCheetah expert td3_nobc" not in claim.reading
+
+
 def test_undecided_claims_name_what_is_missing(tmp_path):
     root = tmp_path / "runs"
     claim_run(root, "bc", CORE_MR, 0, 20.0)

@@ -1,6 +1,7 @@
 """The one-sentence reading of each claim, generated from its parts' numbers (claims.py, verdicts.py): the verdict,
 the seeds and budgets behind it, and for UNDECIDED whether it is too few seeds, a straddling interval or a missing
-cell; a few claims add what their context shows (a critic still rising, the placebo of claim 10b, ...)."""
+cell; a few claims add what their context shows (a critic still rising, every seed on the claim's side of an
+interval that straddles, the placebo of claim 10b, ...)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,11 @@ def context_clause(claim: Claim) -> str:
         return (f"; on {and_list(dataset_name(d) for d in context['rising'])} Q(s0, pi(s0)) was still rising at the "
                 f"last evaluation of every seed (to {top}): the critic had not converged at this budget, so the bound "
                 "is tested only weakly there")
+    if claim.label in ("8", "8b") and context["one_sided"]:
+        return "; " + and_list(
+            f"on {dataset_name(p.dataset)} {p.label} lies {WHERE[p.test][SUPPORTED]} on every seed "
+            f"({min(p.samples[0][1].values):+.1f} to {max(p.samples[0][1].values):+.1f}): the interval straddles 0 "
+            "because the seeds spread widely, not because a seed falls short" for p in context["one_sided"])
     if claim.label == "9b" and context["sac"] is not None:
         sac, (dataset, target, tolerance) = context["sac"], context["check"]
         off = abs(sac.mean - target)
