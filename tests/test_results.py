@@ -869,6 +869,13 @@ def test_half_budget_runs_stand_beside_the_published_numbers_not_in_the_readme_a
     assert any("| td3_bc |" in line for line in section) and not any("td3_bc_500k" in line for line in section)
 
 
+def test_the_readme_aggregate_leaves_the_bf16_variants_to_precision_md():
+    """A bf16 variant runs on one dataset for claim P: the README's aggregate of the core datasets does not list it."""
+    agg = {"iql": {"note": "x"}, "iql_bf16": {"note": "partial: not run on local/hopper/medium-replay-v0"}}
+    section = readme.readme_section(["head"], agg, [], ["c"], [])
+    assert any("| iql |" in line for line in section) and not any("iql_bf16" in line for line in section)
+
+
 def test_the_header_lists_offline_budgets_apart_from_fine_tuning_without_phantom_budgets(tmp_path, fast_bootstrap):
     """Issue 45 item 11: a fine-tuning run's 0 offline updates (sac_scratch learns online only) and its final update
     (offline + online) are not offline budgets: the header lists them apart, and says what the 0 is."""

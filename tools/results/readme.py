@@ -13,6 +13,12 @@ from .tables import markdown_table
 BEGIN, END = "<!-- results: begin -->", "<!-- results: end -->"
 # Ablations answer a claim: the claims table reads them, the aggregate of results/scores.md lists them.
 ABLATIONS = ("td3_nobc", "mopo_nopen", "dt_init1", "cql_mean_target")
+BF16 = "_bf16"  # suffix of the bf16 variants: run on one dataset for claim P, results/precision.md reads them
+
+
+def headline(variant: str) -> bool:
+    """A variant the README's aggregate lists: not an ablation, a half-budget run or a bf16 run."""
+    return variant not in ABLATIONS and not variant.endswith((HALF_BUDGET, BF16))
 
 
 def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: list[str],
@@ -36,7 +42,7 @@ def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: li
             "datasets and seeds, with a "
             "stratified bootstrap 95% CI (rliable), on the local scale and on D4RL's; the methods and the peer "
             "library d3rlpy, the ablations and the 500k-update runs in results/scores.md. " + AGGREGATE_LEGEND, "",
-            *aggregate_table({v: a for v, a in agg.items() if v not in ABLATIONS and not v.endswith(HALF_BUDGET)}), "",
+            *aggregate_table({v: a for v, a in agg.items() if headline(v)}), "",
             "Every dataset, mean ± std and n per cell: [results/scores.md](results/scores.md); ours beside the "
             "peer library d3rlpy on the same data: [results/peer.md](results/peer.md); the papers' published "
             "D4RL numbers beside ours (not directly comparable): [results/published.md](results/published.md)"
