@@ -12,8 +12,8 @@ import numpy as np
 
 from .o2o import DIP, EARLY, O2O_DATASETS, claim_cells, dip_part, drop_part, end_parts, values
 from .readings import reading
-from .runs import (CORE, CORE_MEDIUM_REPLAY, DISCOUNTED_RETURN, HOPPER_MEDIUM_EXPERT, HOPPER_MEDIUM_REPLAY, LAST,
-                   LEGACY_DISCOUNTED_RETURN, Q_INITIAL, TARGET_KEYS, RunRecord, last_mean, plural, steps_text)
+from .runs import (BF16_SUFFIX, CORE, CORE_MEDIUM_REPLAY, DISCOUNTED_RETURN, HOPPER_MEDIUM_EXPERT, HOPPER_MEDIUM_REPLAY,
+                   LAST, LEGACY_DISCOUNTED_RETURN, Q_INITIAL, TARGET_KEYS, RunRecord, last_mean, plural, steps_text)
 from .stats import Stat, cell, score_table
 from .tables import markdown_table
 from .verdicts import (EQUIVALENT, GREATER, LESS, MARGIN, SEEDS, STRADDLES, Part, budget_text, combine, counted,
@@ -229,13 +229,13 @@ def claim_awac(table, runs):
 
 
 def claim_bf16(table, runs):
-    parts = [compare(table, f"{v}_bf16", v, HALFCHEETAH_MEDIUM_REPLAY, EQUIVALENT) for v in BF16]
+    parts = [compare(table, v + BF16_SUFFIX, v, HALFCHEETAH_MEDIUM_REPLAY, EQUIVALENT) for v in BF16]
     notes = []
     for variant in BF16_REPORTED:
-        for dataset in sorted({d for v, d in table if v == f"{variant}_bf16"}) or [HALFCHEETAH_MEDIUM_REPLAY]:
+        for dataset in sorted({d for v, d in table if v == variant + BF16_SUFFIX}) or [HALFCHEETAH_MEDIUM_REPLAY]:
             fp32 = cell(table, variant, dataset)
             if fp32 is not None and fp32.n >= SEEDS:
-                shown = compare(table, f"{variant}_bf16", variant, dataset, EQUIVALENT).numbers
+                shown = compare(table, variant + BF16_SUFFIX, variant, dataset, EQUIVALENT).numbers
             else:
                 shown = (f"{dataset}: {variant}_bf16 - {variant} waits for the fp32 cell's {SEEDS} seeds ({variant} "
                          f"{fp32.text() if fp32 else 'not run'})")

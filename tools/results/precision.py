@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .claims import BF16, BF16_REPORTED, HALFCHEETAH_MEDIUM_REPLAY, Claim, compare
-from .runs import dataset_name
+from .runs import BF16_SUFFIX, dataset_name
 from .stats import cell, interval_text, score_table
 from .tables import markdown_table
 from .verdicts import EQUIVALENT, MARGIN, SEEDS, counted
@@ -20,11 +20,11 @@ def precision_rows(table) -> list[list[str]]:
     """One row per (script, dataset) with a bf16 cell, and claim P's cells even before they have runs."""
     rows = []
     for variant in BF16 + BF16_REPORTED:
-        datasets = sorted({d for v, d in table if v == f"{variant}_bf16"} | (
+        datasets = sorted({d for v, d in table if v == variant + BF16_SUFFIX} | (
             {HALFCHEETAH_MEDIUM_REPLAY} if variant in BF16 else set()))
         for dataset in datasets:
-            fp32, bf16 = cell(table, variant, dataset), cell(table, f"{variant}_bf16", dataset)
-            part = compare(table, f"{variant}_bf16", variant, dataset, EQUIVALENT)
+            fp32, bf16 = cell(table, variant, dataset), cell(table, variant + BF16_SUFFIX, dataset)
+            part = compare(table, variant + BF16_SUFFIX, variant, dataset, EQUIVALENT)
             difference = (f"{part.diff:+.1f} {interval_text(part.low, part.high)}" if part.low is not None
                           else f"{part.diff:+.1f}" if part.diff is not None else "-")
             decided = part.verdict + (f" ({part.reason})" if part.reason else "") if variant in BF16 else "reported"
@@ -37,10 +37,10 @@ def write_precision(runs, claims: list[Claim], head: list[str], out: Path) -> No
     """runs: the offline runs; only those at their claim's budget and cadence count, as in claims.md."""
     table = score_table([r for r in runs if counted(r)])
     claim = next(c for c in claims if c.label == "P")
-    commands = [SWEEP.format(variants=" ".join(f"{v}_bf16" for v in BF16), dataset=HALFCHEETAH_MEDIUM_REPLAY,
+    commands = [SWEEP.format(variants=" ".join(v + BF16_SUFFIX for v in BF16), dataset=HALFCHEETAH_MEDIUM_REPLAY,
                              steps=50000, every=5000),
-                SWEEP.format(variants=" ".join(f"{v}_bf16" for v in BF16_REPORTED), dataset=HALFCHEETAH_MEDIUM_REPLAY,
-                             steps=10000, every=2000)]
+                SWEEP.format(variants=" ".join(v + BF16_SUFFIX for v in BF16_REPORTED),
+                             dataset=HALFCHEETAH_MEDIUM_REPLAY, steps=10000, every=2000)]
     lines = ["# bf16 against fp32: the scores", "", *[f"{line}  " for line in head], "",
              "The same script, data, seeds, budget and evaluation cadence, once with the default `--precision fp32` and "
              "once with `--precision bf16` (the update's hidden layers in bf16 under autocast; output layers, losses, "

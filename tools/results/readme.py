@@ -6,19 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from .claims import OLD_COLUMN, Claim
-from .runs import HALF_BUDGET
+from .runs import BF16_SUFFIX, HALF_BUDGET
 from .scores import AGGREGATE_LEGEND, aggregate_table
 from .tables import markdown_table
 
 BEGIN, END = "<!-- results: begin -->", "<!-- results: end -->"
 # Ablations answer a claim: the claims table reads them, the aggregate of results/scores.md lists them.
 ABLATIONS = ("td3_nobc", "mopo_nopen", "dt_init1", "cql_mean_target")
-BF16 = "_bf16"  # suffix of the bf16 variants: run on one dataset for claim P, results/precision.md reads them
 
 
 def headline(variant: str) -> bool:
     """A variant the README's aggregate lists: not an ablation, a half-budget run or a bf16 run."""
-    return variant not in ABLATIONS and not variant.endswith((HALF_BUDGET, BF16))
+    return variant not in ABLATIONS and not variant.endswith((HALF_BUDGET, BF16_SUFFIX))
 
 
 def readme_section(head: list[str], agg: dict, claims: list[Claim], commands: list[str],

@@ -35,6 +35,7 @@ PLANNED = ["bc", "bc_10", "awr", "bcq", "td3_bc", "cql", "iql", "dt", "mopo", "c
 PEERS = {"bc": "d3rlpy_bc", "td3_bc": "d3rlpy_td3_bc", "iql": "d3rlpy_iql", "cql": "d3rlpy_cql",
          "bcq": "d3rlpy_bcq", "dt": "d3rlpy_dt"}
 HALF_BUDGET = "_500k"  # suffix of the half-budget variants (tools/sweep.py): 500k updates on two medium-replay datasets
+BF16_SUFFIX = "_bf16"  # suffix of the --precision bf16 variants (tools/sweep.py): claim P, read by results/precision.md
 # Variants in the chapter's order, then the ablations, the longer budgets and the peer; any other variant
 # follows, alphabetically.
 ORDER = ["bc", "bc_10", "bc_filtered", "awr", "awac", "bcq", "td3_bc", "cql", "iql", "dt", "mopo", "combo",
